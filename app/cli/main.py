@@ -1,0 +1,50 @@
+"""`braid`: the command line. Each area registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.cli import app_cmd, engine_cmd, lab_cmd, profile_cmd
+from app.core.errors import BraidError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braid",
+        description=(
+            "Braid: several WireGuard tunnels at once, each class of traffic on the "
+            "path or paths that serve it best. With no command, starts the tray app."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (profile_cmd, engine_cmd, lab_cmd, app_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        handler = app_cmd.run_tray
+    try:
+        rc: int = handler(args)
+    except BraidError as exc:
+        print(f"braid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
