@@ -1,0 +1,149 @@
+"""Session-wide set-up shared by every area's tests.
+
+The whole session gets a real, private, unlocked Secret Service: its own D-Bus session
+bus (dbus-daemon) and its own gnome-keyring-daemon, whose keyring files live in a temp
+dir and whose password is random. Braid finds it the ordinary way (keyring picks the
+Secret Service backend because it answers on $DBUS_SESSION_BUS_ADDRESS), so tests
+exercise exactly the code path a desktop user gets. It also points BRAID_CONFIG_DIR and
+the XDG dirs at temp dirs, so no test reads or writes the real user's profiles, and
+sets QT_QPA_PLATFORM=offscreen.
+
+Subprocesses (``braid ...``) inherit all of this through the environment. The bus
+listens on a filesystem socket (not an abstract one), so it is reachable from inside
+network namespaces too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.util import wait_until
+
+# Before anything imports Qt (pytest-qt creates its QApplication lazily, but plugins
+# and collection may import PySide6 first).
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+
+@dataclass(frozen=True)
+class KeyringSession:
+    root: Path  # temp dir holding the bus socket and keyring files
+    bus_address: str
+    config_dir: Path  # BRAID_CONFIG_DIR for the session
+
+
+def _secret_service_ready() -> bool:
+    """True when the Secret Service answers and its default collection is unlocked."""
+    import secretstorage
+
+    conn = secretstorage.dbus_init()
+    try:
+        if not secretstorage.check_service_availability(conn):
+            return False
+        return not secretstorage.get_default_collection(conn).is_locked()
+    finally:
+        conn.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _start_keyring(root: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """Start a private session bus and an unlocked gnome-keyring on it."""
+    for tool in ("dbus-daemon", "gnome-keyring-daemon"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed: run scripts/setup.sh (apt package "
+                               f"{'dbus-daemon' if tool == 'dbus-daemon' else 'gnome-keyring'})")
+    address = f"unix:path={root / 'bus'}"
+    with (root / "dbus.log").open("wb") as log:
+        # Its harmless "Failed to set fd limit" chatter goes to a log, not the test output.
+        dbus = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={address}",
+             "--print-address=1"],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log,
+        )
+    procs: list[subprocess.Popen[bytes]] = [dbus]
+    try:
+        assert dbus.stdout is not None
+        # dbus-daemon prints its address once it listens: that line is the readiness signal.
+        printed = dbus.stdout.readline().decode().strip()
+        if not printed:
+            raise RuntimeError("dbus-daemon exited before printing its address")
+        env = {
+            **os.environ,
+            "DBUS_SESSION_BUS_ADDRESS": address,
+            "XDG_DATA_HOME": str(root / "data"),  # keyring files: data/keyrings/
+            "XDG_RUNTIME_DIR": str(root / "run"),
+            "HOME": str(root),
+        }
+        with (root / "keyring.log").open("wb") as log:
+            keyringd = subprocess.Popen(
+                ["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
+            )
+        procs.append(keyringd)
+        assert keyringd.stdin is not None
+        # --unlock reads the password up to EOF and creates the login keyring with it.
+        keyringd.stdin.write(secrets.token_hex(16).encode())
+        keyringd.stdin.close()
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+        wait_until(_secret_service_ready, timeout=20, interval=0.05,
+                   message="gnome-keyring-daemon did not offer an unlocked Secret Service",
+                   ignore=(Exception,))
+    except BaseException:
+        for proc in reversed(procs):
+            _stop(proc)
+        raise
+    return address, procs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keyring_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringSession]:
+    """The session's private keyring, config and XDG dirs (see the module docstring)."""
+    root = tmp_path_factory.mktemp("braid-session")
+    for sub in ("data", "run", "config", "xdg-config", "xdg-data"):
+        (root / sub).mkdir(mode=0o700)
+    saved = {k: os.environ.get(k) for k in (
+        "DBUS_SESSION_BUS_ADDRESS", "BRAID_CONFIG_DIR", "PYTHON_KEYRING_BACKEND",
+        "XDG_CONFIG_HOME", "XDG_DATA_HOME")}
+    # A backend chosen in the developer's environment or keyringrc.cfg must not leak in.
+    os.environ.pop("PYTHON_KEYRING_BACKEND", None)
+    os.environ["XDG_CONFIG_HOME"] = str(root / "xdg-config")
+    os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")
+    os.environ["BRAID_CONFIG_DIR"] = str(root / "config")
+    address, procs = _start_keyring(root)
+    try:
+        yield KeyringSession(root=root, bus_address=address, config_dir=root / "config")
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty BRAID_CONFIG_DIR for one test (the keyring stays the session's)."""
+    path = tmp_path / "braid-config"
+    path.mkdir()
+    monkeypatch.setenv("BRAID_CONFIG_DIR", str(path))
+    return path
