@@ -1,0 +1,202 @@
+"""Validation of the desired state: every wrong field is named, good states round-trip."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from app.helper.state import DesiredState, StateError, parse_state
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+KEY2 = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def good() -> dict[str, Any]:
+    return {
+        "persistent": False,
+        "tunnels": [
+            {
+                "name": "br-lab-hk",
+                "private_key": KEY,
+                "addresses": ["198.19.0.2/32"],
+                "mtu": 1380,
+                "listen_port": None,
+                "fwmark": 0x0F000000,
+                "peers": [
+                    {
+                        "public_key": KEY2,
+                        "preshared_key": None,
+                        "endpoint": "198.18.0.1:51000",
+                        "allowed_ips": ["0.0.0.0/0"],
+                        "persistent_keepalive": 25,
+                    }
+                ],
+            }
+        ],
+        "tables": [
+            {
+                "id": 52001,
+                "routes": [{"dst": "0.0.0.0/0", "nexthops": [{"dev": "br-lab-hk", "weight": 1}]}],
+            }
+        ],
+        "rules": [
+            {
+                "priority": 5200,
+                "src": "198.19.0.2/32",
+                "fwmark": None,
+                "fwmask": None,
+                "action": "lookup",
+                "table": 52001,
+            },
+            {
+                "priority": 5250,
+                "src": None,
+                "fwmark": 0x01000000,
+                "fwmask": 0x0F000000,
+                "action": "lookup",
+                "table": 52001,
+            },
+            {
+                "priority": 5251,
+                "src": None,
+                "fwmark": 0x01000000,
+                "fwmask": 0x0F000000,
+                "action": "unreachable",
+                "table": None,
+            },
+        ],
+        "marking": {
+            "bypass_mark": 0x0F000000,
+            "classes": [{"name": "default", "mark": 0x01000000}],
+            "masquerade": True,
+            "flush_marks": [],
+        },
+    }
+
+
+def test_good_state_round_trips() -> None:
+    state = parse_state(good())
+    assert isinstance(state, DesiredState)
+    assert state.tunnels[0].peers[0].endpoint == "198.18.0.1:51000"
+    assert parse_state(json.loads(state.dumps())) == state
+    assert state.to_json() == good()
+
+
+def test_redacted_hides_keys() -> None:
+    doc = good()
+    doc["tunnels"][0]["peers"][0]["preshared_key"] = KEY
+    text = json.dumps(parse_state(doc).redacted())
+    assert KEY not in text
+    assert KEY2 in text  # public keys are not secret
+
+
+def test_empty_state_is_valid() -> None:
+    assert parse_state({}) == DesiredState()
+
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    """Set a dotted/indexed path like 'tunnels.0.peers.0.endpoint' in a good state."""
+    doc = copy.deepcopy(good())
+    parts = path.split(".")
+    node: Any = doc
+    for p in parts[:-1]:
+        node = node[int(p)] if p.isdigit() else node[p]
+    last = parts[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return doc
+
+
+BAD: list[tuple[str, Any, str]] = [
+    ("tunnels.0.name", "eth0", "tunnels[0].name"),
+    ("tunnels.0.name", "br-this-is-too-long", "tunnels[0].name"),
+    ("tunnels.0.name", "br-Upper", "tunnels[0].name"),
+    ("tunnels.0.private_key", "not-a-key", "tunnels[0].private_key"),
+    ("tunnels.0.private_key", base64.b64encode(b"short").decode(), "tunnels[0].private_key"),
+    ("tunnels.0.addresses", ["198.19.0.2"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.addresses", ["300.1.1.1/32"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.mtu", 100, "tunnels[0].mtu"),
+    ("tunnels.0.mtu", "1380", "tunnels[0].mtu"),
+    ("tunnels.0.listen_port", 70000, "tunnels[0].listen_port"),
+    ("tunnels.0.fwmark", 0x10000000, "tunnels[0].fwmark"),
+    ("tunnels.0.peers.0.endpoint", "gw.example.com:51820", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.endpoint", "198.18.0.1", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.endpoint", "198.18.0.1:0", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.endpoint", "::1:51820", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.public_key", KEY + "A", "tunnels[0].peers[0].public_key"),
+    ("tunnels.0.peers.0.allowed_ips", ["nonsense"], "tunnels[0].peers[0].allowed_ips[0]"),
+    ("tunnels.0.peers.0.persistent_keepalive", True, "tunnels[0].peers[0].persistent_keepalive"),
+    ("tunnels.0.peers.0.colour", "red", "tunnels[0].peers[0].colour"),
+    ("tables.0.id", 254, "tables[0].id"),
+    ("tables.0.id", 52100, "tables[0].id"),
+    ("tables.0.routes.0.dst", "10.0.0.1/8", "tables[0].routes[0].dst"),
+    ("tables.0.routes.0.nexthops", [], "tables[0].routes[0].nexthops"),
+    ("tables.0.routes.0.nexthops.0.dev", "eth0", "tables[0].routes[0].nexthops[0].dev"),
+    ("tables.0.routes.0.nexthops.0.dev", "br-other", "tables[0].routes[0].nexthops[0].dev"),
+    ("tables.0.routes.0.nexthops.0.weight", 0, "tables[0].routes[0].nexthops[0].weight"),
+    ("rules.0.priority", 100, "rules[0].priority"),
+    ("rules.0.priority", 5300, "rules[0].priority"),
+    ("rules.0.table", 254, "rules[0].table"),
+    ("rules.0.table", 52002, "rules[0].table"),
+    ("rules.0.src", None, "rules[0]"),
+    ("rules.1.fwmark", 0x00000001, "rules[1].fwmark"),
+    ("rules.1.fwmask", None, "rules[1].fwmask"),
+    ("rules.1.fwmask", 0xFFFFFFFF, "rules[1].fwmask"),
+    ("rules.1.action", "goto", "rules[1].action"),
+    ("rules.2.table", 52001, "rules[2].table"),
+    ("marking.bypass_mark", 0x01000000, "marking.bypass_mark"),
+    ("marking.classes.0.mark", 0x0F000000, "marking.classes[0].mark"),
+    ("marking.classes.0.mark", 0x00000100, "marking.classes[0].mark"),
+    ("marking.classes.0.name", "Default!", "marking.classes[0].name"),
+    ("marking.flush_marks", [7], "marking.flush_marks[0]"),
+    ("marking.masquerade", "yes", "marking.masquerade"),
+    ("persistent", 1, "persistent"),
+    ("extra", 1, "extra"),
+]
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "path"), BAD, ids=[f"{b[0]}={b[1]!r}"[:60] for b in BAD]
+)
+def test_bad_field_is_named(where: str, value: Any, path: str) -> None:
+    with pytest.raises(StateError) as info:
+        parse_state(mutate(where, value))
+    assert info.value.path == path
+    assert str(info.value).startswith(path + ":")
+
+
+def test_duplicates_are_refused() -> None:
+    doc = good()
+    doc["tunnels"].append(copy.deepcopy(doc["tunnels"][0]))
+    with pytest.raises(StateError, match=r"tunnels\[1\]: duplicate name"):
+        parse_state(doc)
+    doc = good()
+    doc["rules"].append(copy.deepcopy(doc["rules"][0]))
+    with pytest.raises(StateError, match=r"rules\[3\]: duplicate"):
+        parse_state(doc)
+
+
+def test_sizes_are_bounded() -> None:
+    doc = good()
+    doc["tunnels"][0]["peers"][0]["allowed_ips"] = [
+        f"10.{i // 256}.{i % 256}.0/24" for i in range(300)
+    ]
+    with pytest.raises(StateError, match="too many"):
+        parse_state(doc)
+
+
+def test_not_an_object() -> None:
+    for doc in ([], "x", 3, None):
+        with pytest.raises(StateError, match="must be a JSON object"):
+            parse_state(doc)
+
+
+def test_ipv6_endpoint_normalised() -> None:
+    doc = mutate("tunnels.0.peers.0.endpoint", "[2001:db8:0::1]:51820")
+    assert parse_state(doc).tunnels[0].peers[0].endpoint == "[2001:db8::1]:51820"
