@@ -1,0 +1,61 @@
+"""The lab's Braid profile (`lab-<lab>`): its gateways as a user's profile would have them.
+
+Saved through PROFILE's ProfileStore, so keys go to the keyring like any import, and the
+engine connects to a lab exactly as it connects to real gateways.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.core.errors import BraidError
+from app.core.profiles import Gateway, GatewaySecrets, Peer, Profile, ProfileStore
+from app.lab.scenario import Scenario
+
+if TYPE_CHECKING:
+    from app.lab.topology import LabInfo
+
+TUNNEL_MTU = 1420  # the underlay's 1500 less WireGuard's 80 (IPv6-safe, as wg-quick picks)
+
+
+def profile_name(lab: str) -> str:
+    return f"lab-{lab}"
+
+
+def lab_profile(info: LabInfo, scen: Scenario) -> tuple[Profile, dict[str, GatewaySecrets]]:
+    gateways = tuple(
+        Gateway(
+            name=gw.name,
+            interface=gw.client_interface,
+            addresses=(gw.client_address,),
+            dns=(),
+            mtu=TUNNEL_MTU,
+            listen_port=None,
+            peer=Peer(public_key=gw.public_key, endpoint=gw.endpoint,
+                      allowed_ips=("0.0.0.0/0",), persistent_keepalive=25),
+            cost=scen.path(gw.name).cost,
+        )
+        for gw in info.gateways
+    )
+    secrets = {gw.name: GatewaySecrets(private_key=gw.client_private_key, preshared_key=None)
+               for gw in info.gateways}
+    return Profile(name=profile_name(info.name), gateways=gateways, lab=info.name), secrets
+
+
+def write_lab_profile(info: LabInfo, scen: Scenario, store: ProfileStore | None = None) -> None:
+    profile, secrets = lab_profile(info, scen)
+    (store or ProfileStore()).save(profile, secrets)
+
+
+def forget_lab_profile(lab: str, store: ProfileStore | None = None) -> None:
+    """Delete `lab-<lab>` if it is this lab's profile; a user's own profile of that name stays."""
+    store = store or ProfileStore()
+    name = profile_name(lab)
+    if not store.exists(name):
+        return
+    try:
+        mine = store.load(name).lab == lab
+    except BraidError:
+        mine = False  # unreadable: not provably the lab's; leave it to `braid profile delete`
+    if mine:
+        store.delete(name)

@@ -1,0 +1,348 @@
+"""The lab's international links: a userspace UDP relay per path, run in the wan namespace.
+
+One process carries every path of a lab: a `select()` loop (its timeout has microsecond
+resolution, unlike epoll's milliseconds, which is what keeps the added delay within a
+fraction of a millisecond) over the paths' listening sockets, the per-client upstream
+sockets and the control socket, and a heap of packets waiting for their release time.
+
+Each path is a NAT-like forwarder: a packet from a new client source address gets its own
+upstream socket towards the gateway, so the Braid client and the baseline client share a
+path's relay (and its rate limit) and each still gets its own answers.
+
+Run as `python -m app.lab.relay /run/braid/lab/<lab>/relay.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import BraidError
+from app.lab.emulate import Link, ProfileState
+from app.lab.link import DIRECTIONS, check_changes, profile_from
+from app.lab.scenario import TimelineEntry
+
+BUFSIZE = 4 * 1024 * 1024
+BATCH = 64  # packets read from one socket before the loop looks at its timers again
+IDLE_FLOW_S = 600.0  # an upstream socket nobody used for this long is closed
+RAMP_STEP_S = 0.05  # how often a drifting profile is recomputed
+
+
+def _udp(bind: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for opt, fallback in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # *BUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, BUFSIZE)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, fallback, BUFSIZE)
+    sock.bind(bind)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Flow:
+    """One client source address on one forward: its own upstream socket."""
+
+    path: Path_
+    listener: socket.socket
+    client: tuple[str, int]
+    upstream: socket.socket
+    last_used: float
+
+
+@dataclass
+class Path_:
+    name: str
+    links: dict[str, Link]
+    states: dict[str, ProfileState]
+    flows: dict[tuple[int, tuple[str, int]], Flow] = field(default_factory=dict)
+
+
+class Relay:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.started_at = float(config["started_at"])
+        # The timeline counts from the lab's start, on the monotonic clock from here on.
+        self.t0 = time.monotonic() - (time.time() - self.started_at)
+        self.paths: dict[str, Path_] = {}
+        self.listeners: dict[int, tuple[Path_, socket.socket, tuple[str, int], str]] = {}
+        self.upstreams: dict[int, Flow] = {}
+        self.heap: list[tuple[float, int, socket.socket, bytes, tuple[str, int] | None]] = []
+        self.seq = 0
+        for p in config["paths"]:
+            states = {d: ProfileState(profile_from(p[d], f"path {p['name']} {d}"))
+                      for d in DIRECTIONS}
+            links = {d: Link(states[d].base, zlib.crc32(f"{p['name']}/{d}".encode()))
+                     for d in DIRECTIONS}
+            path = Path_(p["name"], links, states)
+            self.paths[path.name] = path
+            for listen_port, host, port in p["forwards"]:
+                sock = _udp(("0.0.0.0", int(listen_port)))
+                self.listeners[sock.fileno()] = (path, sock, (host, int(port)),
+                                                 p["upstream_bind"])
+        self.timeline = [TimelineEntry.from_json(e) for e in config["timeline"]]
+        self.timeline.sort(key=lambda e: e.at_s)
+        self.next_event = 0
+        self.control_path = Path(config["control"])
+        with contextlib.suppress(FileNotFoundError):
+            self.control_path.unlink()
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control.bind(str(self.control_path))
+        os.chmod(self.control_path, 0o600)
+        self.control.listen(16)
+        self.control.setblocking(False)
+        self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
+        self.next_ramp = 0.0
+        self.next_sweep = time.monotonic() + 10.0
+        self.running = True
+
+    # --- packets -------------------------------------------------------------------
+
+    def _from_client(self, fd: int, now: float) -> None:
+        path, sock, target, bind_addr = self.listeners[fd]
+        link = path.links["up"]
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            flow = path.flows.get((fd, addr))
+            if flow is None:
+                up = _udp((bind_addr, 0))
+                up.connect(target)
+                flow = Flow(path, sock, addr, up, now)
+                path.flows[(fd, addr)] = flow
+                self.upstreams[up.fileno()] = flow
+            flow.last_used = now
+            release = link.admit(now, len(data))
+            if release is not None:
+                self._push(release, flow.upstream, data, None)
+
+    def _from_gateway(self, fd: int, now: float) -> None:
+        flow = self.upstreams[fd]
+        link = flow.path.links["down"]
+        for _ in range(BATCH):
+            try:
+                data = flow.upstream.recv(65535)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                continue  # an ICMP error from the gateway side; the relay carries on
+            flow.last_used = now
+            release = link.admit(now, len(data))
+            if release is not None:
+                self._push(release, flow.listener, data, flow.client)
+
+    def _push(self, release: float, sock: socket.socket, data: bytes,
+              addr: tuple[str, int] | None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (release, self.seq, sock, data, addr))
+
+    def _release_due(self) -> None:
+        heap = self.heap
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, sock, data, addr = heapq.heappop(heap)
+            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                if addr is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+
+    # --- profiles and timeline -----------------------------------------------------
+
+    def _apply(self, path: Path_, now: float) -> None:
+        for d in DIRECTIONS:
+            path.links[d].set_profile(path.states[d].effective(now))
+
+    def _run_timeline(self, now: float) -> None:
+        t = now - self.t0
+        while self.next_event < len(self.timeline) and self.timeline[self.next_event].at_s <= t:
+            e = self.timeline[self.next_event]
+            self.next_event += 1
+            path = self.paths[e.path]
+            # A late start (the relay came up after `at`) shortens the entry, as on a clock.
+            late = t - e.at_s
+            for_s = None if e.for_s is None else max(0.0, e.for_s - late)
+            for d in e.dirs:
+                path.states[d].add(now, dict(e.changes), for_s, e.ramp)
+            self._apply(path, now)
+            print(f"t={t:.3f} timeline: {e.path} {','.join(e.dirs)} {dict(e.changes)}"
+                  f" for {e.for_s}", flush=True)
+        for path in self.paths.values():
+            if any(s.expire(now) for s in path.states.values()):
+                self._apply(path, now)
+        if now >= self.next_ramp:
+            self.next_ramp = now + RAMP_STEP_S
+            for path in self.paths.values():
+                if any(s.ramping() for s in path.states.values()):
+                    self._apply(path, now)
+
+    def _next_timer(self, now: float) -> float:
+        """Seconds until the loop must wake for something other than a socket."""
+        wake = now + 1.0
+        if self.heap:
+            wake = min(wake, self.heap[0][0])
+        if self.next_event < len(self.timeline):
+            wake = min(wake, self.t0 + self.timeline[self.next_event].at_s)
+        for path in self.paths.values():
+            for s in path.states.values():
+                end = s.next_end()
+                if end is not None:
+                    wake = min(wake, end)
+                if s.ramping():
+                    wake = min(wake, self.next_ramp)
+        return max(0.0, wake - now)
+
+    def _sweep(self, now: float) -> None:
+        self.next_sweep = now + 10.0
+        for path in self.paths.values():
+            for key, flow in list(path.flows.items()):
+                if now - flow.last_used > IDLE_FLOW_S:
+                    del path.flows[key]
+                    del self.upstreams[flow.upstream.fileno()]
+                    flow.upstream.close()
+
+    # --- control -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            conn, _ = self.control.accept()
+            conn.setblocking(False)
+            self.conns[conn.fileno()] = (conn, bytearray())
+
+    def _control_read(self, fd: int) -> None:
+        conn, buf = self.conns[fd]
+        try:
+            chunk = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk or len(buf) > 1 << 20:
+            del self.conns[fd]
+            conn.close()
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf[:] = rest
+            reply = self._handle(line)
+            conn.setblocking(True)
+            try:
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+            finally:
+                conn.setblocking(False)
+
+    def _handle(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise BraidError("a request must be a JSON object", "send {\"op\": ...}")
+            op = req.get("op")
+            if op == "ping":
+                return {"ok": True}
+            if op == "status":
+                return {"ok": True, **self.status()}
+            if op == "set":
+                self.set(req)
+                return {"ok": True, **self.status()}
+            raise BraidError(f"unknown relay request {op!r}", "use ping, status or set")
+        except BraidError as exc:
+            return {"ok": False, "error": exc.what, "fix": exc.fix}
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": f"bad relay request: {exc}", "fix": "see docs/lab.md"}
+
+    def set(self, req: dict[str, Any]) -> None:
+        name = req.get("path")
+        if name not in self.paths:
+            raise BraidError(f"no path {name!r} in this lab",
+                             f"use one of: {', '.join(self.paths)}")
+        dirs = req.get("dirs", list(DIRECTIONS))
+        if not isinstance(dirs, list) or not dirs or any(d not in DIRECTIONS for d in dirs):
+            raise BraidError(f"bad directions {dirs!r}", "use up, down or both")
+        changes = req.get("changes")
+        if not isinstance(changes, dict) or not changes:
+            raise BraidError("nothing to change", "give at least one setting")
+        checked = check_changes(changes, f"path {name}")
+        now = time.monotonic()
+        path = self.paths[name]
+        for d in dirs:
+            path.states[d].set_now(checked)
+        self._apply(path, now)
+        print(f"t={now - self.t0:.3f} set: {name} {','.join(dirs)} {checked}", flush=True)
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        out = []
+        for path in self.paths.values():
+            doc: dict[str, Any] = {"name": path.name, "flows": len(path.flows)}
+            for d in DIRECTIONS:
+                link = path.links[d]
+                doc[d] = {
+                    "profile": link.profile.to_json(),
+                    "base": path.states[d].base.to_json(),
+                    "counters": asdict(link.counters),
+                    "queue_ms": round(link.queue_delay(now) * 1000.0, 3),
+                }
+            out.append(doc)
+        return {"started_at": self.started_at, "t": now - self.t0, "paths": out,
+                "timeline_left": len(self.timeline) - self.next_event}
+
+    # --- loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        print(f"relay up: paths {', '.join(self.paths)}", flush=True)
+        while self.running:
+            now = time.monotonic()
+            self._run_timeline(now)
+            self._release_due()
+            now = time.monotonic()
+            if now >= self.next_sweep:
+                self._sweep(now)
+            fds: list[int] = [self.control.fileno(), *self.listeners, *self.upstreams,
+                              *self.conns]
+            try:
+                ready, _, _ = select.select(fds, [], [], self._next_timer(now))
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            for fd in ready:
+                if fd in self.listeners:
+                    self._from_client(fd, now)
+                elif fd in self.upstreams:
+                    self._from_gateway(fd, now)
+                elif fd == self.control.fileno():
+                    self._accept()
+                elif fd in self.conns:
+                    self._control_read(fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.control_path.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m app.lab.relay RELAY.json", file=sys.stderr)
+        return 2
+    relay = Relay(json.loads(Path(args[0]).read_text()))
+    relay.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
