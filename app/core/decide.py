@@ -1,0 +1,183 @@
+"""Which path carries a traffic class: one small state machine per class.
+
+States:
+- ``WAITING``: just connected; waits until every path has a verdict (answered or
+  declared down) or ``warmup_s`` has passed, then takes the best usable path.
+- ``ACTIVE(path)``: the class rides ``path``.
+  - **failover**: the path is declared DOWN -> move at once to the best usable path
+    (UP before SUSPECT), or fail closed if there is none.
+  - **voluntary switch** (hysteresis + hold-down): a challenger moves the class only
+    when its score beats the current path's by ``margin`` continuously for
+    ``dwell_s``, the last switch was at least ``hold_down_s`` ago, and the challenger
+    itself has been UP (not suspect, not just back from down) for ``hold_down_s``.
+    A suspect current path is not left early: it either answers again or is declared
+    down (a bounded wait, see liveness.py).
+- ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
+  Leaves by itself as soon as a path is UP again ("restored").
+
+Why this never flaps on a noisy path: a path with loss above 5 % scores 0, and a
+short good spell cannot move traffic (``dwell_s``); after any move, nothing voluntary
+happens for ``hold_down_s``. So voluntary switches are at most one per
+``max(dwell_s, hold_down_s)`` even with adversarial scores.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.core.liveness import Health
+
+
+class ClassState(enum.Enum):
+    WAITING = "waiting"
+    ACTIVE = "active"
+    FAIL_CLOSED = "fail_closed"
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    margin: float = 0.10  # score points (0..1) a challenger must lead by
+    dwell_s: float = 5.0  # ... continuously, for this long
+    hold_down_s: float = 15.0  # quiet time after a switch, and up-time before a path is eligible
+    warmup_s: float = 2.0  # longest wait for first measurements after connecting
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 1:
+            raise ValueError(f"margin must be within 0..1, got {self.margin}")
+        if min(self.dwell_s, self.hold_down_s, self.warmup_s) < 0:
+            raise ValueError("dwell, hold-down and warm-up must be >= 0")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One path as the decider sees it."""
+
+    name: str
+    health: Health
+    score: float
+    raw: float
+    up_since: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.health in (Health.UP, Health.SUSPECT)
+
+
+@dataclass(frozen=True)
+class Decision:
+    cls: str
+    kind: str  # "select" | "switch" | "failover" | "fail_closed" | "restored"
+    from_path: str | None
+    to_path: str | None
+    reason: str
+    metrics: dict[str, float]
+    t: float
+
+
+def _rank(c: Candidate) -> tuple[bool, float, float]:
+    return (c.health is Health.UP, c.score, c.raw)
+
+
+def best_of(cands: Sequence[Candidate]) -> Candidate | None:
+    usable = [c for c in cands if c.usable]
+    return max(usable, key=_rank) if usable else None
+
+
+class ClassDecider:
+    """The decision state machine of one traffic class."""
+
+    def __init__(self, cls: str, cfg: DecideConfig, started: float) -> None:
+        self.cls = cls
+        self.cfg = cfg
+        self.state = ClassState.WAITING
+        self.current: str | None = None
+        self.started = started
+        self.last_switch: float | None = None
+        self.challenger: str | None = None
+        self.challenger_since: float | None = None
+
+    def step(self, now: float, cands: Sequence[Candidate]) -> Decision | None:
+        """Feed the paths as they are now; returns a decision when the target changes."""
+        by_name = {c.name: c for c in cands}
+        if self.state is ClassState.WAITING:
+            return self._step_waiting(now, cands)
+        if self.state is ClassState.FAIL_CLOSED:
+            best = best_of([c for c in cands if c.health is Health.UP])
+            if best is None:
+                return None
+            return self._move(now, "restored", best, None,
+                              f"{best.name} is up again (score {best.score:.2f})")
+        cur = by_name.get(self.current or "")
+        if cur is None or cur.health is Health.DOWN:
+            others = [c for c in cands if c.name != self.current]
+            best = best_of(others)
+            why = f"{self.current} declared down"
+            if best is None:
+                return self._fail_closed(now, f"{why}; no other path is up", cur)
+            return self._move(now, "failover", best, cur, f"{why}; {best.name} is the best "
+                              f"path left (score {best.score:.2f})")
+        return self._step_voluntary(now, cur, cands)
+
+    def _step_waiting(self, now: float, cands: Sequence[Candidate]) -> Decision | None:
+        all_known = all(c.health is not Health.UNKNOWN for c in cands)
+        if not all_known and now - self.started < self.cfg.warmup_s:
+            return None
+        best = best_of(cands)
+        if best is None:
+            if all_known or now - self.started >= self.cfg.warmup_s:
+                return self._fail_closed(now, "no path answered after connecting", None)
+            return None
+        return self._move(now, "select", best, None,
+                          f"best path after connecting (score {best.score:.2f})")
+
+    def _step_voluntary(
+        self, now: float, cur: Candidate, cands: Sequence[Candidate]
+    ) -> Decision | None:
+        eligible = [
+            c for c in cands
+            if c.name != cur.name and c.health is Health.UP and c.up_since is not None
+            and now - c.up_since >= self.cfg.hold_down_s
+            and c.score >= cur.score + self.cfg.margin
+        ]
+        best = max(eligible, key=_rank) if eligible else None
+        if best is None:
+            self.challenger = self.challenger_since = None
+            return None
+        if best.name != self.challenger:
+            self.challenger, self.challenger_since = best.name, now
+        assert self.challenger_since is not None
+        held = now - self.challenger_since
+        quiet = self.last_switch is None or now - self.last_switch >= self.cfg.hold_down_s
+        if held < self.cfg.dwell_s or not quiet:
+            return None
+        return self._move(
+            now, "switch", best, cur,
+            f"{best.name} scored {best.score:.2f} vs {cur.score:.2f} on {cur.name} "
+            f"(margin {self.cfg.margin:.2f}) for {held:.1f} s",
+        )
+
+    def _move(
+        self, now: float, kind: str, to: Candidate, frm: Candidate | None, reason: str
+    ) -> Decision:
+        metrics = {f"to_{k}": v for k, v in to.metrics.items()}
+        metrics["to_score"] = to.score
+        if frm is not None:
+            metrics.update({f"from_{k}": v for k, v in frm.metrics.items()})
+            metrics["from_score"] = frm.score
+        decision = Decision(self.cls, kind, self.current, to.name, reason, metrics, now)
+        self.state = ClassState.ACTIVE
+        self.current = to.name
+        self.last_switch = now
+        self.challenger = self.challenger_since = None
+        return decision
+
+    def _fail_closed(self, now: float, reason: str, frm: Candidate | None) -> Decision:
+        metrics = {} if frm is None else {f"from_{k}": v for k, v in frm.metrics.items()}
+        decision = Decision(self.cls, "fail_closed", self.current, None, reason, metrics, now)
+        self.state = ClassState.FAIL_CLOSED
+        self.current = None
+        self.challenger = self.challenger_since = None
+        return decision

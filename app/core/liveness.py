@@ -1,0 +1,177 @@
+"""Is a path alive? Outstanding probes, their deadlines, and the path's health state.
+
+Pure logic driven by the prober with explicit times (seconds, monotonic), so the
+detection rules are unit tested without a network.
+
+A probe sent at ``t`` is **missed** when no reply has come by ``t + srtt + margin``,
+where ``margin = max(min_margin, 4 * rttvar)`` (RFC 6298's RTO shape) — before the
+first reply the deadline is ``initial_timeout``. It is **lost** (for the loss window)
+when no reply has come by its hard timeout, ``max(hard_timeout_floor, 3 * srtt)``; a
+reply between the two counts as an answer but does not undo the miss.
+
+Health:
+- ``UNKNOWN`` until the first reply; then ``UP``.
+- ``SUSPECT`` at once on a missed probe (the prober speeds up: see probe.py).
+- ``DOWN`` after ``K`` consecutive missed probes with no reply in between, where
+  ``K = max(3, ceil(log(1e-4) / log(loss)))``, at most 8: three on a clean path, more on
+  a lossy one so that random loss alone declares a path down less often than once in
+  10 000 probes (8 % loss: K = 4).
+- back ``UP`` from ``DOWN`` after ``recover_after`` consecutive answered probes.
+
+Detection bound: a path that stops forwarding at time ``f`` is declared down by
+``f + d + (K - 1 + 1) * I + margin`` at the latest, where ``d`` is the one-way delay from
+the failure point back to the client and ``I`` the probe interval in force (the active
+rate: 50 ms by default): the first probe whose reply the failure swallows was sent at
+most one interval before its reply would have crossed the failure point, the K-th is
+``K - 1`` intervals later, and it is declared missed one ``srtt + margin`` after it was
+sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from app.core.pathstats import PathStats
+
+
+class Health(enum.Enum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    min_margin_s: float = 0.020  # floor of the "late" margin over srtt: scheduling noise
+    initial_timeout_s: float = 1.0  # deadline of a probe before the path has any RTT
+    hard_timeout_floor_s: float = 1.0  # a reply later than this counts as lost
+    base_down_after: int = 3  # K on a clean path
+    max_down_after: int = 8
+    false_alarm_rate: float = 1e-4  # target chance of K random losses in a row
+    recover_after: int = 3  # answered probes in a row to come back from DOWN
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    old: Health
+    new: Health
+    t: float
+    detection_s: float | None = None  # DOWN: from the last reply to the declaration
+
+
+@dataclass
+class _Outstanding:
+    sent: float
+    deadline: float
+    hard: float
+    missed: bool = False
+
+
+def down_after(loss: float, cfg: LivenessConfig) -> int:
+    """How many consecutive misses declare a path down, given its recent loss rate."""
+    if loss <= 0.0:
+        return cfg.base_down_after
+    if loss >= 1.0:
+        return cfg.base_down_after
+    k = math.ceil(math.log(cfg.false_alarm_rate) / math.log(loss))
+    return max(cfg.base_down_after, min(cfg.max_down_after, k))
+
+
+class ProbeTracker:
+    """Outstanding probes of one path, and the path's health derived from them."""
+
+    def __init__(self, stats: PathStats, cfg: LivenessConfig | None = None) -> None:
+        self.stats = stats
+        self.cfg = cfg or LivenessConfig()
+        self.health = Health.UNKNOWN
+        self._out: dict[int, _Outstanding] = {}
+        self.consecutive_missed = 0
+        self.consecutive_ok = 0
+        self.last_reply: float | None = None
+        self.up_since: float | None = None
+        self.changed_at: float | None = None
+        self._loss_when_answering = 0.0
+
+    # -- inputs -------------------------------------------------------------------
+
+    def sent(self, seq: int, now: float) -> None:
+        srtt = self.stats.srtt_ms
+        if srtt is None:
+            deadline = now + self.cfg.initial_timeout_s
+            hard = now + max(self.cfg.hard_timeout_floor_s, self.cfg.initial_timeout_s)
+        else:
+            deadline = now + (srtt + max(self.cfg.min_margin_s * 1000,
+                                         4 * (self.stats.rttvar_ms or 0.0))) / 1000
+            hard = now + max(self.cfg.hard_timeout_floor_s, 3 * srtt / 1000)
+        self._out[seq] = _Outstanding(sent=now, deadline=deadline, hard=hard)
+
+    def reply(self, seq: int, now: float) -> tuple[float | None, HealthChange | None]:
+        """A reply to ``seq`` arrived: its RTT in ms (None if unknown or too late)."""
+        probe = self._out.pop(seq, None)
+        if probe is None:
+            return None, None
+        rtt_ms = (now - probe.sent) * 1000
+        self.stats.add_reply(rtt_ms)
+        self.last_reply = now
+        # K is set by the loss seen while the path answered, not by the outage itself.
+        self._loss_when_answering = self.stats.loss
+        self.consecutive_missed = 0
+        self.consecutive_ok += 1
+        change = None
+        if self.health is Health.UNKNOWN or (
+            self.health is Health.DOWN and self.consecutive_ok >= self.cfg.recover_after
+        ):
+            self.up_since = now
+            change = self._set(Health.UP, now)
+        elif self.health is Health.SUSPECT:
+            change = self._set(Health.UP, now)
+        return rtt_ms, change
+
+    def check(self, now: float) -> HealthChange | None:
+        """Apply every deadline and hard timeout that has passed by ``now``."""
+        change: HealthChange | None = None
+        for seq in sorted(self._out):
+            probe = self._out[seq]
+            if probe.hard <= now:
+                del self._out[seq]
+                self.stats.add_loss()
+                if probe.missed:
+                    continue
+            elif probe.deadline > now or probe.missed:
+                continue
+            probe.missed = True
+            self.consecutive_missed += 1
+            self.consecutive_ok = 0
+            change = self._on_miss(now) or change
+        return change
+
+    def _on_miss(self, now: float) -> HealthChange | None:
+        if self.health is Health.DOWN:
+            return None
+        if self.consecutive_missed >= down_after(self._loss_when_answering, self.cfg):
+            detection = None if self.last_reply is None else now - self.last_reply
+            self.up_since = None
+            return self._set(Health.DOWN, now, detection)
+        if self.health is Health.UP:
+            return self._set(Health.SUSPECT, now)
+        return None
+
+    def _set(self, new: Health, now: float, detection: float | None = None) -> HealthChange:
+        change = HealthChange(old=self.health, new=new, t=now, detection_s=detection)
+        self.health = new
+        self.changed_at = now
+        return change
+
+    # -- outputs ------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``check`` would change something."""
+        times = [p.hard if p.missed else p.deadline for p in self._out.values()]
+        return min(times) if times else None
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._out)

@@ -1,0 +1,174 @@
+"""From a profile and the engine's decisions to the helper's desired state.
+
+Pure: the same inputs give the same state, so the engine can compare a new plan with
+the one the helper holds and send only when something changed.
+
+Layout (ranges from docs/internals.md), for gateway number ``i`` of the profile:
+- tunnel ``Gateway.interface`` with the bypass fwmark ``0x0F000000`` on its own UDP
+  socket (WireGuard's packets never loop into a tunnel);
+- table ``52000 + i``: ``default dev <tunnel>``;
+- rule ``5200 + i``: ``from <tunnel address> lookup 52000 + i`` — probes bound to that
+  source go through that tunnel whatever the marks say (lower priority number wins);
+- path mark ``(i + 1) << 24`` under mask ``0x0F000000``: rule ``5250 + 2i``
+  ``fwmark M lookup 52000 + i`` while the path is usable, and always rule ``5251 + 2i``
+  ``fwmark M unreachable``. A dead path's lookup rule is withdrawn, so flows stuck to
+  it fail fast instead of vanishing into a dead tunnel, and its mark is flushed from
+  conntrack when traffic moves, so those flows are re-classified onto the new best.
+- the *closed* mark ``0x0E000000`` has only an unreachable rule (priority 5299): a
+  class with no usable path carries it — fail closed, nothing reaches the main table.
+
+``marking.classes`` gives each steered class the mark of its path (or the closed
+mark); nft stamps it on each new flow and keeps it in conntrack (stickiness).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from app.core.errors import BraidError
+from app.helper.state import (
+    BYPASS_MARK,
+    MARK_MASK,
+    MARK_SHIFT,
+    DesiredState,
+    MarkClass,
+    Marking,
+    Nexthop,
+    PeerState,
+    RouteState,
+    RuleState,
+    TableState,
+    TunnelState,
+)
+
+TABLE_BASE = 52000
+SRC_RULE_BASE = 5200
+MARK_RULE_BASE = 5250
+CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
+CLOSED_RULE_PRIORITY = 5299
+MAX_PATHS = 13  # marks 1..13; 14 is the closed mark
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One gateway of the profile, resolved and with its keys: everything the plan needs."""
+
+    name: str
+    index: int
+    interface: str
+    private_key: str
+    preshared_key: str | None
+    addresses: tuple[str, ...]
+    mtu: int | None
+    listen_port: int | None
+    peer_public_key: str
+    endpoint: str | None  # IP:port (resolved by the engine)
+    allowed_ips: tuple[str, ...]
+    persistent_keepalive: int | None
+
+    @property
+    def table(self) -> int:
+        return TABLE_BASE + self.index
+
+    @property
+    def mark(self) -> int:
+        return path_mark(self.index)
+
+    @property
+    def source(self) -> str:
+        """The tunnel's first IPv4 address: probes and the src rule use it."""
+        return source_address(self.addresses, self.name)
+
+
+def path_mark(index: int) -> int:
+    return (index + 1) << MARK_SHIFT
+
+
+def source_address(addresses: Sequence[str], name: str) -> str:
+    for text in addresses:
+        iface = ipaddress.ip_interface(text)
+        if iface.version == 4:
+            return str(iface.ip)
+    raise BraidError(
+        f"gateway {name} has no IPv4 address",
+        "give its [Interface] an IPv4 Address (probes and the path's rule need one)",
+    )
+
+
+def check_paths(paths: Sequence[PathSpec]) -> None:
+    if not paths:
+        raise BraidError("the profile has no gateways", "import at least one with braid import")
+    if len(paths) > MAX_PATHS:
+        raise BraidError(
+            f"the profile has {len(paths)} gateways; Braid steers at most {MAX_PATHS}",
+            "split it into several profiles",
+        )
+    if sorted(p.index for p in paths) != list(range(len(paths))):
+        raise ValueError("path indices must be 0..n-1")
+
+
+def build_state(
+    paths: Sequence[PathSpec],
+    targets: Mapping[str, str | None],
+    usable: Collection[str],
+    flush: Collection[str] = (),
+    flush_closed: bool = False,
+    persistent: bool = False,
+) -> DesiredState:
+    """The desired state for ``targets`` (class -> path name, or None: fail closed).
+
+    ``usable``: paths whose lookup rule is installed. ``flush``: paths whose mark is
+    flushed from conntrack with this apply; ``flush_closed``: also the closed mark.
+    """
+    check_paths(paths)
+    by_name = {p.name: p for p in paths}
+    tunnels = tuple(
+        TunnelState(
+            name=p.interface,
+            private_key=p.private_key,
+            addresses=p.addresses,
+            mtu=p.mtu,
+            listen_port=p.listen_port,
+            fwmark=BYPASS_MARK,
+            peers=(PeerState(p.peer_public_key, p.preshared_key, p.endpoint, p.allowed_ips,
+                             p.persistent_keepalive),),
+        )
+        for p in paths
+    )
+    tables = tuple(
+        TableState(p.table, (RouteState("0.0.0.0/0", (Nexthop(p.interface, 1),)),))
+        for p in paths
+    )
+    rules: list[RuleState] = [
+        RuleState(SRC_RULE_BASE + p.index, f"{p.source}/32", None, None, "lookup", p.table)
+        for p in paths
+    ]
+    for p in paths:
+        prio = MARK_RULE_BASE + 2 * p.index
+        if p.name in usable:
+            rules.append(RuleState(prio, None, p.mark, MARK_MASK, "lookup", p.table))
+        rules.append(RuleState(prio + 1, None, p.mark, MARK_MASK, "unreachable", None))
+    rules.append(RuleState(CLOSED_RULE_PRIORITY, None, CLOSED_MARK, MARK_MASK, "unreachable",
+                           None))
+    classes = []
+    for cls, target in sorted(targets.items()):
+        if target is not None and target not in by_name:
+            raise ValueError(f"class {cls}: unknown path {target}")
+        mark = CLOSED_MARK if target is None else by_name[target].mark
+        classes.append(MarkClass(cls, mark))
+    flush_marks = sorted(by_name[n].mark for n in flush)
+    if flush_closed:
+        flush_marks.append(CLOSED_MARK)
+    marking = Marking(BYPASS_MARK, tuple(classes), True, tuple(flush_marks))
+    return DesiredState(persistent, tunnels, tables, tuple(rules), marking)
+
+
+def without_flush(state: DesiredState) -> DesiredState:
+    """The state minus its one-off flush list: what to compare plans by."""
+    if state.marking is None or not state.marking.flush_marks:
+        return state
+    m = state.marking
+    return DesiredState(state.persistent, state.tunnels, state.tables, state.rules,
+                        Marking(m.bypass_mark, m.classes, m.masquerade, ()))

@@ -1,0 +1,161 @@
+"""The per-class decision state machine: selection, hysteresis, hold-down, failover,
+fail closed and recovery."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig
+from app.core.liveness import Health
+
+CFG = DecideConfig(margin=0.1, dwell_s=5.0, hold_down_s=15.0, warmup_s=2.0)
+UP, SUSPECT, DOWN, UNKNOWN = Health.UP, Health.SUSPECT, Health.DOWN, Health.UNKNOWN
+
+
+def c(name: str, score: float, health: Health = UP, up_since: float | None = -100.0) -> Candidate:
+    return Candidate(name, health, score, score, up_since if health is not DOWN else None,
+                     {"rtt_ms": 100.0})
+
+
+def active_on(path: str, now: float = 0.0) -> ClassDecider:
+    d = ClassDecider("default", CFG, started=now - 10)
+    decision = d.step(now, [c(path, 0.9), c("other", 0.5)])
+    assert decision is not None and decision.to_path == path
+    return d
+
+
+def test_waits_for_measurements_then_selects_the_best() -> None:
+    d = ClassDecider("default", CFG, started=0.0)
+    assert d.step(0.5, [c("a", 0.9), c("b", 0.0, UNKNOWN)]) is None
+    decision = d.step(0.6, [c("a", 0.6), c("b", 0.8)])
+    assert decision is not None and decision.kind == "select" and decision.to_path == "b"
+    assert d.state is ClassState.ACTIVE and d.current == "b"
+
+
+def test_warmup_timeout_selects_among_what_answered() -> None:
+    d = ClassDecider("default", CFG, started=0.0)
+    decision = d.step(2.0, [c("a", 0.7), c("b", 0.0, UNKNOWN)])
+    assert decision is not None and decision.to_path == "a"
+
+
+def test_nothing_answers_fails_closed() -> None:
+    d = ClassDecider("default", CFG, started=0.0)
+    decision = d.step(2.0, [c("a", 0, UNKNOWN), c("b", 0, DOWN)])
+    assert decision is not None and decision.kind == "fail_closed" and decision.to_path is None
+    assert d.state is ClassState.FAIL_CLOSED
+
+
+def test_better_path_moves_traffic_only_after_dwell_and_margin() -> None:
+    d = active_on("a", now=0.0)
+    # Better, but not by the margin: never moves.
+    for t in range(16, 40):
+        assert d.step(float(t), [c("a", 0.7), c("b", 0.79)]) is None
+    # By the margin: moves after dwell_s of continuous lead.
+    assert d.step(40.0, [c("a", 0.7), c("b", 0.81)]) is None
+    assert d.step(44.9, [c("a", 0.7), c("b", 0.81)]) is None
+    decision = d.step(45.0, [c("a", 0.7), c("b", 0.81)])
+    assert decision is not None and decision.kind == "switch"
+    assert (decision.from_path, decision.to_path) == ("a", "b")
+    assert decision.metrics["from_score"] == 0.7 and decision.metrics["to_score"] == 0.81
+    assert "margin" in decision.reason
+
+
+def test_a_lead_that_lapses_restarts_the_dwell() -> None:
+    d = active_on("a")
+    assert d.step(20.0, [c("a", 0.5), c("b", 0.9)]) is None
+    assert d.step(24.0, [c("a", 0.5), c("b", 0.55)]) is None  # lead gone
+    assert d.step(25.0, [c("a", 0.5), c("b", 0.9)]) is None
+    assert d.step(29.9, [c("a", 0.5), c("b", 0.9)]) is None
+    assert d.step(30.0, [c("a", 0.5), c("b", 0.9)]) is not None
+
+
+def test_hold_down_after_a_switch() -> None:
+    d = active_on("a", now=0.0)
+    assert d.step(1.0, [c("a", 0.1), c("b", 0.9)]) is None
+    assert d.step(14.9, [c("a", 0.1), c("b", 0.9)]) is None  # dwell met, hold-down not
+    assert d.step(15.0, [c("a", 0.1), c("b", 0.9)]) is not None
+
+
+def test_failover_is_immediate_and_prefers_healthy_paths() -> None:
+    d = active_on("a")
+    decision = d.step(0.5, [c("a", 0.9, DOWN), c("b", 0.95, SUSPECT), c("c", 0.3)])
+    assert decision is not None and decision.kind == "failover" and decision.to_path == "c"
+    assert "a declared down" in decision.reason
+
+
+def test_suspect_current_path_is_not_left_early() -> None:
+    d = active_on("a")
+    assert d.step(0.5, [c("a", 0.9, SUSPECT), c("b", 0.9)]) is None
+    assert d.current == "a"
+
+
+def test_recovered_path_returns_only_after_hold_down_and_by_the_margin() -> None:
+    d = active_on("a", now=0.0)
+    decision = d.step(1.0, [c("a", 0.0, DOWN), c("b", 0.6)])
+    assert decision is not None and decision.to_path == "b"
+    # a is back at t=2 and better by far; it must be up for hold_down_s first.
+    for t in (2.0, 10.0, 16.9):
+        assert d.step(t, [c("a", 0.9, up_since=2.0), c("b", 0.6)]) is None
+    assert d.step(17.0, [c("a", 0.9, up_since=2.0), c("b", 0.6)]) is None  # dwell starts
+    decision = d.step(22.0, [c("a", 0.9, up_since=2.0), c("b", 0.6)])
+    assert decision is not None and decision.to_path == "a"
+
+
+def test_recovered_path_that_is_not_better_by_the_margin_gets_nothing() -> None:
+    d = active_on("a", now=0.0)
+    d.step(1.0, [c("a", 0.0, DOWN), c("b", 0.8)])
+    for t in range(2, 100):
+        assert d.step(float(t), [c("a", 0.85, up_since=2.0), c("b", 0.8)]) is None
+
+
+def test_all_down_fails_closed_and_comes_back_by_itself() -> None:
+    d = active_on("a")
+    decision = d.step(1.0, [c("a", 0, DOWN), c("other", 0, DOWN)])
+    assert decision is not None and decision.kind == "fail_closed"
+    assert d.step(2.0, [c("a", 0, DOWN), c("other", 0, SUSPECT)]) is None
+    decision = d.step(3.0, [c("a", 0, DOWN), c("other", 0.4, up_since=3.0)])
+    assert decision is not None and decision.kind == "restored" and decision.to_path == "other"
+
+
+def test_noisy_path_never_makes_it_flap() -> None:
+    """A path with 8 % loss scores 0 most of the time, with short lucky spells when its
+    window dips under 5 %; next to a steady path, over an hour: no move at all."""
+    rng = random.Random(4)
+    d = ClassDecider("default", CFG, started=0.0)
+    d.step(0.0, [c("steady", 0.8), c("noisy", 0.0)])
+    moves, spell, rest = 0, 0, 0
+    for t in range(1, 3600):
+        if spell == 0 and rest == 0 and rng.random() < 0.3:
+            spell = rng.randint(1, 4)  # seconds of looking better than the steady path
+        noisy = 0.95 if spell else 0.0
+        if spell:
+            spell -= 1
+            rest = 0 if spell else 1  # a lucky spell ends with a lost probe or more
+        else:
+            rest = max(0, rest - 1)
+        decision = d.step(float(t), [c("steady", 0.8), c("noisy", noisy)])
+        moves += decision is not None and decision.kind != "select"
+    assert moves == 0
+    assert d.current == "steady"
+
+
+def test_voluntary_moves_are_rate_limited_even_with_adversarial_scores() -> None:
+    """Scores that swap every 6 s (longer than the dwell): at most one move per
+    hold-down, whatever the scores do."""
+    d = active_on("a", now=0.0)
+    moves = 0
+    for t in range(1, 601):
+        a_good = (t // 6) % 2 == 0
+        decision = d.step(float(t), [c("a", 0.9 if a_good else 0.1),
+                                     c("b", 0.1 if a_good else 0.9)])
+        moves += decision is not None
+    assert moves <= 600 / CFG.hold_down_s
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        DecideConfig(margin=1.5)
+    with pytest.raises(ValueError):
+        DecideConfig(dwell_s=-1)

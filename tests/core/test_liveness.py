@@ -1,0 +1,102 @@
+"""Liveness: deadlines, suspicion at once, down after K misses, recovery."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.liveness import Health, LivenessConfig, ProbeTracker, down_after
+from app.core.pathstats import PathStats
+
+CFG = LivenessConfig()
+
+
+def tracker_up(rtt: float = 0.1, n: int = 20, interval: float = 0.05) -> tuple[ProbeTracker, float]:
+    """A tracker with ``n`` answered probes; returns it and the time of the last send."""
+    t = ProbeTracker(PathStats())
+    now = 0.0
+    for seq in range(n):
+        t.sent(seq, now)
+        t.reply(seq, now + rtt)
+        now += interval
+    return t, now
+
+
+def test_first_reply_brings_a_path_up() -> None:
+    t = ProbeTracker(PathStats())
+    assert t.health is Health.UNKNOWN
+    t.sent(1, 0.0)
+    rtt, change = t.reply(1, 0.030)
+    assert rtt == pytest.approx(30.0)
+    assert change is not None and change.new is Health.UP and t.up_since == 0.030
+
+
+def test_a_missed_probe_is_suspected_at_once_and_an_answer_clears_it() -> None:
+    t, now = tracker_up()
+    t.sent(100, now)
+    deadline = t.next_deadline()
+    assert deadline is not None
+    # srtt 100 ms + max(20 ms, 4 * rttvar): rttvar decays towards 0 on a steady path.
+    assert deadline == pytest.approx(now + 0.1 + 0.02, abs=0.01)
+    assert t.check(deadline - 0.001) is None
+    change = t.check(deadline)
+    assert change is not None and change.new is Health.SUSPECT
+    t.sent(101, now + 0.05)
+    _, change = t.reply(101, now + 0.15)
+    assert change is not None and change.new is Health.UP
+
+
+def test_down_after_three_misses_with_detection_time() -> None:
+    t, now = tracker_up(rtt=0.1)
+    last_reply = t.last_reply
+    for i in range(3):
+        t.sent(200 + i, now + i * 0.05)
+    changes = [t.check(now + i * 0.05 + 0.13) for i in range(3)]
+    assert [c.new if c else None for c in changes] == [Health.SUSPECT, None, Health.DOWN]
+    down = changes[2]
+    assert down is not None and down.detection_s is not None and last_reply is not None
+    assert down.detection_s == pytest.approx(now + 0.1 + 0.13 - last_reply)
+
+
+def test_down_path_needs_several_answers_to_come_back() -> None:
+    t, now = tracker_up()
+    for i in range(3):
+        t.sent(300 + i, now)
+    t.check(now + 2.0)
+    assert t.health is Health.DOWN
+    changes = []
+    for i in range(CFG.recover_after):
+        t.sent(400 + i, now + 3 + i)
+        changes.append(t.reply(400 + i, now + 3 + i + 0.1)[1])
+    assert changes[:-1] == [None] * (CFG.recover_after - 1)
+    assert changes[-1] is not None and changes[-1].new is Health.UP
+    assert t.up_since == pytest.approx(now + 3 + CFG.recover_after - 1 + 0.1)
+
+
+def test_a_path_that_never_answers_goes_down() -> None:
+    t = ProbeTracker(PathStats())
+    for i in range(3):
+        t.sent(i, i * 0.02)
+    assert t.check(0.5) is None
+    change = t.check(1.1)
+    assert change is not None and change.new is Health.DOWN and change.detection_s is None
+
+
+def test_late_reply_counts_as_answer_but_not_after_the_hard_timeout() -> None:
+    t, now = tracker_up(rtt=0.1)
+    t.sent(500, now)
+    t.check(now + 0.5)  # missed
+    rtt, _ = t.reply(500, now + 0.6)
+    assert rtt == pytest.approx(600.0)
+    assert t.stats.loss == 0.0
+    t.sent(501, now)
+    t.check(now + 5.0)  # past the hard timeout: lost
+    assert t.reply(501, now + 5.1) == (None, None)
+    assert t.stats.loss > 0
+
+
+def test_k_grows_with_loss_so_random_loss_rarely_looks_like_an_outage() -> None:
+    assert down_after(0.0, CFG) == 3
+    assert down_after(0.01, CFG) == 3
+    assert down_after(0.08, CFG) == 4
+    assert down_after(0.3, CFG) == 8
+    assert 0.08 ** down_after(0.08, CFG) < CFG.false_alarm_rate

@@ -1,0 +1,94 @@
+"""plan: profile + decisions -> the helper's desired state, and what the helper would
+make of it (validated by the helper's own parser)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from app.core.errors import BraidError
+from app.core.plan import (
+    CLOSED_MARK,
+    PathSpec,
+    build_state,
+    path_mark,
+    without_flush,
+)
+from app.helper.state import BYPASS_MARK, MARK_MASK, parse_state
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def spec(i: int, name: str) -> PathSpec:
+    return PathSpec(
+        name=name, index=i, interface=f"br-t-{name}", private_key=KEY, preshared_key=None,
+        addresses=(f"198.19.{i}.2/32",), mtu=1380, listen_port=None, peer_public_key=KEY,
+        endpoint=f"198.18.0.1:{51000 + i}", allowed_ips=("0.0.0.0/0",),
+        persistent_keepalive=25,
+    )
+
+
+PATHS = [spec(0, "hk"), spec(1, "tyo"), spec(2, "sgp")]
+
+
+def rules_of(state_doc: dict[str, object]) -> list[tuple[object, ...]]:
+    return [(r["priority"], r["src"], r["fwmark"], r["action"], r["table"])  # type: ignore[index]
+            for r in state_doc["rules"]]  # type: ignore[attr-defined]
+
+
+def test_state_layout_follows_the_address_plan() -> None:
+    state = build_state(PATHS, {"default": "tyo"}, usable={"hk", "tyo", "sgp"})
+    doc = state.to_json()
+    assert parse_state(doc) == state  # the helper accepts it as is
+    assert [t["name"] for t in doc["tunnels"]] == ["br-t-hk", "br-t-tyo", "br-t-sgp"]
+    assert all(t["fwmark"] == BYPASS_MARK for t in doc["tunnels"])
+    assert [t["id"] for t in doc["tables"]] == [52000, 52001, 52002]
+    assert doc["tables"][1]["routes"] == [
+        {"dst": "0.0.0.0/0", "nexthops": [{"dev": "br-t-tyo", "weight": 1}]}]
+    rules = rules_of(doc)
+    assert (5201, "198.19.1.2/32", None, "lookup", 52001) in rules
+    assert (5252, None, path_mark(1), "lookup", 52001) in rules
+    assert (5253, None, path_mark(1), "unreachable", None) in rules
+    assert (5299, None, CLOSED_MARK, "unreachable", None) in rules
+    assert all(r["fwmask"] in (None, MARK_MASK) for r in doc["rules"])
+    assert doc["marking"]["classes"] == [{"name": "default", "mark": 0x02000000}]
+    assert doc["marking"]["masquerade"] is True and doc["marking"]["flush_marks"] == []
+
+
+def test_dead_path_keeps_only_its_unreachable_rule_and_is_flushed() -> None:
+    state = build_state(PATHS, {"default": "sgp"}, usable={"sgp", "tyo"}, flush={"hk"})
+    rules = rules_of(state.to_json())
+    assert (5250, None, path_mark(0), "lookup", 52000) not in rules
+    assert (5251, None, path_mark(0), "unreachable", None) in rules
+    assert (5200, "198.19.0.2/32", None, "lookup", 52000) in rules  # probes still go
+    assert state.marking is not None and state.marking.flush_marks == (path_mark(0),)
+    assert parse_state(state.to_json()) == state
+
+
+def test_fail_closed_uses_the_closed_mark() -> None:
+    state = build_state(PATHS, {"default": None}, usable=set())
+    doc = state.to_json()
+    assert doc["marking"]["classes"] == [{"name": "default", "mark": CLOSED_MARK}]
+    assert [r for r in rules_of(doc) if r[3] == "lookup" and r[2] is not None] == []
+    restored = build_state(PATHS, {"default": "hk"}, usable={"hk"}, flush={"tyo", "sgp"},
+                           flush_closed=True)
+    assert restored.marking is not None
+    assert set(restored.marking.flush_marks) == {path_mark(1), path_mark(2), CLOSED_MARK}
+
+
+def test_plans_compare_without_their_flush_list() -> None:
+    a = build_state(PATHS, {"default": "hk"}, usable={"hk"}, flush={"tyo"})
+    b = build_state(PATHS, {"default": "hk"}, usable={"hk"})
+    assert a != b and without_flush(a) == b == without_flush(b)
+
+
+def test_profile_limits_are_clear_errors() -> None:
+    with pytest.raises(BraidError, match="no gateways"):
+        build_state([], {}, usable=set())
+    many = [spec(i, f"g{i}") for i in range(14)]
+    with pytest.raises(BraidError, match="at most 13"):
+        build_state(many, {}, usable=set())
+    v6only = PathSpec(**{**PATHS[0].__dict__, "addresses": ("fd00::2/128",)})
+    with pytest.raises(BraidError, match="no IPv4 address"):
+        build_state([v6only], {"default": "hk"}, usable={"hk"})

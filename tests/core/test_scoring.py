@@ -1,0 +1,71 @@
+"""Scoring: the documented formula, normalisation and the 5 % rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.profiles import Weights
+from app.core.scoring import ScoreInput, score_paths
+
+
+def path(name: str, rtt: float | None = 100.0, loss: float = 0.0, jitter: float | None = 0.0,
+         cost: float = 1.0, up: bool = True) -> ScoreInput:
+    return ScoreInput(name, up, rtt, loss, jitter, cost)
+
+
+def test_formula_with_default_weights() -> None:
+    scores = score_paths([path("a", rtt=100), path("b", rtt=200, loss=0.02, cost=2.0)],
+                         Weights())
+    assert scores["a"].score == pytest.approx(1.0)
+    # b: L = 100/200, P = 1 - 0.02/0.05, C = 1/(1 + 2 - 1)
+    expected = 0.4 * 0.5 + 0.3 * 0.6 + 0.3 * 0.5
+    assert scores["b"].score == pytest.approx(expected)
+    assert (scores["b"].latency, scores["b"].loss, scores["b"].cost) == pytest.approx(
+        (0.5, 0.6, 0.5))
+
+
+def test_loss_above_five_percent_scores_zero_but_keeps_a_raw_rank() -> None:
+    scores = score_paths([path("ok", loss=0.05), path("bad", loss=0.051, rtt=50)],
+                         Weights())
+    assert scores["ok"].score > 0
+    assert scores["bad"].score == 0.0
+    assert scores["bad"].raw > 0
+
+
+def test_down_or_unmeasured_paths_score_zero() -> None:
+    scores = score_paths([path("down", up=False), path("new", rtt=None), path("up")],
+                         Weights())
+    assert scores["down"].score == scores["down"].raw == 0.0
+    assert scores["new"].score == 0.0
+    assert scores["up"].score == pytest.approx(1.0)
+
+
+def test_latency_is_relative_to_the_fastest_live_path() -> None:
+    # A down path's RTT does not set the reference.
+    scores = score_paths([path("fast", rtt=10, up=False), path("a", rtt=100),
+                          path("b", rtt=400)], Weights(1, 0, 0, 0))
+    assert scores["a"].score == pytest.approx(1.0)
+    assert scores["b"].score == pytest.approx(0.25)
+
+
+def test_jitter_counts_only_when_weighted() -> None:
+    calm, noisy = path("calm", jitter=0.0), path("noisy", jitter=40.0)
+    default = score_paths([calm, noisy], Weights())
+    assert default["calm"].score == default["noisy"].score
+    assert default["noisy"].jitter == pytest.approx(1 / 3)
+    weighted = score_paths([calm, noisy], Weights(0.4, 0.3, 0.3, 0.3))
+    assert weighted["noisy"].score < weighted["calm"].score
+
+
+def test_cost_is_relative_to_the_cheapest_gateway() -> None:
+    scores = score_paths([path("free", cost=0.0), path("paid", cost=1.0)],
+                         Weights(0, 0, 1, 0))
+    assert scores["free"].score == pytest.approx(1.0)
+    assert scores["paid"].score == pytest.approx(0.5)
+
+
+def test_weights_are_validated() -> None:
+    with pytest.raises(ValueError):
+        score_paths([path("a")], Weights(0, 0, 0, 0))
+    with pytest.raises(ValueError):
+        score_paths([path("a")], Weights(-0.1, 0.5, 0.5, 0))
