@@ -1,0 +1,312 @@
+"""WireGuard devices: the kernel's (netlink) or wireguard-go's (a supervised child)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic.wireguard import AsyncWireGuard
+
+from app.helper import netlink, procs, uapi
+from app.helper.errors import HelperError, KernelError
+from app.helper.state import TunnelState
+
+log = logging.getLogger("braid.helper")
+
+START_TIMEOUT = 10.0  # wireguard-go creating its TUN device and UAPI socket
+STOP_TIMEOUT = 5.0
+RESTART_BACKOFF = (0.2, 1.0, 5.0)  # after the first, second, later deaths in a row
+
+
+class Backend(Protocol):
+    name: str
+
+    async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
+        """Create the device if missing, then configure what differs."""
+
+    async def remove(self, ipr: AsyncIPRoute, name: str) -> bool: ...
+
+    async def stats(self, name: str) -> uapi.DeviceStats | None: ...
+
+    def pid(self, name: str) -> int | None: ...
+
+    def restarts(self, name: str) -> int: ...
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Processes to find again after a crash (none for the kernel backend)."""
+
+
+def kernel_has_wireguard() -> bool:
+    return Path("/sys/module/wireguard").exists()
+
+
+def choose(kind: str, log_dir: Path, on_died: Callable[[str], None]) -> Backend:
+    if kind == "auto":
+        kind = "kernel" if kernel_has_wireguard() else "userspace"
+    if kind == "kernel":
+        if not kernel_has_wireguard():
+            raise HelperError(
+                "no_backend",
+                "this kernel has no WireGuard module",
+                "use --backend userspace (wireguard-go) or load the module (modprobe wireguard)",
+            )
+        return KernelBackend()
+    if shutil.which("wireguard-go") is None:
+        raise HelperError(
+            "no_backend",
+            "wireguard-go is not installed and the kernel has no WireGuard",
+            "apt-get install --no-install-recommends wireguard-go",
+        )
+    return UserspaceBackend(log_dir, on_died)
+
+
+# ---- wireguard-go ----------------------------------------------------------------------
+@dataclass
+class _Child:
+    process: asyncio.subprocess.Process
+    ident: procs.ProcId
+    watcher: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+class UserspaceBackend:
+    """wireguard-go children, one per tunnel, restarted when one dies.
+
+    ``on_died(name)`` tells the reconciler to bring the tunnel back (its device, and so
+    its addresses and routes, died with the process)."""
+
+    name = "userspace"
+
+    def __init__(self, log_dir: Path, on_died: Callable[[str], None]) -> None:
+        self._log_dir = log_dir
+        self._on_died = on_died
+        self._children: dict[str, _Child] = {}
+        self._configured: dict[str, TunnelState] = {}
+        self._restarts: dict[str, int] = {}
+
+    async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
+        changes: list[str] = []
+        child = self._children.get(tunnel.name)
+        if child is None or child.process.returncode is not None:
+            await self._start(ipr, tunnel.name)
+            self._configured.pop(tunnel.name, None)
+            changes.append(f"{tunnel.name}: started wireguard-go")
+        if uapi.configure(tunnel.name, self._configured.get(tunnel.name), tunnel):
+            changes.append(f"{tunnel.name}: configured")
+        self._configured[tunnel.name] = tunnel
+        return changes
+
+    async def _start(self, ipr: AsyncIPRoute, name: str) -> None:
+        # A device of this name that no child of ours serves is a leftover: replace it.
+        await netlink.delete_link(ipr, name)
+        self._log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_path = self._log_dir / f"wireguard-go-{name}.log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Keys never go here: argv is the interface name, env a bare minimum.
+            process = await asyncio.create_subprocess_exec(
+                "wireguard-go",
+                "-f",
+                name,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"), "LOG_LEVEL": "error"},
+                start_new_session=True,  # no terminal signals; survives to be cleaned
+            )
+        finally:
+            os.close(fd)
+        ident = procs.ident(process.pid) or procs.ProcId(process.pid, 0)
+        child = _Child(process, ident)
+        self._children[name] = child
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (uapi.answers(name) and await netlink.link_index(ipr, name) is not None):
+            if process.returncode is not None or time.monotonic() > deadline:
+                await self._reap(name, child)
+                tail = log_path.read_text(errors="replace")[-400:].strip()
+                raise KernelError(f"{name}: wireguard-go did not start: {tail or 'no output'}")
+            await asyncio.sleep(0.01)
+        child.watcher = asyncio.create_task(self._watch(name, child))
+        log.info("%s: wireguard-go running, pid %d", name, process.pid)
+
+    async def _watch(self, name: str, child: _Child) -> None:
+        rc = await child.process.wait()
+        if child.stopping or self._children.get(name) is not child:
+            return
+        del self._children[name]
+        self._configured.pop(name, None)
+        self._restarts[name] = self._restarts.get(name, 0) + 1
+        log.warning(
+            "%s: wireguard-go (pid %d) exited with %s; restarting", name, child.ident.pid, rc
+        )
+        self._on_died(name)
+
+    def backoff(self, name: str) -> float:
+        n = self._restarts.get(name, 0)
+        return RESTART_BACKOFF[min(max(n - 1, 0), len(RESTART_BACKOFF) - 1)]
+
+    async def _reap(self, name: str, child: _Child) -> None:
+        child.stopping = True
+        if self._children.get(name) is child:
+            del self._children[name]
+        if child.process.returncode is None:
+            child.process.terminate()
+            try:
+                await asyncio.wait_for(child.process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                child.process.kill()
+                await child.process.wait()
+        if child.watcher is not None:
+            child.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await child.watcher
+
+    async def remove(self, ipr: AsyncIPRoute, name: str) -> bool:
+        self._configured.pop(name, None)
+        self._restarts.pop(name, None)
+        child = self._children.get(name)
+        if child is not None:
+            await self._reap(name, child)
+        # wireguard-go removes its device on SIGTERM; a SIGKILLed one leaves the socket.
+        gone = await netlink.delete_link(ipr, name) or child is not None
+        sock = uapi.socket_path(name)
+        if sock.exists() and not uapi.answers(name):
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()
+        return gone
+
+    async def stats(self, name: str) -> uapi.DeviceStats | None:
+        return uapi.stats(name) if name in self._children else None
+
+    def pid(self, name: str) -> int | None:
+        child = self._children.get(name)
+        return child.ident.pid if child is not None else None
+
+    def restarts(self, name: str) -> int:
+        return self._restarts.get(name, 0)
+
+    def journal(self) -> list[dict[str, Any]]:
+        return [{"iface": n, **c.ident.to_json()} for n, c in sorted(self._children.items())]
+
+
+# ---- kernel ----------------------------------------------------------------------------
+def _endpoint_args(endpoint: str | None) -> dict[str, Any]:
+    if endpoint is None:
+        return {}
+    host, _, port = endpoint.rpartition(":")
+    return {"endpoint_addr": host.strip("[]"), "endpoint_port": int(port)}
+
+
+class KernelBackend:
+    """The kernel's WireGuard over generic netlink (pyroute2). Not exercised on hosts
+    without the module (the build machines): the userspace backend is what runs there."""
+
+    name = "kernel"
+
+    def __init__(self) -> None:
+        self._configured: dict[str, TunnelState] = {}
+
+    async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
+        changes: list[str] = []
+        if await netlink.link_index(ipr, tunnel.name) is None:
+            try:
+                await ipr.link("add", ifname=tunnel.name, kind="wireguard")
+            except NetlinkError as exc:
+                raise KernelError(f"cannot create WireGuard link {tunnel.name}: {exc}") from None
+            self._configured.pop(tunnel.name, None)
+            changes.append(f"{tunnel.name}: created")
+        old = self._configured.get(tunnel.name)
+        if old == tunnel:
+            return changes
+        wg = AsyncWireGuard()
+        try:
+            if old is None or (old.private_key, old.listen_port, old.fwmark) != (
+                tunnel.private_key,
+                tunnel.listen_port,
+                tunnel.fwmark,
+            ):
+                await wg.set(
+                    tunnel.name,
+                    private_key=tunnel.private_key,
+                    listen_port=tunnel.listen_port or 0,
+                    fwmark=tunnel.fwmark or 0,
+                )
+            before = {p.public_key: p for p in old.peers} if old else {}
+            after = {p.public_key for p in tunnel.peers}
+            for key in before.keys() - after:
+                await wg.set(tunnel.name, peer={"public_key": key, "remove": True})
+            for peer in tunnel.peers:
+                if before.get(peer.public_key) == peer:
+                    continue
+                await wg.set(
+                    tunnel.name,
+                    peer={
+                        "public_key": peer.public_key,
+                        "preshared_key": peer.preshared_key or uapi.hex_key(uapi.ZERO_KEY_HEX),
+                        "persistent_keepalive": peer.persistent_keepalive or 0,
+                        "replace_allowed_ips": True,
+                        "allowed_ips": list(peer.allowed_ips),
+                        **_endpoint_args(peer.endpoint),
+                    },
+                )
+        except (NetlinkError, ValueError) as exc:
+            raise KernelError(
+                f"{tunnel.name}: the kernel refused its WireGuard setup: {exc}"
+            ) from None
+        finally:
+            wg.close()
+        self._configured[tunnel.name] = tunnel
+        changes.append(f"{tunnel.name}: configured")
+        return changes
+
+    async def remove(self, ipr: AsyncIPRoute, name: str) -> bool:
+        self._configured.pop(name, None)
+        return await netlink.delete_link(ipr, name)
+
+    async def stats(self, name: str) -> uapi.DeviceStats | None:
+        wg = AsyncWireGuard()
+        try:
+            msgs = [m async for m in await wg.info(name)]
+        except NetlinkError:
+            return None
+        finally:
+            wg.close()
+        peers: list[uapi.PeerStats] = []
+        listen_port = fwmark = None
+        for msg in msgs:
+            listen_port = msg.get("WGDEVICE_A_LISTEN_PORT", listen_port)
+            fwmark = msg.get("WGDEVICE_A_FWMARK", fwmark)
+            for peer in msg.get("WGDEVICE_A_PEERS") or []:
+                hs = peer.get("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
+                sec = int(hs.get("tv_sec", 0)) if isinstance(hs, dict) else 0
+                key = peer.get("WGPEER_A_PUBLIC_KEY")
+                ep = peer.get("WGPEER_A_ENDPOINT")
+                peers.append(
+                    uapi.PeerStats(
+                        public_key=key.decode() if isinstance(key, bytes) else str(key),
+                        endpoint=f"{ep['addr']}:{ep['port']}" if isinstance(ep, dict) else None,
+                        last_handshake=float(sec) if sec else None,
+                        rx_bytes=int(peer.get("WGPEER_A_RX_BYTES") or 0),
+                        tx_bytes=int(peer.get("WGPEER_A_TX_BYTES") or 0),
+                    )
+                )
+        return uapi.DeviceStats(listen_port, fwmark, tuple(peers))
+
+    def pid(self, name: str) -> int | None:
+        return None
+
+    def restarts(self, name: str) -> int:
+        return 0
+
+    def journal(self) -> list[dict[str, Any]]:
+        return []

@@ -1,0 +1,128 @@
+"""`braid-helper`: Braid's privileged helper (run as root). See docs/helper-protocol.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.helper.errors import HelperError
+from app.helper.reconcile import Reconciler
+from app.helper.server import HelperServer
+from app.helper.state import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+
+log = logging.getLogger("braid.helper")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="braid-helper",
+        description=(
+            "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
+            "tables, rules, packet marking) over a unix socket and reconciles the kernel "
+            "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
+            "priorities 5200-5299, marks under 0x0f000000 and the nft table inet braid. "
+            "Runs as root."
+        ),
+    )
+    p.add_argument(
+        "--socket",
+        type=Path,
+        default=Path(DEFAULT_SOCKET),
+        metavar="PATH",
+        help=f"unix socket to serve (default {DEFAULT_SOCKET})",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(DEFAULT_STATE_DIR),
+        metavar="DIR",
+        help=f"journal and wireguard-go logs (default {DEFAULT_STATE_DIR})",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="remove a non-persistent state this long after the client that "
+        "applied it disconnects (default 10)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "kernel", "userspace"),
+        default="auto",
+        help="WireGuard backend: the kernel module, wireguard-go, or auto "
+        "(the kernel where it has WireGuard)",
+    )
+    p.add_argument(
+        "--group", default="braid", help="group whose members may use the socket (default braid)"
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove everything Braid's in this network namespace and exit",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    reconciler = Reconciler(args.backend, args.state_dir)
+    found = await reconciler.remove_leftovers()
+    if found:
+        log.warning("removed leftovers of an earlier run: %s", "; ".join(found))
+    if args.cleanup:
+        print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
+        return 0
+    reconciler.recovered = found
+    server = HelperServer(reconciler, args.socket, args.grace_seconds, args.group)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: removing everything")
+    await server.close()
+    await reconciler.close()
+    try:
+        await reconciler.down()
+    except HelperError as exc:
+        log.error("could not remove everything: %s (run braid-helper --cleanup)", exc.what)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s braid-helper %(levelname)s %(message)s",
+    )
+    # pyroute2 logs whole netlink messages at debug level; a WireGuard one holds a key.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    if os.geteuid() != 0:
+        print(
+            "braid-helper: error: must run as root (it changes links, routes, rules "
+            "and nftables)\n  what to do: start it with sudo or as the systemd service "
+            "braid-helper",
+            file=sys.stderr,
+        )
+        return 2
+    if args.grace_seconds < 0:
+        print("braid-helper: error: --grace-seconds must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(args))
+    except HelperError as exc:
+        print(f"braid-helper: error: {exc.what}\n  what to do: {exc.fix}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Links, addresses, routes and rules over netlink, each touched only where it differs.
+
+Everything here is confined by construction: links are matched by Braid's name
+pattern, routes by table number and rules by priority, all in Braid's ranges.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from app.helper.errors import KernelError
+from app.helper.state import (
+    IFACE_RE,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TABLE_MAX,
+    TABLE_MIN,
+    RouteState,
+    RuleState,
+    TableState,
+)
+
+FR_ACT_TO_TBL = 1
+FR_ACT_UNREACHABLE = 7
+IFF_UP = 0x1
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_VERSION_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+async def _all(result: Any) -> list[Any]:
+    """pyroute2's async dumps: a coroutine yielding an async generator."""
+    gen: AsyncIterator[Any] = await result
+    return [msg async for msg in gen]
+
+
+def _fail(action: str, exc: NetlinkError) -> KernelError:
+    return KernelError(f"the kernel refused to {action}: {exc}")
+
+
+# ---- links ---------------------------------------------------------------------------
+async def braid_links(ipr: AsyncIPRoute) -> dict[str, int]:
+    """Braid's links in this network namespace, name -> index."""
+    out: dict[str, int] = {}
+    for msg in await _all(ipr.get_links()):
+        name = msg.get("ifname")
+        if isinstance(name, str) and IFACE_RE.match(name):
+            out[name] = int(msg["index"])
+    return out
+
+
+async def link_index(ipr: AsyncIPRoute, name: str) -> int | None:
+    found = await ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
+    index = await link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        await ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != 19:  # ENODEV: it went away on its own
+            raise _fail(f"delete link {name}", exc) from None
+    return True
+
+
+def _is_kernel_managed(addr: str) -> bool:
+    return ipaddress.ip_interface(addr).ip.is_link_local
+
+
+async def ensure_link(
+    ipr: AsyncIPRoute, name: str, addresses: Iterable[str], mtu: int
+) -> list[str]:
+    """Addresses exactly ``addresses`` (link-local ones are the kernel's), the MTU, up."""
+    index = await link_index(ipr, name)
+    if index is None:
+        raise KernelError(f"link {name} vanished while it was being configured")
+    changes: list[str] = []
+    want = {str(ipaddress.ip_interface(a)) for a in addresses}
+    have: set[str] = set()
+    for msg in await _all(ipr.get_addr(index=index)):
+        addr = f"{msg.get('address')}/{msg['prefixlen']}"
+        if not _is_kernel_managed(addr):
+            have.add(str(ipaddress.ip_interface(addr)))
+    try:
+        for addr in sorted(have - want):
+            iface = ipaddress.ip_interface(addr)
+            await ipr.addr(
+                "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+            )
+            changes.append(f"{name}: removed address {addr}")
+        for addr in sorted(want - have):
+            iface = ipaddress.ip_interface(addr)
+            await ipr.addr(
+                "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+            )
+            changes.append(f"{name}: added address {addr}")
+        link = (await _all(ipr.get_links(index)))[0]
+        if link.get("mtu") != mtu:
+            await ipr.link("set", index=index, mtu=mtu)
+            changes.append(f"{name}: mtu {mtu}")
+        if not link["flags"] & IFF_UP:
+            await ipr.link("set", index=index, state="up")
+            changes.append(f"{name}: up")
+    except NetlinkError as exc:
+        raise _fail(f"configure link {name}", exc) from None
+    return changes
+
+
+async def link_is_up(ipr: AsyncIPRoute, name: str) -> bool:
+    index = await link_index(ipr, name)
+    if index is None:
+        return False
+    return bool((await _all(ipr.get_links(index)))[0]["flags"] & IFF_UP)
+
+
+# ---- routes --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelRoute:
+    family: int
+    table: int
+    dst: str
+    nexthops: tuple[tuple[int, int], ...]  # (oif, weight), sorted
+
+
+def _route_table(msg: Any) -> int:
+    table = msg.get("table")
+    return int(table if table is not None else msg["table"])
+
+
+async def braid_routes(ipr: AsyncIPRoute) -> list[KernelRoute]:
+    """Every route in Braid's tables, both families."""
+    out: list[KernelRoute] = []
+    for family in FAMILIES:
+        for msg in await _all(ipr.route("dump", family=family)):
+            table = _route_table(msg)
+            if not TABLE_MIN <= table <= TABLE_MAX:
+                continue
+            dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
+            network = str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
+            multipath = msg.get("multipath")
+            if multipath:
+                hops = tuple(sorted((int(h["oif"]), int(h["hops"]) + 1) for h in multipath))
+            else:
+                hops = ((int(msg.get("oif") or 0), 1),)
+            out.append(KernelRoute(family, table, network, hops))
+    return out
+
+
+def _want_route(table: int, route: RouteState, links: dict[str, int]) -> KernelRoute:
+    family = _VERSION_FAMILY[ipaddress.ip_network(route.dst).version]
+    hops = tuple(sorted((links[h.dev], h.weight) for h in route.nexthops))
+    return KernelRoute(family, table, route.dst, hops)
+
+
+def _route_args(route: KernelRoute) -> dict[str, Any]:
+    args: dict[str, Any] = {"family": route.family, "table": route.table, "dst": route.dst}
+    if len(route.nexthops) == 1:
+        args["oif"] = route.nexthops[0][0]
+    else:
+        args["multipath"] = [{"oif": oif, "hops": weight - 1} for oif, weight in route.nexthops]
+    return args
+
+
+async def delete_route(ipr: AsyncIPRoute, route: KernelRoute) -> None:
+    try:
+        await ipr.route("del", family=route.family, table=route.table, dst=route.dst)
+    except NetlinkError as exc:
+        if exc.code != 3:  # ESRCH: already gone (its link went away)
+            raise _fail(f"delete route {route.dst} in table {route.table}", exc) from None
+
+
+async def ensure_routes(ipr: AsyncIPRoute, tables: Iterable[TableState]) -> list[str]:
+    """Braid's tables hold exactly these routes afterwards."""
+    links = await braid_links(ipr)
+    want: dict[tuple[int, int, str], KernelRoute] = {}
+    for table in tables:
+        for route in table.routes:
+            missing = [h.dev for h in route.nexthops if h.dev not in links]
+            if missing:
+                raise KernelError(f"route {route.dst} in table {table.id}: no link {missing[0]}")
+            kr = _want_route(table.id, route, links)
+            want[(kr.family, kr.table, kr.dst)] = kr
+    have = {(r.family, r.table, r.dst): r for r in await braid_routes(ipr)}
+    changes: list[str] = []
+    for key, old in have.items():
+        if key not in want:
+            await delete_route(ipr, old)
+            changes.append(f"removed route {old.dst} table {old.table}")
+    for key, new in want.items():
+        if have.get(key) != new:
+            try:
+                await ipr.route("replace", **_route_args(new))
+            except NetlinkError as exc:
+                raise _fail(f"add route {new.dst} to table {new.table}", exc) from None
+            changes.append(f"route {new.dst} table {new.table}")
+    return changes
+
+
+# ---- rules ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelRule:
+    family: int
+    priority: int
+    src: str | None
+    fwmark: int | None
+    fwmask: int | None
+    action: int
+    table: int | None
+
+    def describe(self) -> str:
+        fam = "ipv4" if self.family == socket.AF_INET else "ipv6"
+        what = f"lookup {self.table}" if self.action == FR_ACT_TO_TBL else "unreachable"
+        sel = []
+        if self.src:
+            sel.append(f"from {self.src}")
+        if self.fwmark is not None:
+            sel.append(f"fwmark {self.fwmark:#x}/{(self.fwmask or 0):#x}")
+        return f"{fam} rule {self.priority} {' '.join(sel)} {what}"
+
+
+async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
+    out: list[KernelRule] = []
+    for family in FAMILIES:
+        for msg in await _all(ipr.get_rules(family=family)):
+            priority = msg.get("priority")
+            if priority is None or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+                continue
+            src = msg.get("src")
+            action = int(msg["action"])
+            table = msg.get("table") if action == FR_ACT_TO_TBL else None
+            fwmark, fwmask = msg.get("fwmark"), msg.get("fwmask")
+            out.append(
+                KernelRule(
+                    family=family,
+                    priority=int(priority),
+                    src=str(ipaddress.ip_network(f"{src}/{msg['src_len']}")) if src else None,
+                    fwmark=int(fwmark) if fwmark is not None else None,
+                    fwmask=int(fwmask) if fwmark is not None and fwmask is not None else None,
+                    action=action,
+                    table=int(table) if table is not None else None,
+                )
+            )
+    return out
+
+
+def want_rules(rules: Iterable[RuleState]) -> list[KernelRule]:
+    out = []
+    for rule in rules:
+        for version in rule.families():
+            out.append(
+                KernelRule(
+                    family=_VERSION_FAMILY[version],
+                    priority=rule.priority,
+                    src=rule.src,
+                    fwmark=rule.fwmark,
+                    fwmask=rule.fwmask,
+                    action=FR_ACT_TO_TBL if rule.action == "lookup" else FR_ACT_UNREACHABLE,
+                    table=rule.table,
+                )
+            )
+    return out
+
+
+def _rule_args(rule: KernelRule) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "family": rule.family,
+        "priority": rule.priority,
+        "action": rule.action,
+        "table": rule.table if rule.table is not None else 0,
+    }
+    if rule.src is not None:
+        net = ipaddress.ip_network(rule.src)
+        args["src"] = str(net.network_address)
+        args["src_len"] = net.prefixlen
+    if rule.fwmark is not None:
+        args["fwmark"] = rule.fwmark
+        args["fwmask"] = rule.fwmask
+    return args
+
+
+async def delete_rule(ipr: AsyncIPRoute, rule: KernelRule) -> None:
+    try:
+        await ipr.rule("del", **_rule_args(rule))
+    except NetlinkError as exc:
+        if exc.code != 2:  # ENOENT: already gone
+            raise _fail(f"delete {rule.describe()}", exc) from None
+
+
+async def ensure_rules(ipr: AsyncIPRoute, rules: Iterable[RuleState]) -> list[str]:
+    want = want_rules(rules)
+    have = await braid_rules(ipr)
+    changes: list[str] = []
+    seen: set[KernelRule] = set()
+    for rule in have:
+        # Also removes duplicates: the kernel accepts the same rule twice.
+        if rule not in want or rule in seen:
+            await delete_rule(ipr, rule)
+            changes.append(f"removed {rule.describe()}")
+        seen.add(rule)
+    for rule in want:
+        if rule not in seen:
+            try:
+                await ipr.rule("add", **_rule_args(rule))
+            except NetlinkError as exc:
+                raise _fail(f"add {rule.describe()}", exc) from None
+            seen.add(rule)
+            changes.append(rule.describe())
+    return changes

@@ -1,0 +1,240 @@
+"""Bring the kernel to a desired state, touching only what differs; find and remove
+leftovers; report what is held.
+
+One reconcile runs at a time (``lock``): requests, the grace timer and the supervisor's
+restarts all go through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+
+from app.helper import conntrack, netlink, nft, procs, uapi
+from app.helper.backend import Backend, UserspaceBackend, choose
+from app.helper.errors import HelperError
+from app.helper.journal import Journal
+from app.helper.state import EMPTY_STATE, IFACE_RE, DesiredState, Marking
+
+log = logging.getLogger("braid.helper")
+
+MAX_REVIVE_ATTEMPTS = 5
+
+
+class Reconciler:
+    def __init__(self, backend: str, state_dir: Path) -> None:
+        self.journal = Journal(state_dir)
+        self.backend: Backend = choose(backend, state_dir, self._died)
+        self.state: DesiredState = EMPTY_STATE
+        self.lock = asyncio.Lock()
+        self.recovered: list[str] = []
+        self._nft_loaded: str | None = None
+        self._revivers: dict[str, asyncio.Task[None]] = {}
+
+    # ---- apply -----------------------------------------------------------------------
+    async def apply(self, new: DesiredState) -> list[str]:
+        async with self.lock:
+            old = self.state
+            try:
+                changes = await self._reconcile(new)
+            except HelperError as exc:
+                log.error("apply failed: %s; going back to the previous state", exc.what)
+                try:
+                    await self._reconcile(old)
+                except HelperError as again:
+                    log.error("could not restore the previous state either: %s", again.what)
+                    self.state = old
+                raise
+            finally:
+                await self._write_journal()
+            for change in changes:
+                log.info("%s", change)
+            return changes
+
+    async def down(self) -> list[str]:
+        return await self.apply(EMPTY_STATE)
+
+    async def _reconcile(self, new: DesiredState) -> list[str]:
+        changes: list[str] = []
+        async with AsyncIPRoute() as ipr:
+            for tunnel in new.tunnels:
+                changes += await self.backend.ensure(ipr, tunnel)
+                changes += await netlink.ensure_link(
+                    ipr, tunnel.name, tunnel.addresses, tunnel.effective_mtu
+                )
+            # Routes and rules first, so nothing points at a tunnel about to go.
+            changes += await netlink.ensure_routes(ipr, new.tables)
+            changes += await netlink.ensure_rules(ipr, new.rules)
+            changes += self._ensure_nft(new.marking)
+            wanted = {t.name for t in new.tunnels}
+            stale = (
+                {t.name for t in self.state.tunnels} | set(await netlink.braid_links(ipr))
+            ) - wanted
+            for name in sorted(stale):
+                if await self.backend.remove(ipr, name):
+                    changes.append(f"{name}: removed")
+        self.state = new
+        return changes
+
+    def _ensure_nft(self, marking: Marking | None) -> list[str]:
+        changes: list[str] = []
+        if marking is None:
+            if nft.delete():
+                changes.append("removed nft table inet braid")
+            self._nft_loaded = None
+            return changes
+        ruleset = nft.render(marking)
+        if ruleset != self._nft_loaded or not nft.exists():
+            nft.load(ruleset)
+            self._nft_loaded = ruleset
+            changes.append("loaded nft table inet braid")
+        for mark in marking.flush_marks:
+            flushed = conntrack.flush_mark(mark)
+            if flushed:
+                changes.append(f"flushed {flushed} conntrack entries with mark {mark:#x}")
+        return changes
+
+    # ---- supervision -----------------------------------------------------------------
+    def _died(self, name: str) -> None:
+        if name not in self._revivers or self._revivers[name].done():
+            self._revivers[name] = asyncio.get_running_loop().create_task(self._revive(name))
+
+    async def _revive(self, name: str) -> None:
+        for _ in range(MAX_REVIVE_ATTEMPTS):
+            if isinstance(self.backend, UserspaceBackend):
+                await asyncio.sleep(self.backend.backoff(name))
+            async with self.lock:
+                if name not in {t.name for t in self.state.tunnels}:
+                    return
+                try:
+                    changes = await self._reconcile(self.state)
+                except HelperError as exc:
+                    log.error("%s: restart failed: %s", name, exc.what)
+                    continue
+                finally:
+                    await self._write_journal()
+                for change in changes:
+                    log.info("%s", change)
+                return
+        log.error("%s: gave up restarting wireguard-go after %d tries", name, MAX_REVIVE_ATTEMPTS)
+
+    async def close(self) -> None:
+        for task in self._revivers.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # ---- journal and leftovers -------------------------------------------------------
+    async def _write_journal(self) -> None:
+        async with AsyncIPRoute() as ipr:
+            links = sorted(await netlink.braid_links(ipr))
+            rules = [r.describe() for r in await netlink.braid_rules(ipr)]
+            tables = sorted({r.table for r in await netlink.braid_routes(ipr)})
+        doc = {
+            "links": links,
+            "wireguard_go": self.backend.journal(),
+            "tables": tables,
+            "rules": rules,
+            "nft": self._nft_loaded is not None,
+            "persistent": self.state.persistent,
+        }
+        if not (links or rules or tables or doc["wireguard_go"] or doc["nft"]):
+            self.journal.clear()
+        else:
+            self.journal.write(doc)
+
+    async def remove_leftovers(self) -> list[str]:
+        """Remove everything Braid's in this network namespace (journal and scan);
+        returns what was found. Used at start and by ``--cleanup``."""
+        self.journal.prepare()
+        found: list[str] = []
+        doc = self.journal.read() or {}
+        if doc.get("corrupt"):
+            found.append("unreadable journal")
+        here = procs.own_netns()
+        names: set[str] = set(doc.get("links") or [])
+        for entry in doc.get("wireguard_go") or []:
+            try:
+                proc = procs.ProcId(int(entry["pid"]), int(entry["start"]))
+                iface = str(entry["iface"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            # Only a process of this namespace: other labs run theirs.
+            if procs.netns_of(proc.pid) == here and procs.stop(proc):
+                found.append(f"wireguard-go pid {proc.pid} ({iface})")
+            names.add(iface)
+        for iface, proc in procs.wireguard_go_here().items():
+            if IFACE_RE.match(iface) and procs.stop(proc):
+                found.append(f"wireguard-go pid {proc.pid} ({iface})")
+                names.add(iface)
+        async with AsyncIPRoute() as ipr:
+            for name in sorted(await netlink.braid_links(ipr)):
+                await netlink.delete_link(ipr, name)
+                found.append(f"link {name}")
+                names.add(name)
+            for route in await netlink.braid_routes(ipr):
+                await netlink.delete_route(ipr, route)
+                found.append(f"route {route.dst} table {route.table}")
+            for rule in await netlink.braid_rules(ipr):
+                await netlink.delete_rule(ipr, rule)
+                found.append(rule.describe())
+        if nft.delete():
+            found.append("nft table inet braid")
+        for name in sorted(names):
+            sock = uapi.socket_path(name)
+            if IFACE_RE.match(name) and sock.exists() and not uapi.answers(name):
+                with contextlib.suppress(FileNotFoundError):
+                    sock.unlink()
+        self.journal.clear()
+        return found
+
+    # ---- status ----------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        now = time.time()
+        tunnels = []
+        async with AsyncIPRoute() as ipr:
+            rules = len(await netlink.braid_rules(ipr))
+            for t in self.state.tunnels:
+                stats = await self.backend.stats(t.name)
+                peer_stats = stats.peers if stats else ()
+                peers = [
+                    {
+                        "public_key": p.public_key,
+                        "endpoint": p.endpoint,
+                        "handshake_age_s": uapi.handshake_age(p, now),
+                        "rx_bytes": p.rx_bytes,
+                        "tx_bytes": p.tx_bytes,
+                    }
+                    for p in peer_stats
+                ]
+                ages = [
+                    a for a in (uapi.handshake_age(p, now) for p in peer_stats) if a is not None
+                ]
+                tunnels.append(
+                    {
+                        "name": t.name,
+                        "backend": self.backend.name,
+                        "up": stats is not None and await netlink.link_is_up(ipr, t.name),
+                        "pid": self.backend.pid(t.name),
+                        "restarts": self.backend.restarts(t.name),
+                        "handshake_age_s": min(ages) if ages else None,
+                        "rx_bytes": sum(p.rx_bytes for p in peer_stats),
+                        "tx_bytes": sum(p.tx_bytes for p in peer_stats),
+                        "peers": peers,
+                    }
+                )
+        return {
+            "backend": self.backend.name,
+            "persistent": self.state.persistent,
+            "tunnels": tunnels,
+            "tables": [t.id for t in self.state.tables],
+            "rules": rules,
+            "marking": self._nft_loaded is not None,
+            "recovered": list(self.recovered),
+        }

@@ -1,0 +1,170 @@
+"""wireguard-go's UAPI: configure a device and read its counters over its socket.
+
+Keys cross this socket in hex (the UAPI's form) and nowhere else: never argv or env.
+Configuration is computed as a difference from what the device holds, so that
+re-applying an unchanged tunnel sends nothing and an unchanged peer keeps its session.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.helper.errors import KernelError
+from app.helper.state import PeerState, TunnelState
+
+UAPI_DIR = Path("/var/run/wireguard")
+ZERO_KEY_HEX = "0" * 64
+
+
+def socket_path(iface: str) -> Path:
+    return UAPI_DIR / f"{iface}.sock"
+
+
+def key_hex(key_b64: str) -> str:
+    return base64.b64decode(key_b64).hex()
+
+
+def hex_key(key_hex_: str) -> str:
+    return base64.b64encode(bytes.fromhex(key_hex_)).decode()
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    public_key: str  # base64
+    endpoint: str | None
+    last_handshake: float | None  # unix time; None before the first handshake
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class DeviceStats:
+    listen_port: int | None
+    fwmark: int | None
+    peers: tuple[PeerStats, ...]
+
+
+def exchange(iface: str, request: str, timeout: float = 5.0) -> str:
+    """One UAPI request; the reply ends with an empty line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path(iface)))
+        sock.sendall(request.encode())
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.decode()
+
+
+def answers(iface: str) -> bool:
+    try:
+        return "errno=0" in exchange(iface, "get=1\n\n", timeout=1.0)
+    except OSError:
+        return False
+
+
+def _peer_lines(peer: PeerState) -> list[str]:
+    lines = [f"public_key={key_hex(peer.public_key)}"]
+    psk = peer.preshared_key
+    lines.append(f"preshared_key={key_hex(psk) if psk else ZERO_KEY_HEX}")
+    if peer.endpoint is not None:
+        lines.append(f"endpoint={peer.endpoint}")
+    lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
+    lines.append("replace_allowed_ips=true")
+    lines += [f"allowed_ip={a}" for a in peer.allowed_ips]
+    return lines
+
+
+def config_lines(old: TunnelState | None, new: TunnelState) -> list[str]:
+    """The UAPI ``set`` lines that take a device from ``old`` (None: fresh) to ``new``;
+    empty when nothing differs."""
+    lines: list[str] = []
+    if old is None or old.private_key != new.private_key:
+        lines.append(f"private_key={key_hex(new.private_key)}")
+    if (old is None and new.listen_port is not None) or (
+        old is not None and old.listen_port != new.listen_port
+    ):
+        lines.append(f"listen_port={new.listen_port or 0}")
+    if (old is None and new.fwmark is not None) or (old is not None and old.fwmark != new.fwmark):
+        lines.append(f"fwmark={new.fwmark or 0}")
+    before = {p.public_key: p for p in old.peers} if old is not None else {}
+    after = {p.public_key: p for p in new.peers}
+    for key in before.keys() - after.keys():
+        lines += [f"public_key={key_hex(key)}", "remove=true"]
+    for peer in new.peers:
+        if before.get(peer.public_key) != peer:
+            lines += _peer_lines(peer)
+    return lines
+
+
+def configure(iface: str, old: TunnelState | None, new: TunnelState) -> bool:
+    """Bring the device to ``new``; returns whether anything was sent."""
+    lines = config_lines(old, new)
+    if not lines:
+        return False
+    try:
+        reply = exchange(iface, "set=1\n" + "\n".join(lines) + "\n\n")
+    except OSError as exc:
+        raise KernelError(f"{iface}: cannot reach wireguard-go's UAPI socket: {exc}") from None
+    if "errno=0" not in reply:
+        # The reply carries only an errno, never the request (and so no key).
+        raise KernelError(f"{iface}: wireguard-go refused its configuration ({reply.strip()})")
+    return True
+
+
+def parse_get(reply: str) -> DeviceStats:
+    listen_port: int | None = None
+    fwmark: int | None = None
+    peers: list[PeerStats] = []
+    cur: dict[str, str] | None = None
+
+    def close() -> None:
+        if cur is None:
+            return
+        sec = int(cur.get("last_handshake_time_sec", "0"))
+        nsec = int(cur.get("last_handshake_time_nsec", "0"))
+        peers.append(
+            PeerStats(
+                public_key=hex_key(cur["public_key"]),
+                endpoint=cur.get("endpoint"),
+                last_handshake=sec + nsec / 1e9 if sec else None,
+                rx_bytes=int(cur.get("rx_bytes", "0")),
+                tx_bytes=int(cur.get("tx_bytes", "0")),
+            )
+        )
+
+    for line in reply.splitlines():
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            close()
+            cur = {"public_key": value}
+        elif cur is not None:
+            cur[key] = value
+        elif key == "listen_port":
+            listen_port = int(value)
+        elif key == "fwmark":
+            fwmark = int(value)
+    close()
+    return DeviceStats(listen_port, fwmark, tuple(peers))
+
+
+def stats(iface: str) -> DeviceStats | None:
+    try:
+        reply = exchange(iface, "get=1\n\n", timeout=2.0)
+    except OSError:
+        return None
+    # get=1 also returns private_key=...; parse_get drops it, and it is never logged.
+    return parse_get(reply) if "errno=0" in reply else None
+
+
+def handshake_age(peer: PeerStats, now: float | None = None) -> float | None:
+    if peer.last_handshake is None:
+        return None
+    return max(0.0, (now if now is not None else time.time()) - peer.last_handshake)
