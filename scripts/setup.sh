@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  wireguard-go wireguard-tools nftables iproute2 procps psmisc util-linux
+  wireguard-go wireguard-tools nftables iproute2 procps psmisc util-linux conntrack
   dbus-daemon dbus-user-session gnome-keyring
   xvfb trayer x11-utils imagemagick
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
@@ -21,5 +21,8 @@ if ((${#missing[@]})); then
   # --no-install-recommends: plain wireguard-tools would pull a kernel image.
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# braid-helper's socket is group braid, mode 0660: its members may use it.
+groupadd -f --system braid
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
