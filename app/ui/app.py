@@ -1,0 +1,139 @@
+"""The tray app: wires the controller, the history, the tray (or the main window where
+there is no tray), the graph window and the error dialogs."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+
+from app.core.errors import BraidError
+from app.core.model import EngineSnapshot
+from app.ui.controller import AppController, EngineFactory
+from app.ui.dialogs import ErrorPresenter, install_excepthook
+from app.ui.graph_window import PathGraphWindow
+from app.ui.history import PathHistory
+from app.ui.icons import state_icon
+from app.ui.main_window import MainWindow
+from app.ui.menu import ControlMenu
+from app.ui.port import target_label
+from app.ui.tray import TrayView
+
+
+class BraidApp(QObject):
+    def __init__(
+        self,
+        make_engine: EngineFactory,
+        *,
+        use_tray: bool | None = None,
+        history_s: float = 600.0,
+    ) -> None:
+        super().__init__()
+        self.quitting = False
+        self.controller = AppController(make_engine, self)
+        self.history = PathHistory(span_s=history_s)
+        self.graph = PathGraphWindow(self.history)
+        self.errors = ErrorPresenter(self)
+        # The history is fed first, so every view drawing a snapshot finds it there.
+        self.controller.snapshot_changed.connect(self._record)
+        self.controller.error.connect(self.errors.show)
+        self.menu = ControlMenu(self.controller, self.show_paths, self.quit)
+        if use_tray is None:
+            use_tray = QSystemTrayIcon.isSystemTrayAvailable()
+        self.tray: TrayView | None = None
+        self.window: MainWindow | None = None
+        if use_tray:
+            self.tray = TrayView(self.controller, self.menu, self.toggle_paths)
+        else:
+            self.window = MainWindow(self.controller, self.show_paths, self.quit)
+            self.errors.parent_widget = self.window
+            self.window.show()
+
+    def _record(self, snapshot: EngineSnapshot) -> None:
+        self.history.add(snapshot)
+        self.graph.show_snapshot(snapshot)
+
+    def show_paths(self) -> None:
+        self.graph.show()
+        self.graph.raise_()
+        self.graph.activateWindow()
+
+    def toggle_paths(self) -> None:
+        if self.graph.isVisible():
+            self.graph.hide()
+        else:
+            self.show_paths()
+
+    def connect_named(self, name: str) -> None:
+        """Connect to the target whose profile (or menu label) is `name`."""
+        targets = self.controller.targets()
+        for target in targets:
+            if name in (target.profile, target_label(target)):
+                self.controller.request_connect(target)
+                return
+        known = ", ".join(target_label(t) for t in targets) or "none"
+        raise BraidError(
+            f"no profile named {name!r} (profiles: {known})",
+            "pick one of those, or create it with `braid import FILE` or `braid lab up`",
+        )
+
+    def quit(self) -> None:
+        """Disconnect cleanly (tunnels gone before this returns), then leave."""
+        if self.quitting:
+            return
+        self.quitting = True
+        self.graph.hide()
+        if self.tray is not None:
+            self.tray.hide()
+        if self.window is not None:
+            self.window.hide()
+        self.errors.close_all()
+        self.controller.shutdown()
+        QApplication.quit()
+
+
+def _route_signals_to(app: BraidApp) -> QTimer:
+    """SIGINT/SIGTERM quit cleanly. Python runs signal handlers only between bytecodes,
+    and Qt's loop runs in C++, so a slow timer gives the interpreter a turn."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        QTimer.singleShot(0, app.quit)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    timer = QTimer()
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+    return timer
+
+
+def run(
+    make_engine: EngineFactory,
+    *,
+    use_tray: bool | None = None,
+    connect: str | None = None,
+    show_paths: bool = False,
+) -> int:
+    qt = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qt, QApplication)
+    qt.setApplicationName("Braid")
+    qt.setDesktopFileName("braid")
+    qt.setWindowIcon(state_icon(None))
+    # The tray app lives on with every window closed.
+    qt.setQuitOnLastWindowClosed(False)
+    app = BraidApp(make_engine, use_tray=use_tray)
+    install_excepthook(app.errors)
+    _keep = _route_signals_to(app)
+    try:
+        if connect:
+            app.connect_named(connect)
+        if show_paths:
+            app.show_paths()
+        rc = qt.exec()
+    finally:
+        app.controller.shutdown()
+    del _keep
+    return rc

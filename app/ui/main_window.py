@@ -1,0 +1,137 @@
+"""The small main window used where the desktop has no system tray: the tray menu's
+controls as buttons, so Braid never silently does nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.model import ConnState, EngineSnapshot
+from app.ui import present
+from app.ui.controller import AppController
+from app.ui.icons import state_icon
+from app.ui.menu import NO_TARGETS
+from app.ui.port import target_label
+
+
+class TargetCombo(QComboBox):
+    """Lists the profiles afresh each time it opens, as the tray's submenu does."""
+
+    def __init__(self, refresh: Callable[[], None]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    def showPopup(self) -> None:
+        self._refresh()
+        super().showPopup()
+
+
+class MainWindow(QWidget):
+    def __init__(
+        self,
+        controller: AppController,
+        on_paths: Callable[[], None],
+        on_quit: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self._controller = controller
+        self._on_quit = on_quit
+        self.setWindowTitle("Braid")
+        self.setWindowIcon(state_icon(None))
+        self.state: ConnState | None = None
+        self.notices: list[present.Notice] = []
+
+        self.icon_label = QLabel()
+        self.headline = QLabel()
+        self.path_line = QLabel()
+        self.targets = TargetCombo(self.refresh_targets)
+        self.targets.setMinimumWidth(220)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(self._connect_clicked)
+        self.disconnect_button = QPushButton("Disconnect")
+        self.disconnect_button.clicked.connect(controller.request_disconnect)
+        self.classes = QLabel()
+        self.notice_label = QLabel()
+        self.notice_label.setWordWrap(True)
+        self.paths_button = QPushButton("Paths…")
+        self.paths_button.clicked.connect(on_paths)
+        self.quit_button = QPushButton("Quit")
+        self.quit_button.clicked.connect(on_quit)
+
+        top = QHBoxLayout()
+        top.addWidget(self.icon_label)
+        text = QVBoxLayout()
+        text.addWidget(self.headline)
+        text.addWidget(self.path_line)
+        top.addLayout(text, stretch=1)
+        connect_row = QHBoxLayout()
+        connect_row.addWidget(self.targets, stretch=1)
+        connect_row.addWidget(self.connect_button)
+        connect_row.addWidget(self.disconnect_button)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.paths_button)
+        bottom.addStretch(1)
+        bottom.addWidget(self.quit_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(connect_row)
+        layout.addWidget(self.classes)
+        layout.addWidget(self.notice_label)
+        layout.addLayout(bottom)
+
+        controller.snapshot_changed.connect(self.show_snapshot)
+        controller.notice.connect(self.notify)
+        self.refresh_targets()
+        self.show_snapshot(controller.latest)
+
+    def refresh_targets(self) -> None:
+        chosen = self.targets.currentData()
+        self.targets.clear()
+        targets = self._controller.targets()
+        for target in targets:
+            self.targets.addItem(target_label(target), target)
+        if not targets:
+            self.targets.addItem(NO_TARGETS, None)
+        for i in range(self.targets.count()):
+            if chosen is not None and self.targets.itemData(i) == chosen:
+                self.targets.setCurrentIndex(i)
+        self.connect_button.setEnabled(bool(targets))
+
+    def _connect_clicked(self) -> None:
+        target: Any = self.targets.currentData()
+        if target is not None:
+            self._controller.request_connect(target)
+
+    def show_snapshot(self, snapshot: EngineSnapshot) -> None:
+        if snapshot.state is not self.state:
+            self.state = snapshot.state
+            self.icon_label.setPixmap(state_icon(snapshot.state).pixmap(48, 48))
+        self.headline.setText(f"<b>{present.headline(snapshot)}</b>")
+        self.path_line.setText("\n".join(present.tooltip(snapshot).splitlines()[1:]))
+        self.classes.setText("\n".join(present.class_lines(snapshot)))
+        self.disconnect_button.setEnabled(snapshot.state is not ConnState.DISCONNECTED)
+
+    def notify(self, notice: present.Notice) -> None:
+        """No tray, so no desktop bubble: the latest notice stays in the window."""
+        self.notices.append(notice)
+        colour = "#c62828" if notice.critical else "#1b5e20"
+        self.notice_label.setText(
+            f"<span style='color:{colour}'><b>{notice.title}</b></span><br>{notice.message}"
+        )
+        self.notice_label.setTextFormat(Qt.TextFormat.RichText)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # Without a tray this window is the app: closing it quits (and disconnects).
+        self._on_quit()
+        event.accept()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from app.core.model import ConnState
+from app.ui.history import PathHistory, Series
+from tests.ui.snapshots import path, snap, switch, three_paths
+
+
+def test_series_keeps_only_the_span_and_grows_when_full() -> None:
+    s = Series(capacity=4)
+    for i in range(100):
+        s.append(float(i), (i, 0, 0, 0), keep_after=i - 9.5)
+    assert s.times().tolist() == [float(i) for i in range(90, 100)]
+    assert s.values("rtt").tolist() == [float(i) for i in range(90, 100)]
+    assert s.times().flags["C_CONTIGUOUS"]
+
+
+def test_history_records_every_path_and_a_gap_when_disconnected() -> None:
+    h = PathHistory(span_s=600)
+    for i in range(5):
+        h.add(three_paths(t=1000.0 + i))
+    h.add(snap(ConnState.DISCONNECTED, t=1005.0))
+    h.add(snap(ConnState.DISCONNECTED, t=1006.0))
+    assert h.names() == ["hk", "tk", "sg"]
+    rtt = h.series("hk").values("rtt")
+    assert rtt[:5].tolist() == [60.0] * 5
+    assert len(rtt) == 6 and math.isnan(rtt[5])  # one gap, not one per snapshot
+    assert h.series("tk").values("loss").tolist()[:5] == [0.0] * 5
+    assert h.series("sg").values("score")[0] == 0.8
+
+
+def test_down_path_has_no_rtt_point() -> None:
+    h = PathHistory()
+    h.add(snap(paths=(path("hk", None, up=False, jitter=None, loss=1.0, score=0.0),), t=5.0))
+    s = h.series("hk")
+    assert np.isnan(s.values("rtt")[0]) and s.values("loss")[0] == 100.0
+
+
+def test_markers_once_per_event_and_dropped_after_the_span() -> None:
+    h = PathHistory(span_s=60)
+    ev = switch("hk", "tk", t=1010.0)
+    for i in range(3):
+        h.add(snap(events=(ev,), t=1011.0 + i))
+    assert [(m.t, m.kind, m.label) for m in h.markers()] == [(1010.0, "switch", "default → tk")]
+    h.add(snap(events=(ev,), t=1080.0))
+    assert h.markers() == []

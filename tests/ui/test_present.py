@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import time
+
+from app.core.errors import BraidError
+from app.core.model import ConnState, Event
+from app.ui import present
+from tests.ui.snapshots import path, snap, switch, three_paths
+
+
+def test_tooltip_names_the_active_path_with_rtt_and_loss() -> None:
+    s = three_paths("tk")
+    text = present.tooltip(s)
+    assert text.splitlines()[0] == "Braid — Connected · lab-t1"
+    assert "via tk: RTT 80 ms, loss 0.0 %" in text
+
+
+def test_tooltip_of_an_error_says_what_went_wrong_without_the_fix() -> None:
+    err = str(BraidError("braid-helper is not running", "start it with `braid-helper`"))
+    text = present.tooltip(snap(ConnState.ERROR, error=err, profile=None))
+    assert text == "Braid — Error\nbraid-helper is not running"
+
+
+def test_tooltip_when_connected_but_nothing_carries_traffic() -> None:
+    s = snap(ConnState.DEGRADED, paths=(path("hk", None, up=False),), classes={"default": ()})
+    assert present.tooltip(s).endswith("no path carries traffic")
+
+
+def test_class_lines_in_importance_order_with_blocked_classes() -> None:
+    s = snap(classes={"default": ("hk",), "realtime": ("tk", "hk"), "bulk": ()})
+    assert present.class_lines(s) == ["realtime: tk, hk", "bulk: blocked, no path",
+                                      "default: hk"]
+
+
+def test_path_row_formats_every_column() -> None:
+    row = present.path_row(path("hk", 182.4, loss=0.0123, score=0.5, classes=("default",)))
+    assert dict(zip(present.TABLE_COLUMNS, row, strict=True)) == {
+        "Path": "hk", "State": "up", "RTT": "182 ms", "RTT p95": "219 ms", "Jitter": "2.0 ms",
+        "Loss": "1.2 %", "Score": "0.50", "Handshake": "5 s ago", "Carries": "default",
+    }
+    down = present.path_row(path("tk", None, up=False, jitter=None))
+    assert down[1:5] == ("down", "–", "–", "–")
+
+
+def test_user_message_splits_a_braid_error_text() -> None:
+    text = str(BraidError("the keyring is locked", "unlock it and connect again"))
+    assert present.UserMessage.from_text(text) == present.UserMessage(
+        "the keyring is locked", "unlock it and connect again")
+    assert present.UserMessage.from_text("plain") == present.UserMessage("plain", "")
+    msg = present.UserMessage.from_error(ValueError("boom"))
+    assert msg.what == "ValueError: boom" and "report" in msg.fix
+
+
+def test_event_tracker_reports_each_event_once_and_ignores_older_history() -> None:
+    start = time.time()
+    tracker = present.EventTracker(since=start)
+    old = switch("hk", "tk", t=start - 60)
+    new = switch("tk", "sg", t=start + 1)
+    assert tracker.new_events(snap(events=(old,))) == []
+    assert tracker.new_events(snap(events=(old, new))) == [new]
+    assert tracker.new_events(snap(events=(old, new))) == []
+    newer = switch("sg", "hk", t=start + 2)
+    assert tracker.new_events(snap(events=(new, newer))) == [newer]
+
+
+def test_failover_notice_when_the_path_left_is_down() -> None:
+    s = snap(paths=(path("hk", None, up=False), path("tk")), classes={"default": ("tk",)})
+    notes = present.notices([switch("hk", "tk", cls="default"),
+                             switch("hk", "tk", cls="realtime")], s)
+    assert len(notes) == 1
+    assert notes[0].title == "Braid: failed over to tk"
+    assert notes[0].message == (
+        "default, realtime moved from hk to tk: hk declared down: no reply to 3 probes "
+        "(detected in 180 ms, switched in 2.5 ms)")
+
+
+def test_plain_switch_and_all_paths_lost_notices() -> None:
+    s = three_paths("tk")
+    lost = Event(t=1.0, kind="fail_closed", cls="default", from_path="tk", to_path=None,
+                 reason="every path is down")
+    notes = present.notices([switch("hk", "tk"), lost], s)
+    assert [n.title for n in notes] == ["Braid: all paths lost", "Braid: switched to tk"]
+    assert notes[0].critical and "every path is down" in notes[0].message
+    assert present.notices([Event(1.0, "up", None, None, "hk", "answers again")], s) == []
