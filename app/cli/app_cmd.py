@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from typing import Any
 
@@ -39,17 +38,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run_tray)
 
 
-def _engine_factory() -> Any:
-    try:
-        # Imported here: `braid --help` and the headless commands must not load Qt.
-        service = importlib.import_module("app.core.service")
-    except ImportError as exc:
-        raise BraidError(
-            f"the engine is not available: {exc}", "use `braid up` and `braid status`"
-        ) from exc
-    return service.EngineService
-
-
 def run_tray(args: argparse.Namespace) -> int:
     if not (
         os.environ.get("DISPLAY")
@@ -62,6 +50,8 @@ def run_tray(args: argparse.Namespace) -> int:
             "run Braid without a display with `braid up --lab` or `braid up --profile P`, "
             "and watch it with `braid status --watch`",
         )
+    # Imported here: `braid --help` and the headless commands must not load Qt.
+    from app.core.service import EngineService
     from app.ui.app import run
 
     connect: str | None = getattr(args, "connect", None)
@@ -71,7 +61,7 @@ def run_tray(args: argparse.Namespace) -> int:
     if lab:
         connect = f"lab-{lab}"
     return run(
-        _engine_factory(),
+        EngineService,
         use_tray=False if getattr(args, "no_tray", False) else None,
         connect=connect,
         show_paths=bool(getattr(args, "paths", False)),

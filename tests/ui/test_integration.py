@@ -1,0 +1,135 @@
+"""The tray app against a real lab: real EngineService, helper, wireguard-go, relays.
+
+Offscreen there is no system tray, but QSystemTrayIcon and its menu still work as
+objects, so the tray path is driven through its real menu actions.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.core.model import ConnState
+from app.core.service import EngineService
+from app.lab import control, topology
+from app.ui.app import BraidApp
+from tests.ui.snapshots import dispose
+
+CONNECT_MS = 30_000
+
+
+def _lab_name() -> str:
+    return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                         for _ in range(4))
+
+
+def tunnels(lab: str) -> list[str]:
+    """Braid's tunnel interfaces in the lab's client namespace."""
+    out = subprocess.run(["ip", "-n", topology.netns(lab, "client"), "-o", "link", "show"],
+                         check=True, capture_output=True, text=True).stdout
+    names = (line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+    return [n for n in names if n.startswith("br-")]
+
+
+@pytest.fixture
+def lab() -> Iterator[str]:
+    name = _lab_name()
+    try:
+        topology.build(name, "clean")
+        yield name
+    finally:
+        topology.destroy(name)
+
+
+@pytest.fixture
+def braid(qtbot: QtBot) -> Iterator[BraidApp]:
+    app = BraidApp(EngineService, use_tray=True)
+    yield app
+    app.quit()
+    dispose(app)
+
+
+def connect_from_menu(braid: BraidApp, lab: str) -> None:
+    braid.menu.connect_menu.aboutToShow.emit()
+    label = f"lab-{lab} (lab {lab})"
+    (action,) = [a for a, _ in braid.menu.target_actions if a.text() == label]
+    action.trigger()
+
+
+def test_connect_graph_failover_and_quit(lab: str, braid: BraidApp, qtbot: QtBot) -> None:
+    connect_from_menu(braid, lab)
+    c = braid.controller
+    qtbot.waitUntil(lambda: c.latest.state is ConnState.CONNECTED, timeout=CONNECT_MS)
+    tray = braid.tray
+    assert tray is not None
+    assert tray.icon.toolTip().startswith(f"Braid — Connected · lab-{lab}")
+
+    braid.menu.paths_action.trigger()
+    graph = braid.graph
+    qtbot.waitUntil(graph.isVisible)
+    names = [p.name for p in c.latest.paths]
+    assert len(names) == 3
+
+    def points(name: str) -> int:
+        x = graph.curves[name]["rtt"].getData()[0]
+        return 0 if x is None else len(x)
+
+    def every_path_plotted() -> bool:
+        return set(graph.curves) == set(names) and all(points(n) >= 5 for n in names)
+
+    qtbot.waitUntil(every_path_plotted, timeout=10_000)
+    rows = graph.table_rows()
+    assert [r[0] for r in rows] == names and all(r[1] == "up" for r in rows)
+
+    active = c.latest.classes["default"][0]
+    control.impair(lab, active, {"down": True})
+
+    def moved() -> bool:
+        carriers = c.latest.classes.get("default", ())
+        return bool(carriers) and carriers[0] != active
+
+    qtbot.waitUntil(moved, timeout=15_000)
+    new = c.latest.classes["default"][0]
+    qtbot.waitUntil(lambda: any(m.kind == "switch" and m.label.endswith(f"→ {new}")
+                                for m in graph.marker_lines), timeout=5_000)
+    qtbot.waitUntil(lambda: any(n.title == f"Braid: failed over to {new}"
+                                for n in tray.notices), timeout=5_000)
+    assert tunnels(lab)
+
+    braid.menu.disconnect_action.trigger()
+    qtbot.waitUntil(lambda: c.latest.state is ConnState.DISCONNECTED, timeout=CONNECT_MS)
+    qtbot.waitUntil(lambda: tunnels(lab) == [], timeout=10_000)
+
+    connect_from_menu(braid, lab)
+    qtbot.waitUntil(lambda: c.latest.state in (ConnState.CONNECTED, ConnState.DEGRADED),
+                    timeout=CONNECT_MS)
+    qtbot.waitUntil(lambda: tunnels(lab) != [], timeout=10_000)
+    braid.menu.quit_action.trigger()  # returns once the engine has taken its tunnels down
+    assert braid.quitting
+    qtbot.waitUntil(lambda: tunnels(lab) == [], timeout=10_000)
+
+
+def test_helper_not_running_is_a_dialog_saying_what_to_do(qtbot: QtBot) -> None:
+    name = _lab_name()
+    try:
+        topology.build(name, "clean", start_helper=False)
+        braid = BraidApp(EngineService, use_tray=True)
+        try:
+            connect_from_menu(braid, name)
+            qtbot.waitUntil(lambda: braid.controller.latest.state is ConnState.ERROR,
+                            timeout=CONNECT_MS)
+            qtbot.waitUntil(lambda: bool(braid.errors.open_messages()), timeout=5_000)
+            (msg,) = braid.errors.open_messages()
+            assert "helper" in msg.what and msg.fix
+            assert braid.tray is not None
+            assert braid.tray.icon.toolTip().startswith("Braid — Error")
+        finally:
+            braid.quit()
+            dispose(braid)
+    finally:
+        topology.destroy(name)
