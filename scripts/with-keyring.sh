@@ -26,7 +26,9 @@ import secretstorage
 conn = secretstorage.dbus_init()
 ok = secretstorage.check_service_availability(conn)
 if ok and sys.argv[1:] == ["unlocked"]:
-    ok = not secretstorage.get_default_collection(conn).is_locked()
+    # Collection(), not get_default_collection(): that would try to create a keyring
+    # (through a prompt nobody sees) before gnome-keyring has made the login one.
+    ok = not secretstorage.Collection(conn).is_locked()
 sys.exit(0 if ok else 1)
 EOF
 }
@@ -63,7 +65,7 @@ keyring_pid=""
 cleanup() {
   [[ -n "$keyring_pid" ]] && kill "$keyring_pid" 2>/dev/null && wait "$keyring_pid" 2>/dev/null
   [[ -n "$dbus_pid" ]] && kill "$dbus_pid" 2>/dev/null
-  rm -f "$dir/bus"
+  rm -f "$dir/bus" "$dir/bus.conf"
   if ((ephemeral)); then rm -rf "$dir"; fi
 }
 trap cleanup EXIT
@@ -71,10 +73,27 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # A filesystem socket, not an abstract one: it is reachable from inside network
-# namespaces (the lab's client namespace) as well.
+# namespaces (the lab's client namespace) as well. No service activation: a call that
+# reaches the bus before our gnome-keyring owns org.freedesktop.secrets must fail (and
+# be retried), not auto-start a second, password-less gnome-keyring that wins the name.
 export DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/bus"
-dbus_pid=$(dbus-daemon --session --fork --nopidfile --address="$DBUS_SESSION_BUS_ADDRESS" \
-  --print-pid=1 2>>"$dir/dbus.log")
+cat >"$dir/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>$DBUS_SESSION_BUS_ADDRESS</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+EOF
+dbus_pid=$(dbus-daemon --config-file="$dir/bus.conf" --fork --nopidfile --print-pid=1 \
+  2>>"$dir/dbus.log")
 
 # --unlock reads the password up to EOF; it creates the login keyring the first time.
 XDG_DATA_HOME="$dir/data" XDG_RUNTIME_DIR="$dir/run" \

@@ -32,6 +32,25 @@ from tests.util import wait_until
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
 
+# A session bus like Debian's session.conf but with no service activation: a call that
+# reaches the bus before our gnome-keyring owns org.freedesktop.secrets must fail (and be
+# retried), not auto-start a second, password-less gnome-keyring that then wins the name.
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>{address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
 @dataclass(frozen=True)
 class KeyringSession:
     root: Path  # temp dir holding the bus socket and keyring files
@@ -47,7 +66,9 @@ def _secret_service_ready() -> bool:
     try:
         if not secretstorage.check_service_availability(conn):
             return False
-        return not secretstorage.get_default_collection(conn).is_locked()
+        # Not get_default_collection(): before gnome-keyring has made the login keyring
+        # from the password, that would ask it to create one, via a prompt nobody sees.
+        return not secretstorage.Collection(conn).is_locked()
     finally:
         conn.close()
 
@@ -71,10 +92,12 @@ def _start_keyring(root: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
             raise RuntimeError(f"{tool} is not installed: run scripts/setup.sh (apt package "
                                f"{'dbus-daemon' if tool == 'dbus-daemon' else 'gnome-keyring'})")
     address = f"unix:path={root / 'bus'}"
+    config = root / "bus.conf"
+    config.write_text(_BUS_CONFIG.format(address=address))
     with (root / "dbus.log").open("wb") as log:
         # Its harmless "Failed to set fd limit" chatter goes to a log, not the test output.
         dbus = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={address}",
+            ["dbus-daemon", f"--config-file={config}", "--nofork", "--nopidfile",
              "--print-address=1"],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=log,
         )

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,3 +94,24 @@ async def wait_until_async(
             seen.last = value
         seen.give_up_if_late()
         await asyncio.sleep(interval)
+
+
+def wg_keypair() -> tuple[str, str]:
+    """A real WireGuard (private, public) key pair from `wg genkey | wg pubkey`."""
+    private = subprocess.run(["wg", "genkey"], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    public = subprocess.run(["wg", "pubkey"], input=private, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    return private, public
+
+
+def wg_psk() -> str:
+    """A real preshared key from `wg genpsk`."""
+    return subprocess.run(["wg", "genpsk"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def unique_name(prefix: str = "t", length: int = 4) -> str:
+    """A name no other test (or engineer) running now will pick: prefix + [a-z0-9]."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return prefix + "".join(random.SystemRandom().choice(alphabet) for _ in range(length))
