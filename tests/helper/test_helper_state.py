@@ -192,7 +192,8 @@ def test_sizes_are_bounded() -> None:
 
 
 def test_not_an_object() -> None:
-    for doc in ([], "x", 3, None):
+    docs: list[Any] = [[], "x", 3, None]
+    for doc in docs:
         with pytest.raises(StateError, match="must be a JSON object"):
             parse_state(doc)
 

@@ -1,0 +1,217 @@
+"""braid-helper against the real thing: a lab's namespaces, wireguard-go, rules, nft."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import signal
+from pathlib import Path
+
+from app.lab.topology import LabInfo
+from tests.helper.conftest import (
+    Helper,
+    all_handshaken,
+    braid_leftovers,
+    kernel_dump,
+    lab_state,
+    ns_run,
+    ping,
+    wireguard_go_in,
+)
+from tests.util import wait_until
+
+ALL = ("hk", "tyo", "sgp")
+
+
+def names(lab: LabInfo, gws: tuple[str, ...] = ALL) -> list[str]:
+    return [g.client_interface for g in lab.gateways if g.name in gws]
+
+
+def up(helper: Helper, gws: tuple[str, ...] = ALL, **kw: bool) -> None:
+    client = helper.client()
+    client.apply(lab_state(helper.lab, gws, **kw))
+    wait_until(
+        lambda: all_handshaken(client.status(), names(helper.lab, gws)),
+        15,
+        message="tunnels never handshook",
+    )
+
+
+def test_three_tunnels_each_through_its_own_table_then_down_leaves_nothing(
+    helper: Helper,
+) -> None:
+    lab = helper.lab
+    up(helper)
+    status = helper.client().status()
+    assert [t.name for t in status.tunnels] == names(lab)
+    assert all(t.up and t.pid for t in status.tunnels)
+    assert set(status.tables) == {52001, 52002, 52003}
+    for g in lab.gateways:
+        src = g.client_address.split("/")[0]
+        route = ns_run(helper.ns, "ip", "route", "get", g.gateway_address, "from", src)
+        assert f"dev {g.client_interface}" in route and "table 5200" in route, route
+        # ICMP through the tunnel: the src rule picks this gateway's table.
+        ping(helper.ns, g.gateway_address, src)
+    t = helper.client().status().tunnel(lab.gateways[0].client_interface)
+    assert t is not None and t.rx_bytes > 0 and t.tx_bytes > 0
+
+    helper.client().down()
+    assert braid_leftovers(helper.ns) == []
+
+
+def test_unbound_traffic_is_marked_into_the_first_tunnel(helper: Helper) -> None:
+    """Class default -> mark 0x01000000 -> table 52001 (hk), masqueraded to hk's address."""
+    up(helper)
+    ping(helper.ns, helper.lab.server_address)
+    hk = helper.client().status().tunnel(helper.lab.gateways[0].client_interface)
+    conntrack = ns_run(helper.ns, "conntrack", "-L", "-p", "icmp")
+    assert "mark=16777216" in conntrack, conntrack
+    assert hk is not None and hk.rx_bytes > 0
+
+
+def test_applying_the_same_state_twice_changes_nothing(helper: Helper) -> None:
+    up(helper)
+    client = helper.client()
+    before_dump = kernel_dump(helper.ns)
+    before_procs = wireguard_go_in(helper.ns)
+    before = client.status()
+    client.apply(lab_state(helper.lab))
+    after = client.status()
+    assert kernel_dump(helper.ns) == before_dump  # nft handles included: not reloaded
+    assert wireguard_go_in(helper.ns) == before_procs
+    # No WireGuard session was reset: handshakes only got older.
+    for b, a in zip(before.tunnels, after.tunnels, strict=True):
+        assert a.pid == b.pid
+        assert a.handshake_age_s is not None and b.handshake_age_s is not None
+        assert a.handshake_age_s >= b.handshake_age_s
+
+
+def test_a_smaller_state_removes_exactly_the_rest(helper: Helper) -> None:
+    up(helper)
+    client = helper.client()
+    hk = helper.lab.gateways[0].client_interface
+    before = client.status().tunnel(hk)
+    hk_index = ns_run(helper.ns, "cat", f"/sys/class/net/{hk}/ifindex")
+    client.apply(lab_state(helper.lab, ("hk",)))
+    after = client.status()
+    assert [t.name for t in after.tunnels] == [hk]
+    assert list(wireguard_go_in(helper.ns)) == [hk]
+    left = braid_leftovers(helper.ns)
+    assert not [x for x in left if "tyo" in x or "sgp" in x or "5201" in x or "5202" in x], left
+    assert "5200:\tfrom 198.19.0.2 lookup 52001" in ns_run(helper.ns, "ip", "rule")
+    assert ns_run(helper.ns, "ip", "route", "show", "table", "52002") == ""
+    # hk itself was not touched.
+    t = after.tunnel(hk)
+    assert before is not None and t is not None and t.pid == before.pid
+    assert ns_run(helper.ns, "cat", f"/sys/class/net/{hk}/ifindex") == hk_index
+    # And without marking, the nft table goes too.
+    client.apply(lab_state(helper.lab, ("hk",), marking=False))
+    assert "inet braid" not in ns_run(helper.ns, "nft", "list", "tables")
+
+
+def test_kill9_then_restart_reports_and_removes_leftovers(helper: Helper) -> None:
+    up(helper)
+    helper.kill9()
+    # Its wireguard-go children outlive it; the links, rules and nft table stay too.
+    assert len(wireguard_go_in(helper.ns)) == 3
+    assert braid_leftovers(helper.ns)
+    helper.start()
+    status = helper.client().status()
+    assert status.tunnels == ()
+    assert any("wireguard-go" in r for r in status.recovered), status.recovered
+    # (A stopped wireguard-go takes its link with it.)
+    assert any("rule 5200" in r for r in status.recovered), status.recovered
+    assert "nft table inet braid" in status.recovered
+    assert braid_leftovers(helper.ns) == []
+    assert "removed leftovers of an earlier run" in helper.log.read_text()
+
+
+def test_cleanup_flag_leaves_nothing(helper: Helper) -> None:
+    up(helper)
+    helper.kill9()
+    done = helper.cleanup()
+    assert done.returncode == 0, done.stderr
+    assert "removed:" in done.stdout and "wireguard-go" in done.stdout
+    assert braid_leftovers(helper.ns) == []
+    assert not (helper.state_dir / "journal.json").exists()
+    for name in names(helper.lab):
+        assert not Path(f"/var/run/wireguard/{name}.sock").exists()
+    helper.start()  # for the fixture's orderly stop
+
+
+def test_a_dead_wireguard_go_is_restarted(helper: Helper) -> None:
+    up(helper)
+    client = helper.client()
+    victim = helper.lab.gateways[1].client_interface
+    old = client.status().tunnel(victim)
+    assert old is not None and old.pid is not None
+    os.kill(old.pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        t = client.status().tunnel(victim)
+        return (
+            t is not None and t.restarts == 1 and t.pid != old.pid and t.handshake_age_s is not None
+        )
+
+    wait_until(restarted, 15, message="wireguard-go was not restarted and handshaken")
+    g = helper.lab.gateways[1]
+    src = g.client_address.split("/")[0]
+    ping(helper.ns, g.gateway_address, src)
+    assert "5201:\tfrom 198.19.1.2 lookup 52002" in ns_run(helper.ns, "ip", "rule")
+
+
+def test_grace_period_removes_the_state_of_a_client_that_left(lab: LabInfo, tmp_path: Path) -> None:
+    h = Helper(lab, tmp_path / "h.sock", tmp_path / "state", tmp_path / "h.log", grace=0.5)
+    h.start()
+    try:
+        owner = h.client()
+        owner.apply(lab_state(lab, ("hk",)))
+        watcher = h.client()
+        assert watcher.status().owner_connected
+        owner.close()
+        wait_until(lambda: braid_leftovers(h.ns) == [], 15, message="state outlived the grace")
+        assert watcher.status().tunnels == ()
+
+        # A persistent state stays when its client leaves: no grace period starts.
+        owner = h.client()
+        owner.apply(lab_state(lab, ("hk",), persistent=True))
+        owner.close()
+        wait_until(lambda: not watcher.status().owner_connected, 5)
+        st = watcher.status()
+        assert st.persistent and st.grace_remaining_s is None and len(st.tunnels) == 1
+    finally:
+        h.stop()
+        h.cleanup()
+    assert braid_leftovers(h.ns) == []
+
+
+def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
+    up(helper)
+    secrets: list[bytes] = []
+    for g in helper.lab.gateways:
+        secrets.append(g.client_private_key.encode())
+        secrets.append(base64.b64decode(g.client_private_key).hex().encode())
+    places: list[Path] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            places += [entry / "cmdline", entry / "environ"]
+    places += [helper.log, *helper.state_dir.iterdir()]
+    for place in places:
+        try:
+            data = place.read_bytes()
+        except OSError:
+            continue
+        for s in secrets:
+            assert s not in data, f"a private key is readable in {place}"
+    for f in helper.state_dir.iterdir():
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
+
+
+def test_state_file_survives_round_trip_unchanged(helper: Helper) -> None:
+    """The status echoes back what was applied (names, tables), not the keys."""
+    client = helper.client()
+    doc = lab_state(helper.lab, ("hk",))
+    result = client.apply(copy.deepcopy(doc))
+    assert [t["name"] for t in result["tunnels"]] == [doc["tunnels"][0]["name"]]
+    assert doc["tunnels"][0]["private_key"] not in str(result)
