@@ -150,7 +150,9 @@ class HelperServer:
         conn = Conn(self._count, pid, uid, gid)
         try:
             if not self._allowed(pid, uid, gid):
-                log.warning("refused %s: not root and not in group %s", conn, self.group)
+                log.warning(
+                    "refused connection: %s is not root and not in group %s", conn, self.group
+                )
                 err = HelperError(
                     "forbidden",
                     f"uid {uid} may not use braid-helper: only root and members of group "
