@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # with-keyring.sh CMD...: run CMD where Braid can keep keys in a real Secret Service.
 #
-# If $DBUS_SESSION_BUS_ADDRESS reaches a bus on which a Secret Service answers (a
-# desktop session's gnome-keyring or KWallet), CMD simply runs there. Otherwise (a
-# headless machine, root over ssh, CI) this starts a private D-Bus session bus and an
-# unlocked gnome-keyring-daemon for the duration of CMD, and stops both afterwards.
+# If $DBUS_SESSION_BUS_ADDRESS reaches a bus on which a Secret Service runs with a
+# default keyring (a desktop session's gnome-keyring or KWallet), CMD simply runs
+# there. Otherwise (a headless machine, root over ssh, CI) this starts a private D-Bus
+# session bus and an unlocked gnome-keyring-daemon for the duration of CMD, and stops
+# both afterwards.
 #
 # The private keyring is ephemeral by default: a temp dir and a random password, both
 # gone when CMD ends (keys imported meanwhile go with it). To keep it, set
@@ -17,19 +18,24 @@ if (($# == 0)); then
   exit 2
 fi
 
-# Exit 0 when a Secret Service answers on the current bus; with "unlocked", only when
-# its default collection is also unlocked.
+# Exit 0 when a running Secret Service on the current bus holds a default keyring
+# (locked or not: a desktop's keyring is the user's, and Braid says how to unlock it).
+# Merely activatable is not enough: on a headless session bus (root over ssh with
+# dbus-user-session) that would start a gnome-keyring with no keyring, which can only
+# create one through a prompt nobody sees. With "unlocked", the keyring must also be
+# unlocked (readiness of our own private daemon).
 secret_service() {
   timeout 10 python3 - "$@" <<'EOF' 2>/dev/null
 import sys
 import secretstorage
+from jeepney.bus_messages import message_bus
 conn = secretstorage.dbus_init()
-ok = secretstorage.check_service_availability(conn)
-if ok and sys.argv[1:] == ["unlocked"]:
-    # Collection(), not get_default_collection(): that would try to create a keyring
-    # (through a prompt nobody sees) before gnome-keyring has made the login one.
-    ok = not secretstorage.Collection(conn).is_locked()
-sys.exit(0 if ok else 1)
+if not conn.send_and_get_reply(message_bus.NameHasOwner("org.freedesktop.secrets")).body[0]:
+    sys.exit(1)
+# Collection(), not get_default_collection(): that would try to create a keyring
+# (through a prompt nobody sees) when there is none.
+locked = secretstorage.Collection(conn).is_locked()
+sys.exit(1 if locked and sys.argv[1:] == ["unlocked"] else 0)
 EOF
 }
 
