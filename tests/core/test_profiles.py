@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from app.core.profiles import (
     profile_to_toml,
 )
 from app.core.secrets import SERVICE, KeyStore, key_user, resolve_backend
+from tests.conftest import KeyringSession
 from tests.util import unique_name, wg_keypair, wg_psk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +165,8 @@ def test_gateway_without_keys_anywhere_is_refused(store: ProfileStore, pname: st
     ],
 )
 def test_invalid_profiles_are_refused_before_any_write(
-        store: ProfileStore, pname: str, change, phrase: str) -> None:  # type: ignore[no-untyped-def]
+        store: ProfileStore, pname: str, change: Callable[[Profile], Profile], phrase: str
+) -> None:
     hk, hk_keys = make_gateway("hk", 0)
     with pytest.raises(BraidError) as err:
         store.save(change(Profile(name=pname, gateways=(hk,))), {"hk": hk_keys})
@@ -185,7 +188,7 @@ def test_invalid_profiles_are_refused_before_any_write(
     ],
 )
 def test_broken_profile_file_is_an_error_naming_it(
-        store: ProfileStore, pname: str, edit, phrase: str) -> None:  # type: ignore[no-untyped-def]
+        store: ProfileStore, pname: str, edit: Callable[[str], str], phrase: str) -> None:
     hk, _ = make_gateway("hk", 0)
     path = store.path(pname)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,3 +304,13 @@ def test_locked_keyring_says_unlock_it() -> None:
     ).stdout
     assert "the keyring is locked" in out
     assert "unlock your keyring" in out
+
+
+def test_with_keyring_reuses_a_running_secret_service(keyring_session: KeyringSession) -> None:
+    """Under the session's keyring, scripts/with-keyring.sh starts nothing of its own."""
+    out = subprocess.run(
+        [str(REPO / "scripts" / "with-keyring.sh"), "sh", "-c",
+         "echo $DBUS_SESSION_BUS_ADDRESS"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()
+    assert out == keyring_session.bus_address
