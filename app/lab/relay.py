@@ -21,6 +21,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 import zlib
@@ -39,8 +40,17 @@ IDLE_FLOW_S = 600.0  # an upstream socket nobody used for this long is closed
 RAMP_STEP_S = 0.05  # how often a drifting profile is recomputed
 
 
+SO_TIMESTAMPNS = 35
+ANC_SIZE = socket.CMSG_SPACE(16)
+TIMESPEC = struct.Struct("@qq")
+RT_PRIORITY = 10  # SCHED_FIFO: the links keep time while the host is busy
+
+
 def _udp(bind: tuple[str, int]) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # The kernel's receive time is when the packet reached the link, however late this
+    # process gets round to it: delays count from there, not from our loop.
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     for opt, fallback in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # *BUFFORCE
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, BUFSIZE)
@@ -104,6 +114,8 @@ class Relay:
         self.control.setblocking(False)
         self.conns: dict[int, tuple[socket.socket, bytearray]] = {}
         self.next_ramp = 0.0
+        self.wall_offset = time.time() - time.monotonic()  # refreshed each sweep
+        self.due = 0.0  # the next time the timeline or an overlay changes something
         self.next_sweep = time.monotonic() + 10.0
         self.running = True
 
@@ -114,18 +126,19 @@ class Relay:
         link = path.links["up"]
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(65535)
+                data, anc, _, addr = sock.recvmsg(65535, ANC_SIZE)
             except BlockingIOError:
                 return
+            arrived = self._arrival(anc, now)
             flow = path.flows.get((fd, addr))
             if flow is None:
                 up = _udp((bind_addr, 0))
                 up.connect(target)
-                flow = Flow(path, sock, addr, up, now)
+                flow = Flow(path, sock, addr, up, arrived)
                 path.flows[(fd, addr)] = flow
                 self.upstreams[up.fileno()] = flow
-            flow.last_used = now
-            release = link.admit(now, len(data))
+            flow.last_used = arrived
+            release = link.admit(arrived, len(data))
             if release is not None:
                 self._push(release, flow.upstream, data, None)
 
@@ -134,15 +147,27 @@ class Relay:
         link = flow.path.links["down"]
         for _ in range(BATCH):
             try:
-                data = flow.upstream.recv(65535)
+                data, anc, _, _ = flow.upstream.recvmsg(65535, ANC_SIZE)
             except BlockingIOError:
                 return
             except ConnectionRefusedError:
                 continue  # an ICMP error from the gateway side; the relay carries on
-            flow.last_used = now
-            release = link.admit(now, len(data))
+            arrived = self._arrival(anc, now)
+            flow.last_used = arrived
+            release = link.admit(arrived, len(data))
             if release is not None:
                 self._push(release, flow.listener, data, flow.client)
+
+    def _arrival(self, anc: list[tuple[int, int, bytes]], fallback: float) -> float:
+        """The packet's kernel receive time on the monotonic clock; timeline caught up to it."""
+        t = fallback
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = TIMESPEC.unpack_from(data)
+                t = min(fallback, sec + nsec * 1e-9 - self.wall_offset)
+        if t >= self.due:
+            self._run_timeline(t)
+        return t
 
     def _push(self, release: float, sock: socket.socket, data: bytes,
               addr: tuple[str, int] | None) -> None:
@@ -188,25 +213,31 @@ class Relay:
             for path in self.paths.values():
                 if any(s.ramping() for s in path.states.values()):
                     self._apply(path, now)
+        self.due = self._next_change()
 
-    def _next_timer(self, now: float) -> float:
-        """Seconds until the loop must wake for something other than a socket."""
-        wake = now + 1.0
-        if self.heap:
-            wake = min(wake, self.heap[0][0])
+    def _next_change(self) -> float:
+        due = float("inf")
         if self.next_event < len(self.timeline):
-            wake = min(wake, self.t0 + self.timeline[self.next_event].at_s)
+            due = self.t0 + self.timeline[self.next_event].at_s
         for path in self.paths.values():
             for s in path.states.values():
                 end = s.next_end()
                 if end is not None:
-                    wake = min(wake, end)
+                    due = min(due, end)
                 if s.ramping():
-                    wake = min(wake, self.next_ramp)
+                    due = min(due, self.next_ramp)
+        return due
+
+    def _next_timer(self, now: float) -> float:
+        """Seconds until the loop must wake for something other than a socket."""
+        wake = min(now + 1.0, self.due)
+        if self.heap:
+            wake = min(wake, self.heap[0][0])
         return max(0.0, wake - now)
 
     def _sweep(self, now: float) -> None:
         self.next_sweep = now + 10.0
+        self.wall_offset = time.time() - time.monotonic()
         for path in self.paths.values():
             for key, flow in list(path.flows.items()):
                 if now - flow.last_used > IDLE_FLOW_S:
@@ -283,6 +314,7 @@ class Relay:
         for d in dirs:
             path.states[d].set_now(checked)
         self._apply(path, now)
+        self.due = self._next_change()
         print(f"t={now - self.t0:.3f} set: {name} {','.join(dirs)} {checked}", flush=True)
 
     def status(self) -> dict[str, Any]:
@@ -306,10 +338,16 @@ class Relay:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
-        print(f"relay up: paths {', '.join(self.paths)}", flush=True)
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+            sched = f"SCHED_FIFO {RT_PRIORITY}"
+        except OSError as exc:
+            sched = f"normal scheduling (SCHED_FIFO refused: {exc})"
+        print(f"relay up: paths {', '.join(self.paths)}; {sched}", flush=True)
         while self.running:
             now = time.monotonic()
-            self._run_timeline(now)
+            if now >= self.due:
+                self._run_timeline(now)
             self._release_due()
             now = time.monotonic()
             if now >= self.next_sweep:

@@ -13,27 +13,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import struct
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import cast
 
-from app.lab.packet import MAGIC, SERVER_STAMP
+from app.lab.packet import stamp_server, unpack
 
+# Bound to the server's address, not 0.0.0.0: a UDP answer from a wildcard socket would
+# leave from the link's address, and neither the client's socket nor NAT would match it.
+SERVER_ADDRESS = "198.18.200.1"
 ECHO_PORT, SINK_PORT, BULK_PORT, TCP_SINK_PORT, HTTP_PORT = 9000, 9001, 9002, 9003, 8080
 CHUNK = bytes(256 * 1024)
 MAX_BULK = 1 << 40
+MAX_FLOWS = 4096  # stream flows the echo keeps counts for (oldest forgotten first)
 
 
 class Echo(asyncio.DatagramProtocol):
+    """Echoes every datagram; stamps stream packets with its time and the flow's count."""
+
+    def __init__(self) -> None:
+        self.counts: OrderedDict[int, int] = OrderedDict()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data[:4] == MAGIC and len(data) >= SERVER_STAMP.stop:
-            data = b"".join((data[: SERVER_STAMP.start], struct.pack("!d", time.time()),
-                             data[SERVER_STAMP.stop:]))
+        stamp = unpack(data)
+        if stamp is not None:
+            count = self.counts.pop(stamp.flow, 0) + 1
+            self.counts[stamp.flow] = count
+            if len(self.counts) > MAX_FLOWS:
+                self.counts.popitem(last=False)
+            data = stamp_server(data, time.time(), count)
         self.transport.sendto(data, addr)
 
 
@@ -91,12 +104,12 @@ async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 async def serve(ready_file: Path | None) -> None:
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", ECHO_PORT))
-    await loop.create_datagram_endpoint(Sink, local_addr=("0.0.0.0", SINK_PORT))
+    await loop.create_datagram_endpoint(Echo, local_addr=(SERVER_ADDRESS, ECHO_PORT))
+    await loop.create_datagram_endpoint(Sink, local_addr=(SERVER_ADDRESS, SINK_PORT))
     servers = [
-        await asyncio.start_server(bulk_source, "0.0.0.0", BULK_PORT),
-        await asyncio.start_server(tcp_sink, "0.0.0.0", TCP_SINK_PORT),
-        await asyncio.start_server(http, "0.0.0.0", HTTP_PORT),
+        await asyncio.start_server(bulk_source, SERVER_ADDRESS, BULK_PORT),
+        await asyncio.start_server(tcp_sink, SERVER_ADDRESS, TCP_SINK_PORT),
+        await asyncio.start_server(http, SERVER_ADDRESS, HTTP_PORT),
     ]
     if ready_file is not None:
         ready_file.write_text("ready\n")

@@ -134,7 +134,7 @@ def _lab_namespaces(lab: str) -> list[str]:
 
 def build(
     lab: str,
-    scenario: str | Path = "clean",
+    scenario: str | Path | Scenario = "clean",
     *,
     start_helper: bool = True,
     write_profile: bool = True,
@@ -143,7 +143,7 @@ def build(
 ) -> LabInfo:
     """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise."""
     check_lab_name(lab)
-    scen = load_scenario(scenario)
+    scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if baseline is not None:
         scen.path(baseline)  # BraidError naming the paths there are
     if lab in lab_names():
@@ -298,7 +298,7 @@ def python_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
@@ -311,7 +311,7 @@ def _start_relay(info: LabInfo, scen: Scenario) -> None:
     config.write_text(json.dumps(relay_config(info, scen)))
     proc.start_daemon(netns(info.name, "wan"),
                       python_argv("app.lab.relay", str(config)),
-                      _logdir(info) / "relay.log", env=_python_env())
+                      _logdir(info) / "relay.log", env=python_env())
     from app.lab.relay_client import relay_answers
 
     wait_until(lambda: relay_answers(info.relay_socket), START_TIMEOUT, "the lab's relay")
@@ -321,7 +321,7 @@ def _start_servers(info: LabInfo) -> None:
     ready = info.runtime_dir / "servers.ready"
     proc.start_daemon(netns(info.name, "server"),
                       python_argv("app.lab.servers", "--ready-file", str(ready)),
-                      _logdir(info) / "servers.log", env=_python_env())
+                      _logdir(info) / "servers.log", env=python_env())
     wait_until(ready.exists, START_TIMEOUT, "the lab's server apps")
 
 
@@ -332,7 +332,7 @@ def _start_helper(info: LabInfo, grace: int) -> None:
         *argv, "--socket", str(info.helper_socket),
         "--state-dir", str(info.runtime_dir / "helper"),
         "--grace-seconds", str(grace),
-    ], _logdir(info) / "helper.log", env=_python_env())
+    ], _logdir(info) / "helper.log", env=python_env())
     wait_until(lambda: _helper_answers(info.helper_socket), START_TIMEOUT,
                "the lab's braid-helper to answer")
 
@@ -364,11 +364,19 @@ def _write_profile(info: LabInfo, scen: Scenario) -> None:
 # --- state on disk -----------------------------------------------------------------
 
 
-def _save(info: LabInfo) -> None:
+def info_json(info: LabInfo) -> dict[str, Any]:
+    """LabInfo as JSON, without the client's private keys."""
     doc = asdict(info)
-    keys = {g["name"]: g.pop("client_private_key") for g in doc["gateways"]}
+    for g in doc["gateways"]:
+        del g["client_private_key"]
     doc["runtime_dir"] = str(info.runtime_dir)
     doc["helper_socket"] = str(info.helper_socket)
+    return doc
+
+
+def _save(info: LabInfo) -> None:
+    doc = info_json(info)
+    keys = {g.name: g.client_private_key for g in info.gateways}
     keyfile = info.runtime_dir / "keys.json"
     fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -401,6 +409,25 @@ def run_in(lab: str, node: str, argv: list[str], **popen_kwargs: Any) -> subproc
             "nodes are client, wan, server, gw-<path> and (with --baseline) base",
         )
     return proc.in_ns(ns, argv, **popen_kwargs)
+
+
+def run_json(lab: str, node: str, argv: list[str], timeout: float | None = None) -> Any:
+    """Run a lab tool in ``node`` that prints one JSON document; BraidError if it fails."""
+    child = run_in(lab, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   env=python_env())
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise BraidError(f"{argv[2] if len(argv) > 2 else argv[0]} in {node} took longer "
+                         f"than {timeout:g} s", "try a smaller size or a longer timeout") \
+            from None
+    if child.returncode != 0:
+        raise BraidError(f"{' '.join(argv[1:3])} in {node} failed: "
+                         f"{err.decode(errors='replace').strip()[-2000:]}",
+                         "see the message above; is the lab still up? braid lab status")
+    return json.loads(out)
 
 
 # --- destroy -----------------------------------------------------------------------

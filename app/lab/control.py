@@ -1,0 +1,52 @@
+"""Change and read a running lab: path impairments (through the relay) and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core.errors import BraidError
+from app.lab import proc, topology
+from app.lab.link import DIRECTIONS, check_changes
+from app.lab.relay_client import relay_request
+from app.lab.wgpeer import uapi_answers
+
+
+def impair(lab: str, path: str, changes: dict[str, Any],
+           dirs: tuple[str, ...] = DIRECTIONS) -> dict[str, Any]:
+    """Change ``path`` now in ``dirs``; returns the path's status after the change."""
+    info = topology.load(lab)
+    info.gateway(path)  # BraidError naming the paths there are
+    if not changes:
+        raise BraidError("nothing to change",
+                         "give a setting, e.g. --loss 5 or --down (see braid lab impair -h)")
+    checked = check_changes(changes, f"path {path}")
+    reply = relay_request(info.relay_socket, {"op": "set", "path": path, "dirs": list(dirs),
+                                              "changes": checked})
+    return next(p for p in reply["paths"] if p["name"] == path)
+
+
+def status(lab: str) -> dict[str, Any]:
+    info = topology.load(lab)
+    nodes = {}
+    for node in ["client", "wan", "server"] + [f"gw-{g.name}" for g in info.gateways] + (
+            ["base"] if info.baseline else []):
+        ns = topology.netns(lab, node)
+        nodes[node] = {"netns": ns, "exists": proc.ns_exists(ns),
+                       "processes": len(proc.ns_pids(ns))}
+    relay = relay_request(info.relay_socket, {"op": "status"})
+    paths = []
+    for gw in info.gateways:
+        doc = next(p for p in relay["paths"] if p["name"] == gw.name)
+        paths.append({
+            "name": gw.name, "endpoint": gw.endpoint, "gateway_address": gw.gateway_address,
+            "client_address": gw.client_address, "client_interface": gw.client_interface,
+            "gateway_wireguard": uapi_answers(topology.gateway_iface(lab, gw.name)),
+            **{k: doc[k] for k in ("flows", *DIRECTIONS)},
+        })
+    return {
+        "name": info.name, "scenario": info.scenario, "started_at": info.started_at,
+        "t": relay["t"], "timeline_left": relay["timeline_left"],
+        "server_address": info.server_address, "baseline": info.baseline,
+        "helper_socket": str(info.helper_socket), "helper_up": info.helper_socket.exists(),
+        "profile": f"lab-{lab}", "nodes": nodes, "paths": paths,
+    }

@@ -1,0 +1,206 @@
+"""`braid lab selftest`: is the relay as good as its profiles say?
+
+Builds a lab of its own (so a running lab and its timeline are left alone) whose paths
+each carry one known profile, sends stamped packets from the client namespace through
+the relay's measurement port to a receiver in the gateway namespace (the underlay only:
+client -> wan -> gateway, no WireGuard in between), and compares configured with measured:
+one-way delay within 2 ms at 1000 pps (both directions), random and bursty loss within
+1 point over 20 000 packets, rate within 5 %, and an outage, asked over the control
+socket or due on the timeline, starting within 5 ms of when it should.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from app.lab import topology
+from app.lab.control import impair
+from app.lab.emulate import IP_UDP_OVERHEAD
+from app.lab.scenario import Scenario, parse_scenario
+
+DELAY_MS, LOSS_PCT, BURST = 40.0, 5.0, (1.0, 25.0)
+RATE_MBIT, QUEUE_MS = 20.0, 50.0
+TIMELINE_AT_S = 4.0  # the timeline outage, from the lab's start
+OUTAGE_S = 0.5
+
+SCENARIO: dict[str, Any] = {
+    "description": "self-test: one known profile per path (up direction unless noted)",
+    "path": [
+        {"name": "dly", "delay_ms": DELAY_MS},  # both directions
+        {"name": "los", "delay_ms": 5, "up": {"loss_pct": LOSS_PCT}},
+        {"name": "bst", "delay_ms": 5, "up": {"burst_loss": list(BURST)}},
+        {"name": "rat", "delay_ms": 5, "up": {"rate_mbit": RATE_MBIT, "queue_ms": QUEUE_MS}},
+        {"name": "out", "delay_ms": 10},
+        {"name": "tln", "delay_ms": 10},
+    ],
+    "timeline": [{"at": TIMELINE_AT_S, "path": "tln", "for": OUTAGE_S, "set": {"down": True}}],
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    path: str
+    what: str
+    configured: float
+    measured: float
+    bound: float  # |measured - configured| must not exceed this
+    unit: str
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.measured - self.configured) <= self.bound
+
+
+@dataclass(frozen=True)
+class SelftestReport:
+    lab: str
+    checks: tuple[Check, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def check(self, path: str, what: str) -> Check:
+        return next(c for c in self.checks if c.path == path and c.what == what)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "seconds": self.seconds,
+                "checks": [{**asdict(c), "passed": c.passed} for c in self.checks]}
+
+    def text(self) -> str:
+        lines = [f"{'path':<5} {'what':<30} {'configured':>10} {'measured':>10} {'bound':>8}",
+                 "-" * 78]
+        for c in self.checks:
+            lines.append(f"{c.path:<5} {c.what:<30} {c.configured:>10.3f} {c.measured:>10.3f} "
+                         f"±{c.bound:>7.3f} {c.unit:<6} {'ok' if c.passed else 'FAIL'}")
+        lines.append(f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def selftest_scenario() -> Scenario:
+    return parse_scenario(SCENARIO, name="selftest", where="selftest")
+
+
+class _Run:
+    """One sender (client) and one receiver (the path's gateway) on one path."""
+
+    def __init__(self, lab: str, info: topology.LabInfo, path: str, *, pps: int, count: int,
+                 size: int = 200, echo: bool = False) -> None:
+        gw = info.gateway(path)
+        seconds = count / pps + 2.5
+        self.receiver = topology.run_in(
+            lab, f"gw-{path}", topology.python_argv(
+                "app.lab.measure", "recv", "--port", str(topology.PROBE_BASE_PORT),
+                "--seconds", f"{seconds:.3f}", *(["--echo"] if echo else [])),
+            stdout=subprocess.PIPE, env=topology.python_env())
+        assert self.receiver.stdout is not None
+        self.receiver.stdout.readline()  # "ready": listening before anything is sent
+        self.sender = topology.run_in(
+            lab, "client", topology.python_argv(
+                "app.lab.measure", "send", "--to",
+                f"{topology.CLIENT_WAN}:{topology.PROBE_BASE_PORT + gw.index}",
+                "--pps", str(pps), "--count", str(count), "--size", str(size)),
+            stdout=subprocess.PIPE, env=topology.python_env())
+
+    def result(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        sent_out, _ = self.sender.communicate()
+        recv_out, _ = self.receiver.communicate()
+        return json.loads(sent_out), json.loads(recv_out)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else float("nan")
+
+
+def _outage_start(sent: list[float], rec: dict[str, Any], after: float) -> float:
+    """Send time of the first packet lost after ``after`` (unix time)."""
+    got = set(rec["seq"])
+    lost = [t for seq, t in enumerate(sent) if seq not in got and t >= after]
+    return lost[0] if lost else float("nan")
+
+
+def run_selftest(quick: bool = False) -> SelftestReport:
+    lab = "st" + "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                         for _ in range(3))
+    began = time.monotonic()
+    info = topology.build(lab, selftest_scenario(), start_helper=False, write_profile=False)
+    try:
+        checks = _measure(lab, info, quick)
+    finally:
+        topology.destroy(lab, forget_profile=False)
+    return SelftestReport(lab=lab, checks=tuple(checks), seconds=time.monotonic() - began)
+
+
+def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
+    n_delay, n_loss, rate_s = (2000, 10_000, 2.0) if quick else (5000, 20_000, 4.0)
+    checks: list[Check] = []
+
+    # Phase 1, the timing checks, with little else running: delay, both outages.
+    tln_until = info.started_at + TIMELINE_AT_S + OUTAGE_S + 1.0
+    tln_count = max(1000, int((tln_until - time.time()) * 1000))
+    runs = {
+        "dly": _Run(lab, info, "dly", pps=1000, count=n_delay, echo=True),
+        "out": _Run(lab, info, "out", pps=1000, count=3000),
+        "tln": _Run(lab, info, "tln", pps=1000, count=tln_count),
+    }
+    time.sleep(1.0)  # a scheduled event, not a wait for a condition: the outage starts here
+    asked_down = time.time()
+    impair(lab, "out", {"down": True})
+    time.sleep(OUTAGE_S)
+    impair(lab, "out", {"down": False})
+    results = {name: run.result() for name, run in runs.items()}
+
+    snd, rec = results["dly"]
+    up = [(rx - s) * 1000.0 for s, rx in zip(rec["sent"], rec["rx"], strict=True)]
+    down = [(rx - server) * 1000.0 for rx, server, _ in snd["got"].values()]
+    checks += [
+        Check("dly", "one-way delay up, mean", DELAY_MS, _mean(up), 2.0, "ms"),
+        Check("dly", "one-way delay down, mean", DELAY_MS, _mean(down), 2.0, "ms"),
+        Check("dly", "one-way delay up, median", DELAY_MS, _median(up), 2.0, "ms"),
+    ]
+    snd, rec = results["out"]
+    checks.append(Check("out", "outage start vs asked", 0.0,
+                        (_outage_start(snd["sent"], rec, asked_down - 0.2) - asked_down) * 1e3,
+                        5.0, "ms"))
+    snd, rec = results["tln"]
+    due = info.started_at + TIMELINE_AT_S
+    checks.append(Check("tln", "timeline outage start vs due", 0.0,
+                        (_outage_start(snd["sent"], rec, due - 0.5) - due) * 1e3, 5.0, "ms"))
+
+    # Phase 2, the volume checks: loss, bursts, rate, in parallel.
+    rate_pps = int(RATE_MBIT * 1.25 * 1e6 / ((1200 + IP_UDP_OVERHEAD) * 8))
+    runs = {
+        "los": _Run(lab, info, "los", pps=4000, count=n_loss),
+        "bst": _Run(lab, info, "bst", pps=4000, count=n_loss),
+        "rat": _Run(lab, info, "rat", pps=rate_pps, count=int(rate_pps * rate_s), size=1200),
+    }
+    results = {name: run.result() for name, run in runs.items()}
+    for name, what, configured in (
+        ("los", "random loss", LOSS_PCT),
+        ("bst", "burst loss (Gilbert-Elliott)", 100.0 * BURST[0] / (BURST[0] + BURST[1])),
+    ):
+        snd, rec = results[name]
+        measured = 100.0 * (1 - len(set(rec["seq"])) / len(snd["sent"]))
+        checks.append(Check(name, what, configured, measured, 1.0, "%"))
+    snd, rec = results["rat"]
+    rx = sorted(rec["rx"])
+    wire = sum(s + IP_UDP_OVERHEAD for s in rec["size"][1:])
+    rate = wire * 8 / (rx[-1] - rx[0]) / 1e6 if len(rx) > 1 else float("nan")
+    checks.append(Check("rat", "rate", RATE_MBIT, rate, RATE_MBIT * 0.05, "Mbit/s"))
+    # Sent at 125 % of the rate, the queue is full after a fraction of a second: from then
+    # on every packet waits the whole queue.
+    delays = [(r - s) * 1000.0 for s, r in zip(rec["sent"], rec["rx"], strict=True)]
+    queued = _median(delays[len(delays) // 2:]) - 5.0
+    checks.append(Check("rat", "full queue adds (median)", QUEUE_MS, queued, 3.0, "ms"))
+    return checks
