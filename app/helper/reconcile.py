@@ -63,8 +63,15 @@ class Reconciler:
     async def _reconcile(self, new: DesiredState) -> list[str]:
         changes: list[str] = []
         async with AsyncIPRoute() as ipr:
+            # Devices come up side by side: most of the time is wireguard-go starting.
+            results = await asyncio.gather(
+                *(self.backend.ensure(ipr, t) for t in new.tunnels), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+                changes += result
             for tunnel in new.tunnels:
-                changes += await self.backend.ensure(ipr, tunnel)
                 changes += await netlink.ensure_link(
                     ipr, tunnel.name, tunnel.addresses, tunnel.effective_mtu
                 )
@@ -76,9 +83,8 @@ class Reconciler:
             stale = (
                 {t.name for t in self.state.tunnels} | set(await netlink.braid_links(ipr))
             ) - wanted
-            for name in sorted(stale):
-                if await self.backend.remove(ipr, name):
-                    changes.append(f"{name}: removed")
+            gone = await asyncio.gather(*(self.backend.remove(ipr, n) for n in sorted(stale)))
+            changes += [f"{n}: removed" for n, g in zip(sorted(stale), gone, strict=True) if g]
         self.state = new
         return changes
 
