@@ -15,8 +15,9 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,37 +201,56 @@ def check_interface(value: str) -> str:
     return value
 
 
-def _check_gateway(gw: Gateway) -> None:
-    """Every field of a gateway; ValueError names the field."""
-    checks: list[tuple[str, Any]] = [
-        ("name", lambda: check_gateway_name(gw.name)),
-        ("interface", lambda: check_interface(gw.interface)),
-        ("addresses", lambda: [check_interface_address(a) for a in gw.addresses]
-         or _fail("at least one address is needed")),
-        ("dns", lambda: [check_dns(d) for d in gw.dns]),
-        ("mtu", lambda: gw.mtu is None or check_int(gw.mtu, *MTU_RANGE)),
-        ("listen_port", lambda: gw.listen_port is None or check_int(gw.listen_port, 1, 65535)),
-        ("cost", lambda: check_cost(gw.cost)),
-        ("peer.public_key", lambda: check_key(gw.peer.public_key)),
-        ("peer.endpoint", lambda: gw.peer.endpoint is None or check_endpoint(gw.peer.endpoint)),
-        ("peer.allowed_ips", lambda: [check_network(n) for n in gw.peer.allowed_ips]
-         or _fail("at least one network is needed")),
-        ("peer.persistent_keepalive", lambda: gw.peer.persistent_keepalive is None
-         or check_int(gw.peer.persistent_keepalive, 1, 65535)),
-    ]
-    for name, check in checks:
-        try:
-            check()
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """Prefix a ValueError raised inside with the field's name."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
-def _fail(message: str) -> Any:
-    raise ValueError(message)
+def normalize_gateway(gw: Gateway) -> Gateway:
+    """``gw`` with every field checked and lists in canonical form (CIDR with prefix,
+    networks without host bits); ValueError names the field that is wrong."""
+    with _field("name"):
+        check_gateway_name(gw.name)
+    with _field("interface"):
+        check_interface(gw.interface)
+    with _field("addresses"):
+        if not gw.addresses:
+            raise ValueError("at least one address is needed")
+        addresses = tuple(check_interface_address(a) for a in gw.addresses)
+    with _field("dns"):
+        dns = tuple(check_dns(d) for d in gw.dns)
+    with _field("mtu"):
+        if gw.mtu is not None:
+            check_int(gw.mtu, *MTU_RANGE)
+    with _field("listen_port"):
+        if gw.listen_port is not None:
+            check_int(gw.listen_port, 1, 65535)
+    with _field("cost"):
+        cost = check_cost(gw.cost)
+    peer = gw.peer
+    with _field("peer.public_key"):
+        check_key(peer.public_key)
+    with _field("peer.endpoint"):
+        if peer.endpoint is not None:
+            check_endpoint(peer.endpoint)
+    with _field("peer.allowed_ips"):
+        if not peer.allowed_ips:
+            raise ValueError("at least one network is needed")
+        allowed_ips = tuple(check_network(n) for n in peer.allowed_ips)
+    with _field("peer.persistent_keepalive"):
+        if peer.persistent_keepalive is not None:
+            check_int(peer.persistent_keepalive, 1, 65535)
+    return replace(gw, addresses=addresses, dns=dns, cost=cost,
+                   peer=replace(peer, allowed_ips=allowed_ips))
 
 
-def validate_profile(profile: Profile) -> None:
-    """Raise BraidError unless every field of ``profile`` is valid."""
+def validate_profile(profile: Profile) -> Profile:
+    """``profile`` with its gateways normalised (see normalize_gateway); BraidError
+    unless every field is valid."""
     where = f"profile {profile.name!r}"
     try:
         check_profile_name(profile.name)
@@ -238,9 +258,10 @@ def validate_profile(profile: Profile) -> None:
         raise BraidError(f"{where}: {exc}", "choose another profile name") from None
     if not profile.gateways:
         raise BraidError(f"{where} has no gateways", "import at least one .conf file")
+    gateways = []
     for gw in profile.gateways:
         try:
-            _check_gateway(gw)
+            gateways.append(normalize_gateway(gw))
         except ValueError as exc:
             raise BraidError(f"{where}, gateway {gw.name!r}: {exc}",
                              "fix the gateway's .conf and import it again") from None
@@ -260,6 +281,7 @@ def validate_profile(profile: Profile) -> None:
         raise BraidError(f"{where}: weight {exc}", "weights are numbers >= 0") from None
     if w.latency + w.loss + w.cost + w.jitter <= 0:
         raise BraidError(f"{where}: all weights are 0", "give at least one weight > 0")
+    return replace(profile, gateways=tuple(gateways))
 
 
 def validate_secrets(profile: str, gateway: str, secrets: GatewaySecrets) -> None:
@@ -464,10 +486,9 @@ class ProfileStore:
         if profile.name != name:
             raise BraidError(f"profile file {path} names itself {profile.name!r}", fix)
         try:
-            validate_profile(profile)
+            return validate_profile(profile)
         except BraidError as exc:
             raise BraidError(f"profile file {path}: {exc.what}", fix) from None
-        return profile
 
     def load_secrets(self, profile: Profile) -> dict[str, GatewaySecrets]:
         keys = self._keystore()
@@ -503,7 +524,7 @@ class ProfileStore:
         gateway without one keeps the keys the keyring already holds (and must have
         them). Keys of gateways the profile no longer has are removed.
         """
-        validate_profile(profile)
+        profile = validate_profile(profile)
         names = {gw.name for gw in profile.gateways}
         for gw_name, gw_secrets in secrets.items():
             if gw_name not in names:

@@ -314,3 +314,14 @@ def test_with_keyring_reuses_a_running_secret_service(keyring_session: KeyringSe
         cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
     ).stdout.strip()
     assert out == keyring_session.bus_address
+
+
+def test_hand_edited_values_load_in_canonical_form(store: ProfileStore, pname: str) -> None:
+    hk, hk_keys = make_gateway("hk", 0)
+    store.save(Profile(name=pname, gateways=(hk,)), {"hk": hk_keys})
+    path = store.path(pname)
+    path.write_text(path.read_text().replace('"198.19.0.2/32"', '"198.19.0.2"')
+                    .replace('"0.0.0.0/0"', '"10.1.2.3/8"'))
+    gw = store.load(pname).gateways[0]
+    assert gw.addresses == ("198.19.0.2/32",)
+    assert gw.peer.allowed_ips == ("10.0.0.0/8",)
