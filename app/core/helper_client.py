@@ -165,8 +165,17 @@ class HelperClient:
                 raise BraidError(
                     "braid-helper closed the connection", "check the helper's log and retry"
                 )
-            reply = json.loads(line)
-            if not reply.get("ok"):
+            try:
+                reply = json.loads(line)
+                ok = bool(reply["ok"])
+            except (ValueError, TypeError, KeyError):
+                await self._drop()
+                raise BraidError(
+                    f"{self.socket_path} answered with something that is not braid-helper's "
+                    "protocol",
+                    "check that the socket belongs to braid-helper",
+                ) from None
+            if not ok:
                 err = reply.get("error") or {}
                 if err.get("fatal"):
                     await self._drop()

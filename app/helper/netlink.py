@@ -10,6 +10,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -139,7 +140,7 @@ def _route_table(msg: Any) -> int:
 async def braid_routes(ipr: AsyncIPRoute) -> list[KernelRoute]:
     """Every route in Braid's tables, both families."""
     out: list[KernelRoute] = []
-    for family in FAMILIES:
+    for family in families():
         for msg in await _all(ipr.route("dump", family=family)):
             table = _route_table(msg)
             if not TABLE_MIN <= table <= TABLE_MAX:
@@ -229,7 +230,7 @@ class KernelRule:
 
 async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
     out: list[KernelRule] = []
-    for family in FAMILIES:
+    for family in families():
         for msg in await _all(ipr.get_rules(family=family)):
             priority = msg.get("priority")
             if priority is None or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
@@ -252,10 +253,22 @@ async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
     return out
 
 
+def ipv6_enabled() -> bool:
+    # With ipv6.disable=1 the kernel refuses IPv6 rules; there is nothing to close then.
+    return Path("/proc/sys/net/ipv6").exists()
+
+
+def families() -> tuple[int, ...]:
+    return FAMILIES if ipv6_enabled() else (socket.AF_INET,)
+
+
 def want_rules(rules: Iterable[RuleState]) -> list[KernelRule]:
     out = []
+    v6 = ipv6_enabled()
     for rule in rules:
         for version in rule.families():
+            if version == 6 and not v6:
+                continue
             out.append(
                 KernelRule(
                     family=_VERSION_FAMILY[version],
