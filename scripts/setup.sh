@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   wireguard-go wireguard-tools nftables iproute2 procps psmisc util-linux conntrack
   dbus-daemon dbus-user-session gnome-keyring
-  xvfb trayer x11-utils imagemagick xdotool
+  xvfb trayer x11-utils imagemagick xdotool fonts-dejavu-core
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
   libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xkb1

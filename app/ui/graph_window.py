@@ -35,6 +35,7 @@ MARKER_PENS = {
     "fail_closed": ("#c62828", Qt.PenStyle.SolidLine),
 }
 DOWN_BRUSH = QBrush(QColor("#ffebee"))
+MIN_VIEW_S = 30.0
 
 
 class PathGraphWindow(QWidget):
@@ -70,7 +71,7 @@ class PathGraphWindow(QWidget):
             self.plots[metric] = plot
         self.plots["score"].setYRange(0.0, 1.0, padding=0.05)
         self.plots["loss"].setLimits(yMin=-1.0)
-        self._legend = self.plots["rtt"].addLegend(offset=(-10, 5))
+        self._legend = self.plots["rtt"].addLegend(offset=(10, 5))
         self.curves: dict[str, dict[str, pg.PlotDataItem]] = {}
         self.marker_lines: dict[Marker, list[pg.InfiniteLine]] = {}
 
@@ -80,7 +81,7 @@ class PathGraphWindow(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMaximumHeight(150)
+        self._fit_table()
 
         layout = QVBoxLayout(self)
         layout.addWidget(self._headline)
@@ -111,7 +112,12 @@ class PathGraphWindow(QWidget):
             for metric, curve in curves.items():
                 curve.setData(t, series.values(metric), connect="finite")
         self._sync_markers()
-        self.plots[METRICS[0]].setXRange(now - history.span_s, now, padding=0)
+        # Show the whole history, up to the span: a young connection fills the width.
+        first = history.earliest_t()
+        left = now - history.span_s
+        if first is not None:
+            left = max(left, min(first, now - MIN_VIEW_S))
+        self.plots[METRICS[0]].setXRange(left, now, padding=0)
         if self._latest is not None:
             self._show_figures(self._latest)
 
@@ -139,7 +145,9 @@ class PathGraphWindow(QWidget):
                     pos=marker.t, angle=90, movable=False,
                     pen=pg.mkPen(colour, width=1.5, style=style),
                     label=marker.label if metric == "rtt" else None,
-                    labelOpts={"position": 0.9, "color": colour, "anchors": [(0, 0), (0, 0)]},
+                    # Right of the line would run off the plot: the newest switch is at the
+                    # right edge.
+                    labelOpts={"position": 0.92, "color": colour, "anchors": [(1, 0), (1, 0)]},
                 )
                 plot.addItem(line, ignoreBounds=True)
                 lines.append(line)
@@ -149,7 +157,9 @@ class PathGraphWindow(QWidget):
         self._headline.setText(f"<b>{present.headline(snapshot)}</b>")
         lines = present.class_lines(snapshot)
         self._classes.setText("Classes — " + " · ".join(lines) if lines else "")
-        self.table.setRowCount(len(snapshot.paths))
+        if self.table.rowCount() != len(snapshot.paths):
+            self.table.setRowCount(len(snapshot.paths))
+            self._fit_table()
         for row, path in enumerate(snapshot.paths):
             brush = DOWN_BRUSH if not path.up else QBrush()
             for col, text in enumerate(present.path_row(path)):
@@ -160,6 +170,16 @@ class PathGraphWindow(QWidget):
                 if item.text() != text:
                     item.setText(text)
                 item.setBackground(brush)
+
+    def _fit_table(self) -> None:
+        """As tall as its rows (at least one): the plots get the rest."""
+        table = self.table
+        rows = max(table.rowCount(), 1)
+        table.setFixedHeight(
+            table.horizontalHeader().sizeHint().height()
+            + rows * table.verticalHeader().defaultSectionSize()
+            + 2 * table.frameWidth()
+        )
 
     def table_rows(self) -> list[list[str]]:
         """What the table shows, row by row."""

@@ -24,12 +24,14 @@ NAN = math.nan
 
 
 def metric_row(path: PathSnapshot) -> tuple[float, float, float, float]:
-    """The plotted figures of a path: RTT and jitter in ms (NaN while there is none,
-    which breaks the curve), loss in percent, score 0..1."""
+    """The plotted figures of a path: RTT and jitter in ms (NaN while there is none or
+    the path is down, which breaks the curve: a dead path's last RTT is not a figure),
+    loss in percent, score 0..1."""
     rtt = path.rtt_smoothed_ms if path.rtt_smoothed_ms is not None else path.rtt_ms
+    alive = path.up
     return (
-        NAN if rtt is None else rtt,
-        NAN if path.jitter_ms is None else path.jitter_ms,
+        NAN if rtt is None or not alive else rtt,
+        NAN if path.jitter_ms is None or not alive else path.jitter_ms,
         path.loss * 100.0,
         path.score,
     )
@@ -97,6 +99,11 @@ class PathHistory:
         self._markers: dict[tuple[float, str, str | None, str | None], Marker] = {}
         self.latest_t = 0.0
 
+    def earliest_t(self) -> float | None:
+        """The oldest sample still kept, over all paths."""
+        starts = [s.times()[0] for s in self._series.values() if len(s)]
+        return float(min(starts)) if starts else None
+
     def names(self) -> list[str]:
         """Paths in order of first appearance, so colours stay put."""
         return list(self._series)
@@ -125,6 +132,8 @@ class PathHistory:
         for event in snapshot.events:
             if event.kind not in ("switch", "fail_closed"):
                 continue
+            if event.kind == "switch" and event.from_path is None:
+                continue  # the first placement on connecting: traffic did not switch
             key = (event.t, event.kind, event.cls, event.to_path)
             if key not in self._markers and event.t >= keep_after:
                 if event.kind == "switch":

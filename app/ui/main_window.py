@@ -108,6 +108,13 @@ class MainWindow(QWidget):
                 self.targets.setCurrentIndex(i)
         self.connect_button.setEnabled(bool(targets))
 
+    def _select_profile(self, profile: str | None) -> None:
+        """Show the profile the engine is on (it may have been chosen elsewhere)."""
+        for i in range(self.targets.count()):
+            target = self.targets.itemData(i)
+            if target is not None and profile is not None and target.profile == profile:
+                self.targets.setCurrentIndex(i)
+
     def _connect_clicked(self) -> None:
         target: Any = self.targets.currentData()
         if target is not None:
@@ -117,6 +124,7 @@ class MainWindow(QWidget):
         if snapshot.state is not self.state:
             self.state = snapshot.state
             self.icon_label.setPixmap(state_icon(snapshot.state).pixmap(48, 48))
+            self._select_profile(snapshot.profile)
         self.headline.setText(f"<b>{present.headline(snapshot)}</b>")
         self.path_line.setText("\n".join(present.tooltip(snapshot).splitlines()[1:]))
         self.classes.setText("\n".join(present.class_lines(snapshot)))

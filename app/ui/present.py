@@ -123,12 +123,14 @@ def path_row(path: PathSnapshot) -> tuple[str, ...]:
     """The path's current figures, in TABLE_COLUMNS order."""
     handshake = "–" if path.handshake_age_s is None else f"{path.handshake_age_s:.0f} s ago"
     rtt = path.rtt_smoothed_ms if path.rtt_smoothed_ms is not None else path.rtt_ms
+    # A dead path's last delay figures are history, not its state: show none.
+    alive = path.up
     return (
         path.name,
         path_status(path),
-        fmt_ms(rtt),
-        fmt_ms(path.rtt_p95_ms),
-        fmt_ms(path.jitter_ms),
+        fmt_ms(rtt if alive else None),
+        fmt_ms(path.rtt_p95_ms if alive else None),
+        fmt_ms(path.jitter_ms if alive else None),
         fmt_pct(path.loss),
         f"{path.score:.2f}",
         handshake,
@@ -182,7 +184,8 @@ def notices(events: list[Event], snapshot: EngineSnapshot) -> list[Notice]:
     out: list[Notice] = []
     switches: dict[tuple[str | None, str | None], list[Event]] = {}
     for event in events:
-        if event.kind == "switch":
+        if event.kind == "switch" and event.from_path is not None:
+            # (A switch from nowhere is the first placement on connecting: not news.)
             switches.setdefault((event.from_path, event.to_path), []).append(event)
         elif event.kind == "fail_closed":
             out.append(Notice(
@@ -201,8 +204,7 @@ def notices(events: list[Event], snapshot: EngineSnapshot) -> list[Notice]:
         forced = left is None or not left.up
         classes = ", ".join(sorted({e.cls for e in group if e.cls})) or "traffic"
         title = f"Braid: failed over to {dst}" if forced else f"Braid: switched to {dst}"
-        origin = f" from {src}" if src else ""
         out.append(Notice(
-            title, f"{classes} moved{origin} to {dst}: {first.reason}{_timing(first)}",
+            title, f"{classes} moved from {src} to {dst}: {first.reason}{_timing(first)}",
         ))
     return out

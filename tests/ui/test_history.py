@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from app.core.model import ConnState
 from app.ui.history import PathHistory, Series
@@ -46,4 +47,20 @@ def test_markers_once_per_event_and_dropped_after_the_span() -> None:
         h.add(snap(events=(ev,), t=1011.0 + i))
     assert [(m.t, m.kind, m.label) for m in h.markers()] == [(1010.0, "switch", "default → tk")]
     h.add(snap(events=(ev,), t=1080.0))
+    assert h.markers() == []
+
+
+def test_a_dead_path_breaks_its_rtt_curve_but_keeps_its_loss() -> None:
+    h = PathHistory()
+    h.add(snap(paths=(path("hk", 44.0, up=False, loss=0.2, score=0.0),), t=5.0))
+    s = h.series("hk")
+    assert np.isnan(s.values("rtt")[0]) and np.isnan(s.values("jitter")[0])
+    assert s.values("loss")[0] == pytest.approx(20.0)
+
+
+def test_first_placement_is_not_a_switch_marker() -> None:
+    h = PathHistory()
+    first = switch("hk", "tk", t=1.0)
+    first = type(first)(**{**first.__dict__, "from_path": None})
+    h.add(snap(events=(first,), t=2.0))
     assert h.markers() == []

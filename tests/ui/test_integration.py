@@ -86,6 +86,7 @@ def test_connect_graph_failover_and_quit(lab: str, braid: BraidApp, qtbot: QtBot
     rows = graph.table_rows()
     assert [r[0] for r in rows] == names and all(r[1] == "up" for r in rows)
 
+    qtbot.waitUntil(lambda: bool(c.latest.classes.get("default")), timeout=10_000)
     active = c.latest.classes["default"][0]
     control.impair(lab, active, {"down": True})
 

@@ -82,3 +82,14 @@ def test_plain_switch_and_all_paths_lost_notices() -> None:
     assert [n.title for n in notes] == ["Braid: all paths lost", "Braid: switched to tk"]
     assert notes[0].critical and "every path is down" in notes[0].message
     assert present.notices([Event(1.0, "up", None, None, "hk", "answers again")], s) == []
+
+
+def test_first_placement_on_connecting_is_no_news() -> None:
+    first = Event(t=1.0, kind="switch", cls="default", from_path=None, to_path="hk",
+                  reason="initial placement")
+    assert present.notices([first], three_paths("hk")) == []
+
+
+def test_a_dead_path_shows_no_stale_delay() -> None:
+    row = present.path_row(path("hk", 44.0, up=False, loss=0.2))
+    assert row[1:6] == ("down", "–", "–", "–", "20.0 %")
