@@ -117,7 +117,6 @@ class Relay:
         self.wall_offset = time.time() - time.monotonic()  # refreshed each sweep
         self.due = 0.0  # the next time the timeline or an overlay changes something
         self.next_sweep = time.monotonic() + 10.0
-        self.running = True
 
     # --- packets -------------------------------------------------------------------
 
@@ -337,14 +336,22 @@ class Relay:
     # --- loop ----------------------------------------------------------------------
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        # Raise out of select() at once (PEP 475 would otherwise resume it).
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
             sched = f"SCHED_FIFO {RT_PRIORITY}"
         except OSError as exc:
             sched = f"normal scheduling (SCHED_FIFO refused: {exc})"
         print(f"relay up: paths {', '.join(self.paths)}; {sched}", flush=True)
-        while self.running:
+        try:
+            self._loop()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.control_path.unlink()
+
+    def _loop(self) -> None:
+        while True:
             now = time.monotonic()
             if now >= self.due:
                 self._run_timeline(now)
@@ -368,8 +375,10 @@ class Relay:
                     self._accept()
                 elif fd in self.conns:
                     self._control_read(fd)
-        with contextlib.suppress(FileNotFoundError):
-            self.control_path.unlink()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,64 @@
+"""`braid lab ...` end to end through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+from app.lab import topology
+from tests.lab.conftest import unique_lab
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_up_status_impair_exec_stream_down(capsys: pytest.CaptureFixture[str],
+                                           config_dir: Path) -> None:
+    lab = unique_lab()
+    try:
+        rc, out, _ = run(capsys, "lab", "up", "--name", lab, "--baseline", "hk", "--json")
+        assert rc == 0
+        up = json.loads(out)
+        assert up["name"] == lab and len(up["gateways"]) == 3
+        assert "client_private_key" not in out  # keys are never printed
+
+        rc, out, _ = run(capsys, "lab", "status", "--name", lab)
+        assert rc == 0 and "path hk" in out and "helper" in out
+
+        rc, out, _ = run(capsys, "lab", "impair", "--name", lab, "--path", "hk",
+                         "--delay-ms", "40", "--burst-loss", "1,30", "--dir", "up")
+        assert rc == 0 and "up   delay 40 ms, bursts 1/30 %" in out
+        rc, out, _ = run(capsys, "lab", "status", "--name", lab, "--json")
+        hk = json.loads(out)["paths"][0]
+        assert hk["up"]["profile"]["burst_loss"] == [1.0, 30.0]
+        assert hk["down"]["profile"]["delay_ms"] == 15
+
+        rc, out, err = run(capsys, "lab", "impair", "--name", lab, "--path", "hk",
+                           "--burst-loss", "lots")
+        assert rc == 2 and "--burst-loss 'lots' is not two numbers" in err
+
+        assert main(["lab", "exec", "--name", lab, "server", "--", "true"]) == 0
+        assert main(["lab", "exec", "--name", lab, "server", "--", "false"]) == 1
+
+        rc, out, _ = run(capsys, "lab", "stream", "--name", lab, "--baseline", "--pps", "100",
+                         "--duration", "0.5", "--json")
+        assert rc == 0 and json.loads(out)["sent"] == 50
+
+        rc, out, _ = run(capsys, "lab", "list")
+        assert lab in out and "cn-us" in out
+    finally:
+        rc, out, _ = run(capsys, "lab", "down", "--name", lab)
+    assert rc == 0 and lab not in topology.lab_names()
+
+
+def test_errors_go_to_stderr_with_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "lab", "status", "--name", "tnone")
+    assert rc == 2 and "lab 'tnone' is not up" in err and "braid lab up --name tnone" in err
+    rc, _, err = run(capsys, "lab", "up", "--name", "BAD", "--no-helper")
+    assert rc == 2 and "not valid" in err

@@ -1,0 +1,80 @@
+"""stream and transfer report sane figures; the self-test holds its bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.errors import BraidError
+from app.lab.control import impair
+from app.lab.selftest import run_selftest
+from app.lab.stream import stream
+from app.lab.topology import LabInfo
+from app.lab.transfer import transfer
+from tests.lab.conftest import LabFactory
+
+
+def test_stream_figures_on_a_clean_path(lab: LabInfo) -> None:
+    r = stream(lab.name, pps=1000, duration=2.0, size=300, baseline=True, cls="realtime")
+    assert (r.sent, r.received, r.loss_pct) == (2000, 2000, 0.0)
+    assert r.delay_up is not None and r.delay_down is not None and r.rtt is not None
+    assert 15 <= r.delay_up.p50 <= r.delay_up.p95 <= r.delay_up.p99 <= r.delay_up.max
+    assert r.rtt.mean == pytest.approx(r.delay_up.mean + r.delay_down.mean, abs=0.5)
+    # Loose: the sender is an ordinary process on a shared 2-core host.
+    assert r.jitter_ms is not None and r.jitter_ms < 5
+    assert r.max_gap_ms is not None and r.max_gap_ms < 100
+    assert r.frames == 60 and r.stutter_frames == 0
+
+
+def test_stream_counts_gaps_and_stutter(lab: LabInfo) -> None:
+    impair(lab.name, "hk", {"delay_ms": 60.0})
+    fine = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
+    assert fine.received == fine.sent and fine.stutter_pct == 0  # 60 ms each way is fine
+    impair(lab.name, "hk", {"delay_ms": 160.0}, ("up",))
+    late = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
+    assert late.received == late.sent and late.stutter_pct == 100.0  # every frame later than 150 ms one way
+
+
+def test_transfer_reaches_the_rate_limit(lab: LabInfo) -> None:
+    impair(lab.name, "hk", {"rate_mbit": 20.0, "queue_ms": 80.0})
+    up = transfer(lab.name, size_mb=8, baseline=True)
+    down = transfer(lab.name, size_mb=8, flows=2, reverse=True, baseline=True)
+    for r in (up, down):
+        assert r.completed and r.done_bytes == 8_000_000
+        # The limit counts IP bytes of WireGuard packets: TCP payload is ~92 % of them.
+        assert 0.80 * 20 <= r.mbit_s <= 20
+    assert down.direction == "down" and len(down.flow_mbit_s) == 2
+
+
+def test_bad_arguments_are_refused(lab: LabInfo) -> None:
+    with pytest.raises(BraidError, match="--pps 0 is out of range"):
+        stream(lab.name, pps=0)
+    with pytest.raises(BraidError, match="--size 10 is out of range"):
+        stream(lab.name, size=10)
+    with pytest.raises(BraidError, match="unknown class 'vip'"):
+        stream(lab.name, cls="vip")
+    with pytest.raises(BraidError, match="--flows 0 is out of range"):
+        transfer(lab.name, flows=0)
+    with pytest.raises(BraidError, match="is not up"):
+        stream("tnone")
+
+
+def test_stream_needs_a_baseline_to_use_it(lab_factory: LabFactory) -> None:
+    info = lab_factory("clean")
+    with pytest.raises(BraidError, match="has no baseline tunnel"):
+        stream(info.name, baseline=True)
+
+
+def test_selftest_holds_its_bounds() -> None:
+    report = run_selftest()
+    print(report.text())
+    assert report.passed, report.text()
+    # The bounds the issue sets, checked here too in case anyone loosens the report's.
+    delay = report.check("dly", "one-way delay up, mean")
+    assert abs(delay.measured - delay.configured) <= 2.0
+    loss = report.check("los", "random loss")
+    assert abs(loss.measured - loss.configured) <= 1.0
+    rate = report.check("rat", "rate")
+    assert abs(rate.measured - rate.configured) <= 0.05 * rate.configured
+    for what in ("outage start vs asked",):
+        assert abs(report.check("out", what).measured) <= 5.0
+    assert abs(report.check("tln", "timeline outage start vs due").measured) <= 5.0
