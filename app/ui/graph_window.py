@@ -61,7 +61,8 @@ class PathGraphWindow(QWidget):
             axis = {"bottom": pg.DateAxisItem(orientation="bottom")}
             plot = self._plots_widget.addPlot(row=row, col=0, axisItems=axis)
             plot.setLabel("left", TITLES[metric])
-            plot.showGrid(x=True, y=True, alpha=0.2)
+            # No grid: pyqtgraph redraws grid lines with every frame, which tripled the
+            # window's CPU (benchmarks/bench_ui.py).
             plot.setMouseEnabled(x=False, y=True)
             plot.setMenuEnabled(False)
             if row:
@@ -122,7 +123,7 @@ class PathGraphWindow(QWidget):
             self._show_figures(self._latest)
 
     def _add_curves(self, name: str, index: int) -> dict[str, pg.PlotDataItem]:
-        pen = pg.mkPen(PALETTE[index % len(PALETTE)], width=2)
+        pen = pg.mkPen(PALETTE[index % len(PALETTE)], width=1)
         curves = {}
         for metric, plot in self.plots.items():
             curve = plot.plot(pen=pen, name=name if metric == "rtt" else None)
