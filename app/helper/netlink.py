@@ -109,11 +109,21 @@ async def ensure_link(
             await ipr.link("set", index=index, mtu=mtu)
             changes.append(f"{name}: mtu {mtu}")
         if not link["flags"] & IFF_UP:
+            no_link_local(name)
             await ipr.link("set", index=index, state="up")
             changes.append(f"{name}: up")
     except NetlinkError as exc:
         raise _fail(f"configure link {name}", exc) from None
     return changes
+
+
+def no_link_local(name: str) -> None:
+    """A WireGuard tunnel has no use for an IPv6 link-local address (the kernel's own
+    WireGuard gets none); without one, the kernel does not keep changing the link
+    after it is up (DAD, router solicitations into the tunnel)."""
+    knob = Path(f"/proc/sys/net/ipv6/conf/{name}/addr_gen_mode")
+    if knob.exists() and knob.read_text().strip() != "1":
+        knob.write_text("1\n")
 
 
 async def link_is_up(ipr: AsyncIPRoute, name: str) -> bool:

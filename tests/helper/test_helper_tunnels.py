@@ -8,6 +8,9 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
+from app.core.errors import BraidError
 from app.lab.topology import LabInfo
 from tests.helper.conftest import (
     Helper,
@@ -215,3 +218,20 @@ def test_state_file_survives_round_trip_unchanged(helper: Helper) -> None:
     result = client.apply(copy.deepcopy(doc))
     assert [t["name"] for t in result["tunnels"]] == [doc["tunnels"][0]["name"]]
     assert doc["tunnels"][0]["private_key"] not in str(result)
+
+
+def test_a_state_the_kernel_refuses_is_rolled_back(helper: Helper) -> None:
+    """Valid fields, impossible together (two tunnels on one UDP port): the helper
+    reports the failure and returns to the state it held."""
+    up(helper, ("hk",))
+    client = helper.client()
+    before = kernel_dump(helper.ns)
+    bad = lab_state(helper.lab, ("hk", "tyo"))
+    for t in bad["tunnels"]:
+        t["listen_port"] = 40111
+    with pytest.raises(BraidError, match="refused apply") as info:
+        client.apply(bad)
+    assert "br-" in info.value.what  # names the tunnel that failed
+    assert kernel_dump(helper.ns) == before
+    assert list(wireguard_go_in(helper.ns)) == [helper.lab.gateways[0].client_interface]
+    assert [t.name for t in client.status().tunnels] == [helper.lab.gateways[0].client_interface]
