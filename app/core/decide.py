@@ -1,8 +1,9 @@
 """Which path carries a traffic class: one small state machine per class.
 
 States:
-- ``WAITING``: just connected; waits until every path has a verdict (answered or
-  declared down) or ``warmup_s`` has passed, then takes the best usable path.
+- ``WAITING``: just connected; waits until every path has a verdict (``min_samples``
+  probe outcomes, or declared down) or ``warmup_s`` has passed, then takes the best
+  usable path (a single lucky probe must not pick a lossy path).
 - ``ACTIVE(path)``: the class rides ``path``.
   - **failover**: the path is declared DOWN -> move at once to the best usable path
     (UP before SUSPECT), or fail closed if there is none.
@@ -42,6 +43,7 @@ class DecideConfig:
     dwell_s: float = 5.0  # ... continuously, for this long
     hold_down_s: float = 15.0  # quiet time after a switch, and up-time before a path is eligible
     warmup_s: float = 2.0  # longest wait for first measurements after connecting
+    min_samples: int = 10  # probe outcomes per path that end the warm-up early
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin <= 1:
@@ -60,6 +62,7 @@ class Candidate:
     raw: float
     up_since: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    samples: int = 0  # probe outcomes in the path's loss window
 
     @property
     def usable(self) -> bool:
@@ -122,7 +125,9 @@ class ClassDecider:
         return self._step_voluntary(now, cur, cands)
 
     def _step_waiting(self, now: float, cands: Sequence[Candidate]) -> Decision | None:
-        all_known = all(c.health is not Health.UNKNOWN for c in cands)
+        all_known = all(c.health is Health.DOWN or (
+            c.health is not Health.UNKNOWN and c.samples >= self.cfg.min_samples)
+            for c in cands)
         if not all_known and now - self.started < self.cfg.warmup_s:
             return None
         best = best_of(cands)

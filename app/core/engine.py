@@ -182,6 +182,7 @@ class Engine:
         self._events: deque[Event] = deque(maxlen=self.cfg.max_events)
         self._pending: list[_Pending] = []
         self._applied: _Applied | None = None
+        self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
         self._dirty = asyncio.Event()
         self._failing_over = False
         self._connected = False
@@ -278,7 +279,8 @@ class Engine:
         scores = self._scores()
         cands = [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
-                      p.tracker.up_since, {**self._metrics(p), "score": scores[p.name][0]})
+                      p.tracker.up_since, {**self._metrics(p), "score": scores[p.name][0]},
+                      samples=p.stats.samples)
             for p in self.paths
         ]
         for decider in self._deciders.values():
@@ -295,12 +297,13 @@ class Engine:
 
     def _set_rates(self) -> None:
         carried = {d.current for d in self._deciders.values()}
+        warming = any(d.state is ClassState.WAITING for d in self._deciders.values())
         r = self.cfg.rates
         for p in self.paths:
             if p.prober is None:
                 continue
             h = p.tracker.health
-            if h in (Health.SUSPECT, Health.UNKNOWN):
+            if h in (Health.SUSPECT, Health.UNKNOWN) or warming:
                 p.prober.set_interval(r.suspect_s)
             elif h is Health.UP and p.name in carried:
                 p.prober.set_interval(r.active_s)
@@ -329,7 +332,15 @@ class Engine:
         usable, targets = self._usable(), self._targets()
         pending, self._pending = self._pending, []
         prev = self._applied
-        flush = set() if prev is None else set(prev.usable - usable)
+        if prev is not None:
+            self._unflushed |= prev.usable - usable
+        self._unflushed -= usable
+        # Flows on a dead path are flushed (re-classified onto the new best) only when
+        # there is somewhere to go: while every class is closed they keep their dead
+        # mark and hit its unreachable rule, which is the safest place for them.
+        flush: set[str] = set()
+        if any(t is not None for t in targets.values()):
+            flush, self._unflushed = set(self._unflushed), set()
         left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
                           for c, t in targets.items())
         state = build_state([p.spec for p in self.paths], targets, usable, flush=flush,
@@ -427,7 +438,10 @@ class Engine:
 
     def snapshot(self) -> EngineSnapshot:
         scores = self._scores()
-        targets = self._targets()
+        # What the kernel holds, not what is being applied: a class "is on" a path once
+        # the helper has put the rules in.
+        targets = dict(self._applied.targets) if self._applied else {
+            c: None for c in self._deciders}
         paths = []
         for p in self.paths:
             m = p.stats.metrics()

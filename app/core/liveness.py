@@ -7,7 +7,10 @@ A probe sent at ``t`` is **missed** when no reply has come by ``t + srtt + margi
 where ``margin = max(min_margin, 4 * rttvar)`` (RFC 6298's RTO shape) — before the
 first reply the deadline is ``initial_timeout``. It is **lost** (for the loss window)
 when no reply has come by its hard timeout, ``max(hard_timeout_floor, 3 * srtt)``; a
-reply between the two counts as an answer but does not undo the miss.
+reply between the two counts as an answer but does not undo the miss. Probes lost
+while the path is declared DOWN do not count as loss: an outage is the DOWN state (and
+the hold-down after it), not a loss rate that would keep a recovered path scored 0
+until its window forgets the outage.
 
 Health:
 - ``UNKNOWN`` until the first reply; then ``UP``.
@@ -68,6 +71,7 @@ class _Outstanding:
     deadline: float
     hard: float
     missed: bool = False
+    while_down: bool = False  # sent while the path was DOWN: its loss is the outage's
 
 
 def down_after(loss: float, cfg: LivenessConfig) -> int:
@@ -106,7 +110,8 @@ class ProbeTracker:
             deadline = now + (srtt + max(self.cfg.min_margin_s * 1000,
                                          4 * (self.stats.rttvar_ms or 0.0))) / 1000
             hard = now + max(self.cfg.hard_timeout_floor_s, 3 * srtt / 1000)
-        self._out[seq] = _Outstanding(sent=now, deadline=deadline, hard=hard)
+        self._out[seq] = _Outstanding(sent=now, deadline=deadline, hard=hard,
+                                      while_down=self.health is Health.DOWN)
 
     def reply(self, seq: int, now: float) -> tuple[float | None, HealthChange | None]:
         """A reply to ``seq`` arrived: its RTT in ms (None if unknown or too late)."""
@@ -135,17 +140,16 @@ class ProbeTracker:
         change: HealthChange | None = None
         for seq in sorted(self._out):
             probe = self._out[seq]
-            if probe.hard <= now:
-                del self._out[seq]
-                self.stats.add_loss()
-                if probe.missed:
-                    continue
-            elif probe.deadline > now or probe.missed:
+            if probe.missed or min(probe.deadline, probe.hard) > now:
                 continue
             probe.missed = True
             self.consecutive_missed += 1
             self.consecutive_ok = 0
             change = self._on_miss(now) or change
+        for seq in [s for s, p in self._out.items() if p.hard <= now]:
+            if self.health is not Health.DOWN and not self._out[seq].while_down:
+                self.stats.add_loss()
+            del self._out[seq]
         return change
 
     def _on_miss(self, now: float) -> HealthChange | None:

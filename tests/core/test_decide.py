@@ -14,9 +14,10 @@ CFG = DecideConfig(margin=0.1, dwell_s=5.0, hold_down_s=15.0, warmup_s=2.0)
 UP, SUSPECT, DOWN, UNKNOWN = Health.UP, Health.SUSPECT, Health.DOWN, Health.UNKNOWN
 
 
-def c(name: str, score: float, health: Health = UP, up_since: float | None = -100.0) -> Candidate:
+def c(name: str, score: float, health: Health = UP, up_since: float | None = -100.0,
+      samples: int = 100) -> Candidate:
     return Candidate(name, health, score, score, up_since if health is not DOWN else None,
-                     {"rtt_ms": 100.0})
+                     {"rtt_ms": 100.0}, samples)
 
 
 def active_on(path: str, now: float = 0.0) -> ClassDecider:
@@ -32,6 +33,13 @@ def test_waits_for_measurements_then_selects_the_best() -> None:
     decision = d.step(0.6, [c("a", 0.6), c("b", 0.8)])
     assert decision is not None and decision.kind == "select" and decision.to_path == "b"
     assert d.state is ClassState.ACTIVE and d.current == "b"
+
+
+def test_waits_for_enough_samples_so_one_lucky_probe_does_not_decide() -> None:
+    d = ClassDecider("default", CFG, started=0.0)
+    assert d.step(0.1, [c("lossy", 1.0, samples=1), c("steady", 0.8)]) is None
+    decision = d.step(0.5, [c("lossy", 0.0, samples=CFG.min_samples), c("steady", 0.8)])
+    assert decision is not None and decision.to_path == "steady"
 
 
 def test_warmup_timeout_selects_among_what_answered() -> None:

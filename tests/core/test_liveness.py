@@ -100,3 +100,20 @@ def test_k_grows_with_loss_so_random_loss_rarely_looks_like_an_outage() -> None:
     assert down_after(0.08, CFG) == 4
     assert down_after(0.3, CFG) == 8
     assert 0.08 ** down_after(0.08, CFG) < CFG.false_alarm_rate
+
+
+def test_an_outage_is_down_not_loss() -> None:
+    t, now = tracker_up(rtt=0.1)
+    for i in range(20):
+        t.sent(600 + i, now + i * 0.05)
+    t.check(now + 10.0)
+    assert t.health is Health.DOWN
+    # Probes sent during the outage and expiring after the path is back: not loss.
+    for i in range(5):
+        t.sent(700 + i, now + 11)
+    for i in range(CFG.recover_after):
+        t.sent(800 + i, now + 11.5)
+        t.reply(800 + i, now + 11.6)
+    assert t.health is Health.UP
+    t.check(now + 20)
+    assert t.stats.loss == 0.0
