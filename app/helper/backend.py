@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -207,6 +207,16 @@ def _endpoint_args(endpoint: str | None) -> dict[str, Any]:
     return {"endpoint_addr": host.strip("[]"), "endpoint_port": int(port)}
 
 
+@contextlib.asynccontextmanager
+async def _wireguard() -> AsyncIterator[AsyncWireGuard]:
+    wg = AsyncWireGuard()
+    try:
+        await wg.setup_endpoint()  # binds the "wireguard" generic netlink family
+        yield wg
+    finally:
+        wg.close()
+
+
 class KernelBackend:
     """The kernel's WireGuard over generic netlink (pyroute2). Not exercised on hosts
     without the module (the build machines): the userspace backend is what runs there."""
@@ -228,43 +238,41 @@ class KernelBackend:
         old = self._configured.get(tunnel.name)
         if old == tunnel:
             return changes
-        wg = AsyncWireGuard()
         try:
-            if old is None or (old.private_key, old.listen_port, old.fwmark) != (
-                tunnel.private_key,
-                tunnel.listen_port,
-                tunnel.fwmark,
-            ):
-                await wg.set(
-                    tunnel.name,
-                    private_key=tunnel.private_key,
-                    listen_port=tunnel.listen_port or 0,
-                    fwmark=tunnel.fwmark or 0,
-                )
-            before = {p.public_key: p for p in old.peers} if old else {}
-            after = {p.public_key for p in tunnel.peers}
-            for key in before.keys() - after:
-                await wg.set(tunnel.name, peer={"public_key": key, "remove": True})
-            for peer in tunnel.peers:
-                if before.get(peer.public_key) == peer:
-                    continue
-                await wg.set(
-                    tunnel.name,
-                    peer={
-                        "public_key": peer.public_key,
-                        "preshared_key": peer.preshared_key or uapi.hex_key(uapi.ZERO_KEY_HEX),
-                        "persistent_keepalive": peer.persistent_keepalive or 0,
-                        "replace_allowed_ips": True,
-                        "allowed_ips": list(peer.allowed_ips),
-                        **_endpoint_args(peer.endpoint),
-                    },
-                )
-        except (NetlinkError, ValueError) as exc:
+            async with _wireguard() as wg:
+                if old is None or (old.private_key, old.listen_port, old.fwmark) != (
+                    tunnel.private_key,
+                    tunnel.listen_port,
+                    tunnel.fwmark,
+                ):
+                    await wg.set(
+                        tunnel.name,
+                        private_key=tunnel.private_key,
+                        listen_port=tunnel.listen_port or 0,
+                        fwmark=tunnel.fwmark or 0,
+                    )
+                before = {p.public_key: p for p in old.peers} if old else {}
+                after = {p.public_key for p in tunnel.peers}
+                for key in before.keys() - after:
+                    await wg.set(tunnel.name, peer={"public_key": key, "remove": True})
+                for peer in tunnel.peers:
+                    if before.get(peer.public_key) == peer:
+                        continue
+                    await wg.set(
+                        tunnel.name,
+                        peer={
+                            "public_key": peer.public_key,
+                            "preshared_key": peer.preshared_key or uapi.hex_key(uapi.ZERO_KEY_HEX),
+                            "persistent_keepalive": peer.persistent_keepalive or 0,
+                            "replace_allowed_ips": True,
+                            "allowed_ips": list(peer.allowed_ips),
+                            **_endpoint_args(peer.endpoint),
+                        },
+                    )
+        except (NetlinkError, ValueError, OSError) as exc:
             raise KernelError(
                 f"{tunnel.name}: the kernel refused its WireGuard setup: {exc}"
             ) from None
-        finally:
-            wg.close()
         self._configured[tunnel.name] = tunnel
         changes.append(f"{tunnel.name}: configured")
         return changes
@@ -274,13 +282,11 @@ class KernelBackend:
         return await netlink.delete_link(ipr, name)
 
     async def stats(self, name: str) -> uapi.DeviceStats | None:
-        wg = AsyncWireGuard()
         try:
-            msgs = [m async for m in await wg.info(name)]
-        except NetlinkError:
+            async with _wireguard() as wg:
+                msgs = [m async for m in await wg.info(name)]
+        except (NetlinkError, OSError):
             return None
-        finally:
-            wg.close()
         peers: list[uapi.PeerStats] = []
         listen_port = fwmark = None
         for msg in msgs:
