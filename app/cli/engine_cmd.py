@@ -17,9 +17,10 @@ from app.core import runtime
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
 from app.core.errors import BraidError
+from app.core.helper_client import DEFAULT_SOCKET_PATH
 from app.core.model import ConnState, EngineSnapshot
 from app.core.profiles import ProfileStore
-from app.core.service import ConnectTarget, EngineService
+from app.core.service import ConnectTarget, EngineService, prepare
 
 DEFAULT_LAB = "lab"
 UP_TIMEOUT_S = 30.0
@@ -136,6 +137,7 @@ def run_up(args: argparse.Namespace) -> int:
                          "see `braid status`; `braid down` first to restart it")
     if args.foreground or args.detached:
         return _run_foreground(target, config, files, live=not args.detached)
+    prepare(target, ProfileStore(), DEFAULT_SOCKET_PATH)  # bad target: say so here, start nothing
     return _spawn_background(args, target, files)
 
 

@@ -1,0 +1,72 @@
+"""`braid up --lab`, `braid status --json`, `braid down` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.core.helper_client import SyncHelperClient
+from app.lab.topology import LabInfo
+from tests.util import wait_until
+
+
+def braid(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli.main", *args], capture_output=True,
+                          text=True, env=env, timeout=60, cwd=Path(__file__).parents[2])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "BRAID_RUNTIME_DIR": str(tmp_path / "run")}
+
+
+def test_up_status_down_in_the_background(make_lab: Callable[..., LabInfo],
+                                          env: dict[str, str]) -> None:
+    lab = make_lab("clean")
+    up = braid("up", "--lab", lab.name, env=env)
+    assert up.returncode == 0, up.stderr
+    assert "in the background" in up.stdout and "hk" in up.stdout
+
+    again = braid("up", "--lab", lab.name, env=env)
+    assert again.returncode == 2 and "already up" in again.stderr
+
+    def status() -> dict[str, object]:
+        done = braid("status", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, object] = json.loads(done.stdout)
+        return doc
+
+    doc = wait_until(lambda: (d := status())["state"] == "connected" and d, timeout=20)
+    assert doc["classes"] == {"default": ["hk"]}
+    paths = doc["paths"]
+    assert isinstance(paths, list) and [p["name"] for p in paths] == ["hk", "tyo", "sgp"]
+    for p in paths:
+        assert {"rtt_ms", "jitter_ms", "loss", "score", "up"} <= set(p)
+        assert p["up"] is True and p["rtt_ms"] > 0
+    events = doc["events"]
+    assert isinstance(events, list)
+    assert any(e["kind"] == "switch" and e["to_path"] == "hk" for e in events)
+
+    table = braid("status", "--lab", lab.name, env=env)
+    assert table.returncode == 0 and "default -> hk" in table.stdout
+
+    down = braid("down", env=env)
+    assert down.returncode == 0, down.stderr
+    with SyncHelperClient(lab.helper_socket) as client:
+        held = client.status()
+    assert held.tunnels == () and held.rules == 0 and not held.marking
+    assert json.loads(braid("status", "--json", env=env).stdout)["state"] == "disconnected"
+
+
+def test_bad_target_is_a_clear_error_and_starts_nothing(env: dict[str, str]) -> None:
+    done = braid("up", "--lab", "nolab", env=env)
+    assert done.returncode == 2
+    assert "no profile named 'lab-nolab'" in done.stderr or "not up" in done.stderr
+    assert "what to do" in done.stderr
+    assert not list((Path(env["BRAID_RUNTIME_DIR"]) / "engine").glob("*.pid"))
