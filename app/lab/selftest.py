@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.lab import topology
-from app.lab.control import impair
 from app.lab.emulate import IP_UDP_OVERHEAD
+from app.lab.relay_client import relay_request
 from app.lab.scenario import Scenario, parse_scenario
 
 DELAY_MS, LOSS_PCT, BURST = 40.0, 5.0, (1.0, 25.0)
@@ -155,10 +155,11 @@ def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
         "tln": _Run(lab, info, "tln", pps=1000, count=tln_count),
     }
     time.sleep(1.0)  # a scheduled event, not a wait for a condition: the outage starts here
+    # Straight to the control socket: "asked" is when the request leaves.
     asked_down = time.time()
-    impair(lab, "out", {"down": True})
+    relay_request(info.relay_socket, {"op": "set", "path": "out", "changes": {"down": True}})
     time.sleep(OUTAGE_S)
-    impair(lab, "out", {"down": False})
+    relay_request(info.relay_socket, {"op": "set", "path": "out", "changes": {"down": False}})
     results = {name: run.result() for name, run in runs.items()}
 
     snd, rec = results["dly"]
