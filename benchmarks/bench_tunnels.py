@@ -6,13 +6,16 @@ the lab's client namespace and, over several runs, times:
   - apply -> the helper's reply (the part the helper itself spends),
   - down  -> no br-* link, no wireguard-go process left in the namespace,
 and, as the baseline in the same run, one tunnel alone (apply -> handshaken), so the
-cost of three at once is printed as a ratio to one.
+cost of three at once is printed as a ratio to one. Then, with the three up, the cost
+of a switch: an apply that moves class default's mark to another table (what the
+engine sends on failover), without and with a conntrack flush of the old mark.
 Prints each figure's median, min and max. Run as root: python3 -m benchmarks.bench_tunnels
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import secrets
 import shutil
 import statistics
@@ -69,6 +72,8 @@ def main() -> int:
     handshaken: list[float] = []
     gone: list[float] = []
     single: list[float] = []
+    switch: list[float] = []
+    switch_flush: list[float] = []
     try:
         poll(sock.exists, 15)
         client = SyncHelperClient(sock)
@@ -91,6 +96,17 @@ def main() -> int:
             single.append(time.monotonic() - t0)
             client.down()
             poll(lambda: not braid_links(ns) and not wireguard_go_in(ns))
+        client.apply(state)
+        moved = copy.deepcopy(state)
+        moved["rules"][3]["table"] = 52002  # rule 5250: default's mark -> tyo's table
+        flushed = copy.deepcopy(moved)
+        flushed["marking"]["flush_marks"] = [0x01000000]
+        for _ in range(args.runs * 3):
+            for target, out in ((moved, switch), (flushed, switch_flush)):
+                t0 = time.monotonic()
+                client.apply(target)
+                out.append(time.monotonic() - t0)
+                client.apply(state)
         client.close()
     finally:
         helper.terminate()
@@ -102,6 +118,8 @@ def main() -> int:
     print(summary("apply -> all handshaken", handshaken))
     print(summary("down -> all gone", gone))
     print(summary("baseline: 1 tunnel handshaken", single))
+    print(summary("switch: rule change", switch))
+    print(summary("switch + conntrack flush", switch_flush))
     print(
         f"3 tunnels at once vs 1 alone: "
         f"{statistics.median(handshaken) / statistics.median(single):.2f}x"

@@ -46,13 +46,37 @@ def _fail(action: str, exc: NetlinkError) -> KernelError:
 
 
 # ---- links ---------------------------------------------------------------------------
-async def braid_links(ipr: AsyncIPRoute) -> dict[str, int]:
-    """Braid's links in this network namespace, name -> index."""
-    out: dict[str, int] = {}
+@dataclass(frozen=True)
+class Link:
+    index: int
+    mtu: int
+    up: bool
+
+
+async def braid_link_info(ipr: AsyncIPRoute) -> dict[str, Link]:
+    """Braid's links in this network namespace, from one dump."""
+    out: dict[str, Link] = {}
     for msg in await _all(ipr.get_links()):
         name = msg.get("ifname")
         if isinstance(name, str) and IFACE_RE.match(name):
-            out[name] = int(msg["index"])
+            out[name] = Link(
+                int(msg["index"]), int(msg.get("mtu") or 0), bool(msg["flags"] & IFF_UP)
+            )
+    return out
+
+
+async def braid_links(ipr: AsyncIPRoute) -> dict[str, int]:
+    """Braid's links in this network namespace, name -> index."""
+    return {name: link.index for name, link in (await braid_link_info(ipr)).items()}
+
+
+async def addresses(ipr: AsyncIPRoute) -> dict[int, set[str]]:
+    """Addresses by link index, from one dump; link-local ones are the kernel's."""
+    out: dict[int, set[str]] = {}
+    for msg in await _all(ipr.get_addr()):
+        iface = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
+        if not iface.ip.is_link_local:
+            out.setdefault(int(msg["index"]), set()).add(str(iface))
     return out
 
 
@@ -73,24 +97,21 @@ async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
     return True
 
 
-def _is_kernel_managed(addr: str) -> bool:
-    return ipaddress.ip_interface(addr).ip.is_link_local
-
-
 async def ensure_link(
-    ipr: AsyncIPRoute, name: str, addresses: Iterable[str], mtu: int
+    ipr: AsyncIPRoute,
+    name: str,
+    want_addresses: Iterable[str],
+    mtu: int,
+    link: Link | None,
+    have: set[str],
 ) -> list[str]:
-    """Addresses exactly ``addresses`` (link-local ones are the kernel's), the MTU, up."""
-    index = await link_index(ipr, name)
-    if index is None:
+    """Addresses exactly ``want_addresses``, the MTU, up; ``link`` and ``have`` are what
+    the kernel holds (from :func:`braid_link_info` and :func:`addresses`)."""
+    if link is None:
         raise KernelError(f"link {name} vanished while it was being configured")
+    index = link.index
     changes: list[str] = []
-    want = {str(ipaddress.ip_interface(a)) for a in addresses}
-    have: set[str] = set()
-    for msg in await _all(ipr.get_addr(index=index)):
-        addr = f"{msg.get('address')}/{msg['prefixlen']}"
-        if not _is_kernel_managed(addr):
-            have.add(str(ipaddress.ip_interface(addr)))
+    want = {str(ipaddress.ip_interface(a)) for a in want_addresses}
     try:
         for addr in sorted(have - want):
             iface = ipaddress.ip_interface(addr)
@@ -104,11 +125,10 @@ async def ensure_link(
                 "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
             )
             changes.append(f"{name}: added address {addr}")
-        link = (await _all(ipr.get_links(index)))[0]
-        if link.get("mtu") != mtu:
+        if link.mtu != mtu:
             await ipr.link("set", index=index, mtu=mtu)
             changes.append(f"{name}: mtu {mtu}")
-        if not link["flags"] & IFF_UP:
+        if not link.up:
             no_link_local(name)
             await ipr.link("set", index=index, state="up")
             changes.append(f"{name}: up")
@@ -124,13 +144,6 @@ def no_link_local(name: str) -> None:
     knob = Path(f"/proc/sys/net/ipv6/conf/{name}/addr_gen_mode")
     if knob.exists() and knob.read_text().strip() != "1":
         knob.write_text("1\n")
-
-
-async def link_is_up(ipr: AsyncIPRoute, name: str) -> bool:
-    index = await link_index(ipr, name)
-    if index is None:
-        return False
-    return bool((await _all(ipr.get_links(index)))[0]["flags"] & IFF_UP)
 
 
 # ---- routes --------------------------------------------------------------------------
@@ -189,9 +202,10 @@ async def delete_route(ipr: AsyncIPRoute, route: KernelRoute) -> None:
             raise _fail(f"delete route {route.dst} in table {route.table}", exc) from None
 
 
-async def ensure_routes(ipr: AsyncIPRoute, tables: Iterable[TableState]) -> list[str]:
-    """Braid's tables hold exactly these routes afterwards."""
-    links = await braid_links(ipr)
+async def ensure_routes(
+    ipr: AsyncIPRoute, tables: Iterable[TableState], links: dict[str, int]
+) -> list[str]:
+    """Braid's tables hold exactly these routes afterwards (``links``: name -> index)."""
     want: dict[tuple[int, int, str], KernelRoute] = {}
     for table in tables:
         for route in table.routes:

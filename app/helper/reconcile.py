@@ -71,18 +71,26 @@ class Reconciler:
                 if isinstance(result, BaseException):
                     raise result
                 changes += result
+            links = await netlink.braid_link_info(ipr)
+            addrs = await netlink.addresses(ipr)
             for tunnel in new.tunnels:
+                link = links.get(tunnel.name)
                 changes += await netlink.ensure_link(
-                    ipr, tunnel.name, tunnel.addresses, tunnel.effective_mtu
+                    ipr,
+                    tunnel.name,
+                    tunnel.addresses,
+                    tunnel.effective_mtu,
+                    link,
+                    addrs.get(link.index, set()) if link else set(),
                 )
+            index = {name: link.index for name, link in links.items()}
             # Routes and rules first, so nothing points at a tunnel about to go.
-            changes += await netlink.ensure_routes(ipr, new.tables)
+            changes += await netlink.ensure_routes(ipr, new.tables, index)
             changes += await netlink.ensure_rules(ipr, new.rules)
             changes += self._ensure_nft(new.marking)
+            changes += await self._flush(new.marking)
             wanted = {t.name for t in new.tunnels}
-            stale = (
-                {t.name for t in self.state.tunnels} | set(await netlink.braid_links(ipr))
-            ) - wanted
+            stale = ({t.name for t in self.state.tunnels} | set(links)) - wanted
             gone = await asyncio.gather(*(self.backend.remove(ipr, n) for n in sorted(stale)))
             changes += [f"{n}: removed" for n, g in zip(sorted(stale), gone, strict=True) if g]
         self.state = new
@@ -96,15 +104,18 @@ class Reconciler:
             self._nft_loaded = None
             return changes
         ruleset = nft.render(marking)
-        if ruleset != self._nft_loaded or not nft.exists():
+        # Unchanged and loaded by us: trust it (checking costs a process per apply).
+        if ruleset != self._nft_loaded:
             nft.load(ruleset)
             self._nft_loaded = ruleset
             changes.append("loaded nft table inet braid")
-        for mark in marking.flush_marks:
-            flushed = conntrack.flush_mark(mark)
-            if flushed:
-                changes.append(f"flushed {flushed} conntrack entries with mark {mark:#x}")
         return changes
+
+    async def _flush(self, marking: Marking | None) -> list[str]:
+        if marking is None or not marking.flush_marks:
+            return []
+        counts = await conntrack.flush_marks(marking.flush_marks)
+        return [f"flushed {n} conntrack entries with mark {m:#x}" for m, n in counts.items() if n]
 
     # ---- supervision -----------------------------------------------------------------
     def _died(self, name: str) -> None:
@@ -138,19 +149,18 @@ class Reconciler:
 
     # ---- journal and leftovers -------------------------------------------------------
     async def _write_journal(self) -> None:
-        async with AsyncIPRoute() as ipr:
-            links = sorted(await netlink.braid_links(ipr))
-            rules = [r.describe() for r in await netlink.braid_rules(ipr)]
-            tables = sorted({r.table for r in await netlink.braid_routes(ipr)})
+        """From what the helper holds (no kernel dumps: a switch waits for this); the
+        scan at start catches anything the journal misses."""
+        state = self.state
         doc = {
-            "links": links,
+            "links": sorted(t.name for t in state.tunnels),
             "wireguard_go": self.backend.journal(),
-            "tables": tables,
-            "rules": rules,
+            "tables": sorted(t.id for t in state.tables),
+            "rules": [r.describe() for r in netlink.want_rules(state.rules)],
             "nft": self._nft_loaded is not None,
-            "persistent": self.state.persistent,
+            "persistent": state.persistent,
         }
-        if not (links or rules or tables or doc["wireguard_go"] or doc["nft"]):
+        if not (doc["links"] or doc["rules"] or doc["wireguard_go"] or doc["nft"]):
             self.journal.clear()
         else:
             self.journal.write(doc)
@@ -206,6 +216,7 @@ class Reconciler:
         tunnels = []
         async with AsyncIPRoute() as ipr:
             rules = len(await netlink.braid_rules(ipr))
+            links = await netlink.braid_link_info(ipr)
             for t in self.state.tunnels:
                 stats = await self.backend.stats(t.name)
                 peer_stats = stats.peers if stats else ()
@@ -226,7 +237,7 @@ class Reconciler:
                     {
                         "name": t.name,
                         "backend": self.backend.name,
-                        "up": stats is not None and await netlink.link_is_up(ipr, t.name),
+                        "up": stats is not None and t.name in links and links[t.name].up,
                         "pid": self.backend.pid(t.name),
                         "restarts": self.backend.restarts(t.name),
                         "handshake_age_s": min(ages) if ages else None,
