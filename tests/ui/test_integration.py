@@ -6,9 +6,12 @@ objects, so the tray path is driven through its real menu actions.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import string
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +22,7 @@ from app.core.service import EngineService
 from app.lab import control, topology
 from app.ui.app import BraidApp
 from tests.ui.snapshots import dispose
+from tests.util import wait_until
 
 CONNECT_MS = 30_000
 
@@ -134,3 +138,21 @@ def test_helper_not_running_is_a_dialog_saying_what_to_do(qtbot: QtBot) -> None:
             dispose(braid)
     finally:
         topology.destroy(name)
+
+
+def test_braid_app_command_connects_and_sigterm_takes_the_tunnels_down(lab: str) -> None:
+    """The real entry point, as a desktop would start it: `braid app --lab LAB`."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli.main", "app", "--lab", lab],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: tunnels(lab) or proc.poll() is not None, timeout=30,
+                   message="the app brought no tunnel up")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert tunnels(lab) == []  # quitting waited for the engine to take them down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
