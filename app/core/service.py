@@ -13,6 +13,8 @@ before that, so the keyring's D-Bus connection is made from the caller's namespa
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -77,6 +79,12 @@ def prepare(target: ConnectTarget, store: ProfileStore, helper_socket: Path) -> 
 def _idle_snapshot(state: ConnState, profile: str | None, error: str | None) -> EngineSnapshot:
     return EngineSnapshot(t=time.time(), state=state, profile=profile, paths=(), classes={},
                           events=(), error=error)
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the calling thread its name in the OS too (top -H, /proc/*/task/*/comm)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 class _Session:
@@ -190,6 +198,7 @@ class EngineService:
             log.exception("snapshot subscriber failed")
 
     def _run(self, session: _Session, previous: _Session | None) -> None:
+        _name_os_thread("braid-engine")
         if previous is not None and previous.thread is not None:
             previous.thread.join()  # one engine at a time: its tunnels go down first
         target = session.target

@@ -1,0 +1,89 @@
+"""Shared by the engine's benchmarks: a fresh lab, the engine connected to it.
+
+Run any of them as root, with a keyring (the lab's profile keeps its keys there):
+    bash scripts/with-keyring.sh python3 -m benchmarks.bench_switchover
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import string
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.core.engine import EngineConfig
+from app.core.model import EngineSnapshot, Event
+from app.core.service import ConnectTarget, EngineService
+from app.lab import topology
+from app.lab.topology import LabInfo
+
+
+def lab_name() -> str:
+    return "b" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Watch:
+    """The engine's latest snapshot, kept from its thread."""
+
+    last: EngineSnapshot | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, snap: EngineSnapshot) -> None:
+        with self.lock:
+            self.last = snap
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        snap = self.last
+        return [] if snap is None else [e for e in snap.events if kind in (None, e.kind)]
+
+    def carrier(self, cls: str = "default") -> str | None:
+        snap = self.last
+        if snap is None or not snap.classes.get(cls):
+            return None
+        return snap.classes[cls][0]
+
+
+@dataclass
+class Session:
+    lab: LabInfo
+    service: EngineService
+    watch: Watch
+
+
+@contextmanager
+def engine_on_lab(scenario: str | Path, *, baseline: str | None = None,
+                  config: EngineConfig | None = None) -> Iterator[Session]:
+    """Build a lab, connect the engine (default settings unless ``config``), clean up."""
+    name = lab_name()
+    lab = topology.build(name, scenario, baseline=baseline)
+    watch = Watch()
+    service = EngineService(watch, config=config)
+    try:
+        service.connect(ConnectTarget.for_lab(name))
+        wait_for(lambda: watch.carrier() is not None, 30, "the engine to choose a path")
+        yield Session(lab, service, watch)
+    finally:
+        service.shutdown()
+        topology.destroy(name)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(value: float | None, unit: str = "ms", digits: int = 1) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f} {unit}"
