@@ -7,8 +7,9 @@ the lab's client namespace and, over several runs, times:
   - down  -> no br-* link, no wireguard-go process left in the namespace,
 and, as the baseline in the same run, one tunnel alone (apply -> handshaken), so the
 cost of three at once is printed as a ratio to one. Then, with the three up, the cost
-of a switch: an apply that moves class default's mark to another table (what the
-engine sends on failover), without and with a conntrack flush of the old mark.
+of a switch: an apply that moves class default to another path (what the
+engine sends on failover: class default takes another path's mark, so the nft table is
+reloaded), without and with a conntrack flush of the old path's mark.
 Prints each figure's median, min and max. Run as root: python3 -m benchmarks.bench_tunnels
 """
 
@@ -96,9 +97,18 @@ def main() -> int:
             single.append(time.monotonic() - t0)
             client.down()
             poll(lambda: not braid_links(ns) and not wireguard_go_in(ns))
+        # As the engine switches: every path has its mark rules; the class's mark moves.
+        both = copy.deepcopy(state)
+        both["rules"] += [
+            {"priority": 5252, "src": None, "fwmark": 0x02000000, "fwmask": 0x0F000000,
+             "action": "lookup", "table": 52002},
+            {"priority": 5253, "src": None, "fwmark": 0x02000000, "fwmask": 0x0F000000,
+             "action": "unreachable", "table": None},
+        ]  # fmt: skip
+        state = both
         client.apply(state)
         moved = copy.deepcopy(state)
-        moved["rules"][3]["table"] = 52002  # rule 5250: default's mark -> tyo's table
+        moved["marking"]["classes"][0]["mark"] = 0x02000000  # default: hk -> tyo
         flushed = copy.deepcopy(moved)
         flushed["marking"]["flush_marks"] = [0x01000000]
         for _ in range(args.runs * 3):
@@ -118,7 +128,7 @@ def main() -> int:
     print(summary("apply -> all handshaken", handshaken))
     print(summary("down -> all gone", gone))
     print(summary("baseline: 1 tunnel handshaken", single))
-    print(summary("switch: rule change", switch))
+    print(summary("switch (nft reload)", switch))
     print(summary("switch + conntrack flush", switch_flush))
     print(
         f"3 tunnels at once vs 1 alone: "
