@@ -10,7 +10,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import BraidError
+
 NETNS_DIR = Path("/run/netns")
+
+
+def run_tool(argv: list[str], stdin: str | None = None) -> str:
+    """Run a system tool; its complaint becomes a BraidError that quotes it."""
+    try:
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True)
+    except FileNotFoundError as exc:
+        raise BraidError(f"{argv[0]} is not installed",
+                         "run scripts/setup.sh (it installs what the lab needs)") from exc
+    except subprocess.CalledProcessError as exc:
+        raise BraidError(f"`{' '.join(argv)}` failed: {exc.stderr.strip()[-1000:]}",
+                         "if a lab of this name is half built, remove it: braid lab down"
+                         ) from exc
+    return done.stdout
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise BraidError("the lab needs root (it creates network namespaces)",
+                         "run it as root, e.g. with sudo")
 
 
 def ip(*args: str, ns: str | None = None, batch: list[str] | None = None) -> None:
@@ -18,13 +40,7 @@ def ip(*args: str, ns: str | None = None, batch: list[str] | None = None) -> Non
     argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
     if batch is not None:
         argv += ["-batch", "-"]
-    subprocess.run(
-        argv,
-        input="\n".join(batch) + "\n" if batch is not None else None,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    run_tool(argv, "\n".join(batch) + "\n" if batch is not None else None)
 
 
 def ns_exists(ns: str) -> bool:
@@ -44,11 +60,7 @@ def in_ns(ns: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[byt
 
 
 def run_in_ns(ns: str, argv: list[str], stdin: str | None = None) -> str:
-    done = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True,
-        check=True,
-    )
-    return done.stdout
+    return run_tool(["ip", "netns", "exec", ns, *argv], stdin)
 
 
 def start_daemon(ns: str, argv: list[str], log: Path, env: dict[str, str] | None = None,

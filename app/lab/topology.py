@@ -144,6 +144,7 @@ def build(
     """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise."""
     check_lab_name(lab)
     scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    proc.require_root()
     if baseline is not None:
         scen.path(baseline)  # BraidError naming the paths there are
     if lab in lab_names():
@@ -439,6 +440,7 @@ def destroy(lab: str, *, forget_profile: bool = True) -> None:
     ``forget_profile`` also deletes the profile `lab-<lab>` (its keys are useless now).
     """
     check_lab_name(lab)
+    proc.require_root()
     spaces = _lab_namespaces(lab)
     # Every process of the lab runs in one of its namespaces: that is how we find them.
     # The helper goes first and alone, so it can take its tunnels down itself.
@@ -447,7 +449,7 @@ def destroy(lab: str, *, forget_profile: bool = True) -> None:
         proc.stop(proc.ns_pids(client))
     proc.stop([pid for ns in spaces for pid in proc.ns_pids(ns)])
     for ns in spaces:
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(BraidError):  # gone meanwhile: that is what we want
             proc.ip("netns", "del", ns)
     _remove_stale_uapi(lab)
     rdir = runtime_dir(lab)

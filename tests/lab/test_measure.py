@@ -31,7 +31,8 @@ def test_stream_counts_gaps_and_stutter(lab: LabInfo) -> None:
     assert fine.received == fine.sent and fine.stutter_pct == 0  # 60 ms each way is fine
     impair(lab.name, "hk", {"delay_ms": 160.0}, ("up",))
     late = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
-    assert late.received == late.sent and late.stutter_pct == 100.0  # every frame later than 150 ms one way
+    # Every frame is later than 150 ms one way.
+    assert late.received == late.sent and late.stutter_pct == 100.0
 
 
 def test_transfer_reaches_the_rate_limit(lab: LabInfo) -> None:
