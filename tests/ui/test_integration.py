@@ -156,3 +156,27 @@ def test_braid_app_command_connects_and_sigterm_takes_the_tunnels_down(lab: str)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_all_paths_lost_and_restored_are_notified(lab: str, braid: BraidApp,
+                                                  qtbot: QtBot) -> None:
+    connect_from_menu(braid, lab)
+    c = braid.controller
+    qtbot.waitUntil(lambda: c.latest.state is ConnState.CONNECTED, timeout=CONNECT_MS)
+    tray = braid.tray
+    assert tray is not None
+    names = [p.name for p in c.latest.paths]
+    for name in names:
+        control.impair(lab, name, {"down": True})
+    qtbot.waitUntil(lambda: any(n.title == "Braid: all paths lost" for n in tray.notices),
+                    timeout=15_000)
+    lost = next(n for n in tray.notices if n.title == "Braid: all paths lost")
+    assert lost.critical and "blocked" in lost.message
+    assert c.latest.classes.get("default") == ()
+    assert "default: blocked, no path" in [a.text() for a in braid.menu.class_actions]
+    assert any(m.kind == "fail_closed" for m in braid.history.markers())
+
+    control.impair(lab, names[-1], {"down": False})
+    qtbot.waitUntil(lambda: any(n.title == "Braid: connection restored" for n in tray.notices),
+                    timeout=15_000)
+    qtbot.waitUntil(lambda: c.latest.classes.get("default") == (names[-1],), timeout=5_000)
