@@ -20,6 +20,7 @@ from app.ui.icons import state_icon
 from app.ui.main_window import MainWindow
 from app.ui.menu import ControlMenu
 from app.ui.port import target_label
+from app.ui.present import UserMessage
 from app.ui.tray import TrayView
 
 
@@ -129,7 +130,11 @@ def run(
     _keep = _route_signals_to(app)
     try:
         if connect:
-            app.connect_named(connect)
+            try:
+                app.connect_named(connect)
+            except BraidError as exc:
+                # The app stays up: the user can pick another profile from the menu.
+                app.errors.show(UserMessage.from_error(exc))
         if show_paths:
             app.show_paths()
         rc = qt.exec()

@@ -106,3 +106,12 @@ def test_quit_disconnects_and_hides_everything(app: tuple[BraidApp, EngineBox]) 
     assert box.e.calls == [("shutdown", 10.0)]
     assert braid.tray is not None and not braid.tray.icon.isVisible()
     assert not braid.graph.isVisible()
+
+
+def test_connect_by_name(app: tuple[BraidApp, EngineBox]) -> None:
+    braid, box = app
+    braid.connect_named("office")
+    braid.connect_named("lab-t1 (lab t1)")
+    assert box.e.calls == [("connect", Target("office")), ("connect", Target("lab-t1", "t1"))]
+    with pytest.raises(BraidError, match=r"no profile named 'nope' \(profiles: lab-t1"):
+        braid.connect_named("nope")
