@@ -247,6 +247,10 @@ def _wire(lab: str, scen: Scenario, baseline: str | None) -> None:
         ))
     proc.ip(ns=wan, batch=wan_cmds)
     proc.ip(ns=server, batch=server_cmds)
+    # Said, not assumed (a host may make new namespaces inherit its own settings): the
+    # only way across the wan is a relay, and the server routes nothing.
+    for node in (wan, server):
+        proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
 
 
 def _logdir(info: LabInfo) -> Path:

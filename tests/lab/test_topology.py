@@ -45,6 +45,8 @@ def test_build_makes_the_address_plan_and_destroy_leaves_nothing(
     assert topology.load(lab) == info
     keys = info.runtime_dir / "keys.json"
     assert (keys.stat().st_mode & 0o777) == 0o600
+    # Without a tunnel the client has no way to the server: the wan forwards nothing.
+    assert stream(lab, pps=100, duration=0.2, size=100, wait=0.3).received == 0
     # The baseline tunnel works end to end: gateway, relay, server.
     result = stream(lab, pps=200, duration=1.0, size=100, baseline=True)
     assert result.received == result.sent == 200
