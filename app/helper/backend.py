@@ -70,6 +70,15 @@ def choose(kind: str, log_dir: Path, on_died: Callable[[str], None]) -> Backend:
     return UserspaceBackend(log_dir, on_died)
 
 
+async def _refuse_foreign(ipr: AsyncIPRoute, name: str) -> None:
+    kind = await netlink.foreign_link(ipr, name)
+    if kind is not None:
+        raise KernelError(
+            f"{name} already exists and is not a WireGuard tunnel (it is a {kind} link)",
+            "give the gateway another interface name in the profile",
+        )
+
+
 # ---- wireguard-go ----------------------------------------------------------------------
 @dataclass
 class _Child:
@@ -107,6 +116,7 @@ class UserspaceBackend:
         return changes
 
     async def _start(self, ipr: AsyncIPRoute, name: str) -> None:
+        await _refuse_foreign(ipr, name)
         # A device of this name that no child of ours serves is a leftover: replace it.
         await netlink.delete_link(ipr, name)
         self._log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -228,6 +238,7 @@ class KernelBackend:
 
     async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
         changes: list[str] = []
+        await _refuse_foreign(ipr, tunnel.name)
         if await netlink.link_index(ipr, tunnel.name) is None:
             try:
                 await ipr.link("add", ifname=tunnel.name, kind="wireguard")

@@ -53,12 +53,31 @@ class Link:
     up: bool
 
 
+# Braid's tunnels are wireguard-go's TUN devices or the kernel's WireGuard links. Other
+# br-* links are someone else's (Docker names its bridges br-<hex>): never touch them.
+TUNNEL_KINDS = frozenset({"tun", "wireguard"})
+
+
+def _kind(msg: Any) -> str | None:
+    kind = msg.get(("linkinfo", "kind"))
+    return str(kind) if kind is not None else None
+
+
+async def foreign_link(ipr: AsyncIPRoute, name: str) -> str | None:
+    """The kind of a link named ``name`` that is not a tunnel, or None."""
+    index = await link_index(ipr, name)
+    if index is None:
+        return None
+    kind = _kind((await _all(ipr.get_links(index)))[0])
+    return None if kind in TUNNEL_KINDS else (kind or "unknown")
+
+
 async def braid_link_info(ipr: AsyncIPRoute) -> dict[str, Link]:
-    """Braid's links in this network namespace, from one dump."""
+    """Braid's links in this network namespace (br-* tunnels), from one dump."""
     out: dict[str, Link] = {}
     for msg in await _all(ipr.get_links()):
         name = msg.get("ifname")
-        if isinstance(name, str) and IFACE_RE.match(name):
+        if isinstance(name, str) and IFACE_RE.match(name) and _kind(msg) in TUNNEL_KINDS:
             out[name] = Link(
                 int(msg["index"]), int(msg.get("mtu") or 0), bool(msg["flags"] & IFF_UP)
             )
@@ -86,8 +105,12 @@ async def link_index(ipr: AsyncIPRoute, name: str) -> int | None:
 
 
 async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
+    """Delete tunnel ``name`` if it exists; a link of that name that is not a tunnel is
+    left alone (and reported by :func:`foreign_link` where it is in the way)."""
     index = await link_index(ipr, name)
     if index is None:
+        return False
+    if await foreign_link(ipr, name) is not None:
         return False
     try:
         await ipr.link("del", index=index)

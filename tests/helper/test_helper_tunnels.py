@@ -235,3 +235,26 @@ def test_a_state_the_kernel_refuses_is_rolled_back(helper: Helper) -> None:
     assert kernel_dump(helper.ns) == before
     assert list(wireguard_go_in(helper.ns)) == [helper.lab.gateways[0].client_interface]
     assert [t.name for t in client.status().tunnels] == [helper.lab.gateways[0].client_interface]
+
+
+def test_other_br_links_are_never_touched(helper: Helper) -> None:
+    """Docker names its bridges br-<hex>: a br-* link that is not a tunnel is not Braid's."""
+    lab = helper.lab
+    mine, peer = f"br-{lab.name}-fx", f"br-{lab.name}-fy"
+    ns_run(helper.ns, "ip", "link", "add", mine, "type", "veth", "peer", "name", peer)
+    try:
+        up(helper, ("hk",))
+        client = helper.client()
+        bad = lab_state(lab, ("hk",))
+        bad["tunnels"][0]["name"] = mine
+        bad["tables"][0]["routes"][0]["nexthops"][0]["dev"] = mine
+        with pytest.raises(BraidError, match="is not a WireGuard tunnel"):
+            client.apply(bad)
+        client.down()
+        helper.kill9()
+        assert helper.cleanup().returncode == 0
+        links = ns_run(helper.ns, "ip", "-o", "link", "show")
+        assert mine in links and peer in links
+        helper.start()
+    finally:
+        ns_run(helper.ns, "ip", "link", "del", mine, check=False)
