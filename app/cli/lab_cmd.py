@@ -71,6 +71,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--queue-ms", type=float, help="queue in front of the rate limit, in ms")
     p.add_argument("--reorder", type=float, metavar="PCT",
                    help="percent of packets that may overtake (with jitter)")
+    p.add_argument("--reset", action="store_true",
+                   help="first back to the scenario's profile (ends running episodes)")
     state = p.add_mutually_exclusive_group()
     state.add_argument("--down", action="store_true", help="an outage: drop everything")
     state.add_argument("--up", action="store_true", help="end an outage")
@@ -245,7 +247,7 @@ def cmd_impair(args: argparse.Namespace) -> int:
     from app.lab.link import DIRECTIONS
 
     dirs = DIRECTIONS if args.dir == "both" else (args.dir,)
-    doc = impair(args.name, args.path, impair_changes(args), dirs)
+    doc = impair(args.name, args.path, impair_changes(args), dirs, reset=args.reset)
     if args.json:
         _print_json(doc)
     else:

@@ -12,16 +12,20 @@ from app.lab.wgpeer import uapi_answers
 
 
 def impair(lab: str, path: str, changes: dict[str, Any],
-           dirs: tuple[str, ...] = DIRECTIONS) -> dict[str, Any]:
-    """Change ``path`` now in ``dirs``; returns the path's status after the change."""
+           dirs: tuple[str, ...] = DIRECTIONS, *, reset: bool = False) -> dict[str, Any]:
+    """Change ``path`` now in ``dirs``; returns the path's status after the change.
+
+    ``reset`` first puts the path back to its scenario profile (ending running episodes;
+    later timeline entries still come), then applies ``changes``.
+    """
     info = topology.load(lab)
     info.gateway(path)  # BraidError naming the paths there are
-    if not changes:
+    if not changes and not reset:
         raise BraidError("nothing to change",
                          "give a setting, e.g. --loss 5 or --down (see braid lab impair -h)")
     checked = check_changes(changes, f"path {path}")
     reply = relay_request(info.relay_socket, {"op": "set", "path": path, "dirs": list(dirs),
-                                              "changes": checked})
+                                              "changes": checked, "reset": reset})
     return next(p for p in reply["paths"] if p["name"] == path)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from app.core.errors import BraidError
 from app.lab.emulate import Link, ProfileState
-from app.lab.link import DIRECTIONS, check_changes, profile_from
+from app.lab.link import DIRECTIONS, LinkProfile, check_changes, profile_from
 from app.lab.scenario import TimelineEntry
 
 BUFSIZE = 4 * 1024 * 1024
@@ -77,6 +77,7 @@ class Path_:
     name: str
     links: dict[str, Link]
     states: dict[str, ProfileState]
+    scenario: dict[str, LinkProfile]  # what the scenario set, for "reset"
     flows: dict[tuple[int, tuple[str, int]], Flow] = field(default_factory=dict)
 
 
@@ -95,7 +96,8 @@ class Relay:
                       for d in DIRECTIONS}
             links = {d: Link(states[d].base, zlib.crc32(f"{p['name']}/{d}".encode()))
                      for d in DIRECTIONS}
-            path = Path_(p["name"], links, states)
+            path = Path_(p["name"], links, states,
+                         {d: states[d].base for d in DIRECTIONS})
             self.paths[path.name] = path
             for listen_port, host, port in p["forwards"]:
                 sock = _udp(("0.0.0.0", int(listen_port)))
@@ -304,17 +306,21 @@ class Relay:
         dirs = req.get("dirs", list(DIRECTIONS))
         if not isinstance(dirs, list) or not dirs or any(d not in DIRECTIONS for d in dirs):
             raise BraidError(f"bad directions {dirs!r}", "use up, down or both")
-        changes = req.get("changes")
-        if not isinstance(changes, dict) or not changes:
+        changes = req.get("changes", {})
+        reset = req.get("reset", False) is True
+        if not isinstance(changes, dict) or not (changes or reset):
             raise BraidError("nothing to change", "give at least one setting")
         checked = check_changes(changes, f"path {name}")
         now = time.monotonic()
         path = self.paths[name]
         for d in dirs:
+            if reset:  # back to the scenario's profile; running episodes end too
+                path.states[d] = ProfileState(path.scenario[d])
             path.states[d].set_now(checked)
         self._apply(path, now)
         self.due = self._next_change()
-        print(f"t={now - self.t0:.3f} set: {name} {','.join(dirs)} {checked}", flush=True)
+        print(f"t={now - self.t0:.3f} set: {name} {','.join(dirs)} "
+              f"{'reset ' if reset else ''}{checked}", flush=True)
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -28,7 +28,8 @@ def test_impair_changes_what_is_measured(lab: LabInfo) -> None:
     impair(lab.name, "hk", {"down": True})
     assert stream(lab.name, pps=200, duration=0.5, size=200, baseline=True,
                   wait=0.5).received == 0
-    impair(lab.name, "hk", {"down": False, "loss_pct": 0.0, "delay_ms": 15.0})
+    impair(lab.name, "hk", {}, reset=True)  # the scenario's profile: 15 ms, no loss, up
+    assert status(lab.name)["paths"][0]["down"]["profile"]["loss_pct"] == 0
     again = stream(lab.name, pps=200, duration=1.0, size=200, baseline=True)
     assert again.received == again.sent
 
