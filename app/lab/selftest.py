@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import statistics
 import string
 import subprocess
 import time
@@ -25,6 +26,7 @@ from app.lab.relay_client import relay_request
 from app.lab.scenario import Scenario, parse_scenario
 
 DELAY_MS, LOSS_PCT, BURST = 40.0, 5.0, (1.0, 25.0)
+JITTER_DELAY_MS, JITTER_MS, JITTER_PPS = 30.0, 3.0, 50  # spacing 20 ms >> jitter: no FIFO clamp
 RATE_MBIT, QUEUE_MS = 20.0, 50.0
 TIMELINE_AT_S = 4.0  # the timeline outage, from the lab's start
 OUTAGE_S = 0.5
@@ -38,6 +40,7 @@ SCENARIO: dict[str, Any] = {
         {"name": "rat", "delay_ms": 5, "up": {"rate_mbit": RATE_MBIT, "queue_ms": QUEUE_MS}},
         {"name": "out", "delay_ms": 10},
         {"name": "tln", "delay_ms": 10},
+        {"name": "jit", "delay_ms": JITTER_DELAY_MS, "up": {"jitter_ms": JITTER_MS}},
     ],
     "timeline": [{"at": TIMELINE_AT_S, "path": "tln", "for": OUTAGE_S, "set": {"down": True}}],
 }
@@ -119,6 +122,25 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _stdev(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def _bursts(sent: int, received: list[int]) -> list[float]:
+    """Lengths of the runs of consecutive lost packets."""
+    got = set(received)
+    runs: list[float] = []
+    run = 0
+    for seq in range(sent):
+        if seq in got:
+            if run:
+                runs.append(run)
+            run = 0
+        else:
+            run += 1
+    return runs + ([run] if run else [])
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else float("nan")
 
@@ -153,6 +175,7 @@ def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
         "dly": _Run(lab, info, "dly", pps=1000, count=n_delay, echo=True),
         "out": _Run(lab, info, "out", pps=1000, count=3000),
         "tln": _Run(lab, info, "tln", pps=1000, count=tln_count),
+        "jit": _Run(lab, info, "jit", pps=JITTER_PPS, count=int(JITTER_PPS * n_delay / 1000)),
     }
     time.sleep(1.0)  # a scheduled event, not a wait for a condition: the outage starts here
     # Straight to the control socket: "asked" is when the request leaves.
@@ -169,6 +192,12 @@ def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
         Check("dly", "one-way delay up, mean", DELAY_MS, _mean(up), 2.0, "ms"),
         Check("dly", "one-way delay down, mean", DELAY_MS, _mean(down), 2.0, "ms"),
         Check("dly", "one-way delay up, median", DELAY_MS, _median(up), 2.0, "ms"),
+    ]
+    snd, rec = results["jit"]
+    jit = [(rx - s) * 1000.0 for s, rx in zip(rec["sent"], rec["rx"], strict=True)]
+    checks += [
+        Check("jit", "delay with jitter, mean", JITTER_DELAY_MS, _mean(jit), 2.0, "ms"),
+        Check("jit", "jitter (standard deviation)", JITTER_MS, _stdev(jit), 0.5, "ms"),
     ]
     snd, rec = results["out"]
     checks.append(Check("out", "outage start vs asked", 0.0,
@@ -194,6 +223,9 @@ def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
         snd, rec = results[name]
         measured = 100.0 * (1 - len(set(rec["seq"])) / len(snd["sent"]))
         checks.append(Check(name, what, configured, measured, 1.0, "%"))
+    snd, rec = results["bst"]
+    checks.append(Check("bst", "mean burst length", 100.0 / BURST[1],
+                        _mean(_bursts(len(snd["sent"]), rec["seq"])), 1.0, "pkts"))
     snd, rec = results["rat"]
     rx = sorted(rec["rx"])
     wire = sum(s + IP_UDP_OVERHEAD for s in rec["size"][1:])
