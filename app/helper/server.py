@@ -30,6 +30,7 @@ from app.helper.state import (
 log = logging.getLogger("braid.helper")
 
 HELPER_VERSION = "braid-helper 0.1.0"
+MAX_CONNECTIONS = 64  # an idle connection costs little, but not without bound
 GROUP_FIX = "run it as root, or add the user to group braid: `sudo usermod -aG braid USER`"
 
 
@@ -149,6 +150,16 @@ class HelperServer:
         pid, uid, gid = peer_credentials(writer.get_extra_info("socket"))
         conn = Conn(self._count, pid, uid, gid)
         try:
+            if len(self._handlers) > MAX_CONNECTIONS:
+                log.warning("refused %s: %d connections open", conn, len(self._handlers) - 1)
+                busy = HelperError(
+                    "busy",
+                    f"braid-helper already serves {MAX_CONNECTIONS} connections",
+                    "close idle clients and retry",
+                    fatal=True,
+                )
+                await self._send(writer, self._error(None, busy))
+                return
             if not self._allowed(pid, uid, gid):
                 log.warning(
                     "refused connection: %s is not root and not in group %s", conn, self.group

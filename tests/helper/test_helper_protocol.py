@@ -11,6 +11,7 @@ import grp
 import json
 import os
 import pwd
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,19 @@ def test_client_errors_say_what_to_do(tmp_path: Path) -> None:
     ):
         client.status()
     assert "systemctl start braid-helper" in info.value.fix
+
+
+def test_connections_are_bounded(helper: Helper) -> None:
+    idle = []
+    try:
+        for _ in range(64):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(helper.socket))
+            idle.append(s)
+        reply = raw_request(helper.socket, b'{"v": 1, "verb": "status"}\n')
+        assert reply is not None and reply["error"]["code"] == "busy"
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: (r := raw_request(helper.socket, b'{"v": 1, "verb": "status"}\n'))
+               and r["ok"], 10)  # fmt: skip
