@@ -142,6 +142,27 @@ class HelperServer:
             return False
         return gid == self.gid or self.gid in process_groups(pid)
 
+    def _refusal(self, conn: Conn) -> HelperError | None:
+        """Why this connection may not talk to the helper, if it may not."""
+        if len(self._handlers) > MAX_CONNECTIONS:
+            log.warning("refused %s: %d connections open", conn, len(self._handlers) - 1)
+            return HelperError(
+                "busy",
+                f"braid-helper already serves {MAX_CONNECTIONS} connections",
+                "close idle clients and retry",
+                fatal=True,
+            )
+        if not self._allowed(conn.pid, conn.uid, conn.gid):
+            log.warning("refused connection: %s is not root and not in group %s", conn, self.group)
+            return HelperError(
+                "forbidden",
+                f"uid {conn.uid} may not use braid-helper: only root and members of group "
+                f"{self.group} may",
+                GROUP_FIX,
+                fatal=True,
+            )
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -150,41 +171,22 @@ class HelperServer:
         pid, uid, gid = peer_credentials(writer.get_extra_info("socket"))
         conn = Conn(self._count, pid, uid, gid)
         try:
-            if len(self._handlers) > MAX_CONNECTIONS:
-                log.warning("refused %s: %d connections open", conn, len(self._handlers) - 1)
-                busy = HelperError(
-                    "busy",
-                    f"braid-helper already serves {MAX_CONNECTIONS} connections",
-                    "close idle clients and retry",
-                    fatal=True,
-                )
-                await self._send(writer, self._error(None, busy))
-                return
-            if not self._allowed(pid, uid, gid):
-                log.warning(
-                    "refused connection: %s is not root and not in group %s", conn, self.group
-                )
-                err = HelperError(
-                    "forbidden",
-                    f"uid {uid} may not use braid-helper: only root and members of group "
-                    f"{self.group} may",
-                    GROUP_FIX,
-                    fatal=True,
-                )
-                await self._send(writer, self._error(None, err))
+            refusal = self._refusal(conn)
+            if refusal is not None:
+                await self._send(writer, self._error(None, refusal))
                 return
             log.debug("%s opened", conn)
             while True:
                 try:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
-                    err = HelperError(
+                    too_large = HelperError(
                         "too_large",
                         f"message longer than {MAX_MESSAGE_BYTES} bytes",
                         "send smaller requests; the connection is closed",
                         fatal=True,
                     )
-                    await self._send(writer, self._error(None, err))
+                    await self._send(writer, self._error(None, too_large))
                     return
                 if not line:
                     return
