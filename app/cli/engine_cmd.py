@@ -178,6 +178,7 @@ def _spawn_background(args: argparse.Namespace, target: ConnectTarget,
         if child.poll() is None:
             child.terminate()
         why = (doc or {}).get("error") or f"it did not connect; see {files.log_path}"
+        files.status_path.unlink(missing_ok=True)
         print(f"braid: could not connect {target.label}: {why}", file=sys.stderr)
         return 2
     print(f"braid: up for {target.label} in the background (pid {child.pid}); "
@@ -230,6 +231,10 @@ def _run_foreground(target: ConnectTarget, config: EngineConfig, files: runtime.
     finally:
         service.shutdown()
         runtime.release(files)
+        final = last.get("doc") or {}
+        # An error stays for the `braid up` that started us to read (it removes it).
+        if final.get("state") != ConnState.ERROR.value:
+            files.status_path.unlink(missing_ok=True)
     doc = last.get("doc") or {}
     if doc.get("state") == ConnState.ERROR.value:
         print(f"braid: error: {doc.get('error')}", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -70,3 +72,26 @@ def test_bad_target_is_a_clear_error_and_starts_nothing(env: dict[str, str]) -> 
     assert "no profile named 'lab-nolab'" in done.stderr or "not up" in done.stderr
     assert "what to do" in done.stderr
     assert not list((Path(env["BRAID_RUNTIME_DIR"]) / "engine").glob("*.pid"))
+
+
+def test_foreground_prints_events_and_stops_cleanly_on_sigterm(
+        make_lab: Callable[..., LabInfo], env: dict[str, str]) -> None:
+    lab = make_lab("clean")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli.main", "up", "--lab", lab.name,
+                             "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=Path(__file__).parents[2])
+    try:
+        wait_until(lambda: ": connected (default -> " in braid("status", "--lab", lab.name,
+                                                                env=env).stdout,
+                   timeout=20, message="the foreground engine never connected")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert re.search(r"switch default - -> (hk|tyo|sgp): connected", out), out
+    runtime_dir = Path(env["BRAID_RUNTIME_DIR"]) / "engine"
+    assert not list(runtime_dir.glob("*.pid")) and not list(runtime_dir.glob("*.json"))
+    with SyncHelperClient(lab.helper_socket) as client:
+        assert client.status().tunnels == ()
