@@ -13,120 +13,43 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from app.core.errors import BraidError
-from app.lab import proc
+from app.lab import nodes, proc
 from app.lab.keys import keypair
+from app.lab.model import (
+    CLIENT_WAN,
+    PROBE_BASE_PORT,
+    RELAY_BASE_PORT,
+    RUN_ROOT,
+    SERVER_ADDRESS,
+    WG_PORT,
+    LabGateway,
+    LabInfo,
+    baseline_iface,
+    check_lab_name,
+    client_iface,
+    gateway_iface,
+    lab_names,
+    lab_namespaces,
+    netns,
+    runtime_dir,
+)
+from app.lab.nodes import python_argv, python_env
 from app.lab.scenario import Scenario, load_scenario
-from app.lab.wait import wait_until
-from app.lab.wgpeer import UapiPeer, configure, uapi_answers, uapi_path
+from app.lab.wgpeer import uapi_answers, uapi_path
 
-LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,4}$")
-RUN_ROOT = Path("/run/braid/lab")
-SERVER_ADDRESS = "198.18.200.1"
-WG_PORT = 51820  # the gateways' WireGuard port
-RELAY_BASE_PORT = 51000  # relay for gateway i listens on wan *:51000+i
-PROBE_BASE_PORT = 52000  # relay measurement port: wan *:52000+i -> gw i :52000 (selftest)
-CLIENT_WAN = "198.18.0.1"
-BASE_WAN = "198.18.1.1"
-START_TIMEOUT = 10.0
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class LabGateway:
-    name: str  # "hk"
-    index: int  # i in the address plan
-    endpoint: str  # "198.18.0.1:<51000+i>" (the relay, as the client sees it)
-    public_key: str  # gateway's WireGuard public key
-    client_private_key: str  # the client's key for this gateway
-    client_address: str  # "198.19.i.2/32"
-    gateway_address: str  # "198.19.i.1"
-    client_interface: str  # "br-<lab>-<gw>"
-
-
-@dataclass(frozen=True)
-class LabInfo:
-    name: str
-    scenario: str
-    gateways: tuple[LabGateway, ...]
-    server_address: str  # "198.18.200.1"
-    runtime_dir: Path  # /run/braid/lab/<lab>
-    helper_socket: Path  # runtime_dir / "helper.sock"
-    baseline: str | None = None  # gateway the baseline tunnel goes through
-    started_at: float = 0.0  # unix time the scenario's timeline counts from
-
-    def gateway(self, name: str) -> LabGateway:
-        for gw in self.gateways:
-            if gw.name == name:
-                return gw
-        raise BraidError(
-            f"lab {self.name!r} has no path {name!r}",
-            f"use one of: {', '.join(g.name for g in self.gateways)}",
-        )
-
-    @property
-    def relay_socket(self) -> Path:
-        return self.runtime_dir / "relay.sock"
-
-
-# --- names -------------------------------------------------------------------------
-
-
-def check_lab_name(lab: str) -> str:
-    if not LAB_NAME.match(lab):
-        raise BraidError(
-            f"lab name {lab!r} is not valid",
-            "use 1-5 characters: a lowercase letter, then lowercase letters or digits",
-        )
-    return lab
-
-
-def netns(lab: str, node: str) -> str:
-    """The namespace of ``node`` ("client", "base", "wan", "server", "gw-hk", ...)."""
-    return f"braid-{check_lab_name(lab)}-{node}"
-
-
-def runtime_dir(lab: str) -> Path:
-    return RUN_ROOT / check_lab_name(lab)
-
-
-def gateway_iface(lab: str, gw: str) -> str:
-    return f"lg-{lab}-{gw}"
-
-
-def baseline_iface(lab: str) -> str:
-    return f"lb-{lab}"
-
-
-def client_iface(lab: str, gw: str) -> str:
-    return f"br-{lab}-{gw}"
-
-
-def lab_names() -> list[str]:
-    """Labs that exist in any form: a namespace or a runtime dir (also half-built ones)."""
-    found: set[str] = set()
-    for ns in proc.namespaces():
-        m = re.match(r"^braid-([a-z][a-z0-9]{0,4})-(client|base|wan|server|gw-[a-z0-9]+)$", ns)
-        if m:
-            found.add(m.group(1))
-    with contextlib.suppress(FileNotFoundError):
-        found.update(p.name for p in RUN_ROOT.iterdir() if LAB_NAME.match(p.name))
-    return sorted(found)
-
-
-def _lab_namespaces(lab: str) -> list[str]:
-    prefix = f"braid-{lab}-"
-    return [
-        ns for ns in proc.namespaces()
-        if ns.startswith(prefix) and re.fullmatch(r"client|base|wan|server|gw-[a-z0-9]+",
-                                                  ns[len(prefix):])
-    ]
+# The contract (docs/internals.md, Lab) is this module's: its names stay importable here.
+__all__ = [
+    "CLIENT_WAN", "PROBE_BASE_PORT", "RELAY_BASE_PORT", "RUN_ROOT", "SERVER_ADDRESS",
+    "WG_PORT", "LabGateway", "LabInfo", "baseline_iface", "build", "check_lab_name",
+    "client_iface", "destroy", "gateway_iface", "info_json", "lab_names", "load", "netns",
+    "python_argv", "python_env", "run_in", "run_json", "runtime_dir",
+]
 
 
 # --- build -------------------------------------------------------------------------
@@ -165,12 +88,12 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
     rdir = runtime_dir(lab)
     rdir.mkdir(parents=True, exist_ok=False)
     os.chmod(rdir, 0o700)  # holds the client's private keys (keys.json, 0600)
-    nodes = ["client", "wan", "server"] + [f"gw-{p.name}" for p in scen.paths]
+    names = ["client", "wan", "server"] + [f"gw-{p.name}" for p in scen.paths]
     if baseline:
-        nodes.append("base")
-    for node in nodes:
+        names.append("base")
+    for node in names:
         proc.ip("netns", "add", netns(lab, node))
-    _wire(lab, scen, baseline)
+    nodes.wire(lab, scen, baseline)
 
     started_at = time.time()
     base_priv, base_pub = keypair()
@@ -192,172 +115,17 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
                    started_at=started_at)
 
     for gw, (gw_priv, cl_pub) in zip(gateways, gw_keys, strict=True):
-        _start_gateway(info, gw, gw_priv, cl_pub, base_pub)
-    _start_relay(info, scen)
-    _start_servers(info)
+        nodes.start_gateway(info, gw, gw_priv, cl_pub, base_pub)
+    nodes.start_relay(info, scen)
+    nodes.start_servers(info)
     if baseline:
-        _start_baseline(info, info.gateway(baseline), base_priv)
+        nodes.start_baseline(info, info.gateway(baseline), base_priv)
     _save(info)
     if start_helper:
-        _start_helper(info, grace)
+        nodes.start_helper(info, grace)
     if write_profile:
         _write_profile(info, scen)
     return info
-
-
-def _wire(lab: str, scen: Scenario, baseline: str | None) -> None:
-    """Veths and addresses of the address plan; wan does not forward, only its relays do."""
-    client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
-    proc.ip(ns=client, batch=[
-        f"link add wan0 type veth peer name cl0 netns {wan}",
-        "link set lo up", "link set wan0 up",
-        "addr add 198.18.0.2/24 dev wan0",
-        f"route add default via {CLIENT_WAN}",
-    ])
-    wan_cmds = ["link set lo up", "link set cl0 up", "addr add 198.18.0.1/24 dev cl0"]
-    if baseline:
-        base = netns(lab, "base")
-        proc.ip(ns=base, batch=[
-            f"link add wan0 type veth peer name bs0 netns {wan}",
-            "link set lo up", "link set wan0 up",
-            "addr add 198.18.1.2/24 dev wan0",
-        ])
-        wan_cmds += ["link set bs0 up", "addr add 198.18.1.1/24 dev bs0"]
-    server_cmds = ["link set lo up", f"addr add {SERVER_ADDRESS}/32 dev lo"]
-    for i, path in enumerate(scen.paths):
-        gw = netns(lab, f"gw-{path.name}")
-        proc.ip(ns=gw, batch=[
-            f"link add wan0 type veth peer name gw-{path.name} netns {wan}",
-            f"link add srv0 type veth peer name gw-{path.name} netns {server}",
-            "link set lo up", "link set wan0 up", "link set srv0 up",
-            f"addr add 198.18.{10 + i}.2/24 dev wan0",
-            f"addr add 198.18.{100 + i}.1/24 dev srv0",
-            f"route add {SERVER_ADDRESS}/32 via 198.18.{100 + i}.2",
-        ])
-        wan_cmds += [f"link set gw-{path.name} up",
-                     f"addr add 198.18.{10 + i}.1/24 dev gw-{path.name}"]
-        server_cmds += [f"link set gw-{path.name} up",
-                        f"addr add 198.18.{100 + i}.2/24 dev gw-{path.name}"]
-        proc.run_in_ns(gw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        # Masquerade towards the server, so the server answers the gateway it came through.
-        proc.run_in_ns(gw, ["nft", "-f", "-"], stdin=(
-            "table ip braidlab {\n"
-            " chain post { type nat hook postrouting priority srcnat; "
-            'oifname "srv0" masquerade; }\n}\n'
-        ))
-    proc.ip(ns=wan, batch=wan_cmds)
-    proc.ip(ns=server, batch=server_cmds)
-    # Said, not assumed (a host may make new namespaces inherit its own settings): the
-    # only way across the wan is a relay, and the server routes nothing.
-    for node in (wan, server):
-        proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
-
-
-def _logdir(info: LabInfo) -> Path:
-    return info.runtime_dir / "log"
-
-
-def _start_wg(info: LabInfo, node: str, iface: str) -> None:
-    # A stale UAPI socket of a crashed earlier lab of the same name would fool the wait.
-    with contextlib.suppress(FileNotFoundError):
-        if not uapi_answers(iface):
-            uapi_path(iface).unlink()
-    proc.start_daemon(netns(info.name, node), ["wireguard-go", "-f", iface],
-                      _logdir(info) / f"{iface}.log", env={**os.environ, "LOG_LEVEL": "error"})
-    wait_until(lambda: uapi_answers(iface), START_TIMEOUT, f"wireguard-go {iface} to start")
-
-
-def _start_gateway(info: LabInfo, gw: LabGateway, gw_priv: str, cl_pub: str,
-                   base_pub: str) -> None:
-    node, iface = f"gw-{gw.name}", gateway_iface(info.name, gw.name)
-    _start_wg(info, node, iface)
-    configure(iface, gw_priv, WG_PORT, [
-        UapiPeer(cl_pub, (f"198.19.{gw.index}.2/32",)),
-        UapiPeer(base_pub, (f"198.19.{gw.index}.3/32",)),
-    ])
-    proc.ip(ns=netns(info.name, node), batch=[
-        f"addr add {gw.gateway_address}/24 dev {iface}",
-        f"link set {iface} up",
-    ])
-
-
-def _start_baseline(info: LabInfo, gw: LabGateway, base_priv: str) -> None:
-    """A plain WireGuard tunnel with a default route, as wg-quick would set it up."""
-    iface, ns = baseline_iface(info.name), netns(info.name, "base")
-    _start_wg(info, "base", iface)
-    configure(iface, base_priv, None, [UapiPeer(
-        gw.public_key,
-        ("0.0.0.0/0",), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
-        persistent_keepalive=25,
-    )])
-    proc.ip(ns=ns, batch=[
-        f"addr add 198.19.{gw.index}.3/32 dev {iface}",
-        f"link set {iface} mtu 1420 up",
-        # The endpoint stays on the underlay; everything else goes into the tunnel.
-        f"route add {BASE_WAN}/32 dev wan0",
-        f"route add default dev {iface}",
-    ])
-
-
-def python_argv(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def _start_relay(info: LabInfo, scen: Scenario) -> None:
-    from app.lab.relay_config import relay_config  # the relay's own input, written once
-
-    config = info.runtime_dir / "relay.json"
-    config.write_text(json.dumps(relay_config(info, scen)))
-    proc.start_daemon(netns(info.name, "wan"),
-                      python_argv("app.lab.relay", str(config)),
-                      _logdir(info) / "relay.log", env=python_env())
-    from app.lab.relay_client import relay_answers
-
-    wait_until(lambda: relay_answers(info.relay_socket), START_TIMEOUT, "the lab's relay")
-
-
-def _start_servers(info: LabInfo) -> None:
-    ready = info.runtime_dir / "servers.ready"
-    proc.start_daemon(netns(info.name, "server"),
-                      python_argv("app.lab.servers", "--ready-file", str(ready)),
-                      _logdir(info) / "servers.log", env=python_env())
-    wait_until(ready.exists, START_TIMEOUT, "the lab's server apps")
-
-
-def _start_helper(info: LabInfo, grace: int) -> None:
-    helper = shutil.which("braid-helper")
-    argv = [helper] if helper else python_argv("app.helper.main")
-    proc.start_daemon(netns(info.name, "client"), [
-        *argv, "--socket", str(info.helper_socket),
-        "--state-dir", str(info.runtime_dir / "helper"),
-        "--grace-seconds", str(grace),
-    ], _logdir(info) / "helper.log", env=python_env())
-    wait_until(lambda: _helper_answers(info.helper_socket), START_TIMEOUT,
-               "the lab's braid-helper to answer")
-
-
-def _helper_answers(sock: Path) -> bool:
-    import asyncio
-
-    from app.core.helper_client import HelperClient  # owned by HELPER
-
-    async def hello() -> bool:
-        client = HelperClient(sock)
-        try:
-            await client.hello()
-            return True
-        except (BraidError, OSError):
-            return False
-        finally:
-            await client.close()
-
-    return sock.exists() and asyncio.run(hello())
 
 
 def _write_profile(info: LabInfo, scen: Scenario) -> None:
@@ -445,7 +213,7 @@ def destroy(lab: str, *, forget_profile: bool = True) -> None:
     """
     check_lab_name(lab)
     proc.require_root()
-    spaces = _lab_namespaces(lab)
+    spaces = lab_namespaces(lab)
     # Every process of the lab runs in one of its namespaces: that is how we find them.
     # The helper goes first and alone, so it can take its tunnels down itself.
     client = netns(lab, "client")

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from app.core.errors import BraidError
-from app.lab import proc, topology
+from app.lab import nodes, proc, topology
 from app.lab.stream import stream
 from app.lab.wgpeer import UAPI_DIR
 from tests.lab.conftest import LabFactory, unique_lab
@@ -76,7 +76,7 @@ def test_a_failed_build_removes_what_it_built(monkeypatch: pytest.MonkeyPatch) -
     def fail(info: topology.LabInfo) -> None:
         raise BraidError("server apps did not start", "")
 
-    monkeypatch.setattr(topology, "_start_servers", fail)
+    monkeypatch.setattr(nodes, "start_servers", fail)
     lab = unique_lab()
     with pytest.raises(BraidError, match="server apps did not start"):
         topology.build(lab, "clean", start_helper=False, write_profile=False)

@@ -1,0 +1,116 @@
+"""What a lab is: its names, its address plan (docs/internals.md) and LabInfo.
+
+Everything is named after the lab, so two labs run side by side and a lab can be found
+again by name after a crash, without any record of what was built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core.errors import BraidError
+from app.lab import proc
+
+LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,4}$")
+RUN_ROOT = Path("/run/braid/lab")
+SERVER_ADDRESS = "198.18.200.1"
+WG_PORT = 51820  # the gateways' WireGuard port
+RELAY_BASE_PORT = 51000  # relay for gateway i listens on wan *:51000+i
+PROBE_BASE_PORT = 52000  # relay measurement port: wan *:52000+i -> gw i :52000 (selftest)
+CLIENT_WAN = "198.18.0.1"
+BASE_WAN = "198.18.1.1"
+
+
+@dataclass(frozen=True)
+class LabGateway:
+    name: str  # "hk"
+    index: int  # i in the address plan
+    endpoint: str  # "198.18.0.1:<51000+i>" (the relay, as the client sees it)
+    public_key: str  # gateway's WireGuard public key
+    client_private_key: str  # the client's key for this gateway
+    client_address: str  # "198.19.i.2/32"
+    gateway_address: str  # "198.19.i.1"
+    client_interface: str  # "br-<lab>-<gw>"
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    name: str
+    scenario: str
+    gateways: tuple[LabGateway, ...]
+    server_address: str  # "198.18.200.1"
+    runtime_dir: Path  # /run/braid/lab/<lab>
+    helper_socket: Path  # runtime_dir / "helper.sock"
+    baseline: str | None = None  # gateway the baseline tunnel goes through
+    started_at: float = 0.0  # unix time the scenario's timeline counts from
+
+    def gateway(self, name: str) -> LabGateway:
+        for gw in self.gateways:
+            if gw.name == name:
+                return gw
+        raise BraidError(
+            f"lab {self.name!r} has no path {name!r}",
+            f"use one of: {', '.join(g.name for g in self.gateways)}",
+        )
+
+    @property
+    def relay_socket(self) -> Path:
+        return self.runtime_dir / "relay.sock"
+
+
+# --- names -------------------------------------------------------------------------
+
+
+def check_lab_name(lab: str) -> str:
+    if not LAB_NAME.match(lab):
+        raise BraidError(
+            f"lab name {lab!r} is not valid",
+            "use 1-5 characters: a lowercase letter, then lowercase letters or digits",
+        )
+    return lab
+
+
+def netns(lab: str, node: str) -> str:
+    """The namespace of ``node`` ("client", "base", "wan", "server", "gw-hk", ...)."""
+    return f"braid-{check_lab_name(lab)}-{node}"
+
+
+def runtime_dir(lab: str) -> Path:
+    return RUN_ROOT / check_lab_name(lab)
+
+
+def gateway_iface(lab: str, gw: str) -> str:
+    return f"lg-{lab}-{gw}"
+
+
+def baseline_iface(lab: str) -> str:
+    return f"lb-{lab}"
+
+
+def client_iface(lab: str, gw: str) -> str:
+    return f"br-{lab}-{gw}"
+
+
+def lab_names() -> list[str]:
+    """Labs that exist in any form: a namespace or a runtime dir (also half-built ones)."""
+    found: set[str] = set()
+    for ns in proc.namespaces():
+        m = re.match(r"^braid-([a-z][a-z0-9]{0,4})-(client|base|wan|server|gw-[a-z0-9]+)$", ns)
+        if m:
+            found.add(m.group(1))
+    with contextlib.suppress(FileNotFoundError):
+        found.update(p.name for p in RUN_ROOT.iterdir() if LAB_NAME.match(p.name))
+    return sorted(found)
+
+
+def lab_namespaces(lab: str) -> list[str]:
+    prefix = f"braid-{lab}-"
+    return [
+        ns for ns in proc.namespaces()
+        if ns.startswith(prefix) and re.fullmatch(r"client|base|wan|server|gw-[a-z0-9]+",
+                                                  ns[len(prefix):])
+    ]
+

@@ -1,0 +1,189 @@
+"""Starting a lab's parts: links and addresses, gateways, relay, server apps, baseline
+and helper. Each start waits until the part answers, so a build that returns is usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from app.core.errors import BraidError
+from app.lab import proc
+from app.lab.model import (
+    BASE_WAN,
+    CLIENT_WAN,
+    RELAY_BASE_PORT,
+    SERVER_ADDRESS,
+    WG_PORT,
+    LabGateway,
+    LabInfo,
+    baseline_iface,
+    gateway_iface,
+    netns,
+)
+from app.lab.scenario import Scenario
+from app.lab.wait import wait_until
+from app.lab.wgpeer import UapiPeer, configure, uapi_answers, uapi_path
+
+START_TIMEOUT = 10.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def wire(lab: str, scen: Scenario, baseline: str | None) -> None:
+    """Veths and addresses of the address plan; wan does not forward, only its relays do."""
+    client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
+    proc.ip(ns=client, batch=[
+        f"link add wan0 type veth peer name cl0 netns {wan}",
+        "link set lo up", "link set wan0 up",
+        "addr add 198.18.0.2/24 dev wan0",
+        f"route add default via {CLIENT_WAN}",
+    ])
+    wan_cmds = ["link set lo up", "link set cl0 up", "addr add 198.18.0.1/24 dev cl0"]
+    if baseline:
+        base = netns(lab, "base")
+        proc.ip(ns=base, batch=[
+            f"link add wan0 type veth peer name bs0 netns {wan}",
+            "link set lo up", "link set wan0 up",
+            "addr add 198.18.1.2/24 dev wan0",
+        ])
+        wan_cmds += ["link set bs0 up", "addr add 198.18.1.1/24 dev bs0"]
+    server_cmds = ["link set lo up", f"addr add {SERVER_ADDRESS}/32 dev lo"]
+    for i, path in enumerate(scen.paths):
+        gw = netns(lab, f"gw-{path.name}")
+        proc.ip(ns=gw, batch=[
+            f"link add wan0 type veth peer name gw-{path.name} netns {wan}",
+            f"link add srv0 type veth peer name gw-{path.name} netns {server}",
+            "link set lo up", "link set wan0 up", "link set srv0 up",
+            f"addr add 198.18.{10 + i}.2/24 dev wan0",
+            f"addr add 198.18.{100 + i}.1/24 dev srv0",
+            f"route add {SERVER_ADDRESS}/32 via 198.18.{100 + i}.2",
+        ])
+        wan_cmds += [f"link set gw-{path.name} up",
+                     f"addr add 198.18.{10 + i}.1/24 dev gw-{path.name}"]
+        server_cmds += [f"link set gw-{path.name} up",
+                        f"addr add 198.18.{100 + i}.2/24 dev gw-{path.name}"]
+        proc.run_in_ns(gw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # Masquerade towards the server, so the server answers the gateway it came through.
+        proc.run_in_ns(gw, ["nft", "-f", "-"], stdin=(
+            "table ip braidlab {\n"
+            " chain post { type nat hook postrouting priority srcnat; "
+            'oifname "srv0" masquerade; }\n}\n'
+        ))
+    proc.ip(ns=wan, batch=wan_cmds)
+    proc.ip(ns=server, batch=server_cmds)
+    # Said, not assumed (a host may make new namespaces inherit its own settings): the
+    # only way across the wan is a relay, and the server routes nothing.
+    for node in (wan, server):
+        proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+
+
+
+def _logdir(info: LabInfo) -> Path:
+    return info.runtime_dir / "log"
+
+
+def _start_wg(info: LabInfo, node: str, iface: str) -> None:
+    # A stale UAPI socket of a crashed earlier lab of the same name would fool the wait.
+    with contextlib.suppress(FileNotFoundError):
+        if not uapi_answers(iface):
+            uapi_path(iface).unlink()
+    proc.start_daemon(netns(info.name, node), ["wireguard-go", "-f", iface],
+                      _logdir(info) / f"{iface}.log", env={**os.environ, "LOG_LEVEL": "error"})
+    wait_until(lambda: uapi_answers(iface), START_TIMEOUT, f"wireguard-go {iface} to start")
+
+
+def start_gateway(info: LabInfo, gw: LabGateway, gw_priv: str, cl_pub: str,
+                   base_pub: str) -> None:
+    node, iface = f"gw-{gw.name}", gateway_iface(info.name, gw.name)
+    _start_wg(info, node, iface)
+    configure(iface, gw_priv, WG_PORT, [
+        UapiPeer(cl_pub, (f"198.19.{gw.index}.2/32",)),
+        UapiPeer(base_pub, (f"198.19.{gw.index}.3/32",)),
+    ])
+    proc.ip(ns=netns(info.name, node), batch=[
+        f"addr add {gw.gateway_address}/24 dev {iface}",
+        f"link set {iface} up",
+    ])
+
+
+def start_baseline(info: LabInfo, gw: LabGateway, base_priv: str) -> None:
+    """A plain WireGuard tunnel with a default route, as wg-quick would set it up."""
+    iface, ns = baseline_iface(info.name), netns(info.name, "base")
+    _start_wg(info, "base", iface)
+    configure(iface, base_priv, None, [UapiPeer(
+        gw.public_key,
+        ("0.0.0.0/0",), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
+        persistent_keepalive=25,
+    )])
+    proc.ip(ns=ns, batch=[
+        f"addr add 198.19.{gw.index}.3/32 dev {iface}",
+        f"link set {iface} mtu 1420 up",
+        # The endpoint stays on the underlay; everything else goes into the tunnel.
+        f"route add {BASE_WAN}/32 dev wan0",
+        f"route add default dev {iface}",
+    ])
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_relay(info: LabInfo, scen: Scenario) -> None:
+    from app.lab.relay_config import relay_config  # the relay's own input, written once
+
+    config = info.runtime_dir / "relay.json"
+    config.write_text(json.dumps(relay_config(info, scen)))
+    proc.start_daemon(netns(info.name, "wan"),
+                      python_argv("app.lab.relay", str(config)),
+                      _logdir(info) / "relay.log", env=python_env())
+    from app.lab.relay_client import relay_answers
+
+    wait_until(lambda: relay_answers(info.relay_socket), START_TIMEOUT, "the lab's relay")
+
+
+def start_servers(info: LabInfo) -> None:
+    ready = info.runtime_dir / "servers.ready"
+    proc.start_daemon(netns(info.name, "server"),
+                      python_argv("app.lab.servers", "--ready-file", str(ready)),
+                      _logdir(info) / "servers.log", env=python_env())
+    wait_until(ready.exists, START_TIMEOUT, "the lab's server apps")
+
+
+def start_helper(info: LabInfo, grace: int) -> None:
+    helper = shutil.which("braid-helper")
+    argv = [helper] if helper else python_argv("app.helper.main")
+    proc.start_daemon(netns(info.name, "client"), [
+        *argv, "--socket", str(info.helper_socket),
+        "--state-dir", str(info.runtime_dir / "helper"),
+        "--grace-seconds", str(grace),
+    ], _logdir(info) / "helper.log", env=python_env())
+    wait_until(lambda: helper_answers(info.helper_socket), START_TIMEOUT,
+               "the lab's braid-helper to answer")
+
+
+def helper_answers(sock: Path) -> bool:
+    import asyncio
+
+    from app.core.helper_client import HelperClient  # owned by HELPER
+
+    async def hello() -> bool:
+        client = HelperClient(sock)
+        try:
+            await client.hello()
+            return True
+        except (BraidError, OSError):
+            return False
+        finally:
+            await client.close()
+
+    return sock.exists() and asyncio.run(hello())
