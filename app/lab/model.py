@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.core.errors import BraidError
 from app.lab import proc
+from app.lab.scenario import by_name
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,4}$")
 RUN_ROOT = Path("/run/braid/lab")
@@ -48,13 +49,7 @@ class LabInfo:
     started_at: float = 0.0  # unix time the scenario's timeline counts from
 
     def gateway(self, name: str) -> LabGateway:
-        for gw in self.gateways:
-            if gw.name == name:
-                return gw
-        raise BraidError(
-            f"lab {self.name!r} has no path {name!r}",
-            f"use one of: {', '.join(g.name for g in self.gateways)}",
-        )
+        return by_name(self.gateways, name, f"lab {self.name!r}")
 
     @property
     def relay_socket(self) -> Path:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from app.core.errors import BraidError
 from app.lab.link import DIRECTIONS, RAMPABLE, LinkProfile, check_changes, profile_from
@@ -78,13 +79,24 @@ class Scenario:
     timeline: tuple[TimelineEntry, ...]  # sorted by at_s
 
     def path(self, name: str) -> PathSpec:
-        for p in self.paths:
-            if p.name == name:
-                return p
-        raise BraidError(
-            f"scenario {self.name!r} has no path {name!r}",
-            f"use one of: {', '.join(p.name for p in self.paths)}",
-        )
+        return by_name(self.paths, name, f"scenario {self.name!r}")
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
+def by_name(items: Sequence[N], name: str, owner: str) -> N:
+    """The path called ``name``, or an error that lists the paths there are."""
+    for item in items:
+        if item.name == name:
+            return item
+    raise BraidError(f"{owner} has no path {name!r}",
+                     f"use one of: {', '.join(i.name for i in items)}")
 
 
 def builtin_names() -> list[str]:
