@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,64 @@ def test_other_br_links_are_never_touched(helper: Helper) -> None:
         helper.start()
     finally:
         ns_run(helper.ns, "ip", "link", "del", mine, check=False)
+
+
+_SEND = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[2])))\n"
+    "s.sendto(b'braid', (sys.argv[1], 9000))\n"
+)
+
+
+def send_udp(helper: Helper, sport: int) -> None:
+    ns_run(helper.ns, sys.executable, "-c", _SEND, helper.lab.server_address, str(sport))
+
+
+def ct_mark(helper: Helper, sport: int) -> int | None:
+    out = ns_run(helper.ns, "conntrack", "-L", "-p", "udp", "--sport", str(sport), check=False)
+    m = re.search(r"\bmark=(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def test_flows_keep_their_path_until_their_mark_is_flushed(helper: Helper) -> None:
+    """Stickiness and flush_marks: a running flow keeps the mark it started with when
+    its class moves; flushing that mark re-classifies it onto the class's new path."""
+    hk_mark, tyo_mark = 0x01000000, 0x02000000
+    state = lab_state(helper.lab)
+    state["rules"] += [
+        {"priority": 5252, "src": None, "fwmark": tyo_mark, "fwmask": 0x0F000000,
+         "action": "lookup", "table": 52002},
+        {"priority": 5253, "src": None, "fwmark": tyo_mark, "fwmask": 0x0F000000,
+         "action": "unreachable", "table": None},
+    ]  # fmt: skip
+    client = helper.client()
+    client.apply(state)
+    send_udp(helper, 40001)
+    assert ct_mark(helper, 40001) == hk_mark
+
+    moved = copy.deepcopy(state)
+    moved["marking"]["classes"][0]["mark"] = tyo_mark
+    client.apply(moved)
+    send_udp(helper, 40001)
+    send_udp(helper, 40002)
+    assert ct_mark(helper, 40001) == hk_mark  # sticky
+    assert ct_mark(helper, 40002) == tyo_mark  # a new flow takes the new path
+
+    tyo = helper.lab.gateways[1].client_interface
+    before = client.status().tunnel(tyo)
+    moved["marking"]["flush_marks"] = [hk_mark]
+    client.apply(moved)
+    assert ct_mark(helper, 40001) is None  # flushed
+    send_udp(helper, 40001)
+    assert ct_mark(helper, 40001) == tyo_mark
+    wait_until(
+        lambda: (
+            (t := client.status().tunnel(tyo)) is not None
+            and before is not None
+            and t.tx_bytes > before.tx_bytes
+        ),
+        10,
+        message="the re-classified flow did not leave through tyo",
+    )
