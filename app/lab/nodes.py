@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.core.errors import BraidError
@@ -86,14 +87,34 @@ def _logdir(info: LabInfo) -> Path:
     return info.runtime_dir / "log"
 
 
+def _start(info: LabInfo, node: str, argv: list[str], log_name: str, ready: Callable[[], bool],
+           what: str, env: dict[str, str] | None = None) -> None:
+    """Start a part in ``node`` and wait until ``ready``; if it dies first, say why at once."""
+    log = _logdir(info) / log_name
+    child = proc.start_daemon(netns(info.name, node), argv, log, env=env or python_env())
+
+    def up() -> bool:
+        if ready():
+            return True
+        if child.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            # The build removes the lab (and this log) on failure: quote the log here.
+            raise BraidError(f"{what} exited (status {child.returncode}) before it was ready; "
+                             "its log ends: " + " | ".join(tail),
+                             "fix what the log says, then build the lab again")
+        return False
+
+    wait_until(up, START_TIMEOUT, what)
+
+
 def _start_wg(info: LabInfo, node: str, iface: str) -> None:
     # A stale UAPI socket of a crashed earlier lab of the same name would fool the wait.
     with contextlib.suppress(FileNotFoundError):
         if not uapi_answers(iface):
             uapi_path(iface).unlink()
-    proc.start_daemon(netns(info.name, node), ["wireguard-go", "-f", iface],
-                      _logdir(info) / f"{iface}.log", env={**os.environ, "LOG_LEVEL": "error"})
-    wait_until(lambda: uapi_answers(iface), START_TIMEOUT, f"wireguard-go {iface} to start")
+    _start(info, node, ["wireguard-go", "-f", iface], f"{iface}.log",
+           lambda: uapi_answers(iface), f"wireguard-go {iface}",
+           env={**os.environ, "LOG_LEVEL": "error"})
 
 
 def start_gateway(info: LabInfo, gw: LabGateway, gw_priv: str, cl_pub: str,
@@ -139,36 +160,29 @@ def python_env() -> dict[str, str]:
 
 
 def start_relay(info: LabInfo, scen: Scenario) -> None:
-    from app.lab.relay_config import relay_config  # the relay's own input, written once
+    from app.lab.relay_client import relay_answers
+    from app.lab.relay_config import relay_config
 
     config = info.runtime_dir / "relay.json"
     config.write_text(json.dumps(relay_config(info, scen)))
-    proc.start_daemon(netns(info.name, "wan"),
-                      python_argv("app.lab.relay", str(config)),
-                      _logdir(info) / "relay.log", env=python_env())
-    from app.lab.relay_client import relay_answers
-
-    wait_until(lambda: relay_answers(info.relay_socket), START_TIMEOUT, "the lab's relay")
+    _start(info, "wan", python_argv("app.lab.relay", str(config)), "relay.log",
+           lambda: relay_answers(info.relay_socket), "the lab's relay")
 
 
 def start_servers(info: LabInfo) -> None:
     ready = info.runtime_dir / "servers.ready"
-    proc.start_daemon(netns(info.name, "server"),
-                      python_argv("app.lab.servers", "--ready-file", str(ready)),
-                      _logdir(info) / "servers.log", env=python_env())
-    wait_until(ready.exists, START_TIMEOUT, "the lab's server apps")
+    _start(info, "server", python_argv("app.lab.servers", "--ready-file", str(ready)),
+           "servers.log", ready.exists, "the lab's server apps")
 
 
 def start_helper(info: LabInfo, grace: int) -> None:
     helper = shutil.which("braid-helper")
     argv = [helper] if helper else python_argv("app.helper.main")
-    proc.start_daemon(netns(info.name, "client"), [
+    _start(info, "client", [
         *argv, "--socket", str(info.helper_socket),
         "--state-dir", str(info.runtime_dir / "helper"),
         "--grace-seconds", str(grace),
-    ], _logdir(info) / "helper.log", env=python_env())
-    wait_until(lambda: helper_answers(info.helper_socket), START_TIMEOUT,
-               "the lab's braid-helper to answer")
+    ], "helper.log", lambda: helper_answers(info.helper_socket), "the lab's braid-helper")
 
 
 def helper_answers(sock: Path) -> bool:

@@ -70,6 +70,9 @@ def build(
     proc.require_root()
     if baseline is not None:
         scen.path(baseline)  # BraidError naming the paths there are
+    if helper_grace_seconds < 0:
+        raise BraidError(f"--grace-seconds {helper_grace_seconds} is negative",
+                         "give the seconds the helper keeps tunnels after its client left")
     if lab in lab_names():
         raise BraidError(
             f"lab {lab!r} already exists",

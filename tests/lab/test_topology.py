@@ -102,8 +102,9 @@ def test_two_labs_side_by_side(lab_factory: LabFactory) -> None:
     ({"lab": "toolong"}, "lab name 'toolong' is not valid"),
     ({"scenario": "nowhere"}, "no scenario named 'nowhere'"),
     ({"baseline": "xx"}, "has no path 'xx'"),
+    ({"helper_grace_seconds": -5}, "is negative"),
 ])
-def test_bad_input_is_refused_before_anything_is_built(kwargs: dict[str, str],
+def test_bad_input_is_refused_before_anything_is_built(kwargs: dict[str, object],
                                                        says: str) -> None:
     args = {"lab": unique_lab(), "scenario": "clean", **kwargs}
     before = proc.namespaces()
