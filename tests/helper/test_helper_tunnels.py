@@ -7,6 +7,7 @@ import copy
 import os
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -320,4 +321,25 @@ def test_flows_keep_their_path_until_their_mark_is_flushed(helper: Helper) -> No
         ),
         10,
         message="the re-classified flow did not leave through tyo",
+    )
+
+
+def test_a_class_without_a_path_fails_closed(helper: Helper) -> None:
+    """Without its lookup rule, class default's mark meets the unreachable rule: new
+    flows fail instead of leaking into the main table; WireGuard's own traffic (bypass
+    mark) still flows."""
+    client = helper.client()
+    state = lab_state(helper.lab)
+    state["rules"] = [r for r in state["rules"] if r["priority"] != 5250]
+    client.apply(state)
+    done = subprocess.run(
+        ["ip", "netns", "exec", helper.ns, sys.executable, "-c", _SEND,
+         helper.lab.server_address, "40003"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "unreachable" in done.stderr.lower(), done.stderr
+    wait_until(
+        lambda: all_handshaken(client.status(), names(helper.lab)),
+        15,
+        message="tunnels must still handshake: their UDP carries the bypass mark",
     )
