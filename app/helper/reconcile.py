@@ -36,6 +36,7 @@ class Reconciler:
         self.recovered: list[str] = []
         self._nft_loaded: str | None = None
         self._revivers: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
 
     # ---- apply -----------------------------------------------------------------------
     async def apply(self, new: DesiredState) -> list[str]:
@@ -119,6 +120,8 @@ class Reconciler:
 
     # ---- supervision -----------------------------------------------------------------
     def _died(self, name: str) -> None:
+        if self._closing:  # stopping: everything goes anyway
+            return
         if name not in self._revivers or self._revivers[name].done():
             self._revivers[name] = asyncio.get_running_loop().create_task(self._revive(name))
 
@@ -142,6 +145,7 @@ class Reconciler:
         log.error("%s: gave up restarting wireguard-go after %d tries", name, MAX_REVIVE_ATTEMPTS)
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._revivers.values():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
