@@ -243,7 +243,10 @@ class HelperServer:
             args = {k: v for k, v in msg.items() if k not in ("v", "id", "verb")}
             result = await getattr(self, f"_verb_{verb}")(conn, args)
         except HelperError as err:
-            log.info("%s: %s: %s", conn, err.code, err.what)
+            # A refused field is logged by its path only: its value could be a key pasted
+            # into the wrong field, and keys never reach a log.
+            shown = err.what.split(":", 1)[0] if err.code == "bad_state" else err.what
+            log.info("%s: %s: %s", conn, err.code, shown)
             return self._error(rid, err)
         except Exception:
             # A bug, not a refusal: log it here (never the request: it may hold keys).

@@ -194,6 +194,11 @@ def test_grace_period_removes_the_state_of_a_client_that_left(lab: LabInfo, tmp_
 
 def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
     up(helper)
+    # A key pasted into the wrong field is refused without being logged.
+    misplaced = lab_state(helper.lab, ("hk",))
+    misplaced["tunnels"][0]["name"] = helper.lab.gateways[0].client_private_key
+    with pytest.raises(BraidError, match=r"tunnels\[0\]\.name"):
+        helper.client().apply(misplaced)
     secrets: list[bytes] = []
     for g in helper.lab.gateways:
         secrets.append(g.client_private_key.encode())
