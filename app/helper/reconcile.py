@@ -100,7 +100,8 @@ class Reconciler:
     def _ensure_nft(self, marking: Marking | None) -> list[str]:
         changes: list[str] = []
         if marking is None:
-            if nft.delete():
+            # Leftovers went at start, so the table is there only if this helper loaded it.
+            if self._nft_loaded is not None and nft.delete():
                 changes.append("removed nft table inet braid")
             self._nft_loaded = None
             return changes
