@@ -8,9 +8,10 @@ Runs the engine with its default settings on a fresh cn-us lab for M minutes (de
 120 s, a slow drift on sgp and seeded random congestion episodes). Every move of the
 default class is counted:
 - failovers (the path was declared down) and restores are needed by definition;
-- a voluntary move (a better path by the margin) is a *flap* when the class moves back
-  to the path it left within 60 s without that path having gone down in between;
-  otherwise it was needed.
+- a voluntary move (a better path by the margin) away from a path that still scored
+  above 0 is a *flap* when the class moves back to the path it left within 60 s without
+  that path having gone down in between; a move away from a path scoring 0 (loss over
+  5 %) is needed, and so is the move back once that path is better by the margin again.
 Prints the moves, the flaps, and the moves as a list with their reasons.
 """
 
@@ -30,7 +31,8 @@ def classify(moves: list[Event], downs: list[Event]) -> list[tuple[Event, bool]]
     out = []
     for i, ev in enumerate(moves):
         needed = True
-        if ev.reason.startswith("better path") and ev.from_path:
+        left_usable = ev.metrics.get("from_score", 0.0) > 0
+        if ev.reason.startswith("better path") and ev.from_path and left_usable:
             back = next((m for m in moves[i + 1:] if m.to_path == ev.from_path), None)
             if back is not None and back.t - ev.t <= FLAP_WINDOW_S:
                 went_down = any(d.from_path == ev.from_path and ev.t <= d.t <= back.t
