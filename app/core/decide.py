@@ -12,7 +12,9 @@ States:
     ``dwell_s``, the last switch was at least ``hold_down_s`` ago, and the challenger
     itself has been UP (not suspect, not just back from down) for ``hold_down_s``.
     A suspect current path is not left early: it either answers again or is declared
-    down (a bounded wait, see liveness.py).
+    down (a bounded wait, see liveness.py). When the current path scores 0 (its loss
+    is over 5 %) the dwell is ``unusable_dwell_s`` instead: it is already unusable, so
+    a usable challenger need not prove itself for long (the hold-down still applies).
 - ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
   Leaves by itself as soon as a path is UP again ("restored").
 
@@ -41,6 +43,7 @@ class ClassState(enum.Enum):
 class DecideConfig:
     margin: float = 0.10  # score points (0..1) a challenger must lead by
     dwell_s: float = 5.0  # ... continuously, for this long
+    unusable_dwell_s: float = 1.0  # the dwell when the current path scores 0 (loss > 5 %)
     hold_down_s: float = 15.0  # quiet time after a switch, and up-time before a path is eligible
     warmup_s: float = 2.0  # longest wait for first measurements after connecting
     min_samples: int = 10  # probe outcomes per path that end the warm-up early
@@ -48,7 +51,7 @@ class DecideConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.margin <= 1:
             raise ValueError(f"margin must be within 0..1, got {self.margin}")
-        if min(self.dwell_s, self.hold_down_s, self.warmup_s) < 0:
+        if min(self.dwell_s, self.unusable_dwell_s, self.hold_down_s, self.warmup_s) < 0:
             raise ValueError("dwell, hold-down and warm-up must be >= 0")
 
 
@@ -156,7 +159,8 @@ class ClassDecider:
         assert self.challenger_since is not None
         held = now - self.challenger_since
         quiet = self.last_switch is None or now - self.last_switch >= self.cfg.hold_down_s
-        if held < self.cfg.dwell_s or not quiet:
+        dwell = self.cfg.unusable_dwell_s if cur.score <= 0 else self.cfg.dwell_s
+        if held < dwell or not quiet:
             return None
         return self._move(
             now, "switch", best, cur,

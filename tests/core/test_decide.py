@@ -70,6 +70,16 @@ def test_better_path_moves_traffic_only_after_dwell_and_margin() -> None:
     assert "margin" in decision.reason
 
 
+def test_leaving_a_path_that_scores_zero_needs_only_the_short_dwell() -> None:
+    d = active_on("a", now=0.0)
+    assert d.step(20.0, [c("a", 0.0), c("b", 0.6)]) is None
+    decision = d.step(20.0 + CFG.unusable_dwell_s, [c("a", 0.0), c("b", 0.6)])
+    assert decision is not None and decision.to_path == "b"
+    # Still within the hold-down after a switch, even from a path scoring 0.
+    assert d.step(22.0, [c("a", 0.9), c("b", 0.0)]) is None
+    assert d.step(34.9, [c("a", 0.9), c("b", 0.0)]) is None
+
+
 def test_a_lead_that_lapses_restarts_the_dwell() -> None:
     d = active_on("a")
     assert d.step(20.0, [c("a", 0.5), c("b", 0.9)]) is None
