@@ -1,8 +1,15 @@
-"""One icon per connection state, from the SVGs under resources/icons."""
+"""One icon per connection state, from the SVGs under resources/icons.
+
+resources/ at the top of the repository is where the assets live; app/ui/resources is
+a symlink to it, so they are package data: a wheel (and so any install) carries them
+inside the package, and they are found the same way from a source checkout, an
+editable install or an installed one.
+"""
 
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from PySide6.QtGui import QIcon
@@ -10,8 +17,9 @@ from PySide6.QtGui import QIcon
 from app.core.errors import BraidError
 from app.core.model import ConnState
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-ICON_DIR = RESOURCES / "icons"
+# A plain directory in every supported install (QIcon needs a file path, so a zipped
+# package would not do; pip never installs one).
+ICON_DIR = Path(str(resources.files("app.ui").joinpath("resources", "icons")))
 
 
 def icon_path(state: ConnState | None) -> Path:
@@ -28,6 +36,6 @@ def state_icon(state: ConnState | None) -> QIcon:
         # A broken install would otherwise show an invisible tray icon.
         raise BraidError(
             f"cannot load the icon {path}",
-            "reinstall Braid; its resources/ directory is incomplete",
+            "reinstall Braid (`pip install .` from its source); its icons are missing",
         )
     return icon
