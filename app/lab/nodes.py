@@ -34,6 +34,17 @@ START_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def no_link_local(ns: str) -> None:
+    """Links made in ``ns`` from now on get no IPv6 link-local address.
+
+    The lab speaks IPv4 only. A link-local address would go through duplicate address
+    detection for a second or two after the build, and the kernel would keep adding
+    routes meanwhile: a lab that returned would still be changing by itself.
+    """
+    if Path("/proc/sys/net/ipv6").exists():  # absent when the host boots with ipv6.disable=1
+        proc.run_in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"])
+
+
 def wire(lab: str, scen: Scenario, baseline: str | None) -> None:
     """Veths and addresses of the address plan; wan does not forward, only its relays do."""
     client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")

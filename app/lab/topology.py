@@ -96,6 +96,7 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         names.append("base")
     for node in names:
         proc.ip("netns", "add", netns(lab, node))
+        nodes.no_link_local(netns(lab, node))
     nodes.wire(lab, scen, baseline)
 
     started_at = time.time()
