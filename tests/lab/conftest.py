@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import secrets
 import string
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from app.lab import topology
+from app.lab import proc, topology
 from app.lab.scenario import Scenario
 from app.lab.topology import LabInfo
+from app.lab.wgpeer import UAPI_DIR
 
 
 def unique_lab() -> str:
     return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
+
+
+def leftovers(lab: str) -> list[str]:
+    """Anything of ``lab`` still on the machine."""
+    found = [ns for ns in proc.namespaces() if ns.startswith(f"braid-{lab}-")]
+    found += [p.name for p in UAPI_DIR.glob(f"*-{lab}*.sock")] if UAPI_DIR.exists() else []
+    if topology.runtime_dir(lab).exists():
+        found.append(str(topology.runtime_dir(lab)))
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    found += [line for line in ps.splitlines() if f"-{lab}-" in line or f"/lab/{lab}/" in line]
+    return found
 
 
 LabFactory = Callable[..., LabInfo]

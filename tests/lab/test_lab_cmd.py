@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from app.cli.main import main
-from app.lab import topology
-from tests.lab.conftest import unique_lab
+from app.lab import proc, topology
+from tests.lab.conftest import leftovers, unique_lab
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -62,3 +62,24 @@ def test_errors_go_to_stderr_with_what_to_do(capsys: pytest.CaptureFixture[str])
     assert rc == 2 and "lab 'tnone' is not up" in err and "braid lab up --name tnone" in err
     rc, _, err = run(capsys, "lab", "up", "--name", "BAD", "--no-helper")
     assert rc == 2 and "not valid" in err
+
+
+def test_down_all_removes_every_lab_found_also_half_built_ones(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--all` removes every lab on the machine, and other engineers' labs run meanwhile:
+    # discovery is real (lab_names must find both of ours), but `--all` is shown only ours.
+    whole, half = unique_lab(), unique_lab()
+    try:
+        topology.build(whole, "clean", start_helper=False, write_profile=False)
+        # What a build killed early leaves: one namespace and no runtime dir.
+        proc.ip("netns", "add", topology.netns(half, "client"))
+        found = topology.lab_names()
+        assert whole in found and half in found
+        monkeypatch.setattr(topology, "lab_names", lambda: [n for n in found if n in (whole, half)])
+        rc, out, _ = run(capsys, "lab", "down", "--all")
+        assert rc == 0 and f"lab {whole!r} removed" in out and f"lab {half!r} removed" in out
+        monkeypatch.undo()
+        assert leftovers(whole) == [] and leftovers(half) == []
+    finally:
+        for name in (whole, half):
+            topology.destroy(name)
