@@ -178,22 +178,42 @@ def _timing(event: Event) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _down_cause(snapshot: EngineSnapshot, name: str | None, before: float) -> str | None:
+    """Why the engine declared `name` down (its "down" event's reason), if it still
+    repeats that event: a failover's own reason only says that the path is down."""
+    downs = [e for e in snapshot.events
+             if e.kind == "down" and e.from_path == name and e.t <= before + 1.0]
+    return downs[-1].reason if downs else None
+
+
+def _with_cause(text: str, snapshot: EngineSnapshot, name: str | None, t: float) -> str:
+    cause = _down_cause(snapshot, name, t)
+    return f"{text}\n{cause}" if cause and cause not in text else text
+
+
 def notices(events: list[Event], snapshot: EngineSnapshot) -> list[Notice]:
     """Desktop notifications for new events: failovers, all paths lost, recovery,
-    errors. Switches of several classes between the same paths make one notice."""
+    errors, each with the engine's reason (and, for a lost path, why it was declared
+    down). Switches of several classes between the same paths make one notice, and so
+    do several classes losing their last path at once."""
     out: list[Notice] = []
     switches: dict[tuple[str | None, str | None], list[Event]] = {}
+    lost = [e for e in events if e.kind == "fail_closed"]
+    if lost:
+        first = lost[0]
+        classes = ", ".join(sorted({e.cls for e in lost if e.cls}))
+        blocked = f"Traffic ({classes}) is blocked" if classes else "Traffic is blocked"
+        out.append(Notice(
+            "Braid: all paths lost",
+            _with_cause(f"{first.reason}.", snapshot, first.from_path, first.t)
+            + f"\n{blocked} rather than sent unprotected; Braid resumes by itself when a "
+            "path comes back.",
+            critical=True,
+        ))
     for event in events:
         if event.kind == "switch" and event.from_path is not None:
             # (A switch from nowhere is the first placement on connecting: not news.)
             switches.setdefault((event.from_path, event.to_path), []).append(event)
-        elif event.kind == "fail_closed":
-            out.append(Notice(
-                "Braid: all paths lost",
-                f"{event.reason}. Traffic is blocked rather than sent unprotected; "
-                "Braid resumes by itself when a path comes back.",
-                critical=True,
-            ))
         elif event.kind == "restored":
             out.append(Notice("Braid: connection restored", event.reason))
         elif event.kind == "error":
@@ -204,7 +224,8 @@ def notices(events: list[Event], snapshot: EngineSnapshot) -> list[Notice]:
         forced = left is None or not left.up
         classes = ", ".join(sorted({e.cls for e in group if e.cls})) or "traffic"
         title = f"Braid: failed over to {dst}" if forced else f"Braid: switched to {dst}"
-        out.append(Notice(
-            title, f"{classes} moved from {src} to {dst}: {first.reason}{_timing(first)}",
-        ))
+        message = f"{classes} moved from {src} to {dst}: {first.reason}{_timing(first)}"
+        if forced:
+            message = _with_cause(message, snapshot, src, first.t)
+        out.append(Notice(title, message))
     return out

@@ -12,12 +12,12 @@ import signal
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.model import ConnState
+from app.core.model import ConnState, Event
 from app.core.service import EngineService
 from app.lab import control, topology
 from app.ui.app import BraidApp
@@ -56,6 +56,12 @@ def braid(qtbot: QtBot) -> Iterator[BraidApp]:
     yield app
     app.quit()
     dispose(app)
+
+
+def reason_of(events: Sequence[Event], kind: str, from_path: str) -> str:
+    """The engine's reason on its latest `kind` event away from `from_path`."""
+    return next(e.reason for e in reversed(events)
+                if e.kind == kind and e.from_path == from_path)
 
 
 def connect_from_menu(braid: BraidApp, lab: str) -> None:
@@ -104,6 +110,12 @@ def test_connect_graph_failover_and_quit(lab: str, braid: BraidApp, qtbot: QtBot
                                 for m in graph.marker_lines), timeout=5_000)
     qtbot.waitUntil(lambda: any(n.title == f"Braid: failed over to {new}"
                                 for n in tray.notices), timeout=5_000)
+    # The bubble says why: the engine's reason for the switch, and why the path it left
+    # was declared down.
+    note = next(n for n in tray.notices if n.title == f"Braid: failed over to {new}")
+    assert f"default moved from {active} to {new}: " in note.message
+    assert reason_of(c.latest.events, "switch", active) in note.message
+    assert reason_of(c.latest.events, "down", active) in note.message
     assert tunnels(lab)
 
     braid.menu.disconnect_action.trigger()
@@ -172,6 +184,10 @@ def test_all_paths_lost_and_restored_are_notified(lab: str, braid: BraidApp,
                     timeout=15_000)
     lost = next(n for n in tray.notices if n.title == "Braid: all paths lost")
     assert lost.critical and "blocked" in lost.message
+    last = next(e for e in reversed(c.latest.events) if e.kind == "fail_closed").from_path
+    assert last is not None
+    assert reason_of(c.latest.events, "fail_closed", last) in lost.message
+    assert reason_of(c.latest.events, "down", last) in lost.message
     assert c.latest.classes.get("default") == ()
     assert "default: blocked, no path" in [a.text() for a in braid.menu.class_actions]
     assert any(m.kind == "fail_closed" for m in braid.history.markers())

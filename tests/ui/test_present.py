@@ -74,6 +74,35 @@ def test_failover_notice_when_the_path_left_is_down() -> None:
         "(detected in 180 ms, switched in 2.5 ms)")
 
 
+def test_failover_notice_says_why_the_path_was_declared_down() -> None:
+    down = Event(t=time.time() - 0.2, kind="down", cls=None, from_path="hk", to_path=None,
+                 reason="hk: no answer to 3 probes in a row")
+    s = snap(paths=(path("hk", None, up=False), path("tk")), classes={"default": ("tk",)},
+             events=(down,))
+    (note,) = present.notices([switch("hk", "tk")], s)
+    assert note.message.splitlines() == [
+        "default moved from hk to tk: hk declared down: no reply to 3 probes "
+        "(detected in 180 ms, switched in 2.5 ms)",
+        "hk: no answer to 3 probes in a row",
+    ]
+    # A path-quality switch away from a live path has no such cause.
+    (plain,) = present.notices([switch("hk", "tk")], snap(paths=(path("hk"), path("tk")),
+                                                           events=(down,)))
+    assert "no answer" not in plain.message
+
+
+def test_every_class_losing_its_last_path_is_one_notice_with_the_cause() -> None:
+    down = Event(t=0.5, kind="down", cls=None, from_path="tk", to_path=None,
+                 reason="tk: no answer to 3 probes in a row")
+    lost = [Event(t=1.0, kind="fail_closed", cls=c, from_path="tk", to_path=None,
+                  reason="tk declared down; no other path is up") for c in ("realtime", "default")]
+    (note,) = present.notices(lost, snap(paths=(path("tk", None, up=False),), events=(down,)))
+    assert note.title == "Braid: all paths lost" and note.critical
+    assert note.message.splitlines()[:2] == [
+        "tk declared down; no other path is up.", "tk: no answer to 3 probes in a row"]
+    assert "Traffic (default, realtime) is blocked" in note.message
+
+
 def test_plain_switch_and_all_paths_lost_notices() -> None:
     s = three_paths("tk")
     lost = Event(t=1.0, kind="fail_closed", cls="default", from_path="tk", to_path=None,
