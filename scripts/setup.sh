@@ -15,6 +15,8 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# Debian's own python3 comes without pip (a minimal image without python3 at all).
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -25,4 +27,7 @@ fi
 # braid-helper's socket is group braid, mode 0660: its members may use it.
 groupadd -f --system braid
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# Debian 12 marks its python3 externally managed (PEP 668) and pip then refuses to
+# install. Braid is a system-wide install on purpose (braid-helper is a root service),
+# so as root it goes where pip puts it: /usr/local. Other pythons ignore the variable.
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
