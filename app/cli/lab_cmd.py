@@ -149,10 +149,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from app.lab import topology
 
-    names = topology.lab_names() if args.all else [args.name]
+    existing = topology.lab_names()
+    names = existing if args.all else [args.name]
+    if not names:
+        print("no labs to remove")
     for name in names:
+        # Also when it looks absent: destroy is idempotent and forgets the lab's profile.
         topology.destroy(name)
-        print(f"lab {name!r} removed")
+        print(f"lab {name!r} removed" if name in existing else f"lab {name!r}: nothing to remove")
     return 0
 
 

@@ -83,3 +83,9 @@ def test_down_all_removes_every_lab_found_also_half_built_ones(
     finally:
         for name in (whole, half):
             topology.destroy(name)
+
+
+def test_down_of_a_lab_that_is_not_there_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    lab = unique_lab()
+    rc, out, _ = run(capsys, "lab", "down", "--name", lab)
+    assert rc == 0 and out == f"lab {lab!r}: nothing to remove\n"
