@@ -7,7 +7,7 @@ import signal
 import sys
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from app.core.errors import BraidError
@@ -58,12 +58,15 @@ class BraidApp(QObject):
         self.graph.show_snapshot(snapshot)
 
     def show_paths(self) -> None:
-        self.graph.show()
-        self.graph.raise_()
-        self.graph.activateWindow()
+        graph = self.graph
+        # Un-minimize (keeping maximized, if it was): "Paths…" must bring it into view.
+        graph.setWindowState(graph.windowState() & ~Qt.WindowState.WindowMinimized)
+        graph.show()
+        graph.raise_()
+        graph.activateWindow()
 
     def toggle_paths(self) -> None:
-        if self.graph.isVisible():
+        if self.graph.on_screen():
             self.graph.hide()
         else:
             self.show_paths()

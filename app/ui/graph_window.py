@@ -3,7 +3,7 @@ minutes, markers where traffic moved, and a table of the current figures.
 
 Curves are created once per path and updated with setData; downsampling and
 clip-to-view keep ten minutes of three paths cheap, and nothing is redrawn while
-the window is hidden (the history keeps filling; showing the window draws it).
+the window is hidden or minimized (the history keeps filling; showing the window draws it).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QBrush, QColor, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -95,12 +95,21 @@ class PathGraphWindow(QWidget):
         """Called for every snapshot (the history is fed elsewhere); draws only when
         the window can be seen."""
         self._latest = snapshot
-        if self.isVisible():
+        if self.on_screen():
             self.redraw()
+
+    def on_screen(self) -> bool:
+        """Shown and not minimized: a minimized window is hidden to its user too."""
+        return self.isVisible() and not self.isMinimized()
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         self.redraw()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() is QEvent.Type.WindowStateChange and self.on_screen():
+            self.redraw()  # restored from minimized: catch up at once
 
     def redraw(self) -> None:
         self.redraws += 1

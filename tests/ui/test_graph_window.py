@@ -61,6 +61,23 @@ def test_redraws_pause_while_hidden_and_catch_up_when_shown(braid: BraidApp,
     assert graph.redraws == drawn
 
 
+def test_redraws_pause_while_minimized_and_catch_up_when_restored(braid: BraidApp,
+                                                                  qtbot: QtBot) -> None:
+    graph = braid.graph
+    braid.show_paths()
+    qtbot.waitUntil(graph.isVisible)
+    feed(braid, 1000.0, 5)
+    graph.showMinimized()
+    qtbot.waitUntil(graph.isMinimized)
+    drawn = graph.redraws
+    feed(braid, 1001.0, 5)
+    assert graph.redraws == drawn
+    braid.toggle_paths()  # a click on the tray icon brings a minimized window back
+    qtbot.waitUntil(lambda: not graph.isMinimized() and graph.redraws > drawn)
+    x, _ = graph.curves["hk"]["rtt"].getData()
+    assert len(x) == 10  # what came while minimized is drawn on restoring
+
+
 def test_switch_shows_a_marker_and_the_table_follows(braid: BraidApp, qtbot: QtBot) -> None:
     braid.show_paths()
     qtbot.waitUntil(braid.graph.isVisible)
