@@ -32,7 +32,7 @@ def test_the_icons_are_the_ones_under_resources() -> None:
     # resources/ is the one copy; the package reaches it through a symlink.
     for name in ICON_NAMES:
         assert (REPO / "resources" / "icons" / name).is_file()
-        assert icon_path(None).parent.resolve() == (REPO / "resources" / "icons").resolve()
+    assert icon_path(None).parent.resolve() == (REPO / "resources" / "icons").resolve()
 
 
 def test_an_installed_wheel_carries_and_loads_the_icons(tmp_path: Path) -> None:
