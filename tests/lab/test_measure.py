@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from app.core.errors import BraidError
-from app.lab.control import impair
+from app.lab.control import impair, status
 from app.lab.selftest import run_selftest
 from app.lab.stream import stream
 from app.lab.topology import LabInfo
 from app.lab.transfer import transfer
 from tests.lab.conftest import LabFactory
+from tests.util import wait_until
 
 
 def test_stream_figures_on_a_clean_path(lab: LabInfo) -> None:
@@ -19,9 +23,10 @@ def test_stream_figures_on_a_clean_path(lab: LabInfo) -> None:
     assert r.delay_up is not None and r.delay_down is not None and r.rtt is not None
     assert 15 <= r.delay_up.p50 <= r.delay_up.p95 <= r.delay_up.p99 <= r.delay_up.max
     assert r.rtt.mean == pytest.approx(r.delay_up.mean + r.delay_down.mean, abs=0.5)
-    # Loose: the sender is an ordinary process on a shared 2-core host.
+    # Loose: the sender is an ordinary process on a shared 2-core host (a gap of 104 ms
+    # was seen with four test runs at once); a real outage is told apart below.
     assert r.jitter_ms is not None and r.jitter_ms < 5
-    assert r.max_gap_ms is not None and r.max_gap_ms < 100
+    assert r.max_gap_ms is not None and r.max_gap_ms < 250
     assert r.frames == 60 and r.stutter_frames == 0
 
 
@@ -33,6 +38,29 @@ def test_stream_counts_gaps_and_stutter(lab: LabInfo) -> None:
     late = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
     # Every frame is later than 150 ms one way.
     assert late.received == late.sent and late.stutter_pct == 100.0
+
+
+OUTAGE_S = 0.5
+
+
+def test_an_outage_is_the_streams_longest_gap(lab: LabInfo) -> None:
+    def hk_in() -> int:
+        doc = next(p for p in status(lab.name)["paths"] if p["name"] == "hk")
+        return int(doc["up"]["counters"]["in_pkts"])
+
+    before = hk_in()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream, lab.name, pps=500, duration=2.5, size=200, baseline=True)
+        wait_until(lambda: hk_in() > before + 100, 10, message="the stream never reached hk")
+        impair(lab.name, "hk", {"down": True})
+        time.sleep(OUTAGE_S)  # how long the outage lasts, not a wait for anything
+        impair(lab.name, "hk", {"down": False})
+        r = running.result()
+    assert 0 < r.sent - r.received < r.sent
+    # Both directions go down together: arrivals stop for the outage, which may run
+    # late (the host is busy) but never short.
+    assert r.max_gap_ms is not None
+    assert OUTAGE_S * 1000 - 30 <= r.max_gap_ms <= OUTAGE_S * 1000 + 300, r.max_gap_ms
 
 
 def test_transfer_reaches_the_rate_limit(lab: LabInfo) -> None:
