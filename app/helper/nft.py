@@ -33,11 +33,14 @@ def render(marking: Marking) -> str:
         "\t\tct direction reply return",
         # Stickiness: a flow keeps the path mark saved when it started.
         f"\t\tct mark & {mask} != 0x00000000 meta mark set ct mark & {mask} return",
-        # Flows that predate Braid keep their route (their source address is fixed).
-        "\t\tct state != new return",
+        # Everything else is classified: new flows, but also flows that predate Braid and
+        # packets conntrack has no entry for (untracked, or invalid such as the FIN of a
+        # flow whose entry a flush removed). Letting those keep their route would send
+        # them out through the main table, unencrypted: they go into a tunnel or meet the
+        # class's unreachable rule instead. `ct mark set` is a no-op where there is no ct.
     ]
     for cls in marking.classes:
-        # Until classifiers arrive, every new flow is of class "default".
+        # Until classifiers arrive, every flow is of class "default".
         if cls.name == DEFAULT_CLASS:
             mark = f"{cls.mark:#010x}"
             out.append(f"\t\tmeta mark set {mark} ct mark set ct mark & {keep} | {mark}")

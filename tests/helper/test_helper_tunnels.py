@@ -348,3 +348,41 @@ def test_a_class_without_a_path_fails_closed(helper: Helper) -> None:
         15,
         message="tunnels must still handshake: their UDP carries the bypass mark",
     )
+
+
+_PROBE_TABLE = "braidtest_leak"
+
+
+def test_packets_conntrack_does_not_track_never_leave_through_the_main_table(
+    helper: Helper,
+) -> None:
+    """Untracked (and invalid) packets have no conntrack entry to carry a path mark:
+    they must be classified like a new flow, into a tunnel, not left on the main table's
+    route out of the client's ISP link. A test table of our own makes some traffic
+    untracked and counts what would leak."""
+    up(helper)
+    dport = 40019
+    script = (
+        f"table inet {_PROBE_TABLE} {{\n"
+        " chain raw { type filter hook output priority raw;\n"
+        f"  ip daddr {helper.lab.server_address} udp dport {dport} notrack\n }}\n"
+        " chain out { type filter hook postrouting priority 100;\n"
+        f'  oifname "wan0" ip daddr {helper.lab.server_address} counter\n }}\n'
+        "}\n"
+    )
+    subprocess.run(["ip", "netns", "exec", helper.ns, "nft", "-f", "-"], input=script,
+                   text=True, check=True)  # fmt: skip
+    hk = helper.lab.gateways[0].client_interface
+    client = helper.client()
+    before = client.status().tunnel(hk)
+    assert before is not None
+    send = _SEND.replace("9000", str(dport))
+    for sport in (40020, 40021, 40022):
+        ns_run(helper.ns, sys.executable, "-c", send, helper.lab.server_address, str(sport))
+    wait_until(
+        lambda: (t := client.status().tunnel(hk)) is not None and t.tx_bytes > before.tx_bytes,
+        10,
+        message="untracked packets did not go through the class's tunnel",
+    )
+    listing = ns_run(helper.ns, "nft", "list", "chain", "inet", _PROBE_TABLE, "out")
+    assert re.search(r"counter packets 0 bytes 0", listing), listing
