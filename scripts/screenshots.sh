@@ -44,4 +44,4 @@ pids+=($!)
 # Only the lab this run builds shows in the menus, not the user's own profiles.
 export BRAID_CONFIG_DIR=$tmp/config
 
-bash scripts/with-keyring.sh python3 -m app.ui.screenshots "$@"
+bash scripts/with-keyring.sh python3 docs/screenshots.py "$@"

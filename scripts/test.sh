@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff"; python3 -m ruff check app tests benchmarks
+echo "== ruff"; python3 -m ruff check app tests benchmarks docs
 echo "== mypy --strict app"; python3 -m mypy
 echo "== pytest"; exec python3 -m pytest "$@"

@@ -17,7 +17,7 @@ from app.core.profiles import Profile, ProfileStore
 from app.core.secrets import KeyStore, key_user
 from app.core.service import EngineService
 from app.ui.app import BraidApp
-from app.ui.screenshots import wait_for
+from app.ui.qtwait import wait_for
 from tests.core.test_profiles import make_gateway
 
 

@@ -1,8 +1,9 @@
 """Screenshots for the docs: the app on a real lab, on a real X display with a tray.
 
-Run by scripts/screenshots.sh, which provides the display (Xvfb), the tray host
-(trayer) and a keyring. This builds a lab, connects to it through the app, lets the
-graph fill, takes a path down so the graph shows a switch, then saves:
+Run by scripts/screenshots.sh (as `python3 docs/screenshots.py`), which provides the
+display (Xvfb), the tray host (trayer) and a keyring. It lives here, not in app/ui,
+because it builds labs: app/ui holds no network logic. It builds a lab, connects to
+it through the app, lets the graph fill, takes a path down so the graph shows a switch, then saves:
   paths.png   the path graph window
   tray.png    the tray with its menu open (opened by a real right click, xdotool)
   window.png  the small main window used where there is no tray
@@ -16,10 +17,9 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QRect, QTimer
+from PySide6.QtCore import QRect
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
@@ -29,20 +29,9 @@ from app.core.service import EngineService
 from app.lab import control, topology
 from app.ui.app import BraidApp
 from app.ui.main_window import MainWindow
+from app.ui.qtwait import wait_for
 
 CONNECTED = (ConnState.CONNECTED, ConnState.DEGRADED)
-
-
-def wait_for(what: str, cond: Callable[[], object], timeout: float) -> None:
-    """Run the Qt loop until `cond` holds (no sleeping: the loop keeps drawing)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise BraidError(f"screenshots: gave up waiting for {what} after {timeout:g} s",
-                             "run with -v and look at the app's log")
-        loop = QEventLoop()
-        QTimer.singleShot(50, loop.quit)
-        loop.exec()
 
 
 def settle(seconds: float) -> None:
