@@ -325,7 +325,10 @@ def render_event(e: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any], events: int = 8) -> str:
-    classes = ", ".join(f"{c} -> {'/'.join(p) or 'CLOSED'}" for c, p in doc["classes"].items())
+    # A class with no path is closed once connected; while connecting it is still
+    # waiting for its first measurements (its traffic is held meanwhile, not leaked).
+    none = "waiting" if doc["state"] == ConnState.CONNECTING.value else "CLOSED"
+    classes = ", ".join(f"{c} -> {'/'.join(p) or none}" for c, p in doc["classes"].items())
     who = f" {doc['profile']}" if doc.get("profile") else ""
     lines = [f"braid{who}: {doc['state']}"
              + (f" ({classes})" if classes else "")]

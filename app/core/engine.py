@@ -185,6 +185,7 @@ class Engine:
         self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
         self._dirty = asyncio.Event()
         self._failing_over = False
+        self._settled: set[str] = set()  # classes whose first decision the kernel holds
         self._connected = False
         self._error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -330,6 +331,7 @@ class Engine:
     async def _apply_now(self) -> None:
         assert self._loop is not None
         usable, targets = self._usable(), self._targets()
+        decided = {c for c, d in self._deciders.items() if d.state is not ClassState.WAITING}
         pending, self._pending = self._pending, []
         prev = self._applied
         if prev is not None:
@@ -351,6 +353,7 @@ class Engine:
             await self._helper.apply(state)
             self.apply_times_ms.append((time.perf_counter() - t0) * 1000)
         self._applied = _Applied(plain, usable, targets)
+        self._settled |= decided
         done = self._loop.time()
         for item in pending:
             self._decision_event(item, (done - item.decision.t) * 1000)
@@ -424,8 +427,10 @@ class Engine:
     def _state(self) -> ConnState:
         if self._error is not None:
             return ConnState.ERROR
-        if not self._connected or self._applied is None or any(
-                d.state is ClassState.WAITING for d in self._deciders.values()):
+        # Connecting until every class's first decision is in the kernel: before that
+        # the snapshot's classes (what the kernel holds) would read as closed.
+        if not self._connected or self._applied is None or \
+                self._settled != set(self._deciders):
             return ConnState.CONNECTING
         if self._failing_over:
             return ConnState.FAILING_OVER

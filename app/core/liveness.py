@@ -13,7 +13,14 @@ the hold-down after it), not a loss rate that would keep a recovered path scored
 until its window forgets the outage.
 
 Health:
-- ``UNKNOWN`` until the first reply; then ``UP``.
+- ``UNKNOWN`` until the first reply; then ``UP``. A path that has never answered is not
+  declared down before ``connect_timeout_s`` (8 s) after its first probe: its tunnel's
+  first handshake takes a round trip before any probe can, so a 280 ms path answers its
+  first probe only after about a second, and when that handshake is lost (8 % of the
+  time on a path with 8 % loss) WireGuard retries only after REKEY_TIMEOUT (5 s, plus
+  up to 1/3 s of jitter), then needs two more round trips of a slow path with full
+  queues. Probes sent before the first reply are neither loss nor RTT samples (they
+  waited for the handshake).
 - ``SUSPECT`` at once on a missed probe (the prober speeds up: see probe.py).
 - ``DOWN`` after ``K`` consecutive missed probes with no reply in between, where
   ``K = max(3, ceil(log(1e-4) / log(loss)))``, at most 8: three on a clean path, more on
@@ -55,6 +62,10 @@ class LivenessConfig:
     max_down_after: int = 8
     false_alarm_rate: float = 1e-4  # target chance of K random losses in a row
     recover_after: int = 3  # answered probes in a row to come back from DOWN
+    # A path that never answered stays UNKNOWN this long after its first probe: one
+    # WireGuard handshake retry (REKEY_TIMEOUT 5 s + 1/3 s jitter), then a handshake
+    # and a probe round trip on a slow, queued path.
+    connect_timeout_s: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,9 @@ class _Outstanding:
     hard: float
     missed: bool = False
     while_down: bool = False  # sent while the path was DOWN: its loss is the outage's
+    # sent before the path ever answered: it waited for the tunnel's first handshake, so
+    # neither its loss nor its RTT says anything about the path
+    connecting: bool = False
 
 
 def down_after(loss: float, cfg: LivenessConfig) -> int:
@@ -98,10 +112,13 @@ class ProbeTracker:
         self.up_since: float | None = None
         self.changed_at: float | None = None
         self._loss_when_answering = 0.0
+        self.first_sent: float | None = None
 
     # -- inputs -------------------------------------------------------------------
 
     def sent(self, seq: int, now: float) -> None:
+        if self.first_sent is None:
+            self.first_sent = now
         srtt = self.stats.srtt_ms
         if srtt is None:
             deadline = now + self.cfg.initial_timeout_s
@@ -111,15 +128,23 @@ class ProbeTracker:
                                          4 * (self.stats.rttvar_ms or 0.0))) / 1000
             hard = now + max(self.cfg.hard_timeout_floor_s, 3 * srtt / 1000)
         self._out[seq] = _Outstanding(sent=now, deadline=deadline, hard=hard,
-                                      while_down=self.health is Health.DOWN)
+                                      while_down=self.health is Health.DOWN,
+                                      connecting=self.health is Health.UNKNOWN)
 
     def reply(self, seq: int, now: float) -> tuple[float | None, HealthChange | None]:
-        """A reply to ``seq`` arrived: its RTT in ms (None if unknown or too late)."""
+        """A reply to ``seq`` arrived: its RTT in ms (None if unknown, too late, or
+        sent before the path first answered), and the health change it made."""
         probe = self._out.pop(seq, None)
         if probe is None:
             return None, None
-        rtt_ms = (now - probe.sent) * 1000
-        self.stats.add_reply(rtt_ms)
+        rtt_ms = None  # a connecting probe's time includes the wait for the handshake
+        if not probe.connecting:
+            rtt_ms = (now - probe.sent) * 1000
+            self.stats.add_reply(rtt_ms)
+        if self.health is Health.UNKNOWN:
+            # The other probes queued behind the first handshake: their replies, if
+            # they come, would only repeat this news, and their misses are not the path's.
+            self._out = {s: p for s, p in self._out.items() if not p.connecting}
         self.last_reply = now
         # K is set by the loss seen while the path answered, not by the outage itself.
         self._loss_when_answering = self.stats.loss
@@ -147,7 +172,8 @@ class ProbeTracker:
             self.consecutive_ok = 0
             change = self._on_miss(now) or change
         for seq in [s for s, p in self._out.items() if p.hard <= now]:
-            if self.health is not Health.DOWN and not self._out[seq].while_down:
+            probe = self._out[seq]
+            if self.health is not Health.DOWN and not (probe.while_down or probe.connecting):
                 self.stats.add_loss()
             del self._out[seq]
         return change
@@ -155,6 +181,10 @@ class ProbeTracker:
     def _on_miss(self, now: float) -> HealthChange | None:
         if self.health is Health.DOWN:
             return None
+        if self.health is Health.UNKNOWN and (
+                self.first_sent is None
+                or now - self.first_sent < self.cfg.connect_timeout_s):
+            return None  # still connecting: no verdict before the connect timeout
         if self.consecutive_missed >= down_after(self._loss_when_answering, self.cfg):
             detection = None if self.last_reply is None else now - self.last_reply
             self.up_since = None

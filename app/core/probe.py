@@ -192,7 +192,7 @@ class Prober:
             if self.privileged and ident != self._ident:
                 continue  # another path's probe
             rtt, change = self.tracker.reply(seq, self.now())
-            if rtt is not None:
+            if rtt is not None or change is not None:
                 self._on_event(self, change, rtt)
 
     def _arm_check(self) -> None:

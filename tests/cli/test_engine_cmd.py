@@ -43,6 +43,8 @@ def test_render_of_a_closed_class_and_nothing_running() -> None:
     doc = snapshot().to_json()
     doc["classes"] = {"default": []}
     assert "default -> CLOSED" in render(doc)
+    doc["state"] = "connecting"  # no decision yet: waiting for measurements, not closed
+    assert render(doc).splitlines()[0] == "braid work: connecting (default -> waiting)"
     idle = {"state": "disconnected", "profile": None, "paths": [], "classes": {},
             "events": [], "error": None}
     assert render(idle) == "braid: disconnected"

@@ -26,8 +26,32 @@ def test_first_reply_brings_a_path_up() -> None:
     assert t.health is Health.UNKNOWN
     t.sent(1, 0.0)
     rtt, change = t.reply(1, 0.030)
-    assert rtt == pytest.approx(30.0)
+    # Its time includes the wait for the tunnel's first handshake: not an RTT sample.
+    assert rtt is None and t.stats.srtt_ms is None
     assert change is not None and change.new is Health.UP and t.up_since == 0.030
+    t.sent(2, 0.05)
+    rtt, change = t.reply(2, 0.08)
+    assert rtt == pytest.approx(30.0) and change is None
+
+
+def test_a_slow_first_handshake_is_connecting_not_down() -> None:
+    """cn-us's 280 ms path answers its first probe after about a second: the probes
+    sent before that are neither misses that declare it down nor loss."""
+    t = ProbeTracker(PathStats())
+    now, seq = 0.0, 0
+    while now < 1.3:  # probed every 20 ms while it has not answered
+        t.sent(seq, now)
+        assert t.check(now) is None and t.health is Health.UNKNOWN
+        seq, now = seq + 1, now + 0.02
+    _, change = t.reply(seq - 20, now)  # first handshake done: replies arrive
+    assert change is not None and change.new is Health.UP
+    assert t.outstanding == 0  # the rest queued behind the handshake are forgotten
+    for i in range(5):
+        t.sent(seq + i, now + i * 0.05)
+        t.reply(seq + i, now + i * 0.05 + 0.28)
+    assert t.check(now + 5) is None
+    assert t.health is Health.UP and t.stats.loss == 0.0
+    assert t.stats.srtt_ms == pytest.approx(280.0)
 
 
 def test_a_missed_probe_is_suspected_at_once_and_an_answer_clears_it() -> None:
@@ -72,13 +96,20 @@ def test_down_path_needs_several_answers_to_come_back() -> None:
     assert t.up_since == pytest.approx(now + 3 + CFG.recover_after - 1 + 0.1)
 
 
-def test_a_path_that_never_answers_goes_down() -> None:
+def test_a_path_that_never_answers_goes_down_after_the_connect_timeout() -> None:
     t = ProbeTracker(PathStats())
-    for i in range(3):
-        t.sent(i, i * 0.02)
-    assert t.check(0.5) is None
-    change = t.check(1.1)
-    assert change is not None and change.new is Health.DOWN and change.detection_s is None
+    now, seq, changes = 0.0, 0, []
+    while now < CFG.connect_timeout_s + 1.05:
+        t.sent(seq, now)
+        change = t.check(now)
+        if change is not None:
+            changes.append(change)
+        seq, now = seq + 1, now + 0.02
+    assert len(changes) == 1
+    down = changes[0]
+    assert down.new is Health.DOWN and down.detection_s is None
+    assert CFG.connect_timeout_s <= down.t < CFG.connect_timeout_s + 0.05
+    assert t.stats.loss == 0.0  # it never answered: an outage, not a loss rate
 
 
 def test_late_reply_counts_as_answer_but_not_after_the_hard_timeout() -> None:

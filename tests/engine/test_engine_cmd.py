@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.core.helper_client import SyncHelperClient
+from app.lab import control
 from app.lab.topology import LabInfo
 from tests.util import wait_until
 
@@ -95,3 +96,34 @@ def test_foreground_prints_events_and_stops_cleanly_on_sigterm(
     assert not list(runtime_dir.glob("*.pid")) and not list(runtime_dir.glob("*.json"))
     with SyncHelperClient(lab.helper_socket) as client:
         assert client.status().tunnels == ()
+
+
+def test_up_on_cn_us_returns_decided_and_the_slow_path_is_not_called_down(
+        make_lab: Callable[..., LabInfo], env: dict[str, str]) -> None:
+    """The 280 ms path's first handshake takes about a second, or 5 s more when it is
+    lost (WireGuard's REKEY_TIMEOUT): the path is connecting, not down, meanwhile; and
+    `braid up` returns only once the class has its path in the kernel."""
+    lab = make_lab("cn-us")
+    control.impair(lab.name, "us", {"down": True})  # its first handshake gets lost
+    up = braid("up", "--lab", lab.name, env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        control.impair(lab.name, "us", {"down": False})  # WireGuard's retry gets through
+        doc = json.loads(braid("status", "--json", env=env).stdout)
+        assert doc["state"] in ("connected", "degraded"), doc["state"]
+        assert doc["classes"]["default"], doc["classes"]
+        assert "CLOSED" not in braid("status", env=env).stdout.splitlines()[0]
+
+        def us_answering() -> dict[str, object] | None:
+            d: dict[str, object] = json.loads(braid("status", "--json", env=env).stdout)
+            paths = d["paths"]
+            assert isinstance(paths, list)
+            return d if next(p for p in paths if p["name"] == "us")["up"] else None
+
+        doc = wait_until(us_answering, timeout=15, message="the us path never answered")
+        events = doc["events"]
+        assert isinstance(events, list)
+        downs = [e["reason"] for e in events if e["kind"] == "down"]
+        assert downs == [], downs
+    finally:
+        assert braid("down", env=env).returncode == 0
