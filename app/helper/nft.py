@@ -6,6 +6,8 @@ state.py, and names are never rendered.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import subprocess
 
 from app.helper.errors import KernelError
@@ -57,30 +59,73 @@ def render(marking: Marking) -> str:
     return "\n".join(out) + "\n"
 
 
-def _nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nft", *args], input=stdin, capture_output=True, text=True, check=False, timeout=30
-    )
+class _Nft:
+    """libnftables in-process (what the nft binary is a front end to): a ruleset load
+    costs ~0.2 ms instead of a ~13 ms process. The same text, the same atomic batch.
+    Falls back to the binary where the library cannot be loaded."""
+
+    def __init__(self) -> None:
+        self._ctx: int | None = None
+        self._lib: ctypes.CDLL | None = None
+        try:
+            lib = ctypes.CDLL("libnftables.so.1")
+        except OSError:
+            return
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        for fn in (lib.nft_ctx_buffer_output, lib.nft_ctx_buffer_error):
+            fn.argtypes = [ctypes.c_void_p]
+        for fn in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
+            fn.argtypes = [ctypes.c_void_p]
+            fn.restype = ctypes.c_char_p
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
+        if not ctx:
+            return
+        # Output and errors into buffers rather than the helper's stdout/stderr.
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        self._lib, self._ctx = lib, ctx
+
+    def run(self, script: str) -> tuple[bool, str]:
+        """Run nft commands; returns (succeeded, error text)."""
+        if self._lib is None:
+            done = subprocess.run(
+                ["nft", "-f", "-"], input=script, capture_output=True, text=True,
+                check=False, timeout=30,
+            )  # fmt: skip
+            return done.returncode == 0, done.stderr.strip()
+        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
+        self._lib.nft_ctx_get_output_buffer(self._ctx)  # read, so it does not pile up
+        err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
+        return rc == 0, err.decode(errors="replace").strip()
 
 
-def exists() -> bool:
-    return _nft(["list", "table", NFT_FAMILY, NFT_TABLE]).returncode == 0
+@functools.cache
+def _nft() -> _Nft:
+    # Made on first use, in the helper's network namespace (the context's socket is
+    # bound to the namespace it was opened in).
+    return _Nft()
+
+
+def _run(script: str) -> tuple[bool, str]:
+    return _nft().run(script)
 
 
 def load(ruleset: str) -> None:
     """Replace the table in one transaction: declaring it first makes the delete valid
     whether or not it existed, and nothing is half-loaded if the new one is refused."""
-    script = f"table {TABLE}\ndelete table {TABLE}\n{ruleset}"
-    done = _nft(["-f", "-"], stdin=script)
-    if done.returncode != 0:
-        raise KernelError(f"nft refused table {TABLE}: {done.stderr.strip()}")
+    ok, err = _run(f"table {TABLE}\ndelete table {TABLE}\n{ruleset}")
+    if not ok:
+        raise KernelError(f"nft refused table {TABLE}: {err}")
 
 
 def delete() -> bool:
     """Remove the table if present; returns whether it was there."""
-    if not exists():
+    if not _run(f"list table {TABLE}\n")[0]:
         return False
-    done = _nft(["delete", "table", NFT_FAMILY, NFT_TABLE])
-    if done.returncode != 0:
-        raise KernelError(f"nft could not delete table {TABLE}: {done.stderr.strip()}")
+    ok, err = _run(f"delete table {TABLE}\n")
+    if not ok:
+        raise KernelError(f"nft could not delete table {TABLE}: {err}")
     return True
