@@ -225,11 +225,12 @@ async def delete_route(ipr: AsyncIPRoute, route: KernelRoute) -> None:
             raise _fail(f"delete route {route.dst} in table {route.table}", exc) from None
 
 
-async def ensure_routes(
-    ipr: AsyncIPRoute, tables: Iterable[TableState], links: dict[str, int]
-) -> list[str]:
-    """Braid's tables hold exactly these routes afterwards (``links``: name -> index)."""
-    want: dict[tuple[int, int, str], KernelRoute] = {}
+RouteKey = tuple[int, int, str]  # family, table, dst
+
+
+def want_routes(tables: Iterable[TableState], links: dict[str, int]) -> dict[RouteKey, KernelRoute]:
+    """The routes of ``tables`` as the kernel holds them (``links``: name -> index)."""
+    want: dict[RouteKey, KernelRoute] = {}
     for table in tables:
         for route in table.routes:
             missing = [h.dev for h in route.nexthops if h.dev not in links]
@@ -237,12 +238,18 @@ async def ensure_routes(
                 raise KernelError(f"route {route.dst} in table {table.id}: no link {missing[0]}")
             kr = _want_route(table.id, route, links)
             want[(kr.family, kr.table, kr.dst)] = kr
-    have = {(r.family, r.table, r.dst): r for r in await braid_routes(ipr)}
+    return want
+
+
+async def dump_routes(ipr: AsyncIPRoute) -> dict[RouteKey, KernelRoute]:
+    return {(r.family, r.table, r.dst): r for r in await braid_routes(ipr)}
+
+
+async def put_routes(
+    ipr: AsyncIPRoute, want: dict[RouteKey, KernelRoute], have: dict[RouteKey, KernelRoute]
+) -> list[str]:
+    """Add or replace (atomically, per route) each wanted route ``have`` lacks or differs in."""
     changes: list[str] = []
-    for key, old in have.items():
-        if key not in want:
-            await delete_route(ipr, old)
-            changes.append(f"removed route {old.dst} table {old.table}")
     for key, new in want.items():
         if have.get(key) != new:
             try:
@@ -250,6 +257,18 @@ async def ensure_routes(
             except NetlinkError as exc:
                 raise _fail(f"add route {new.dst} to table {new.table}", exc) from None
             changes.append(f"route {new.dst} table {new.table}")
+    return changes
+
+
+async def drop_routes(
+    ipr: AsyncIPRoute, want: dict[RouteKey, KernelRoute], have: dict[RouteKey, KernelRoute]
+) -> list[str]:
+    """Delete each route of ``have`` that is not wanted."""
+    changes: list[str] = []
+    for key, old in have.items():
+        if key not in want:
+            await delete_route(ipr, old)
+            changes.append(f"removed route {old.dst} table {old.table}")
     return changes
 
 
@@ -355,23 +374,34 @@ async def delete_rule(ipr: AsyncIPRoute, rule: KernelRule) -> None:
             raise _fail(f"delete {rule.describe()}", exc) from None
 
 
-async def ensure_rules(ipr: AsyncIPRoute, rules: Iterable[RuleState]) -> list[str]:
-    want = want_rules(rules)
-    have = await braid_rules(ipr)
+async def add_rules(ipr: AsyncIPRoute, want: list[KernelRule], have: list[KernelRule]) -> list[str]:
+    """Add each wanted rule ``have`` lacks. Run before :func:`drop_rules`: a rule that
+    replaces one of the same priority goes in behind it (the kernel keeps insertion
+    order among equals), so the old one answers until it is deleted: no gap."""
     changes: list[str] = []
-    seen: set[KernelRule] = set()
-    for rule in have:
-        # Also removes duplicates: the kernel accepts the same rule twice.
-        if rule not in want or rule in seen:
-            await delete_rule(ipr, rule)
-            changes.append(f"removed {rule.describe()}")
-        seen.add(rule)
+    present = set(have)
     for rule in want:
-        if rule not in seen:
+        if rule not in present:
             try:
                 await ipr.rule("add", **_rule_args(rule))
             except NetlinkError as exc:
                 raise _fail(f"add {rule.describe()}", exc) from None
-            seen.add(rule)
+            present.add(rule)
             changes.append(rule.describe())
+    return changes
+
+
+async def drop_rules(
+    ipr: AsyncIPRoute, want: list[KernelRule], have: list[KernelRule]
+) -> list[str]:
+    """Delete each rule of ``have`` that is not wanted, and duplicates (the kernel
+    accepts the same rule twice)."""
+    changes: list[str] = []
+    keep = set(want)
+    seen: set[KernelRule] = set()
+    for rule in have:
+        if rule not in keep or rule in seen:
+            await delete_rule(ipr, rule)
+            changes.append(f"removed {rule.describe()}")
+        seen.add(rule)
     return changes

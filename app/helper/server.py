@@ -305,7 +305,7 @@ class HelperServer:
         )
         await self.reconciler.apply(state)
         self.owner = conn
-        return await self._status()
+        return await self._status(just_applied=True)
 
     async def _verb_status(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, set())
@@ -319,8 +319,8 @@ class HelperServer:
         self.owner = None
         return await self._status()
 
-    async def _status(self) -> dict[str, Any]:
-        doc = await self.reconciler.status()
+    async def _status(self, *, just_applied: bool = False) -> dict[str, Any]:
+        doc = await self.reconciler.status(just_applied=just_applied)
         doc["owner_connected"] = self.owner is not None
         doc["grace_remaining_s"] = (
             max(0.0, self._grace_deadline - time.monotonic())
