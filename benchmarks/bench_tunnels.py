@@ -9,7 +9,8 @@ and, as the baseline in the same run, one tunnel alone (apply -> handshaken), so
 cost of three at once is printed as a ratio to one. Then, with the three up, the cost
 of a switch: an apply that moves class default to another path (what the
 engine sends on failover: class default takes another path's mark, so the nft table is
-reloaded), without and with a conntrack flush of the old path's mark.
+reloaded), without and with a conntrack flush of the old path's mark; and a rules-only
+switch (the class's lookup rule pointed at another path's table, nothing else).
 Prints each figure's median, min and max. Run as root: python3 -m benchmarks.bench_tunnels
 """
 
@@ -75,6 +76,7 @@ def main() -> int:
     single: list[float] = []
     switch: list[float] = []
     switch_flush: list[float] = []
+    switch_rules: list[float] = []
     try:
         poll(sock.exists, 15)
         client = SyncHelperClient(sock)
@@ -111,8 +113,14 @@ def main() -> int:
         moved["marking"]["classes"][0]["mark"] = 0x02000000  # default: hk -> tyo
         flushed = copy.deepcopy(moved)
         flushed["marking"]["flush_marks"] = [0x01000000]
+        rules_only = copy.deepcopy(state)
+        for rule in rules_only["rules"]:
+            if rule["priority"] == 5250:  # class default's lookup rule: hk -> tyo's table
+                rule["table"] = 52002
         for _ in range(args.runs * 3):
-            for target, out in ((moved, switch), (flushed, switch_flush)):
+            for target, out in (
+                (moved, switch), (flushed, switch_flush), (rules_only, switch_rules)
+            ):  # fmt: skip
                 t0 = time.monotonic()
                 client.apply(target)
                 out.append(time.monotonic() - t0)
@@ -130,6 +138,7 @@ def main() -> int:
     print(summary("baseline: 1 tunnel handshaken", single))
     print(summary("switch (nft reload)", switch))
     print(summary("switch + conntrack flush", switch_flush))
+    print(summary("rules-only switch", switch_rules))
     print(
         f"3 tunnels at once vs 1 alone: "
         f"{statistics.median(handshaken) / statistics.median(single):.2f}x"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import BraidError
+from app.core.helper_client import TunnelStatus
 from app.lab.topology import LabInfo
 from tests.helper.conftest import (
     Helper,
@@ -287,6 +288,19 @@ def ct_mark(helper: Helper, sport: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def wait_tx_grows(helper: Helper, iface: str, before: TunnelStatus | None, message: str) -> None:
+    """Until ``iface`` has sent more than it had in ``before``."""
+    assert before is not None
+    wait_until(
+        lambda: (
+            (t := helper.client().status().tunnel(iface)) is not None
+            and t.tx_bytes > before.tx_bytes
+        ),
+        10,
+        message=message,
+    )
+
+
 def test_flows_keep_their_path_until_their_mark_is_flushed(helper: Helper) -> None:
     """Stickiness and flush_marks: a running flow keeps the mark it started with when
     its class moves; flushing that mark re-classifies it onto the class's new path."""
@@ -318,15 +332,7 @@ def test_flows_keep_their_path_until_their_mark_is_flushed(helper: Helper) -> No
     assert ct_mark(helper, 40001) is None  # flushed
     send_udp(helper, 40001)
     assert ct_mark(helper, 40001) == tyo_mark
-    wait_until(
-        lambda: (
-            (t := client.status().tunnel(tyo)) is not None
-            and before is not None
-            and t.tx_bytes > before.tx_bytes
-        ),
-        10,
-        message="the re-classified flow did not leave through tyo",
-    )
+    wait_tx_grows(helper, tyo, before, "the re-classified flow did not leave through tyo")
 
 
 def test_a_class_without_a_path_fails_closed(helper: Helper) -> None:
@@ -386,3 +392,76 @@ def test_packets_conntrack_does_not_track_never_leave_through_the_main_table(
     )
     listing = ns_run(helper.ns, "nft", "list", "chain", "inet", _PROBE_TABLE, "out")
     assert re.search(r"counter packets 0 bytes 0", listing), listing
+
+
+def ct_sports(helper: Helper, family: str) -> dict[int, int]:
+    """UDP conntrack entries of ``family`` in the client namespace: sport -> mark."""
+    out = ns_run(helper.ns, "conntrack", "-L", "-f", family, "-p", "udp", check=False)
+    found: dict[int, int] = {}
+    for line in out.splitlines():
+        sport, mark = re.search(r"\bsport=(\d+)", line), re.search(r"\bmark=(\d+)", line)
+        if sport and mark:
+            found[int(sport.group(1))] = int(mark.group(1))
+    return found
+
+
+def test_a_flush_deletes_exactly_the_entries_with_the_mark(helper: Helper) -> None:
+    """flush_marks goes to the kernel as one ctnetlink request: entries whose mark has
+    the path mark under Braid's mask go, in both families; every other entry stays."""
+    client = helper.client()
+    state = lab_state(helper.lab)
+    client.apply(state)
+    entries = {  # sport: (family, src, dst, mark); inserted, no packet is sent
+        41001: ("ipv4", "10.200.0.1", "10.200.0.9", 0x01000000),
+        41002: ("ipv4", "10.200.0.1", "10.200.0.9", 0x01000007),  # bits outside the mask
+        41003: ("ipv4", "10.200.0.1", "10.200.0.9", 0x02000000),
+        41004: ("ipv4", "10.200.0.1", "10.200.0.9", 0),
+        41005: ("ipv6", "fd00::1", "fd00::9", 0x01000000),
+        41006: ("ipv6", "fd00::1", "fd00::9", 0x02000000),
+    }
+    for sport, (_, src, dst, mark) in entries.items():
+        ns_run(helper.ns, "conntrack", "-I", "-s", src, "-d", dst, "-p", "udp",
+               "--sport", str(sport), "--dport", "9", "-t", "120", "-m", str(mark))  # fmt: skip
+    assert set(entries) <= set(ct_sports(helper, "ipv4")) | set(ct_sports(helper, "ipv6"))
+    flushed = copy.deepcopy(state)
+    flushed["marking"]["flush_marks"] = [0x01000000]
+    client.apply(flushed)
+    left4, left6 = ct_sports(helper, "ipv4"), ct_sports(helper, "ipv6")
+    assert {41001, 41002, 41005}.isdisjoint(left4.keys() | left6.keys())
+    assert left4[41003] == 0x02000000 and left4[41004] == 0 and left6[41006] == 0x02000000
+
+
+def test_a_rules_only_switch_changes_that_rule_alone_and_moves_the_class(
+    helper: Helper,
+) -> None:
+    """The fast path: with the same tunnels, an apply that points class default's
+    lookup rule at tyo's table replaces that rule (the new one in before the old one
+    goes) and touches nothing else; new flows of the class leave through tyo."""
+    up(helper)
+    client = helper.client()
+    state = lab_state(helper.lab)
+    before = kernel_dump(helper.ns)
+    switched = copy.deepcopy(state)
+    for rule in switched["rules"]:
+        if rule["priority"] == 5250:
+            rule["table"] = 52002
+    tyo = helper.lab.gateways[1].client_interface
+    tx = client.status().tunnel(tyo)
+    client.apply(switched)
+    after = kernel_dump(helper.ns)
+    for key in before:
+        if key not in ("rules4", "rules6"):
+            assert after[key] == before[key], key  # nft handles included: not reloaded
+            continue
+        old = [line for line in before[key].splitlines() if not line.startswith("5250:")]
+        new = [line for line in after[key].splitlines() if not line.startswith("5250:")]
+        assert new == old, key
+        moved = [line for line in after[key].splitlines() if line.startswith("5250:")]
+        assert len(moved) == 1 and moved[0].strip().endswith("lookup 52002"), moved
+    send_udp(helper, 40011)
+    wait_tx_grows(helper, tyo, tx, "class default's new flow did not leave through tyo")
+    client.apply(state)
+    back = kernel_dump(helper.ns)
+    assert {k: back[k] for k in ("rules4", "rules6", "routes4", "nft")} == {
+        k: before[k] for k in ("rules4", "rules6", "routes4", "nft")
+    }
