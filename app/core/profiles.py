@@ -61,6 +61,7 @@ class Gateway:
     listen_port: int | None
     peer: Peer
     cost: float = 1.0  # relative cost (>= 0); scoring normalises it
+    probe: str | None = None  # IPv4 address the engine pings through this tunnel
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,19 @@ def check_cost(value: float) -> float:
     return float(value)
 
 
+def check_probe(value: str) -> str:
+    """The engine's probe target: an IPv4 address (its probes are ICMPv4 echoes)."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    if ip.version != 4:
+        raise ValueError(f"{value!r} is not an IPv4 address (probes are ICMPv4 echoes)")
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
+        raise ValueError(f"{value!r} cannot answer probes through a tunnel")
+    return str(ip)
+
+
 def check_gateway_name(value: str) -> str:
     if not GATEWAY_NAME_RE.match(value):
         raise ValueError(
@@ -231,6 +245,8 @@ def normalize_gateway(gw: Gateway) -> Gateway:
             check_int(gw.listen_port, 1, 65535)
     with _field("cost"):
         cost = check_cost(gw.cost)
+    with _field("probe"):
+        probe = None if gw.probe is None else check_probe(gw.probe)
     peer = gw.peer
     with _field("peer.public_key"):
         check_key(peer.public_key)
@@ -244,7 +260,7 @@ def normalize_gateway(gw: Gateway) -> Gateway:
     with _field("peer.persistent_keepalive"):
         if peer.persistent_keepalive is not None:
             check_int(peer.persistent_keepalive, 1, 65535)
-    return replace(gw, addresses=addresses, dns=dns, cost=cost,
+    return replace(gw, addresses=addresses, dns=dns, cost=cost, probe=probe,
                    peer=replace(peer, allowed_ips=allowed_ips))
 
 
@@ -376,7 +392,7 @@ def _gateway_from(t: _Table) -> Gateway:
     p.done()
     gw = Gateway(name=t.str_("name"), interface=t.str_("interface"), addresses=t.strs("addresses"),
                  dns=t.strs("dns"), mtu=t.int_("mtu"), listen_port=t.int_("listen_port"),
-                 peer=peer, cost=t.float_("cost", 1.0))
+                 peer=peer, cost=t.float_("cost", 1.0), probe=t.str_("probe", required=False))
     t.done()
     return gw
 

@@ -117,6 +117,18 @@ def test_save_keeps_keys_of_gateways_given_no_secrets(store: ProfileStore, pname
     assert store.load_secrets(store.load(pname))["hk"] == hk_keys
 
 
+def test_probe_address_is_kept_and_written_only_when_set(
+        store: ProfileStore, pname: str) -> None:
+    hk, hk_keys = make_gateway("hk", 0)
+    sg, sg_keys = make_gateway("sg", 1)
+    store.save(Profile(name=pname, gateways=(replace(hk, probe="10.8.0.1"), sg)),
+               {"hk": hk_keys, "sg": sg_keys})
+    loaded = store.load(pname)
+    assert [gw.probe for gw in loaded.gateways] == ["10.8.0.1", None]
+    text = store.path(pname).read_text()
+    assert text.count("probe = ") == 1 and 'probe = "10.8.0.1"' in text
+
+
 def test_failed_toml_write_rolls_the_keyring_back(config_dir: Path, pname: str) -> None:
     store = ProfileStore()
     hk, hk_keys = make_gateway("hk", 0)
@@ -160,6 +172,12 @@ def test_gateway_without_keys_anywhere_is_refused(store: ProfileStore, pname: st
          "addresses: 'x' is not an IP address"),
         (lambda p: replace(p, gateways=(replace(p.gateways[0], cost=-1.0),)),
          "cost: -1.0 is not a number >= 0"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], probe="gw.example"),)),
+         "probe: 'gw.example' is not an IP address"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], probe="fd00::1"),)),
+         "probe: 'fd00::1' is not an IPv4 address"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], probe="127.0.0.1"),)),
+         "probe: '127.0.0.1' cannot answer probes"),
         (lambda p: replace(p, gateways=p.gateways * 2), "two gateways have the name 'hk'"),
         (lambda p: replace(p, weights=Weights(0, 0, 0, 0)), "all weights are 0"),
     ],
@@ -182,6 +200,7 @@ def test_invalid_profiles_are_refused_before_any_write(
         (lambda t: t + "\n[oops\n", "is broken: "),
         (lambda t: t.replace("mtu = 1380", "mtu = 1380\nmtuu = 1"), "unknown key 'mtuu'"),
         (lambda t: t.replace("mtu = 1380", 'mtu = "big"'), "mtu must be a whole number"),
+        (lambda t: t.replace("mtu = 1380", "mtu = 1380\nprobe = 10"), "probe must be a string"),
         (lambda t: t.replace('interface = "br-hk"', 'interface = "eth0"'),
          "not a Braid interface name"),
         (lambda t: t.replace('name = "', 'name = "x', 1), "names itself"),
