@@ -337,7 +337,8 @@ def render(doc: dict[str, Any], events: int = 8) -> str:
     rows: list[Sequence[str]] = [("PATH", "STATE", "RTT", "P95", "JITTER", "LOSS", "SCORE",
                                   "COST", "HS AGE", "RX kb/s", "TX kb/s", "CLASSES")]
     for p in doc["paths"]:
-        state = "suspect" if p["suspected"] else "up" if p["up"] else "down"
+        state = ("up" if not p["suspected"] else "suspect") if p["up"] else \
+            "connecting" if p["suspected"] else "down"
         rows.append((p["name"], state, _num(p["rtt_smoothed_ms"]), _num(p["rtt_p95_ms"]),
                      _num(p["jitter_ms"]), f"{p['loss'] * 100:.1f}%", f"{p['score']:.2f}",
                      f"{p['cost']:g}", _num(p["handshake_age_s"], "{:.0f}s"),

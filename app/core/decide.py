@@ -13,8 +13,9 @@ States:
     itself has been UP (not suspect, not just back from down) for ``hold_down_s``.
     A suspect current path is not left early: it either answers again or is declared
     down (a bounded wait, see liveness.py). When the current path scores 0 (its loss
-    is over 5 %) the dwell is ``unusable_dwell_s`` instead: it is already unusable, so
-    a usable challenger need not prove itself for long (the hold-down still applies).
+    is over 5 %, or it is in a loss episode: scoring.py) the dwell is ``unusable_dwell_s``
+    (0.5 s) instead: it is already unusable, so a usable challenger need not prove
+    itself for long (the hold-down still applies).
 - ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
   Leaves by itself as soon as a path is UP again ("restored").
 
@@ -43,7 +44,7 @@ class ClassState(enum.Enum):
 class DecideConfig:
     margin: float = 0.10  # score points (0..1) a challenger must lead by
     dwell_s: float = 5.0  # ... continuously, for this long
-    unusable_dwell_s: float = 1.0  # the dwell when the current path scores 0 (loss > 5 %)
+    unusable_dwell_s: float = 0.5  # the dwell when the current path scores 0 (lossy)
     hold_down_s: float = 15.0  # quiet time after a switch, and up-time before a path is eligible
     warmup_s: float = 2.0  # longest wait for first measurements after connecting
     min_samples: int = 10  # probe outcomes per path that end the warm-up early

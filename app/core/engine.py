@@ -16,6 +16,7 @@ whatever its probes say.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -165,7 +166,7 @@ class Engine:
         self.paths = [
             PathRuntime(
                 spec=s,
-                target=targets.get(s.name) or default_probe_target(
+                target=targets.get(s.name) or gw.probe or default_probe_target(
                     next(a for a in s.addresses if ipaddress.ip_interface(a).version == 4)),
                 cost=gw.cost,
                 stats=(stats := PathStats()),
@@ -174,6 +175,8 @@ class Engine:
             for s, gw in zip(specs, profile.gateways, strict=True)
         ]
         self._by_name = {p.name: p for p in self.paths}
+        for p in self.paths:
+            p.tracker.stall_suspected = functools.partial(self._stall_suspected, p)
         self._helper_socket = helper_socket
         self._helper = HelperClient(helper_socket)
         self._status_client = HelperClient(helper_socket)
@@ -183,6 +186,8 @@ class Engine:
         self._pending: list[_Pending] = []
         self._applied: _Applied | None = None
         self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
+        # lossy paths a class just left: their running flows move too (flushed once)
+        self._evicted: set[str] = set()
         self._dirty = asyncio.Event()
         self._failing_over = False
         self._settled: set[str] = set()  # classes whose first decision the kernel holds
@@ -257,9 +262,21 @@ class Engine:
             self._event("up", None, None, path.name, f"{path.name} answered its first probe",
                         self._metrics(path))
 
+    def _stall_suspected(self, path: PathRuntime) -> bool:
+        """No other live path has answered since ``path`` last did: everything went
+        silent at once, more likely a local stall than paths failing together
+        (liveness.py). A healthy standby (200 ms probes) answers within the ~200 ms
+        a clean active path takes to reach K misses, so a real failure is barely held."""
+        last = path.tracker.last_reply
+        others = [p.tracker for p in self.paths if p is not path
+                  and p.tracker.health in (Health.UP, Health.SUSPECT)]
+        if last is None or not others:
+            return False
+        return all(t.last_reply is None or t.last_reply <= last for t in others)
+
     def _metrics(self, path: PathRuntime) -> dict[str, float]:
         m = path.stats.metrics()
-        out = {"loss": m.loss}
+        out = {"loss": m.loss, "recent_lost": float(path.tracker.recent_lost)}
         for key, value in (("rtt_ms", m.rtt_smoothed_ms), ("jitter_ms", m.jitter_ms),
                            ("rtt_p95_ms", m.rtt_p95_ms)):
             if value is not None:
@@ -271,7 +288,8 @@ class Engine:
         for p in self.paths:
             m = p.stats.metrics()
             inputs.append(ScoreInput(p.name, p.health() in (Health.UP, Health.SUSPECT),
-                                     m.rtt_smoothed_ms, m.loss, m.jitter_ms, p.cost))
+                                     m.rtt_smoothed_ms, m.loss, m.jitter_ms, p.cost,
+                                     p.tracker.recent_lost))
         return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
 
     def _evaluate(self) -> None:
@@ -291,6 +309,11 @@ class Engine:
                 if decision.kind in ("failover", "fail_closed") and decision.from_path:
                     detection = self._by_name[decision.from_path].last_detection_s
                     self._failing_over = decision.kind == "failover"
+                elif decision.kind == "switch" and decision.from_path and \
+                        decision.metrics.get("from_score") == 0.0:
+                    # Left because it is unusable (lossy), not merely worse: stickiness
+                    # would keep the running flows on it for as long as it loses.
+                    self._evicted.add(decision.from_path)
                 self._pending.append(_Pending(decision, detection))
         self._set_rates()
         if self._plan_key() != self._applied_key():
@@ -343,6 +366,8 @@ class Engine:
         flush: set[str] = set()
         if any(t is not None for t in targets.values()):
             flush, self._unflushed = set(self._unflushed), set()
+            flush |= self._evicted - set(targets.values())
+        self._evicted = set()
         left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
                           for c, t in targets.items())
         state = build_state([p.spec for p in self.paths], targets, usable, flush=flush,
@@ -452,8 +477,10 @@ class Engine:
             m = p.stats.metrics()
             h = p.health()
             paths.append(PathSnapshot(
+                # A path that has not answered yet is "suspected" (not declared down) but
+                # not up: shown as connecting.
                 name=p.name, interface=p.spec.interface, up=h in (Health.UP, Health.SUSPECT),
-                suspected=h is Health.SUSPECT, rtt_ms=m.rtt_ms,
+                suspected=h in (Health.SUSPECT, Health.UNKNOWN), rtt_ms=m.rtt_ms,
                 rtt_smoothed_ms=m.rtt_smoothed_ms, rtt_p50_ms=m.rtt_p50_ms,
                 rtt_p95_ms=m.rtt_p95_ms, jitter_ms=m.jitter_ms, loss=m.loss,
                 score=scores[p.name][0], cost=p.cost, handshake_age_s=p.handshake_age_s,

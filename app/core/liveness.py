@@ -28,6 +28,20 @@ Health:
   10 000 probes (8 % loss: K = 4).
 - back ``UP`` from ``DOWN`` after ``recover_after`` consecutive answered probes.
 
+Recent loss (a loss episode on the path, seen in a second or two rather than in the
+long window's ten): the fate of the last ``recent_window`` probes (40: 2 s on the active
+path), where a probe counts as lost as soon as it is missed and is taken back if its
+reply comes late after all. ``recent_lost`` is how many of them are lost now; scoring.py
+turns 4 or more into score 0 (see there for why 4).
+
+Local stalls: when every path goes silent at once, a stall on this machine (CPU
+starved, a userspace tunnel or relay not scheduled) is likelier than several paths
+failing together. So a path that reaches K misses while ``stall_suspected`` (set by the
+engine: no other live path has answered since this one last did) stays SUSPECT: it is
+declared DOWN at its next miss once another path has answered (there is then somewhere
+to fail over to), or ``stall_max_s`` (2 s) after its K-th miss if none does (the whole
+link is gone, and waiting longer would only delay failing closed).
+
 Detection bound: a path that stops forwarding at time ``f`` is declared down by
 ``f + d + (K - 1 + 1) * I + margin`` at the latest, where ``d`` is the one-way delay from
 the failure point back to the client and ``I`` the probe interval in force (the active
@@ -41,6 +55,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.core.pathstats import PathStats
@@ -66,6 +82,8 @@ class LivenessConfig:
     # WireGuard handshake retry (REKEY_TIMEOUT 5 s + 1/3 s jitter), then a handshake
     # and a probe round trip on a slow, queued path.
     connect_timeout_s: float = 8.0
+    stall_max_s: float = 2.0  # longest deferral of DOWN while every path misses at once
+    recent_window: int = 40  # probes in the recent-loss window (2 s at the active rate)
 
 
 @dataclass(frozen=True)
@@ -113,6 +131,11 @@ class ProbeTracker:
         self.changed_at: float | None = None
         self._loss_when_answering = 0.0
         self.first_sent: float | None = None
+        # True while every other path misses too (a local stall, likely): engine.py
+        self.stall_suspected: Callable[[], bool] = lambda: False
+        self._deferred_since: float | None = None
+        # (seq, lost) of the probes whose fate is known, newest last
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=self.cfg.recent_window)
 
     # -- inputs -------------------------------------------------------------------
 
@@ -138,6 +161,8 @@ class ProbeTracker:
         if probe is None:
             return None, None
         rtt_ms = None  # a connecting probe's time includes the wait for the handshake
+        if not (probe.connecting or probe.while_down):
+            self._recent_fate(seq, lost=False, late=probe.missed)
         if not probe.connecting:
             rtt_ms = (now - probe.sent) * 1000
             self.stats.add_reply(rtt_ms)
@@ -146,6 +171,7 @@ class ProbeTracker:
             # they come, would only repeat this news, and their misses are not the path's.
             self._out = {s: p for s, p in self._out.items() if not p.connecting}
         self.last_reply = now
+        self._deferred_since = None
         # K is set by the loss seen while the path answered, not by the outage itself.
         self._loss_when_answering = self.stats.loss
         self.consecutive_missed = 0
@@ -168,6 +194,8 @@ class ProbeTracker:
             if probe.missed or min(probe.deadline, probe.hard) > now:
                 continue
             probe.missed = True
+            if not (probe.connecting or probe.while_down):
+                self._recent_fate(seq, lost=True, late=False)
             self.consecutive_missed += 1
             self.consecutive_ok = 0
             change = self._on_miss(now) or change
@@ -178,6 +206,15 @@ class ProbeTracker:
             del self._out[seq]
         return change
 
+    def _recent_fate(self, seq: int, *, lost: bool, late: bool) -> None:
+        if late:  # a missed probe answered after all: not lost
+            for i, (s, _) in enumerate(self._recent):
+                if s == seq:
+                    self._recent[i] = (seq, False)
+                    return
+            return
+        self._recent.append((seq, lost))
+
     def _on_miss(self, now: float) -> HealthChange | None:
         if self.health is Health.DOWN:
             return None
@@ -186,6 +223,12 @@ class ProbeTracker:
                 or now - self.first_sent < self.cfg.connect_timeout_s):
             return None  # still connecting: no verdict before the connect timeout
         if self.consecutive_missed >= down_after(self._loss_when_answering, self.cfg):
+            if self.stall_suspected():
+                if self._deferred_since is None:
+                    self._deferred_since = now
+                if now - self._deferred_since < self.cfg.stall_max_s:
+                    return self._set(Health.SUSPECT, now) if self.health is Health.UP else None
+            self._deferred_since = None
             detection = None if self.last_reply is None else now - self.last_reply
             self.up_since = None
             return self._set(Health.DOWN, now, detection)
@@ -205,6 +248,11 @@ class ProbeTracker:
         """The earliest time at which ``check`` would change something."""
         times = [p.hard if p.missed else p.deadline for p in self._out.values()]
         return min(times) if times else None
+
+    @property
+    def recent_lost(self) -> int:
+        """Probes lost (missed and not answered since) among the last ``recent_window``."""
+        return sum(1 for _, lost in self._recent if lost)
 
     @property
     def outstanding(self) -> int:

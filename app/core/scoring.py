@@ -14,8 +14,18 @@ with each term normalised to 0..1, 1 = best:
   the RTT). Its weight is 0 by default: shown, and usable by setting a weight.
 
 A path that is down, or whose loss exceeds 5 %, gets score 0 (the seed's rule: "a path
-whose loss exceeds 5 % gets weight 0"). The same formula without that rule is kept as
-``raw``, so that when every live path is over 5 % the least bad one can still be ranked.
+whose loss exceeds 5 % gets weight 0"). So does a path in a **loss episode**: 4 or more
+of its last 40 probes lost (``recent_lost``, liveness.py; 2 s on the active path). The
+long window (200 probes, 10 s on the active path) needs about 3 s of cn-us's episode on
+tyo (15 % each way, 28 % round trip) to cross 5 % (11 losses, each known only at its
+1 s hard timeout); 4 of 40 are missed after about 0.9 s of it. Why 4: on a path with the 0.6 %
+round-trip loss of a good regional route, 4 losses within 40 probes happen by chance
+about once in 90 minutes of active probing, 3 would happen once or twice in 10 minutes;
+a path with 8 % loss is already at score 0 by the long window. A probe counts as lost
+from its miss deadline (about one RTT), so a delay spike can look like loss for a
+moment; the decider's dwell on a path that scores 0 (0.5 s) outlasts that. The same
+formula without these rules is kept as ``raw``, so that when every live path is over
+5 % the least bad one can still be ranked.
 Default weights: latency 0.4, loss 0.3, cost 0.3, jitter 0 (the profile's ``Weights``).
 """
 
@@ -27,6 +37,7 @@ from dataclasses import dataclass
 from app.core.profiles import Weights
 
 LOSS_LIMIT = 0.05
+RECENT_LOST_LIMIT = 4  # of the last 40 probes: a loss episode
 JITTER_REF_MS = 20.0
 
 
@@ -38,6 +49,7 @@ class ScoreInput:
     loss: float  # 0..1
     jitter_ms: float | None
     cost: float
+    recent_lost: int = 0  # probes lost among the recent window (liveness.py)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ def score_paths(paths: Sequence[ScoreInput], weights: Weights) -> dict[str, Scor
         jit = 1.0 / (1.0 + (p.jitter_ms or 0.0) / JITTER_REF_MS)
         raw = (weights.latency * lat + weights.loss * los + weights.cost * cst
                + weights.jitter * jit) / total
-        score = 0.0 if p.loss > LOSS_LIMIT else raw
+        episode = p.recent_lost >= RECENT_LOST_LIMIT
+        score = 0.0 if p.loss > LOSS_LIMIT or episode else raw
         out[p.name] = Score(p.name, score, raw, lat, los, cst, jit)
     return out

@@ -36,6 +36,9 @@ def test_render_shows_paths_classes_and_events() -> None:
     assert lines[2].split() == ["hk", "up", "31.0", "35.0", "0.4", "1.0%", "0.93", "1", "12s",
                                 "64", "32", "default"]
     assert lines[3].split()[:3] == ["tyo", "down", "-"]
+    doc = snapshot().to_json()
+    doc["paths"][1]["suspected"] = True  # not answered yet, not declared down
+    assert render(doc).splitlines()[3].split()[:2] == ["tyo", "connecting"]
     assert "failover: tyo declared down (detected in 171 ms, switched in 60.4 ms)" in text
 
 

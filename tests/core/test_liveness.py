@@ -148,3 +148,62 @@ def test_an_outage_is_down_not_loss() -> None:
     assert t.health is Health.UP
     t.check(now + 20)
     assert t.stats.loss == 0.0
+
+
+def test_recent_loss_counts_misses_at_once_and_takes_back_late_answers() -> None:
+    t, now = tracker_up(rtt=0.1, n=40)
+    assert t.recent_lost == 0
+    # Two probes missed (no reply by srtt + margin): lost now, not a second later.
+    t.sent(500, now)
+    t.sent(501, now + 0.05)
+    t.check(now + 0.05 + 0.13)
+    assert t.recent_lost == 2 and t.stats.loss == 0.0
+    # One of them answers late after all (a delay spike): it was not lost.
+    t.reply(500, now + 0.2)
+    assert t.recent_lost == 1
+    # The window forgets: 40 answered probes later nothing recent is lost.
+    for i in range(40):
+        t.sent(600 + i, now + 1 + i * 0.05)
+        t.reply(600 + i, now + 1 + i * 0.05 + 0.1)
+    assert t.recent_lost == 0
+
+
+def test_probes_while_down_are_not_recent_loss() -> None:
+    t, now = tracker_up(rtt=0.1)
+    for i in range(3):
+        t.sent(700 + i, now + i * 0.05)
+        t.check(now + i * 0.05 + 0.13)
+    assert t.health is Health.DOWN and t.recent_lost == 3
+    for i in range(10):
+        t.sent(800 + i, now + 1 + i * 0.2)
+        t.check(now + 1 + i * 0.2 + 1.5)
+    assert t.recent_lost == 3  # the outage is the DOWN state, not a loss episode
+
+
+def test_a_local_stall_defers_down_until_another_path_answers() -> None:
+    """Every path missing at once is likelier a stall here than paths failing together."""
+    t, now = tracker_up(rtt=0.1)
+    stalled = [True]
+    t.stall_suspected = lambda: stalled[0]
+    for i in range(6):  # K = 3 misses and more, while the others miss too
+        t.sent(900 + i, now + i * 0.02)
+        t.check(now + i * 0.02 + 0.13)
+    assert t.health is Health.SUSPECT
+    stalled[0] = False  # another path answers again: there is somewhere to go
+    t.sent(950, now + 0.2)
+    change = t.check(now + 0.2 + 0.13)
+    assert change is not None and change.new is Health.DOWN
+
+
+def test_a_stall_defers_down_for_a_bounded_time_only() -> None:
+    t, now = tracker_up(rtt=0.1)
+    t.stall_suspected = lambda: True
+    changes = []
+    for i in range(200):
+        t.sent(1000 + i, now + i * 0.02)
+        change = t.check(now + i * 0.02 + 0.13)
+        if change is not None:
+            changes.append(change)
+    assert [c.new for c in changes] == [Health.SUSPECT, Health.DOWN]
+    third_miss = now + 2 * 0.02 + 0.13
+    assert changes[1].t == pytest.approx(third_miss + CFG.stall_max_s, abs=0.021)

@@ -8,15 +8,18 @@ import secrets
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from app.core.engine import Engine
 from app.core.liveness import Health, HealthChange, ProbeTracker
 from app.core.netns import enter_netns
 from app.core.pathstats import PathStats
 from app.core.probe import Prober, parse_echo_reply
-from tests.util import wait_until_async
+from app.core.profiles import Gateway, GatewaySecrets, Peer, Profile
+from tests.util import wait_until_async, wg_keypair
 
 T = TypeVar("T")
 
@@ -176,3 +179,23 @@ def test_interval_change_takes_effect_at_once(ns: str) -> None:
         return loop.time() - t0
 
     assert run_in(ns, go) < 4.0
+
+
+def test_engine_pings_the_gateways_probe_address_else_the_default(tmp_path: Path) -> None:
+    """A profile's `probe` (docs/profiles.md) is the path's target; without it, the
+    first host of the tunnel's network; a lab's own targets win over both."""
+    keys = GatewaySecrets(private_key=wg_keypair()[0], preshared_key=None)
+
+    def gw(name: str, address: str, probe: str | None) -> Gateway:
+        return Gateway(name=name, interface=f"br-{name}", addresses=(address,), dns=(),
+                       mtu=None, listen_port=None, probe=probe,
+                       peer=Peer(public_key=wg_keypair()[1], endpoint="192.0.2.1:51820",
+                                 allowed_ips=("0.0.0.0/0",), persistent_keepalive=None))
+
+    profile = Profile(name="p", gateways=(gw("a", "10.8.0.2/32", "10.9.9.9"),
+                                          gw("b", "10.7.0.2/24", None)))
+    engine = Engine(profile, {"a": keys, "b": keys}, tmp_path / "none.sock", lambda s: None)
+    assert [p.target for p in engine.paths] == ["10.9.9.9", "10.7.0.1"]
+    lab = Engine(profile, {"a": keys, "b": keys}, tmp_path / "none.sock", lambda s: None,
+                 probe_targets={"a": "198.19.0.1"})
+    assert lab.paths[0].target == "198.19.0.1"

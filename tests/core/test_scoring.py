@@ -69,3 +69,12 @@ def test_weights_are_validated() -> None:
         score_paths([path("a")], Weights(0, 0, 0, 0))
     with pytest.raises(ValueError):
         score_paths([path("a")], Weights(-0.1, 0.5, 0.5, 0))
+
+
+def test_a_loss_episode_in_the_recent_window_scores_zero() -> None:
+    """4 of the last 40 probes lost: score 0 at once, before the long window crosses 5 %."""
+    calm = ScoreInput("calm", True, 100.0, 0.01, 0.0, 1.0, recent_lost=3)
+    episode = ScoreInput("episode", True, 100.0, 0.01, 0.0, 1.0, recent_lost=4)
+    scores = score_paths([calm, episode], Weights())
+    assert scores["calm"].score == pytest.approx(scores["calm"].raw) and scores["calm"].score > 0
+    assert scores["episode"].score == 0.0 and scores["episode"].raw > 0

@@ -7,10 +7,12 @@ import sys
 import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from app.core.errors import BraidError
 from app.core.helper_client import SyncHelperClient
+from app.core.liveness import LivenessConfig
 from app.core.model import ConnState
 from app.lab import control, stream, topology
 from app.lab.topology import LabInfo
@@ -94,6 +96,39 @@ def test_failover_gap_is_bounded_and_traffic_returns_only_after_hold_down(
     up = [e for e in c.rec.events("up") if e.to_path == "hk"][-1]
     assert back.to_path == "hk" and "margin" in back.reason
     assert back.t - up.t >= TEST_DECIDE.hold_down_s
+
+
+def test_leaving_a_lossy_path_moves_its_running_flows_too(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """10 % loss each way (19 % round trip) is a loss episode: the class leaves hk
+    because it scores 0, and the stream already running on hk must leave with it, not
+    stay stuck to it. (K = 8 here: at the episode's onset K is still 3, and 3 misses in
+    a row at 19 % would now and then declare hk down, a failover that flushes anyway.)"""
+    lab = make_lab("clean")
+    c = connect(lab, replace(TEST_CONFIG, liveness=LivenessConfig(base_down_after=8)))
+    wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
+
+    def tx_bps(name: str) -> float:
+        snap = c.rec.last
+        assert snap is not None
+        return next(p.tx_bps for p in snap.paths if p.name == name)
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream.stream, lab.name, pps=300, duration=12.0, size=200)
+        wait_until(lambda: tx_bps("hk") > 300_000, timeout=10,
+                   message="the stream never showed on hk")
+        control.impair(lab.name, "hk", {"loss_pct": 10})
+        wait_until(lambda: c.rec.carrier() not in (None, "hk"), timeout=10,
+                   message=f"never left the lossy hk: {c.rec.events()}")
+        new = c.rec.carrier()
+        assert new is not None
+        # The running flow follows: hk carries only probes, the new path the stream.
+        wait_until(lambda: tx_bps("hk") < 100_000 and tx_bps(new) > 300_000, timeout=6,
+                   message="the running stream stayed on hk")
+        running.result(timeout=30)
+    leave = next(e for e in c.rec.events("switch") if e.from_path == "hk")
+    assert leave.reason.startswith("better path") and leave.metrics["from_score"] == 0.0
+    assert not [e for e in c.rec.events("down") if e.from_path == "hk"]
 
 
 NOISY = textwrap.dedent("""
