@@ -96,8 +96,9 @@ def run_import(args: argparse.Namespace) -> int:
             gateways.append(gateway if args.cost is None else replace(gateway, cost=args.cost))
             added.append(gateway.name)
         else:
+            # A .conf knows neither cost nor probe address: keep what the profile had.
             cost = gateways[index].cost if args.cost is None else args.cost
-            gateways[index] = replace(gateway, cost=cost)
+            gateways[index] = replace(gateway, cost=cost, probe=gateways[index].probe)
             replaced.append(gateway.name)
     profile = (replace(existing, gateways=tuple(gateways)) if existing
                else Profile(name=args.profile, gateways=tuple(gateways)))

@@ -66,7 +66,9 @@ def fmt_pct(fraction: float | None) -> str:
 
 def path_status(path: PathSnapshot) -> str:
     if not path.up:
-        return "down"
+        # The engine marks a path that has not answered yet (its handshake may be
+        # pending) as not up but suspected: that is connecting, not down.
+        return "connecting" if path.suspected else "down"
     return "suspected" if path.suspected else "up"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from keyring.backends import SecretService
 
 from app.cli.main import main
+from app.core.profiles import ProfileStore
 from app.core.secrets import SERVICE
 from tests.util import unique_name, wg_keypair, wg_psk
 
@@ -117,6 +119,15 @@ def test_import_into_existing_profile_adds_and_replaces(
     assert [(g["name"], g["cost"]) for g in doc["gateways"]] == [("hk", 3.0), ("tk", 1.0)]
     assert doc["gateways"][0]["peer"]["public_key"] == new_hk.peer_public
     assert keyring_get(pname, "hk", "private") == new_hk.private
+
+    # What a .conf cannot say (cost, the probe address) survives a re-import.
+    store = ProfileStore()
+    prof = store.load(pname)
+    hk = dataclasses.replace(prof.gateways[0], probe="10.8.0.1")
+    store.save(dataclasses.replace(prof, gateways=(hk, *prof.gateways[1:])), {})
+    assert run(capsys, "import", str(new_hk.path), "--profile", pname)[0] == 0
+    kept = store.load(pname).gateways[0]
+    assert (kept.name, kept.cost, kept.probe) == ("hk", 3.0, "10.8.0.1")
 
     rc, out, _ = run(capsys, "import", str(confs["sg"].path), "--profile", pname,
                      "--name", "sg2")

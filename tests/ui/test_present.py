@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from app.core.errors import BraidError
@@ -122,3 +123,11 @@ def test_first_placement_on_connecting_is_no_news() -> None:
 def test_a_dead_path_shows_no_stale_delay() -> None:
     row = present.path_row(path("hk", 44.0, up=False, loss=0.2))
     assert row[1:6] == ("down", "–", "–", "–", "20.0 %")
+
+
+def test_a_path_not_answered_yet_reads_connecting_not_down() -> None:
+    """The engine reports a path whose first handshake may still be pending as not up
+    but suspected; the table must not call it down."""
+    pending = dataclasses.replace(path("us", None, up=False), suspected=True)
+    assert present.path_status(pending) == "connecting"
+    assert present.path_status(path("us", None, up=False)) == "down"
