@@ -9,18 +9,17 @@ from __future__ import annotations
 import secrets
 import statistics
 import string
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.engine import EngineConfig
-from app.core.model import EngineSnapshot, Event
 from app.core.service import ConnectTarget, EngineService
 from app.lab import topology
 from app.lab.topology import LabInfo
+from tests.engine.conftest import Recorder
+from tests.util import wait_until
 
 
 def lab_name() -> str:
@@ -28,33 +27,11 @@ def lab_name() -> str:
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    wait_until(cond, timeout=timeout, interval=0.02, message=f"timed out waiting for {what}")
 
 
-@dataclass
-class Watch:
-    """The engine's latest snapshot, kept from its thread."""
-
-    last: EngineSnapshot | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, snap: EngineSnapshot) -> None:
-        with self.lock:
-            self.last = snap
-
-    def events(self, kind: str | None = None) -> list[Event]:
-        snap = self.last
-        return [] if snap is None else [e for e in snap.events if kind in (None, e.kind)]
-
-    def carrier(self, cls: str = "default") -> str | None:
-        snap = self.last
-        if snap is None or not snap.classes.get(cls):
-            return None
-        return snap.classes[cls][0]
+# The engine's latest snapshot, kept from its thread: the tests' recorder, not a copy.
+Watch = Recorder
 
 
 @dataclass
