@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.engine import EngineConfig
-from app.core.service import ConnectTarget, EngineService
+from app.core.service import EngineService
+from app.core.targets import ConnectTarget
 from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.engine.conftest import Recorder

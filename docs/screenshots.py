@@ -23,6 +23,7 @@ from PySide6.QtCore import QRect
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
+import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.errors import BraidError
 from app.core.model import ConnState
 from app.core.service import EngineService

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from tests.util import wait_until
 
 # Before anything imports Qt (pytest-qt creates its QApplication lazily, but plugins

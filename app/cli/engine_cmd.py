@@ -19,8 +19,9 @@ from app.core.engine import EngineConfig
 from app.core.errors import BraidError
 from app.core.helper_client import DEFAULT_SOCKET_PATH
 from app.core.model import ConnState, EngineSnapshot
-from app.core.profiles import ProfileStore
-from app.core.service import ConnectTarget, EngineService, prepare
+from app.core.profiles.store import ProfileStore
+from app.core.service import EngineService, prepare
+from app.core.targets import ConnectTarget
 
 DEFAULT_LAB = "lab"
 UP_TIMEOUT_S = 30.0

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import app.lab.register  # noqa: F401  (the lab's targets: app/core/targets.py)
 from app.cli import app_cmd, engine_cmd, lab_cmd, profile_cmd
 from app.core.errors import BraidError
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import BraidError
-from app.core.profiles import Gateway, GatewaySecrets, Profile, ProfileStore, check_cost
+from app.core.profiles.model import Gateway, GatewaySecrets, Profile
+from app.core.profiles.rules import check_cost
+from app.core.profiles.store import ProfileStore
 from app.core.wgconf import parse_wg_quick
 
 

@@ -35,9 +35,9 @@ from app.core.model import ConnState, EngineSnapshot, Event, PathSnapshot
 from app.core.pathstats import PathStats
 from app.core.plan import PathSpec, build_state, without_flush
 from app.core.probe import Prober, ProbeRates
-from app.core.profiles import GatewaySecrets, Profile, Weights
+from app.core.profiles.model import GatewaySecrets, Profile, Weights
 from app.core.scoring import ScoreInput, score_paths
-from app.helper.state import DesiredState
+from app.wire.state import DesiredState
 
 log = logging.getLogger(__name__)
 

@@ -10,99 +10,51 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from app.core.errors import BraidError
-from app.helper.state import (
-    DEFAULT_SOCKET,
-    MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
-    DesiredState,
-)
+from app.wire import protocol
+from app.wire.errors import Code, ErrorReply
+from app.wire.protocol import MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS
+from app.wire.state import DesiredState
+from app.wire.status import HelperStatus, PeerStatus, TunnelStatus
 
 __all__ = [
     "DEFAULT_SOCKET_PATH",
     "HelperClient",
+    "HelperGone",
+    "HelperRefused",
     "HelperStatus",
     "PeerStatus",
     "SyncHelperClient",
     "TunnelStatus",
 ]
 
-DEFAULT_SOCKET_PATH = Path(DEFAULT_SOCKET)
+DEFAULT_SOCKET_PATH = Path(protocol.DEFAULT_SOCKET)
 
 
-@dataclass(frozen=True)
-class PeerStatus:
-    public_key: str
-    endpoint: str | None
-    handshake_age_s: float | None  # None: never handshaken
-    rx_bytes: int
-    tx_bytes: int
+class HelperRefused(BraidError):
+    """The helper answered with an error; ``code`` says which (app/wire/errors.py)."""
+
+    def __init__(self, verb: str, reply: ErrorReply) -> None:
+        super().__init__(f"braid-helper refused {verb}: {reply.what}", reply.fix)
+        self.code = reply.code
+        self.fatal = reply.fatal
+
+    @property
+    def transient(self) -> bool:
+        return isinstance(self.code, Code) and self.code.transient
 
 
-@dataclass(frozen=True)
-class TunnelStatus:
-    name: str
-    backend: str  # "userspace" | "kernel"
-    up: bool  # the link exists and is configured
-    pid: int | None  # wireguard-go's pid (userspace backend)
-    restarts: int  # times the helper restarted a dead wireguard-go
-    handshake_age_s: float | None  # the freshest peer handshake
-    rx_bytes: int
-    tx_bytes: int
-    peers: tuple[PeerStatus, ...]
+class HelperGone(BraidError):
+    """No helper answers, or the connection to it was lost: the helper is not running,
+    or it restarted (then its state is gone with its old process)."""
 
 
-@dataclass(frozen=True)
-class HelperStatus:
-    backend: str
-    persistent: bool
-    owner_connected: bool  # the connection that applied the state is still open
-    grace_remaining_s: float | None  # set while the grace period runs
-    tunnels: tuple[TunnelStatus, ...]
-    tables: tuple[int, ...]
-    rules: int
-    marking: bool  # the nft table inet braid is loaded
-    recovered: tuple[str, ...]  # leftovers found and removed at start
-
-    def tunnel(self, name: str) -> TunnelStatus | None:
-        return next((t for t in self.tunnels if t.name == name), None)
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> HelperStatus:
-        return cls(
-            backend=str(doc["backend"]),
-            persistent=bool(doc["persistent"]),
-            owner_connected=bool(doc["owner_connected"]),
-            grace_remaining_s=doc.get("grace_remaining_s"),
-            tunnels=tuple(
-                TunnelStatus(
-                    name=t["name"],
-                    backend=t["backend"],
-                    up=bool(t["up"]),
-                    pid=t.get("pid"),
-                    restarts=int(t.get("restarts", 0)),
-                    handshake_age_s=t.get("handshake_age_s"),
-                    rx_bytes=int(t["rx_bytes"]),
-                    tx_bytes=int(t["tx_bytes"]),
-                    peers=tuple(PeerStatus(**p) for p in t.get("peers", [])),
-                )
-                for t in doc["tunnels"]
-            ),
-            tables=tuple(int(x) for x in doc["tables"]),
-            rules=int(doc["rules"]),
-            marking=bool(doc["marking"]),
-            recovered=tuple(str(x) for x in doc.get("recovered", [])),
-        )
-
-
-def _not_running(path: Path, why: str) -> BraidError:
-    return BraidError(
+def _not_running(path: Path, why: str) -> HelperGone:
+    return HelperGone(
         f"braid-helper is not running: {why} ({path})",
         "start it as root: `systemctl start braid-helper`, or `braid-helper --socket "
         f"{path}`; for a lab, `braid lab up` starts the lab's helper",
@@ -144,8 +96,7 @@ class HelperClient:
         async with self._lock:
             reader, writer = await self._connect()
             self._next_id += 1
-            msg = {"v": PROTOCOL_VERSION, "id": self._next_id, "verb": verb, **args}
-            data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+            data = protocol.encode(protocol.request(verb, self._next_id, **args))
             if len(data) > MAX_MESSAGE_BYTES:
                 raise BraidError(
                     f"request to braid-helper too large ({len(data)} bytes)",
@@ -157,12 +108,12 @@ class HelperClient:
                 line = await reader.readline()
             except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
                 await self._drop()
-                raise BraidError(
+                raise HelperGone(
                     f"lost the connection to braid-helper: {exc}", "check the helper's log"
                 ) from None
             if not line:
                 await self._drop()
-                raise BraidError(
+                raise HelperGone(
                     "braid-helper closed the connection", "check the helper's log and retry"
                 )
             try:
@@ -176,13 +127,10 @@ class HelperClient:
                     "check that the socket belongs to braid-helper",
                 ) from None
             if not ok:
-                err = reply.get("error") or {}
-                if err.get("fatal"):
+                err = ErrorReply.from_json(reply.get("error"))
+                if err.fatal:
                     await self._drop()
-                raise BraidError(
-                    f"braid-helper refused {verb}: {err.get('what', 'unknown error')}",
-                    str(err.get("fix", "")),
-                )
+                raise HelperRefused(verb, err)
             result: dict[str, Any] = reply.get("result") or {}
             return result
 

@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from app.core.errors import BraidError
-from app.helper.state import (
+from app.wire.state import (
     BYPASS_MARK,
     MARK_MASK,
     MARK_SHIFT,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.core.errors import BraidError
+from app.wire.files import write_atomically
 
 
 def runtime_root() -> Path:
@@ -103,17 +103,8 @@ def release(files: RunFiles) -> None:
 
 
 def write_status(files: RunFiles, doc: dict[str, Any]) -> None:
-    files.root.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd, tmp = tempfile.mkstemp(dir=files.root, prefix=f".{files.key}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, files.status_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomically(files.status_path, json.dumps(doc), mode=0o644, durable=False,
+                     dir_mode=0o755)
 
 
 def read_status(files: RunFiles) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.core.profiles import Weights
+from app.core.profiles.model import Weights
 
 LOSS_LIMIT = 0.05
 RECENT_LOST_LIMIT = 4  # of the last 40 probes: a loss episode

@@ -27,26 +27,11 @@ from app.core.errors import BraidError
 from app.core.helper_client import DEFAULT_SOCKET_PATH
 from app.core.model import ConnState, EngineSnapshot
 from app.core.netns import enter_netns
-from app.core.profiles import GatewaySecrets, Profile, ProfileStore
+from app.core.profiles.model import GatewaySecrets, Profile
+from app.core.profiles.store import ProfileStore
+from app.core.targets import ConnectTarget, Placement, placement
 
 log = logging.getLogger(__name__)
-
-LAB_PROFILE_PREFIX = "lab-"
-
-
-@dataclass(frozen=True)
-class ConnectTarget:
-    profile: str  # profile name; a lab's profile is "lab-<lab>"
-    lab: str | None = None  # set: run inside braid-<lab>-client with that lab's helper
-
-    @classmethod
-    def for_lab(cls, lab: str) -> ConnectTarget:
-        return cls(profile=f"{LAB_PROFILE_PREFIX}{lab}", lab=lab)
-
-    @property
-    def label(self) -> str:
-        return f"lab {self.lab}" if self.lab else f"profile {self.profile}"
-
 
 @dataclass(frozen=True)
 class Prepared:
@@ -54,26 +39,15 @@ class Prepared:
 
     profile: Profile
     secrets: dict[str, GatewaySecrets]
-    helper_socket: Path
-    probe_targets: dict[str, str]
-    netns: str | None
+    placement: Placement
 
 
 def prepare(target: ConnectTarget, store: ProfileStore, helper_socket: Path) -> Prepared:
-    """Load the profile, its keys and (for a lab) the lab's state; BraidError if any is
-    missing. Changes nothing."""
+    """Load the profile, its keys and where it runs; BraidError if any is missing.
+    Changes nothing."""
     profile = store.load(target.profile)
-    if target.lab is None:
-        return Prepared(profile, store.load_secrets(profile), helper_socket, {}, None)
-    from app.lab import topology  # the lab is optional for the engine: import on use
-
-    info = topology.load(target.lab)
-    if profile.lab != target.lab:
-        raise BraidError(f"profile {profile.name} is not lab {target.lab}'s profile",
-                         f"rebuild the lab: braid lab up --name {target.lab}")
-    targets = {gw.name: gw.gateway_address for gw in info.gateways}
-    return Prepared(profile, store.load_secrets(profile), info.helper_socket, targets,
-                    topology.netns(target.lab, "client"))
+    where = placement(target, profile, helper_socket)
+    return Prepared(profile, store.load_secrets(profile), where)
 
 
 def _idle_snapshot(state: ConnState, profile: str | None, error: str | None) -> EngineSnapshot:
@@ -207,10 +181,11 @@ class EngineService:
         self._emit(_idle_snapshot(ConnState.CONNECTING, target.profile, None))
         try:
             prepared = prepare(target, self.store, self._helper_socket)
-            if prepared.netns is not None:
-                enter_netns(prepared.netns)
-            engine = Engine(prepared.profile, prepared.secrets, prepared.helper_socket,
-                            self._emit, probe_targets=prepared.probe_targets,
+            where = prepared.placement
+            if where.netns is not None:
+                enter_netns(where.netns)
+            engine = Engine(prepared.profile, prepared.secrets, where.helper_socket,
+                            self._emit, probe_targets=where.probe_targets,
                             config=self.config)
             self.last_engine = engine
             asyncio.run(self._main(engine, session))

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.errors import BraidError
-from app.core.profiles import (
-    MTU_RANGE,
-    Gateway,
-    GatewaySecrets,
-    Peer,
+from app.core.profiles.model import Gateway, GatewaySecrets, Peer
+from app.core.profiles.rules import (
+    check_addresses,
     check_dns,
     check_endpoint,
     check_gateway_name,
@@ -30,6 +28,7 @@ from app.core.profiles import (
     check_key,
     check_network,
 )
+from app.wire.fields import KEEPALIVE_MAX, MTU_MAX, MTU_MIN
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +205,12 @@ def parse_wg_quick(path: Path, *, name: str | None = None,
     iface = _Fields(reader, interfaces[0])
     private_key = iface.required("privatekey", check_key)[0]
     addresses = tuple(iface.required("address", check_interface_address))
+    try:
+        check_addresses(addresses)
+    except ValueError as exc:
+        raise reader.error(interfaces[0].lines["address"], f"Address: {exc}") from None
     dns = tuple(iface.all("dns", check_dns))
-    mtu = iface.number("mtu", *MTU_RANGE)
+    mtu = iface.number("mtu", MTU_MIN, MTU_MAX)
     listen_port = iface.number("listenport", 1, 65535)
 
     peer = _Fields(reader, peers[0])
@@ -215,7 +218,7 @@ def parse_wg_quick(path: Path, *, name: str | None = None,
     preshared_key = peer.optional("presharedkey", check_key)
     endpoint = peer.required("endpoint", check_endpoint)[0]
     allowed_ips = tuple(peer.required("allowedips", check_network))
-    keepalive = peer.number("persistentkeepalive", 1, 65535, off=True)
+    keepalive = peer.number("persistentkeepalive", 1, KEEPALIVE_MAX, off=True)
 
     gateway = Gateway(
         name=gw_name, interface=f"br-{gw_name}", addresses=addresses, dns=dns, mtu=mtu,

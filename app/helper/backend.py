@@ -19,7 +19,8 @@ from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from app.helper import netlink, procs, uapi
 from app.helper.errors import HelperError, KernelError
-from app.helper.state import TunnelState
+from app.wire.errors import Code
+from app.wire.state import TunnelState
 
 log = logging.getLogger("braid.helper")
 
@@ -56,14 +57,14 @@ def choose(kind: str, log_dir: Path, on_died: Callable[[str], None]) -> Backend:
     if kind == "kernel":
         if not kernel_has_wireguard():
             raise HelperError(
-                "no_backend",
+                Code.NO_BACKEND,
                 "this kernel has no WireGuard module",
                 "use --backend userspace (wireguard-go) or load the module (modprobe wireguard)",
             )
         return KernelBackend()
     if shutil.which("wireguard-go") is None:
         raise HelperError(
-            "no_backend",
+            Code.NO_BACKEND,
             "wireguard-go is not installed and the kernel has no WireGuard",
             "apt-get install --no-install-recommends wireguard-go",
         )

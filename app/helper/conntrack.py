@@ -15,7 +15,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import AsyncNFCTSocket
 
 from app.helper.errors import KernelError
-from app.helper.state import MARK_MASK
+from app.wire.state import MARK_MASK
 
 
 class Flusher:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from app.wire.files import write_atomically
+
 JOURNAL_VERSION = 1
 
 
@@ -34,13 +36,8 @@ class Journal:
         return doc if isinstance(doc, dict) else {"corrupt": True}
 
     def write(self, doc: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"version": JOURNAL_VERSION, "helper_pid": os.getpid(), **doc}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(
+            {"version": JOURNAL_VERSION, "helper_pid": os.getpid(), **doc}))
 
     def clear(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -14,7 +14,7 @@ from pathlib import Path
 from app.helper.errors import HelperError
 from app.helper.reconcile import Reconciler
 from app.helper.server import HelperServer
-from app.helper.state import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 
 log = logging.getLogger("braid.helper")
 

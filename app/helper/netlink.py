@@ -17,7 +17,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from app.helper.errors import KernelError
-from app.helper.state import (
+from app.wire.state import (
     IFACE_RE,
     PRIORITY_MAX,
     PRIORITY_MIN,

@@ -11,7 +11,7 @@ import functools
 import subprocess
 
 from app.helper.errors import KernelError
-from app.helper.state import MARK_MASK, NFT_FAMILY, NFT_TABLE, Marking
+from app.wire.state import MARK_MASK, NFT_FAMILY, NFT_TABLE, Marking
 
 TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
 DEFAULT_CLASS = "default"

@@ -22,7 +22,8 @@ from app.helper import conntrack, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
 from app.helper.errors import HelperError
 from app.helper.journal import Journal
-from app.helper.state import EMPTY_STATE, IFACE_RE, DesiredState, Marking
+from app.wire.state import EMPTY_STATE, IFACE_RE, DesiredState, Marking
+from app.wire.status import HelperStatus, PeerStatus, TunnelStatus
 
 log = logging.getLogger("braid.helper")
 
@@ -276,10 +277,11 @@ class Reconciler:
         return found
 
     # ---- status ----------------------------------------------------------------------
-    async def status(self, *, just_applied: bool = False) -> dict[str, Any]:
+    async def status(self, *, just_applied: bool = False) -> HelperStatus:
         """What is held. ``just_applied``: the reply to an apply, which has just put the
         links up and the rules in: counted from that record rather than read back (two
-        dumps, ~2 ms of a ~4 ms switch). The status verb always reads the kernel."""
+        dumps, ~2 ms of a ~4 ms switch). The status verb always reads the kernel.
+        ``owner_connected`` and ``grace_remaining_s`` are the server's to fill in."""
         now = time.time()
         tunnels = []
         held = self._held if just_applied else None
@@ -294,36 +296,27 @@ class Reconciler:
         for t in self.state.tunnels:
             stats = await self.backend.stats(t.name)
             peer_stats = stats.peers if stats else ()
-            peers = [
-                {
-                    "public_key": p.public_key,
-                    "endpoint": p.endpoint,
-                    "handshake_age_s": uapi.handshake_age(p, now),
-                    "rx_bytes": p.rx_bytes,
-                    "tx_bytes": p.tx_bytes,
-                }
-                for p in peer_stats
-            ]
             ages = [a for a in (uapi.handshake_age(p, now) for p in peer_stats) if a is not None]
-            tunnels.append(
-                {
-                    "name": t.name,
-                    "backend": self.backend.name,
-                    "up": stats is not None and t.name in up,
-                    "pid": self.backend.pid(t.name),
-                    "restarts": self.backend.restarts(t.name),
-                    "handshake_age_s": min(ages) if ages else None,
-                    "rx_bytes": sum(p.rx_bytes for p in peer_stats),
-                    "tx_bytes": sum(p.tx_bytes for p in peer_stats),
-                    "peers": peers,
-                }
-            )
-        return {
-            "backend": self.backend.name,
-            "persistent": self.state.persistent,
-            "tunnels": tunnels,
-            "tables": [t.id for t in self.state.tables],
-            "rules": rules,
-            "marking": self._nft_loaded is not None,
-            "recovered": list(self.recovered),
-        }
+            tunnels.append(TunnelStatus(
+                name=t.name,
+                backend=self.backend.name,
+                up=stats is not None and t.name in up,
+                pid=self.backend.pid(t.name),
+                restarts=self.backend.restarts(t.name),
+                handshake_age_s=min(ages) if ages else None,
+                rx_bytes=sum(p.rx_bytes for p in peer_stats),
+                tx_bytes=sum(p.tx_bytes for p in peer_stats),
+                peers=tuple(PeerStatus(p.public_key, p.endpoint, uapi.handshake_age(p, now),
+                                       p.rx_bytes, p.tx_bytes) for p in peer_stats),
+            ))
+        return HelperStatus(
+            backend=self.backend.name,
+            persistent=self.state.persistent,
+            owner_connected=False,
+            grace_remaining_s=None,
+            tunnels=tuple(tunnels),
+            tables=tuple(t.id for t in self.state.tables),
+            rules=rules,
+            marking=self._nft_loaded is not None,
+            recovered=tuple(self.recovered),
+        )

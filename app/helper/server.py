@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import grp
 import json
 import logging
@@ -18,14 +19,10 @@ from typing import Any
 
 from app.helper.errors import HelperError
 from app.helper.reconcile import Reconciler
-from app.helper.state import (
-    MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
-    VERBS,
-    StateError,
-    parse_state,
-)
+from app.wire import protocol
+from app.wire.errors import Code
+from app.wire.protocol import MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS, VERBS
+from app.wire.state import StateError, parse_state
 
 log = logging.getLogger("braid.helper")
 
@@ -92,7 +89,7 @@ class HelperServer:
         if path.exists() or path.is_symlink():
             if not stat.S_ISSOCK(path.lstat().st_mode):
                 raise HelperError(
-                    "bad_socket", f"{path} exists and is not a socket", "choose another --socket"
+                    Code.BAD_SOCKET, f"{path} exists and is not a socket", "choose another --socket"
                 )
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 try:
@@ -101,7 +98,7 @@ class HelperServer:
                     path.unlink()  # a dead helper's socket
                 else:
                     raise HelperError(
-                        "bad_socket",
+                        Code.BAD_SOCKET,
                         f"another braid-helper is serving {path}",
                         "stop it first, or choose another --socket",
                     )
@@ -147,7 +144,7 @@ class HelperServer:
         if len(self._handlers) > MAX_CONNECTIONS:
             log.warning("refused %s: %d connections open", conn, len(self._handlers) - 1)
             return HelperError(
-                "busy",
+                Code.BUSY,
                 f"braid-helper already serves {MAX_CONNECTIONS} connections",
                 "close idle clients and retry",
                 fatal=True,
@@ -155,7 +152,7 @@ class HelperServer:
         if not self._allowed(conn.pid, conn.uid, conn.gid):
             log.warning("refused connection: %s is not root and not in group %s", conn, self.group)
             return HelperError(
-                "forbidden",
+                Code.FORBIDDEN,
                 f"uid {conn.uid} may not use braid-helper: only root and members of group "
                 f"{self.group} may",
                 GROUP_FIX,
@@ -181,7 +178,7 @@ class HelperServer:
                     line = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
                     too_large = HelperError(
-                        "too_large",
+                        Code.TOO_LARGE,
                         f"message longer than {MAX_MESSAGE_BYTES} bytes",
                         "send smaller requests; the connection is closed",
                         fatal=True,
@@ -203,13 +200,13 @@ class HelperServer:
                 self._handlers.discard(task)
 
     async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-        writer.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+        writer.write(protocol.encode(reply))
         await writer.drain()
 
     # ---- requests --------------------------------------------------------------------
     @staticmethod
     def _error(rid: int | None, err: HelperError) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "id": rid, "ok": False, "error": err.to_json()}
+        return err.reply().reply(rid)
 
     async def _handle(self, conn: Conn, line: bytes) -> dict[str, Any]:
         rid: int | None = None
@@ -218,25 +215,25 @@ class HelperServer:
                 msg = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise HelperError(
-                    "bad_json", f"not JSON: {exc}", "send one JSON object per line"
+                    Code.BAD_JSON, f"not JSON: {exc}", "send one JSON object per line"
                 ) from None
             if not isinstance(msg, dict):
-                raise HelperError("bad_json", "a request must be a JSON object")
+                raise HelperError(Code.BAD_JSON, "a request must be a JSON object")
             raw_id = msg.get("id")
             if raw_id is not None and (not isinstance(raw_id, int) or isinstance(raw_id, bool)):
-                raise HelperError("bad_request", "id: must be an integer")
+                raise HelperError(Code.BAD_REQUEST, "id: must be an integer")
             rid = raw_id
             version = msg.get("v")
             if version not in SUPPORTED_VERSIONS:
                 raise HelperError(
-                    "bad_version",
+                    Code.BAD_VERSION,
                     f"protocol version {version!r} is not spoken here",
                     f'send "v": one of {list(SUPPORTED_VERSIONS)}',
                 )
             verb = msg.get("verb")
             if verb not in VERBS:
                 raise HelperError(
-                    "unknown_verb",
+                    Code.UNKNOWN_VERB,
                     f"unknown verb {verb!r}",
                     f"use one of: {', '.join(VERBS)}",
                 )
@@ -251,15 +248,16 @@ class HelperServer:
         except Exception:
             # A bug, not a refusal: log it here (never the request: it may hold keys).
             log.exception("%s: internal error", conn)
-            bug = HelperError("failed", "internal error in braid-helper", "see braid-helper's log")
+            bug = HelperError(Code.INTERNAL, "internal error in braid-helper",
+                              "see braid-helper's log")
             return self._error(rid, bug)
-        return {"v": PROTOCOL_VERSION, "id": rid, "ok": True, "result": result}
+        return protocol.ok_reply(rid, result)
 
     @staticmethod
     def _only(args: dict[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(args) - allowed)
         if unknown:
-            raise HelperError("bad_request", f"unknown argument {unknown[0]!r}")
+            raise HelperError(Code.BAD_REQUEST, f"unknown argument {unknown[0]!r}")
 
     async def _verb_hello(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, {"versions"})
@@ -267,11 +265,11 @@ class HelperServer:
         if not isinstance(offered, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in offered
         ):
-            raise HelperError("bad_request", "versions: must be a list of integers")
+            raise HelperError(Code.BAD_REQUEST, "versions: must be a list of integers")
         common = set(offered) & set(SUPPORTED_VERSIONS)
         if not common:
             raise HelperError(
-                "bad_version",
+                Code.BAD_VERSION,
                 f"no common protocol version (helper speaks {list(SUPPORTED_VERSIONS)})",
                 "update braid or braid-helper so that both speak the same version",
             )
@@ -287,12 +285,12 @@ class HelperServer:
     async def _verb_apply(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, {"state"})
         if "state" not in args:
-            raise HelperError("bad_request", "apply needs a state")
+            raise HelperError(Code.BAD_REQUEST, "apply needs a state")
         try:
             state = parse_state(args["state"])
         except StateError as exc:
             raise HelperError(
-                "bad_state", str(exc), "fix that field; nothing was changed"
+                Code.BAD_STATE, str(exc), "fix that field; nothing was changed"
             ) from None
         self._cancel_grace()
         log.info(
@@ -320,14 +318,17 @@ class HelperServer:
         return await self._status()
 
     async def _status(self, *, just_applied: bool = False) -> dict[str, Any]:
-        doc = await self.reconciler.status(just_applied=just_applied)
-        doc["owner_connected"] = self.owner is not None
-        doc["grace_remaining_s"] = (
-            max(0.0, self._grace_deadline - time.monotonic())
-            if self._grace is not None and self._grace_deadline is not None
-            else None
+        status = await self.reconciler.status(just_applied=just_applied)
+        status = dataclasses.replace(
+            status,
+            owner_connected=self.owner is not None,
+            grace_remaining_s=(
+                max(0.0, self._grace_deadline - time.monotonic())
+                if self._grace is not None and self._grace_deadline is not None
+                else None
+            ),
         )
-        return doc
+        return status.to_json()
 
     # ---- grace period ----------------------------------------------------------------
     def _disconnected(self, conn: Conn) -> None:

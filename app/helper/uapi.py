@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.helper.errors import KernelError
-from app.helper.state import PeerState, TunnelState
+from app.wire.state import PeerState, TunnelState
 
 UAPI_DIR = Path("/var/run/wireguard")
 ZERO_KEY_HEX = "0" * 64

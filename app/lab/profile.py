@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app.core.errors import BraidError
-from app.core.profiles import Gateway, GatewaySecrets, Peer, Profile, ProfileStore
+from app.core.profiles.model import Gateway, GatewaySecrets, Peer, Profile
+from app.core.profiles.store import ProfileStore
 from app.lab.scenario import Scenario
 
 if TYPE_CHECKING:

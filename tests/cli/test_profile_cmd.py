@@ -14,7 +14,7 @@ import pytest
 from keyring.backends import SecretService
 
 from app.cli.main import main
-from app.core.profiles import ProfileStore
+from app.core.profiles.store import ProfileStore
 from app.core.secrets import SERVICE
 from tests.util import unique_name, wg_keypair, wg_psk
 

@@ -1,5 +1,10 @@
-"""The map's layering, guarded: app/core imports no Qt, ever; app/helper imports nothing
-of the client but the desired-state model it defines itself."""
+"""The map's layering, guarded (docs/internals.md, "Package layout"):
+
+- app/core imports no Qt, ever (directly or through another module), and neither the
+  helper nor the lab;
+- app/helper imports only itself and the contract (app/wire);
+- app/wire, the contract, imports only itself: both sides may import it.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import app.core
-import app.helper
 
 QT = ("PySide6", "pyqtgraph", "qasync", "shiboken6")
 ROOT = Path(__file__).resolve().parents[2]
+
+# package -> the app.* packages it may import (besides itself)
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "app.wire": (),
+    "app.helper": ("app.wire",),
+    "app.core": ("app.wire",),
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -27,31 +40,42 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_app_core_source_names_no_qt() -> None:
-    for path in sorted((ROOT / "app" / "core").glob("*.py")):
-        qt = {m for m in imported_modules(path) if m.split(".")[0] in QT}
-        assert not qt, f"{path.relative_to(ROOT)} imports {sorted(qt)}"
+def violations(package: str, root: Path = ROOT) -> list[str]:
+    """Imports of ``package``'s modules that the layering forbids."""
+    allowed = (package, *ALLOWED[package])
+    found = []
+    for path in sorted((root / package.replace(".", "/")).rglob("*.py")):
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top in QT or (top == "app" and not any(name == a or name.startswith(a + ".")
+                                          for a in allowed)):
+                found.append(f"{path.relative_to(root)} imports {name}")
+    return found
 
 
-def test_importing_all_of_app_core_loads_no_qt() -> None:
-    """Also catches Qt arriving indirectly, through another module."""
-    mods = [f"app.core.{m.name}" for m in pkgutil.iter_modules(app.core.__path__)]
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_the_map_allows(package: str) -> None:
+    assert violations(package) == []
+
+
+def test_a_planted_core_to_helper_import_is_caught(tmp_path: Path) -> None:
+    core = tmp_path / "app" / "core"
+    core.mkdir(parents=True)
+    (core / "planted.py").write_text("from app.helper.reconcile import Reconciler\n")
+    (core / "fine.py").write_text("from app.wire.state import DesiredState\n")
+    assert violations("app.core", tmp_path) == [
+        "app/core/planted.py imports app.helper.reconcile"]
+
+
+def test_importing_all_of_app_core_loads_no_qt_helper_or_lab() -> None:
+    """Also catches a forbidden module arriving indirectly, through another module."""
+    mods = [m.name for m in pkgutil.walk_packages(app.core.__path__, "app.core.")]
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
-        f"print(sorted(n for n in sys.modules if n.split('.')[0] in {QT!r}))\n"
+        f"print(sorted(n for n in sys.modules if n.split('.')[0] in {QT!r}"
+        " or n.startswith(('app.helper', 'app.lab'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)  # fmt: skip
     assert done.stdout.strip() == "[]", done.stdout
-
-
-def test_app_helper_imports_nothing_of_the_client_nor_qt() -> None:
-    allowed_app = ("app.helper",)
-    for m in pkgutil.iter_modules(app.helper.__path__):
-        path = ROOT / "app" / "helper" / f"{m.name}.py"
-        for name in imported_modules(path):
-            if name.split(".")[0] == "app":
-                assert name.startswith(allowed_app), f"{path.name} imports {name}"
-            else:
-                assert name.split(".")[0] not in QT, f"{path.name} imports {name}"

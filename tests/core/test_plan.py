@@ -15,7 +15,7 @@ from app.core.plan import (
     path_mark,
     without_flush,
 )
-from app.helper.state import BYPASS_MARK, MARK_MASK, parse_state
+from app.wire.state import BYPASS_MARK, MARK_MASK, parse_state
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 

@@ -18,7 +18,7 @@ from app.core.liveness import Health, HealthChange, ProbeTracker
 from app.core.netns import enter_netns
 from app.core.pathstats import PathStats
 from app.core.probe import Prober, parse_echo_reply
-from app.core.profiles import Gateway, GatewaySecrets, Peer, Profile
+from app.core.profiles.model import Gateway, GatewaySecrets, Peer, Profile
 from tests.util import wait_until_async, wg_keypair
 
 T = TypeVar("T")

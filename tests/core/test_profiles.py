@@ -14,15 +14,9 @@ import pytest
 from keyring.backends import SecretService
 
 from app.core.errors import BraidError
-from app.core.profiles import (
-    Gateway,
-    GatewaySecrets,
-    Peer,
-    Profile,
-    ProfileStore,
-    Weights,
-    profile_to_toml,
-)
+from app.core.profiles.codec import profile_to_toml
+from app.core.profiles.model import Gateway, GatewaySecrets, Peer, Profile, Weights
+from app.core.profiles.store import ProfileStore
 from app.core.secrets import SERVICE, KeyStore, key_user, resolve_backend
 from tests.conftest import KeyringSession
 from tests.util import unique_name, wg_keypair, wg_psk

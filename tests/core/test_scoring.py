@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.profiles import Weights
+from app.core.profiles.model import Weights
 from app.core.scoring import ScoreInput, score_paths
 
 

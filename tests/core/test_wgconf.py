@@ -130,7 +130,7 @@ SHORT_KEY = "AAAA"
          "is not host:port"),
         (lambda t, k: t.replace(":51820", ":70000"), 12, "port '70000'"),
         (lambda t, k: t.replace("MTU = 1380", "MTU = big"), 6, "MTU 'big' is not a whole"),
-        (lambda t, k: t.replace("MTU = 1380", "MTU = 100"), 6, "from 576 to 65535"),
+        (lambda t, k: t.replace("MTU = 1380", "MTU = 100"), 6, "from 1280 to 9000"),
         (lambda t, k: t.replace("AllowedIPs = ::/0", "AllowedIPs = ::/0,"), 14, "empty item"),
         (lambda t, k: t.replace("DNS = 10.8.0.1", "DNS = 10.8.0.1 corp"), 5,
          "neither an IP address nor a search domain"),

@@ -14,7 +14,8 @@ import pytest
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
 from app.core.model import EngineSnapshot, Event
-from app.core.service import ConnectTarget, EngineService
+from app.core.service import EngineService
+from app.core.targets import ConnectTarget
 from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.util import wait_until

@@ -21,7 +21,7 @@ import pytest
 
 from app.core.errors import BraidError
 from app.core.helper_client import SyncHelperClient
-from app.helper.state import MAX_MESSAGE_BYTES
+from app.wire.protocol import MAX_MESSAGE_BYTES
 from tests.helper.conftest import Helper, all_handshaken, kernel_dump, lab_state, raw_request
 from tests.util import wait_until
 

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 
 from app.helper import nft, uapi
-from app.helper.state import MarkClass, Marking, PeerState, TunnelState
+from app.wire.state import MarkClass, Marking, PeerState, TunnelState
 
 K1 = base64.b64encode(bytes(range(32))).decode()
 K2 = base64.b64encode(bytes(range(1, 33))).decode()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.helper.state import DesiredState, StateError, parse_state
+from app.wire.state import DesiredState, StateError, parse_state
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 KEY2 = base64.b64encode(bytes(range(1, 33))).decode()

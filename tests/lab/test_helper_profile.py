@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.core.helper_client import SyncHelperClient
-from app.core.profiles import ProfileStore
+from app.core.profiles.store import ProfileStore
 from app.lab import proc, topology
 from tests.lab.conftest import LabFactory
 

@@ -13,7 +13,8 @@ import secretstorage
 from PySide6.QtWidgets import QApplication
 
 from app.core.model import ConnState
-from app.core.profiles import Profile, ProfileStore
+from app.core.profiles.model import Profile
+from app.core.profiles.store import ProfileStore
 from app.core.secrets import KeyStore, key_user
 from app.core.service import EngineService
 from app.ui.app import BraidApp

@@ -1,0 +1,64 @@
+"""What a profile is: gateways, weights, settings. Data only (no I/O, no keyring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Peer:
+    public_key: str  # base64, 32 bytes
+    endpoint: str | None  # "host:port" as written in the .conf (may be a hostname)
+    allowed_ips: tuple[str, ...]
+    persistent_keepalive: int | None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str  # ^[a-z][a-z0-9-]{0,11}$
+    interface: str  # default "br-" + name
+    addresses: tuple[str, ...]  # CIDR
+    dns: tuple[str, ...]
+    mtu: int | None
+    listen_port: int | None
+    peer: Peer
+    cost: float = 1.0  # relative cost (>= 0); scoring normalises it
+    probe: str | None = None  # IPv4 address the engine pings through this tunnel
+
+
+@dataclass(frozen=True)
+class Weights:
+    latency: float = 0.4
+    loss: float = 0.3
+    cost: float = 0.3
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # ^[a-z0-9][a-z0-9_-]{0,31}$
+    gateways: tuple[Gateway, ...]
+    weights: Weights = Weights()
+    lab: str | None = None  # set for a lab's profile ("lab-<lab>")
+    # The gateways carry traffic to one exit that does the only address translation
+    # (docs/gateways.md): every tunnel has the same inner address, and a flow may move
+    # between paths without its far end noticing.
+    shared_exit: bool = False
+
+    def gateway(self, name: str) -> Gateway:
+        for gw in self.gateways:
+            if gw.name == name:
+                return gw
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class GatewaySecrets:
+    private_key: str  # base64; never printed, logged or written to a non-0600 file
+    preshared_key: str | None
+
+    def __repr__(self) -> str:  # a stray log line or traceback must not show keys
+        psk = "set" if self.preshared_key else "none"
+        return f"GatewaySecrets(private_key=<hidden>, preshared_key=<{psk}>)"

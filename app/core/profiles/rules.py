@@ -1,0 +1,175 @@
+"""Every field of a profile checked, with the rules the helper applies too.
+
+The shared rules (names, keys, MTU, ports, keepalive, endpoints, addresses, probe
+targets) come from app/wire/fields.py, so a gateway that passes here is one the
+helper accepts: a .conf that imports is a .conf that connects. What only the client
+knows of (costs, weights, DNS) is checked here. Every check raises ValueError (the
+shared rules' FieldError is one) saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from app.core.errors import BraidError
+from app.core.profiles.model import Gateway, GatewaySecrets, Profile
+from app.wire import fields
+from app.wire.fields import (
+    check_endpoint,
+    check_gateway_name,
+    check_interface_address,
+    check_key,
+    check_network,
+    check_probe,
+    check_profile_name,
+)
+
+__all__ = [
+    "check_cost",
+    "check_dns",
+    "check_endpoint",
+    "check_gateway_name",
+    "check_int",
+    "check_interface_address",
+    "check_key",
+    "check_network",
+    "check_probe",
+    "check_profile_name",
+    "normalize_gateway",
+    "validate_profile",
+    "validate_secrets",
+]
+
+
+def check_int(value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{value!r} is not a whole number from {low} to {high}")
+    return value
+
+
+def check_cost(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{value!r} is not a number >= 0")
+    return float(value)
+
+
+def check_dns(value: str) -> str:
+    """A DNS server address, or (as wg-quick allows) a search domain."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not fields._is_hostname(value) or value.replace(".", "").isdigit():
+        raise ValueError(f"{value!r} is neither an IP address nor a search domain")
+    return value
+
+
+def check_addresses(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """A gateway's tunnel addresses: at least one, and one of them IPv4 (the engine's
+    probes and the path's source rule need it)."""
+    if not addresses:
+        raise ValueError("at least one address is needed")
+    out = tuple(check_interface_address(a) for a in addresses)
+    if not any(ipaddress.ip_interface(a).version == 4 for a in out):
+        raise ValueError(f"{', '.join(out)} has no IPv4 address; Braid needs one per "
+                         "gateway (its probes are ICMPv4)")
+    return out
+
+
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """Prefix a ValueError raised inside with the field's name."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def normalize_gateway(gw: Gateway) -> Gateway:
+    """``gw`` with every field checked and lists in canonical form (CIDR with prefix,
+    networks without host bits); ValueError names the field that is wrong."""
+    with _field("name"):
+        check_gateway_name(gw.name)
+    with _field("interface"):
+        fields.check_iface(gw.interface)
+    with _field("addresses"):
+        addresses = check_addresses(gw.addresses)
+    with _field("dns"):
+        dns = tuple(check_dns(d) for d in gw.dns)
+    with _field("mtu"):
+        if gw.mtu is not None:
+            fields.check_mtu(gw.mtu)
+    with _field("listen_port"):
+        if gw.listen_port is not None:
+            fields.check_port(gw.listen_port)
+    with _field("cost"):
+        cost = check_cost(gw.cost)
+    with _field("probe"):
+        probe = None if gw.probe is None else check_probe(gw.probe)
+    peer = gw.peer
+    with _field("peer.public_key"):
+        check_key(peer.public_key)
+    with _field("peer.endpoint"):
+        if peer.endpoint is not None:
+            check_endpoint(peer.endpoint)
+    with _field("peer.allowed_ips"):
+        if not peer.allowed_ips:
+            raise ValueError("at least one network is needed")
+        allowed_ips = tuple(check_network(n) for n in peer.allowed_ips)
+    with _field("peer.persistent_keepalive"):
+        if peer.persistent_keepalive is not None:
+            fields.check_keepalive(peer.persistent_keepalive)
+    return replace(gw, addresses=addresses, dns=dns, cost=cost, probe=probe,
+                   peer=replace(peer, allowed_ips=allowed_ips))
+
+
+def validate_profile(profile: Profile) -> Profile:
+    """``profile`` with its gateways normalised (see normalize_gateway); BraidError
+    unless every field is valid."""
+    where = f"profile {profile.name!r}"
+    try:
+        check_profile_name(profile.name)
+    except ValueError as exc:
+        raise BraidError(f"{where}: {exc}", "choose another profile name") from None
+    if not profile.gateways:
+        raise BraidError(f"{where} has no gateways", "import at least one .conf file")
+    gateways = []
+    for gw in profile.gateways:
+        try:
+            gateways.append(normalize_gateway(gw))
+        except ValueError as exc:
+            raise BraidError(f"{where}, gateway {gw.name!r}: {exc}",
+                             "fix the gateway's .conf and import it again") from None
+    for attr in ("name", "interface"):
+        seen: set[str] = set()
+        for gw in profile.gateways:
+            value = getattr(gw, attr)
+            if value in seen:
+                raise BraidError(f"{where}: two gateways have the {attr} {value!r}",
+                                 "give each gateway its own name (braid import --name)")
+            seen.add(value)
+    w = profile.weights
+    try:
+        for value in (w.latency, w.loss, w.cost, w.jitter):
+            check_cost(value)
+    except ValueError as exc:
+        raise BraidError(f"{where}: weight {exc}", "weights are numbers >= 0") from None
+    if w.latency + w.loss + w.cost + w.jitter <= 0:
+        raise BraidError(f"{where}: all weights are 0", "give at least one weight > 0")
+    return replace(profile, gateways=tuple(gateways))
+
+
+def validate_secrets(profile: str, gateway: str, secrets: GatewaySecrets) -> None:
+    for kind, value in (("private", secrets.private_key), ("preshared", secrets.preshared_key)):
+        if value is None:
+            continue
+        try:
+            check_key(value)
+        except ValueError as exc:
+            raise BraidError(f"profile {profile!r}, gateway {gateway!r}: {kind} key {exc}",
+                             "fix the gateway's .conf and import it again") from None

@@ -1,0 +1,365 @@
+"""The desired state the helper reconciles the kernel to, and its validation.
+
+Everything a caller sends is parsed here into frozen dataclasses before the helper
+touches anything, so a bad field is refused with an error naming its path
+(``tunnels[1].peers[0].endpoint: not an IP:port``) and nothing changes.
+
+This module is pure (no I/O, no root): the engine imports it to build states, the
+helper to check them; neither imports the other. The confinement constants below are
+the only place the helper's reach is defined; they mirror docs/internals.md. Field
+rules shared with `braid import` (names, keys, MTU, ports) live in fields.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from app.wire import doc as d
+from app.wire import fields
+from app.wire.doc import StateError
+from app.wire.fields import IFACE_RE, MTU_MAX, MTU_MIN
+
+# ---- confinement (docs/internals.md) ----------------------------------------------
+TABLE_MIN, TABLE_MAX = 52000, 52099
+PRIORITY_MIN, PRIORITY_MAX = 5200, 5299
+MARK_MASK = 0x0F000000
+MARK_SHIFT = 24
+BYPASS_MARK = 0x0F000000
+# Path marks 0x01000000 … 0x0E000000: one per route target (table).
+PATH_MARKS: frozenset[int] = frozenset(n << MARK_SHIFT for n in range(1, 15))
+NFT_FAMILY, NFT_TABLE = "inet", "braid"
+
+# Size limits: generous for any real profile, small enough that a state is cheap
+# to validate and reconcile.
+MAX_TUNNELS = 32
+MAX_PEERS = 16
+MAX_ADDRESSES = 16
+MAX_ALLOWED_IPS = 256
+MAX_TABLES = TABLE_MAX - TABLE_MIN + 1
+MAX_ROUTES = 64
+MAX_NEXTHOPS = 16
+MAX_RULES = 256
+MAX_CLASSES = 14
+WEIGHT_MIN, WEIGHT_MAX = 1, 256
+DEFAULT_MTU = 1420  # wireguard-go's and wg-quick's default
+
+
+# ---- the state ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerState:
+    public_key: str
+    preshared_key: str | None
+    endpoint: str | None  # "IP:port" or "[IPv6]:port", an IP literal
+    allowed_ips: tuple[str, ...]  # normalised networks
+    persistent_keepalive: int | None
+
+
+@dataclass(frozen=True)
+class TunnelState:
+    name: str
+    private_key: str
+    addresses: tuple[str, ...]  # interfaces, "198.19.0.2/32"
+    mtu: int | None
+    listen_port: int | None
+    fwmark: int | None
+    peers: tuple[PeerState, ...]
+
+    @property
+    def effective_mtu(self) -> int:
+        return self.mtu if self.mtu is not None else DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class Nexthop:
+    dev: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class RouteState:
+    dst: str  # normalised network
+    nexthops: tuple[Nexthop, ...]
+
+
+@dataclass(frozen=True)
+class TableState:
+    id: int
+    routes: tuple[RouteState, ...]
+
+
+@dataclass(frozen=True)
+class RuleState:
+    priority: int
+    src: str | None
+    fwmark: int | None
+    fwmask: int | None
+    action: str  # "lookup" | "unreachable"
+    table: int | None
+
+    def families(self) -> tuple[int, ...]:
+        """IP versions the rule is installed for: a rule without src covers both,
+        so a fail-closed mark rule also closes IPv6."""
+        if self.src is None:
+            return (4, 6)
+        return (ipaddress.ip_network(self.src).version,)
+
+
+@dataclass(frozen=True)
+class MarkClass:
+    name: str
+    mark: int
+
+
+@dataclass(frozen=True)
+class Marking:
+    bypass_mark: int
+    classes: tuple[MarkClass, ...]
+    masquerade: bool
+    flush_marks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    persistent: bool = False
+    tunnels: tuple[TunnelState, ...] = ()
+    tables: tuple[TableState, ...] = ()
+    rules: tuple[RuleState, ...] = ()
+    marking: Marking | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form (the inverse of :func:`parse_state`)."""
+        doc: dict[str, Any] = asdict(self)
+        return d.plain(doc)  # type: ignore[no-any-return]
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+    def redacted(self) -> dict[str, Any]:
+        """The wire form with keys replaced, for logs and status."""
+        doc = self.to_json()
+        for t in doc["tunnels"]:
+            t["private_key"] = "(hidden)"
+            for p in t["peers"]:
+                if p["preshared_key"] is not None:
+                    p["preshared_key"] = "(hidden)"
+        return doc
+
+
+EMPTY_STATE = DesiredState()
+
+
+# ---- validation --------------------------------------------------------------------
+def parse_state(doc: Any) -> DesiredState:
+    """Validate a decoded JSON document field by field; raise StateError on the first
+    wrong field."""
+    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking"})
+    persistent = d.boolean(top.get("persistent", False), "persistent")
+    tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
+    d.unique([t.name for t in tunnels], "tunnels", "name")
+    names = {t.name for t in tunnels}
+    tables = d.each(top.get("tables", []), "tables", MAX_TABLES,
+                    lambda t, path: _table(t, path, names))
+    d.unique([t.id for t in tables], "tables", "id")
+    table_ids = {t.id for t in tables}
+    rules = d.each(top.get("rules", []), "rules", MAX_RULES,
+                   lambda r, path: _rule(r, path, table_ids))
+    d.unique(rules, "rules", "rule (same priority, selectors and action)")
+    marking_doc = top.get("marking")
+    marking = None if marking_doc is None else _marking(marking_doc, "marking")
+    return DesiredState(persistent, tunnels, tables, rules, marking)
+
+
+def check_iface(value: Any, path: str) -> str:
+    return d.field(value, path, fields.check_iface)
+
+
+def check_key(value: Any, path: str) -> str:
+    return d.field(value, path, fields.check_key)
+
+
+def _mark(value: Any, path: str, allowed: frozenset[int] | None = None) -> int:
+    mark = d.integer(value, path, 0, 0xFFFFFFFF)
+    if mark & ~MARK_MASK:
+        raise StateError(path, f"{mark:#010x} has bits outside Braid's mask {MARK_MASK:#010x}")
+    if allowed is not None and mark not in allowed:
+        raise StateError(path, f"{mark:#010x} is not a Braid path mark (0x01000000..0x0e000000)")
+    return mark
+
+
+def _interface_address(value: Any, path: str) -> str:
+    text = d.string(value, path, 64)
+    if "/" not in text:
+        raise StateError(path, f"{text[:64]!r} needs a prefix length (like 198.19.0.2/32)")
+    return d.field(text, path, fields.check_interface_address)
+
+
+def _network(value: Any, path: str, *, strict: bool) -> str:
+    return d.field(value, path, lambda t: fields.check_network(t, strict=strict))
+
+
+def _peer(doc: Any, path: str) -> PeerState:
+    obj = d.obj(
+        doc,
+        path,
+        {"public_key", "preshared_key", "endpoint", "allowed_ips", "persistent_keepalive"},
+        {"public_key"},
+    )
+    psk = obj.get("preshared_key")
+    endpoint = obj.get("endpoint")
+    keepalive = obj.get("persistent_keepalive")
+    return PeerState(
+        public_key=check_key(obj["public_key"], f"{path}.public_key"),
+        preshared_key=None if psk is None else check_key(psk, f"{path}.preshared_key"),
+        endpoint=None if endpoint is None else d.field(
+            endpoint, f"{path}.endpoint", fields.check_endpoint_literal),
+        # WireGuard itself masks host bits, so accept and normalise them.
+        allowed_ips=d.each(obj.get("allowed_ips", []), f"{path}.allowed_ips", MAX_ALLOWED_IPS,
+                           lambda a, p: _network(a, p, strict=False)),
+        persistent_keepalive=None if keepalive is None or keepalive == 0 else d.number_field(
+            keepalive, f"{path}.persistent_keepalive", fields.check_keepalive),
+    )
+
+
+def _tunnel(doc: Any, path: str) -> TunnelState:
+    obj = d.obj(
+        doc,
+        path,
+        {"name", "private_key", "addresses", "mtu", "listen_port", "fwmark", "peers"},
+        {"name", "private_key"},
+    )
+    peers = d.each(obj.get("peers", []), f"{path}.peers", MAX_PEERS, _peer)
+    d.unique([p.public_key for p in peers], f"{path}.peers", "public_key")
+    fwmark, mtu, port = obj.get("fwmark"), obj.get("mtu"), obj.get("listen_port")
+    tunnel = TunnelState(
+        name=check_iface(obj["name"], f"{path}.name"),
+        private_key=check_key(obj["private_key"], f"{path}.private_key"),
+        addresses=d.each(obj.get("addresses", []), f"{path}.addresses", MAX_ADDRESSES,
+                         _interface_address),
+        mtu=None if mtu is None else d.number_field(mtu, f"{path}.mtu", fields.check_mtu),
+        listen_port=None if port is None else d.number_field(
+            port, f"{path}.listen_port", fields.check_port),
+        fwmark=None if fwmark is None else _mark(fwmark, f"{path}.fwmark"),
+        peers=peers,
+    )
+    d.unique(list(tunnel.addresses), f"{path}.addresses", "address")
+    return tunnel
+
+
+def _nexthop(doc: Any, path: str, tunnels: set[str]) -> Nexthop:
+    obj = d.obj(doc, path, {"dev", "weight"}, {"dev"})
+    dev = check_iface(obj["dev"], f"{path}.dev")
+    if dev not in tunnels:
+        raise StateError(f"{path}.dev", f"{dev!r} is not one of this state's tunnels")
+    return Nexthop(dev, d.integer(obj.get("weight", 1), f"{path}.weight", WEIGHT_MIN, WEIGHT_MAX))
+
+
+def _route(doc: Any, path: str, tunnels: set[str]) -> RouteState:
+    obj = d.obj(doc, path, {"dst", "nexthops"}, {"dst", "nexthops"})
+    hops = d.each(obj["nexthops"], f"{path}.nexthops", MAX_NEXTHOPS,
+                  lambda h, p: _nexthop(h, p, tunnels), min_len=1)
+    d.unique([h.dev for h in hops], f"{path}.nexthops", "dev")
+    return RouteState(_network(obj["dst"], f"{path}.dst", strict=True), hops)
+
+
+def _table(doc: Any, path: str, tunnels: set[str]) -> TableState:
+    obj = d.obj(doc, path, {"id", "routes"}, {"id"})
+    routes = d.each(obj.get("routes", []), f"{path}.routes", MAX_ROUTES,
+                    lambda r, p: _route(r, p, tunnels))
+    d.unique([r.dst for r in routes], f"{path}.routes", "dst")
+    return TableState(d.integer(obj["id"], f"{path}.id", TABLE_MIN, TABLE_MAX), routes)
+
+
+def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
+    obj = d.obj(
+        doc,
+        path,
+        {"priority", "src", "fwmark", "fwmask", "action", "table"},
+        {"priority", "action"},
+    )
+    priority = d.integer(obj["priority"], f"{path}.priority", PRIORITY_MIN, PRIORITY_MAX)
+    src_doc = obj.get("src")
+    src = None if src_doc is None else _network(src_doc, f"{path}.src", strict=True)
+    fwmark_doc, fwmask_doc = obj.get("fwmark"), obj.get("fwmask")
+    fwmark = None if fwmark_doc is None else _mark(fwmark_doc, f"{path}.fwmark")
+    fwmask = None if fwmask_doc is None else _mark(fwmask_doc, f"{path}.fwmask")
+    if (fwmark is None) != (fwmask is None):
+        raise StateError(f"{path}.fwmask", "fwmark and fwmask go together (both or neither)")
+    if fwmark is not None and fwmask is not None:
+        if fwmask == 0:
+            raise StateError(f"{path}.fwmask", "must not be 0")
+        if fwmark & ~fwmask:
+            raise StateError(f"{path}.fwmark", "has bits outside fwmask")
+    if src is None and fwmark is None:
+        # A rule without selectors would capture all of the machine's traffic.
+        raise StateError(path, "needs a selector: src, or fwmark with fwmask")
+    action = d.string(obj["action"], f"{path}.action", 16)
+    table_doc = obj.get("table")
+    if action == "lookup":
+        if table_doc is None:
+            raise StateError(f"{path}.table", "missing (a lookup rule names its table)")
+        table = d.integer(table_doc, f"{path}.table", TABLE_MIN, TABLE_MAX)
+        if table not in tables:
+            raise StateError(f"{path}.table", f"{table} is not one of this state's tables")
+    elif action == "unreachable":
+        if table_doc is not None:
+            raise StateError(f"{path}.table", "must be null for an unreachable rule")
+        table = None
+    else:
+        raise StateError(f"{path}.action", f"{action!r} is not one of: lookup, unreachable")
+    return RuleState(priority, src, fwmark, fwmask, action, table)
+
+
+def _mark_class(doc: Any, path: str) -> MarkClass:
+    obj = d.obj(doc, path, {"name", "mark"}, {"name", "mark"})
+    name = d.field(obj["name"], f"{path}.name", fields.check_class_name, 16)
+    return MarkClass(name, _mark(obj["mark"], f"{path}.mark", PATH_MARKS))
+
+
+def _marking(doc: Any, path: str) -> Marking:
+    obj = d.obj(
+        doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks"}, {"bypass_mark"}
+    )
+    bypass = _mark(obj["bypass_mark"], f"{path}.bypass_mark")
+    if bypass != BYPASS_MARK:
+        raise StateError(f"{path}.bypass_mark", f"must be Braid's bypass mark {BYPASS_MARK:#010x}")
+    classes = d.each(obj.get("classes", []), f"{path}.classes", MAX_CLASSES, _mark_class)
+    d.unique([c.name for c in classes], f"{path}.classes", "name")
+    flush_marks = d.each(obj.get("flush_marks", []), f"{path}.flush_marks", len(PATH_MARKS),
+                         lambda m, p: _mark(m, p, PATH_MARKS))
+    d.unique(list(flush_marks), f"{path}.flush_marks", "mark")
+    return Marking(
+        bypass_mark=bypass,
+        classes=classes,
+        masquerade=d.boolean(obj.get("masquerade", False), f"{path}.masquerade"),
+        flush_marks=flush_marks,
+    )
+
+
+__all__ = [
+    "BYPASS_MARK",
+    "EMPTY_STATE",
+    "IFACE_RE",
+    "MARK_MASK",
+    "MARK_SHIFT",
+    "MTU_MAX",
+    "MTU_MIN",
+    "PATH_MARKS",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "TABLE_MAX",
+    "TABLE_MIN",
+    "DesiredState",
+    "MarkClass",
+    "Marking",
+    "Nexthop",
+    "PeerState",
+    "RouteState",
+    "RuleState",
+    "StateError",
+    "TableState",
+    "TunnelState",
+    "parse_state",
+]

@@ -1,0 +1,83 @@
+"""The helper's status reply: written by the helper (``to_json``), read by the client
+(``from_json``), one definition for both. docs/helper-protocol.md, "Status"."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from app.wire.doc import plain
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    public_key: str
+    endpoint: str | None
+    handshake_age_s: float | None  # None: never handshaken
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    name: str
+    backend: str  # "userspace" | "kernel"
+    up: bool  # the link exists, is up, and its device answers
+    pid: int | None  # wireguard-go's pid (userspace backend)
+    restarts: int  # times the helper restarted a dead wireguard-go
+    handshake_age_s: float | None  # the freshest peer handshake
+    rx_bytes: int
+    tx_bytes: int
+    peers: tuple[PeerStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class HelperStatus:
+    backend: str
+    persistent: bool
+    owner_connected: bool  # the connection that applied the state is still open
+    grace_remaining_s: float | None  # set while the grace period runs
+    tunnels: tuple[TunnelStatus, ...]
+    tables: tuple[int, ...]
+    rules: int
+    marking: bool  # the nft table inet braid is loaded
+    recovered: tuple[str, ...] = ()  # leftovers found and removed at start
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
+
+    def tunnel(self, name: str) -> TunnelStatus | None:
+        return next((t for t in self.tunnels if t.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        extra = doc.pop("extra")
+        return {**extra, **plain(doc)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> HelperStatus:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            backend=str(doc["backend"]),
+            persistent=bool(doc["persistent"]),
+            owner_connected=bool(doc["owner_connected"]),
+            grace_remaining_s=doc.get("grace_remaining_s"),
+            tunnels=tuple(
+                TunnelStatus(
+                    name=str(t["name"]),
+                    backend=str(t["backend"]),
+                    up=bool(t["up"]),
+                    pid=t.get("pid"),
+                    restarts=int(t.get("restarts", 0)),
+                    handshake_age_s=t.get("handshake_age_s"),
+                    rx_bytes=int(t["rx_bytes"]),
+                    tx_bytes=int(t["tx_bytes"]),
+                    peers=tuple(PeerStatus(**p) for p in t.get("peers", [])),
+                )
+                for t in doc["tunnels"]
+            ),
+            tables=tuple(int(x) for x in doc["tables"]),
+            rules=int(doc["rules"]),
+            marking=bool(doc["marking"]),
+            recovered=tuple(str(x) for x in doc.get("recovered", [])),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
