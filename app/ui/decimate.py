@@ -144,6 +144,15 @@ class Columns:
     # -- inside --------------------------------------------------------------------------
     def _columns_of(self, t: FloatArray, values: FloatArray) -> tuple[FloatArray, FloatArray]:
         """The columns of one batch of samples, computed over the batch only."""
+        if t.shape[0] == 1:  # the common case, a snapshot at a time: no reductions
+            t0 = float(t[0])
+            finite = np.isfinite(values[:, 0])
+            at = np.where(finite, t0, np.inf)
+            one = np.empty((6, self.metrics, 1))
+            one[LO, :, 0] = one[HI, :, 0] = values[:, 0]
+            one[LO_T, :, 0] = one[HI_T, :, 0] = one[FINITE_T, :, 0] = at
+            one[NAN_T, :, 0] = np.where(finite, -np.inf, t0)
+            return np.array([[math.floor(t0 / self.width_s)], [t0], [t0]]), one
         keys = np.floor(t / self.width_s)
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         ends = np.r_[starts[1:], t.shape[0]]

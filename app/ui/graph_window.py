@@ -69,9 +69,10 @@ MARKER_PENS = {
 }
 DOWN_BRUSH = QBrush(QColor("#ffebee"))
 MIN_VIEW_S = 30.0
-# Columns per cached chunk of curve: what a full redraw strokes again (about 22 s over
-# ten minutes); smaller chunks mean more items for Qt to walk on every repaint.
-CHUNK_COLUMNS = 128
+# Columns per cached chunk of curve: what a full redraw strokes again (about 45 s over
+# ten minutes); smaller chunks mean more items to walk and pixmaps to copy on every
+# repaint (32 and 128 cost about the same, benchmarks/bench_ui.py).
+CHUNK_COLUMNS = 64
 Z_CURVES, Z_TAILS, Z_MARKERS = 10, 11, 12
 
 
@@ -122,6 +123,18 @@ class PlotLayers:
     chunks: dict[int, CurveChunk] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DrawnCurve:
+    """A path's curve on one plot, read as a pyqtgraph curve is (getData)."""
+
+    window: PathGraphWindow
+    name: str
+    metric: str
+
+    def getData(self) -> tuple[FloatArray, FloatArray]:
+        return self.window.curve_points(self.name, self.metric)
+
+
 class PathGraphWindow(QWidget):
     def __init__(self, history: PathHistory, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -162,6 +175,10 @@ class PathGraphWindow(QWidget):
                 plot.setXLink(self.plots[METRICS[0]])
             if row < len(METRICS) - 1:
                 plot.getAxis("bottom").setStyle(showValues=False)
+            for side in ("left", "bottom"):
+                # The units are in the titles: no SI prefix to re-work out (and the label
+                # to re-lay out) with every move of the axis.
+                plot.getAxis(side).enableAutoSIPrefix(False)
             layers = PlotLayers(height=HeightItem(CEILINGS.get(metric, math.inf)))
             plot.vb.addItem(layers.height)
             plot.vb.addItem(layers.tails, ignoreBounds=True)
@@ -179,6 +196,7 @@ class PathGraphWindow(QWidget):
         self._legend = self.plots["rtt"].addLegend(offset=(10, 5))
         self.paths: dict[str, PathCurves] = {}
         self._markers: set[Marker] = set()
+        self._marker_order: list[Marker] = []  # as the marker layers hold their lines
 
         self.table = QTableWidget(0, len(present.TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(present.TABLE_COLUMNS))
@@ -205,18 +223,22 @@ class PathGraphWindow(QWidget):
             return np.empty(0), np.empty(0)
         return columns.curve(METRICS.index(metric))
 
+    @property
+    def curves(self) -> dict[str, dict[str, DrawnCurve]]:
+        """Each path's curve per metric, as pyqtgraph's curves are read (getData)."""
+        return {name: {m: DrawnCurve(self, name, m) for m in METRICS} for name in self.paths}
+
     def tail_samples(self, name: str) -> int:
         """The samples of a path drawn as its tail, since the last full redraw."""
         curves = self.paths[name]
         return curves.taken - curves.drawn
 
-    def marker_lines(self, metric: str) -> list[MarkerLine]:
-        return self.layers[metric].markers.lines
-
     @property
-    def markers(self) -> set[Marker]:
-        """The markers drawn (on every plot)."""
-        return set(self._markers)
+    def marker_lines(self) -> dict[Marker, list[MarkerLine]]:
+        """Each marker drawn, with its line on every plot (top to bottom)."""
+        per_plot = [layers.markers.lines for layers in self.layers.values()]
+        return {marker: [lines[i] for lines in per_plot]
+                for i, marker in enumerate(self._marker_order)}
 
     # -- updates ---------------------------------------------------------------------
     def show_snapshot(self, snapshot: EngineSnapshot) -> None:
@@ -369,7 +391,7 @@ class PathGraphWindow(QWidget):
             metric: plot.vb.viewRange()[1] if plot.vb.autoRangeEnabled()[1] else None
             for metric, plot in self.plots.items()
         }
-        todo: dict[str, list[tuple[int, QPen, FloatArray, FloatArray]]] = {}
+        todo: dict[str, list[tuple[int, QPen, list[float], list[float]]]] = {}
         for name, curves in self.paths.items():
             series = history.series(name)
             curves.take(series)
@@ -389,7 +411,7 @@ class PathGraphWindow(QWidget):
                         return False
                 x0, y0 = curves.end[:, m]
                 todo.setdefault(metric, []).append(
-                    (curves.index, curves.pen, np.r_[x0, t], np.r_[y0, y]))
+                    (curves.index, curves.pen, [x0, *t.tolist()], [y0, *y.tolist()]))
                 curves.tail_last[m] = y[-1]
         for metric, tails in todo.items():
             self.layers[metric].tails.set_tails(tails)
@@ -414,6 +436,7 @@ class PathGraphWindow(QWidget):
         if wanted == self._markers:
             return
         self._markers = wanted
+        self._marker_order = markers
         for metric, layers in self.layers.items():
             lines = []
             for marker in markers:

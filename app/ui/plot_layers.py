@@ -210,10 +210,11 @@ class TailLayer(_Layer):
         super().__init__()
         self._tails: dict[int, tuple[QPen, QPainterPath, QRectF | None]] = {}
 
-    def set_tails(self, tails: Sequence[tuple[int, QPen, FloatArray, FloatArray]]) -> None:
-        """Replace these paths' tails (keyed by path), keeping the others'."""
+    def set_tails(self, tails: Sequence[tuple[int, QPen, list[float], list[float]]]) -> None:
+        """Replace these paths' tails (keyed by path; x, y with NaN for a break),
+        keeping the others'."""
         for key, pen, x, y in tails:
-            self._tails[key] = (pen, *_short_path(x.tolist(), y.tolist()))
+            self._tails[key] = (pen, *_short_path(x, y))
         self._set_data_rect(unite([bounds for _, _, bounds in self._tails.values()]))
 
     def clear(self) -> None:

@@ -59,10 +59,14 @@ def test_every_path_is_drawn_in_a_few_items_per_plot_created_once(braid: BraidAp
     assert list(graph.paths) == ["hk", "tk", "sg"]
     items = {m: set(chunk_items(graph, m)) for m in graph.plots}
     feed(braid, 1002.0, 10)
-    assert {m: set(chunk_items(graph, m)) for m in graph.plots} == items
-    # Three paths, one stretch of columns: one chunk per plot, not one curve per path.
-    assert all(len(chunks) == 1 for chunks in items.values())
-    x, y = graph.curve_points("tk", "rtt")
+    for metric, before in items.items():
+        after = set(chunk_items(graph, metric))
+        assert before <= after  # kept, not made again
+        # One chunk per stretch of columns, whatever the number of paths.
+        keys = graph.paths["hk"].columns.keys()
+        assert keys is not None
+        assert len(after) == keys[1] // CHUNK_COLUMNS - keys[0] // CHUNK_COLUMNS + 1
+    x, y = graph.curves["tk"]["rtt"].getData()
     assert len(x) == 20 and set(y.tolist()) == {80.0}
     assert graph.plots["rtt"].listDataItems() == []
     # Only the height item counts for the plot's range: chunks and tails do not re-range it.
@@ -114,18 +118,18 @@ def test_switch_shows_a_marker_and_the_table_follows(braid: BraidApp, qtbot: QtB
                                 paths=(path("hk", None, up=False, loss=1.0, score=0.0),
                                        path("tk", 80.0, classes=("default",)), path("sg", 95.0)),
                                 classes={"default": ("tk",)}, events=(ev,), t=t + 0.2))
-    (marker,) = braid.graph.markers
+    (marker,) = braid.graph.marker_lines
     assert marker.t == ev.t and marker.label == "default → tk"
-    lines = {m: braid.graph.marker_lines(m) for m in braid.graph.plots}
-    assert all([line.t for line in ls] == [ev.t] for ls in lines.values())
+    lines = braid.graph.marker_lines[marker]
+    assert len(lines) == 4 and all(line.t == ev.t for line in lines)
     # The label on the top plot only.
-    assert [ls[0].label for ls in lines.values()] == ["default → tk", None, None, None]
+    assert [line.label for line in lines] == ["default → tk", None, None, None]
     rows = braid.graph.table_rows()
     assert rows[0][:2] == ["hk", "down"] and rows[0][5] == "100.0 %"
     assert rows[1][0] == "tk" and rows[1][-1] == "default"
     # The same event repeated in later snapshots draws no second marker.
     feed(braid, t + 0.4, 3, active="tk")
-    assert len(braid.graph.markers) == 1
+    assert len(braid.graph.marker_lines) == 1
 
 
 def test_ten_minutes_of_three_paths_stay_within_the_window(qtbot: QtBot) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pyqtgraph as pg
 import pytest
 from pytestqt.qtbot import QtBot
@@ -46,8 +45,8 @@ def test_a_short_path_breaks_at_nan_and_bounds_only_the_finite_points() -> None:
 def test_a_tail_layer_keeps_each_paths_tail_until_cleared(qtbot: QtBot) -> None:
     layer = TailLayer()
     pen = pg.mkPen("#000")
-    layer.set_tails([(0, pen, np.array([0.0, 1.0]), np.array([1.0, 2.0]))])
-    layer.set_tails([(1, pen, np.array([0.5, 1.5]), np.array([10.0, 20.0]))])
+    layer.set_tails([(0, pen, [0.0, 1.0], [1.0, 2.0])])
+    layer.set_tails([(1, pen, [0.5, 1.5], [10.0, 20.0])])
     rect = layer.boundingRect()
     assert rect.top() <= 1.0 and rect.bottom() >= 20.0  # both tails
     layer.clear()
