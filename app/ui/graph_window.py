@@ -19,7 +19,7 @@ docs/app.md has the figures):
   the plots' heights follow the curves in steps (plot_layers.steady_range), so a new
   extreme within a step changes no pixmap and no axis.
 - A tail point outside its plot's height, a new path, a new marker or a resize redraws
-  in full at once; a tail value that repeats is not drawn again.
+  in full at once; a tail sample that lights no new pixel is not drawn.
 - The table's cells are set only when their text or colour changes.
 - Nothing is drawn while the window is hidden or minimized (the history keeps filling);
   showing it takes the backlog into the columns in one pass and draws it.
@@ -89,7 +89,9 @@ class PathCurves:
         self.drawn = 0  # ... drawn by the curves at the last full redraw
         self.last_key: int | None = None  # the newest column then: it may have grown since
         self.end: FloatArray = np.full((2, len(METRICS)), np.nan)  # the curves' last x, y
-        self.tail_last: FloatArray = np.full(len(METRICS), np.nan)  # last y drawn
+        # The height the tails span so far, per metric (NaN: nothing finite drawn yet).
+        self.tail_lo: FloatArray = np.full(len(METRICS), np.nan)
+        self.tail_hi: FloatArray = np.full(len(METRICS), np.nan)
 
     def take(self, series: Series, width_s: float | None = None) -> bool:
         """Take the series' new samples into the columns; with a new width (or a
@@ -144,10 +146,11 @@ class PathGraphWindow(QWidget):
         self._history = history
         self._latest: EngineSnapshot | None = None
         # What the tests and the benchmark read: snapshots drawn (in full or as tails),
-        # of those the full redraws, and the curve chunks drawn again.
+        # of those the full redraws, and the curve chunks and plots' tails drawn again.
         self.redraws = 0
         self.full_redraws = 0
         self.chunks_drawn = 0
+        self.tails_drawn = 0
         self._right = -math.inf  # the time at the view's right edge: past it, redraw
         self._pixel_s = 0.0  # one pixel's time at the last full redraw
         self._stale = True  # the curves must be drawn again from their columns
@@ -175,9 +178,9 @@ class PathGraphWindow(QWidget):
                 plot.setXLink(self.plots[METRICS[0]])
             if row < len(METRICS) - 1:
                 plot.getAxis("bottom").setStyle(showValues=False)
-            for side in ("left", "bottom"):
+            for side in ("left", "bottom", "top", "right"):
                 # The units are in the titles: no SI prefix to re-work out (and the label
-                # to re-lay out) with every move of the axis.
+                # to re-lay out) with every move of the axis, hidden axes included.
                 plot.getAxis(side).enableAutoSIPrefix(False)
             layers = PlotLayers(height=HeightItem(CEILINGS.get(metric, math.inf)))
             plot.vb.addItem(layers.height)
@@ -287,17 +290,19 @@ class PathGraphWindow(QWidget):
 
     def _view(self, now: float) -> tuple[float, float, float]:
         """The time range to show and one pixel's time: the whole history up to the
-        span (a young connection fills the width), ending one pixel after `now`."""
+        span (a young connection fills the width), ending one pixel after `now`. Over
+        the full span the range's width and the pixel stay exactly the same from one
+        redraw to the next, so that moving it is a pure scroll (cached pixmaps keep)."""
         history = self._history
+        width = max(self.plots[METRICS[0]].vb.width(), 2.0)
         first = history.earliest_t()
-        left = now - history.span_s
-        if first is not None:
-            left = max(left, min(first, now - MIN_VIEW_S))
-        width = max(self.plots[METRICS[0]].vb.width(), 1.0)
-        pixel_s = (now - left) / width
+        held = 0.0 if first is None else now - first
+        # The width that puts the oldest sample at the left edge and the newest one a
+        # pixel from the right one: held = view * (width - 1) / width.
+        view = min(history.span_s, max(MIN_VIEW_S, held * width / (width - 1)))
+        pixel_s = view / width
         right = now + pixel_s
-        left = max(right - history.span_s, left)
-        return left, right, pixel_s
+        return right - view, right, pixel_s
 
     def _draw_full(self) -> None:
         self.full_redraws += 1
@@ -328,9 +333,13 @@ class PathGraphWindow(QWidget):
             self._draw_chunks(metric, span, first_changed)
         for curves in self.paths.values():
             curves.drawn = curves.taken
-            curves.tail_last[:] = curves.end[1]
+            curves.tail_lo[:] = curves.tail_hi[:] = curves.end[1]
         self._sync_markers()
         self.plots[METRICS[0]].setXRange(left, right, padding=0)
+        for plot in self.plots.values():
+            # Apply the new ranges now rather than when Qt starts painting: a transform
+            # that changes during the paint makes Qt paint the whole plot a second time.
+            plot.vb.prepareForPaint()
         self._right = right
         self._stale = False
 
@@ -384,13 +393,20 @@ class PathGraphWindow(QWidget):
             chunk.set_pixel(pixel)
 
     def _draw_tails(self) -> bool:
-        """Draw each curve's samples since the last full redraw; False (drawing
-        nothing) when one falls outside its plot's height, so it needs a full redraw."""
+        """Draw each curve's samples since the last full redraw, where they reach a
+        pixel the curve has not drawn yet; False (drawing nothing) when one falls outside
+        its plot's automatic height, so that it needs a full redraw.
+
+        A tail is at most a pixel or two wide, so a sample within the height it already
+        spans (to half a pixel) lights no new pixel and is not drawn now; a gap is
+        not either (it only shows once the curve resumes, or at the next full redraw)."""
         history = self._history
-        heights = {
-            metric: plot.vb.viewRange()[1] if plot.vb.autoRangeEnabled()[1] else None
-            for metric, plot in self.plots.items()
-        }
+        view: dict[str, tuple[float, float, float, bool]] = {}
+        for metric, plot in self.plots.items():
+            vb = plot.vb
+            y0, y1 = vb.viewRange()[1]
+            view[metric] = (y0, y1, 0.5 * (y1 - y0) / max(vb.height(), 1.0),
+                            vb.autoRangeEnabled()[1] is not False)
         todo: dict[str, list[tuple[int, QPen, list[float], list[float]]]] = {}
         for name, curves in self.paths.items():
             series = history.series(name)
@@ -398,23 +414,28 @@ class PathGraphWindow(QWidget):
             new = min(curves.taken - curves.drawn, len(series))
             if new <= 0 or not curves.visible:
                 continue
-            t, rows = series.times()[-new:], series.rows()[:, -new:]
+            rows = series.rows()[:, -new:].tolist()
             for m, metric in enumerate(METRICS):
-                y = rows[m]
-                last = curves.tail_last[m]
-                if (y == last).all() or (np.isnan(last) and np.isnan(y).all()):
-                    continue  # the same figure again: only its sub-pixel length grows
-                height = heights[metric]
-                if height is not None:
-                    finite = y[~np.isnan(y)]
-                    if finite.size and (finite.min() < height[0] or finite.max() > height[1]):
-                        return False
-                x0, y0 = curves.end[:, m]
-                todo.setdefault(metric, []).append(
-                    (curves.index, curves.pen, [x0, *t.tolist()], [y0, *y.tolist()]))
-                curves.tail_last[m] = y[-1]
+                ys = rows[m]
+                finite = [v for v in ys if v == v]  # not NaN
+                if not finite:
+                    continue
+                y0, y1, half, auto = view[metric]
+                low, high = min(finite), max(finite)
+                if auto and (low < y0 or high > y1):
+                    return False
+                lo, hi = curves.tail_lo[m], curves.tail_hi[m]
+                if lo - half <= low and high <= hi + half:  # False while lo, hi are NaN
+                    continue
+                curves.tail_lo[m] = low if lo != lo else min(lo, low)
+                curves.tail_hi[m] = high if hi != hi else max(hi, high)
+                x0, y_end = curves.end[:, m].tolist()
+                todo.setdefault(metric, []).append((
+                    curves.index, curves.pen, [x0, *series.times()[-new:].tolist()],
+                    [y_end, *ys]))
         for metric, tails in todo.items():
             self.layers[metric].tails.set_tails(tails)
+            self.tails_drawn += 1
         return True
 
     def _add_path(self, name: str, index: int) -> PathCurves:

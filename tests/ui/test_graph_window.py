@@ -172,6 +172,26 @@ def test_a_long_span_moves_by_pixels_and_draws_the_newest_samples_live(qtbot: Qt
         dispose(app)
 
 
+def test_a_tail_is_drawn_only_when_it_reaches_a_new_pixel(qtbot: QtBot) -> None:
+    app, t = ten_minutes(qtbot)
+    graph = app.graph
+    try:
+        full = graph.full_redraws
+        while graph.full_redraws == full:  # up to just after a move of the axis
+            t += 0.1
+            app.controller.apply(three_paths(t=t))
+        full = graph.full_redraws
+        drawn = graph.tails_drawn
+        app.controller.apply(three_paths(t=t + 0.1))  # the same figures: no new pixel
+        assert graph.full_redraws == full and graph.tails_drawn == drawn
+        app.controller.apply(with_rtt(three_paths(t=t + 0.2), "tk", 95.0))  # 15 ms higher
+        assert graph.full_redraws == full and graph.tails_drawn == drawn + 1
+        app.controller.apply(with_rtt(three_paths(t=t + 0.3), "tk", 90.0))  # within it
+        assert graph.tails_drawn == drawn + 1
+    finally:
+        dispose(app)
+
+
 def test_a_young_history_redraws_with_every_snapshot(braid: BraidApp, qtbot: QtBot) -> None:
     braid.show_paths()
     qtbot.waitUntil(braid.graph.isVisible)
