@@ -51,6 +51,7 @@ def good() -> dict[str, Any]:
                 "fwmask": None,
                 "action": "lookup",
                 "table": 52001,
+                "dst": None,
             },
             {
                 "priority": 5250,
@@ -59,6 +60,7 @@ def good() -> dict[str, Any]:
                 "fwmask": 0x0F000000,
                 "action": "lookup",
                 "table": 52001,
+                "dst": None,
             },
             {
                 "priority": 5251,
@@ -67,6 +69,7 @@ def good() -> dict[str, Any]:
                 "fwmask": 0x0F000000,
                 "action": "unreachable",
                 "table": None,
+                "dst": None,
             },
         ],
         "marking": {
@@ -75,6 +78,7 @@ def good() -> dict[str, Any]:
             "masquerade": True,
             "flush_marks": [],
         },
+        "guard": None,
     }
 
 
