@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -117,6 +118,7 @@ class UserspaceBackend:
         self._on_died = on_died
         self._children: dict[str, _Child] = {}
         self._configured: dict[str, TunnelState] = {}
+        self._ports: dict[str, int] = {}  # the port a device picked itself
         self._restarts: dict[str, int] = {}
 
     async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
@@ -130,11 +132,22 @@ class UserspaceBackend:
         if child is None or child.process.returncode is not None:
             await self._start(ipr, tunnel.name)
             self._configured.pop(tunnel.name, None)
+            self._ports.pop(tunnel.name, None)
             changes.append(f"{tunnel.name}: started wireguard-go")
+        # A device left to pick its port keeps the one it picked: going back to such a
+        # state (a rollback) sets that port again, not a new random one.
+        want = tunnel
+        if tunnel.listen_port is None and tunnel.name in self._ports:
+            want = dataclasses.replace(tunnel, listen_port=self._ports[tunnel.name])
         old = self._configured.pop(tunnel.name, None)  # unknown until this succeeds
-        if uapi.configure(tunnel.name, old, tunnel):
+        if uapi.configure(tunnel.name, old, want):
             changes.append(f"{tunnel.name}: configured")
-        self._configured[tunnel.name] = tunnel
+        if want.listen_port is None:
+            stats = uapi.stats(tunnel.name)
+            if stats is not None and stats.listen_port:
+                self._ports[tunnel.name] = stats.listen_port
+                want = dataclasses.replace(tunnel, listen_port=stats.listen_port)
+        self._configured[tunnel.name] = want
         return changes
 
     def forget(self, name: str) -> None:
@@ -221,6 +234,7 @@ class UserspaceBackend:
 
     async def remove(self, ipr: AsyncIPRoute, name: str) -> bool:
         self._configured.pop(name, None)
+        self._ports.pop(name, None)
         self._restarts.pop(name, None)
         child = self._children.get(name)
         if child is not None:
