@@ -38,8 +38,9 @@ class StateDir:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
-            what = ("is a symlink" if exc.errno == errno.ELOOP else
-                    "is not a directory" if exc.errno == errno.ENOTDIR else str(exc))
+            what = str(exc)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                what = "is a symlink" if path.is_symlink() else "is not a directory"
             raise self._refuse(f"--state-dir {path} {what}") from None
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():

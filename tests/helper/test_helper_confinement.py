@@ -24,7 +24,6 @@ from tests.helper.conftest import (
     kernel_dump,
     lab_state,
     ns_run,
-    outside_braid,
     raw_request,
 )
 from tests.util import wait_until
