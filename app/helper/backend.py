@@ -29,6 +29,7 @@ log = logging.getLogger("braid.helper")
 START_TIMEOUT = 10.0  # wireguard-go creating its TUN device and UAPI socket
 STOP_TIMEOUT = 5.0
 RESTART_BACKOFF = (0.2, 1.0, 5.0)  # after the first, second, later deaths in a row
+STABLE_S = 30.0  # a child that ran this long before it died starts the backoff again
 
 
 class Backend(Protocol):
@@ -103,6 +104,7 @@ class _Child:
     ident: procs.ProcId
     watcher: asyncio.Task[None] | None = None
     stopping: bool = False
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class UserspaceBackend:
@@ -120,6 +122,7 @@ class UserspaceBackend:
         self._configured: dict[str, TunnelState] = {}
         self._ports: dict[str, int] = {}  # the port a device picked itself
         self._restarts: dict[str, int] = {}
+        self._streak: dict[str, int] = {}  # deaths in a row, for the backoff
 
     async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
         changes: list[str] = []
@@ -207,13 +210,16 @@ class UserspaceBackend:
         del self._children[name]
         self._configured.pop(name, None)
         self._restarts[name] = self._restarts.get(name, 0) + 1
+        # The backoff grows with deaths in a row; one that ran a while starts it again.
+        lived = time.monotonic() - child.started
+        self._streak[name] = 1 if lived > STABLE_S else self._streak.get(name, 0) + 1
         log.warning(
             "%s: wireguard-go (pid %d) exited with %s; restarting", name, child.ident.pid, rc
         )
         self._on_died(name)
 
     def backoff(self, name: str) -> float:
-        n = self._restarts.get(name, 0)
+        n = self._streak.get(name, 0)
         return RESTART_BACKOFF[min(max(n - 1, 0), len(RESTART_BACKOFF) - 1)]
 
     async def _reap(self, name: str, child: _Child) -> None:
@@ -236,6 +242,7 @@ class UserspaceBackend:
         self._configured.pop(name, None)
         self._ports.pop(name, None)
         self._restarts.pop(name, None)
+        self._streak.pop(name, None)
         child = self._children.get(name)
         if child is not None:
             await self._reap(name, child)

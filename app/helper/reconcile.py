@@ -85,6 +85,7 @@ class Reconciler:
         self._watch: Watch | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
+        self._dirty_kinds: set[str] = set()  # what the events said changed
 
     # ---- apply -----------------------------------------------------------------------
     async def apply(self, new: DesiredState, *, held: str | None = None) -> list[str]:
@@ -186,9 +187,12 @@ class Reconciler:
         with self._watch.quiet():
             yield
 
-    async def _reconcile(self, new: DesiredState, *, fast: bool = False) -> list[str]:
+    async def _reconcile(self, new: DesiredState, *, fast: bool = False,
+                         tunnels: bool = True) -> list[str]:
         """Bring the kernel to ``new``. ``fast``: trust what the last apply set (see
-        :meth:`_tunnels_held`) instead of reading it back from the kernel."""
+        :meth:`_tunnels_held`) instead of reading it back from the kernel. ``tunnels``
+        False (a drift repair that found the tunnels intact): links and devices are
+        taken as the last reconcile left them, routes and rules read from the kernel."""
         held, self._held = self._held, None  # until this one is through
         changes: list[str] = []
         fams = netlink.families()
@@ -198,6 +202,11 @@ class Reconciler:
                     index = held.links
                     have_routes, have_rules = held.routes, held.rules
                     links: dict[str, netlink.Link] = {}
+                elif not tunnels and held is not None and new.tunnels == self.state.tunnels:
+                    index = held.links
+                    links = {}
+                    have_routes = await netlink.dump_routes(ipr)
+                    have_rules = await netlink.braid_rules(ipr)
                 else:
                     changes += await self._ensure_tunnels(ipr, new)
                     links = await netlink.braid_link_info(ipr)
@@ -295,38 +304,56 @@ class Reconciler:
     # ---- drift -----------------------------------------------------------------------
     def start_watching(self) -> None:
         """Kernel events and a timer, both leading to :meth:`verify`."""
-        watch = Watch(self._dirty.set, self._braid_indexes)
+        watch = Watch(self._changed, self._braid_indexes)
         watch.start()
         self._watch = watch
         self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    def _changed(self, kinds: set[str]) -> None:
+        log.debug("kernel events: %s", ", ".join(sorted(kinds)))
+        self._dirty_kinds |= kinds
+        self._dirty.set()
 
     def _braid_indexes(self) -> set[int]:
         return set(self._held.links.values()) if self._held is not None else set()
 
     async def _watch_loop(self) -> None:
         while True:
+            timer = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self.verify_interval)
+                timer = False
             self._dirty.clear()
-            self.backend.bound_logs()
+            kinds, self._dirty_kinds = self._dirty_kinds, set()
+            if timer:
+                self.backend.bound_logs()
             try:
-                await self.verify()
+                # An event says what changed: only that kind is compared (a few ms); the
+                # timer compares everything, WireGuard's configuration included (which
+                # no event announces).
+                await self.verify(None if timer or "all" in kinds else kinds)
             except Exception:
                 log.exception("checking for drift failed")
             await asyncio.sleep(REPAIR_SPACING_S)
 
-    async def verify(self) -> list[str]:
-        """Compare the kernel with the state; repair what differs. Returns the drift."""
+    async def verify(self, kinds: set[str] | None = None) -> list[str]:
+        """Compare the kernel with the state (``kinds`` of objects only: "link", "addr",
+        "route", "rule", "nft"; None: all); repair what differs. Returns the drift."""
         async with self.lock:
             if self._closing:
                 return []
-            drift = await self._drift()
+            t0 = time.perf_counter()
+            drift, tunnels = await self._drift(kinds)
+            t1 = time.perf_counter()
+            log.debug("drift check: %.1f ms", (t1 - t0) * 1000)
             if not drift:
                 return []
             log.warning("drift: %s; repairing", "; ".join(drift))
             self.repairs += drift
             try:
-                changes = await self._reconcile(self.state)
+                # Tunnels intact: their links and devices are not looked at again.
+                changes = await self._reconcile(self.state, tunnels=tunnels)
+                log.debug("repair: %.1f ms", (time.perf_counter() - t1) * 1000)
             except HelperError as exc:
                 log.error("could not repair drift: %s", exc.what)
                 return drift
@@ -336,45 +363,64 @@ class Reconciler:
                 log.info("repaired: %s", change)
             return drift
 
-    async def _drift(self) -> list[str]:
-        """How the kernel differs from what the helper set (nothing it does not own)."""
+    async def _drift(self, kinds: set[str] | None) -> tuple[list[str], bool]:
+        """How the kernel differs from what the helper set (nothing it does not own),
+        looking at ``kinds`` of objects (None: all) and reading only those; and whether
+        the tunnels (links, addresses, devices) are among what differs."""
         state, out = self.state, []
         fams = netlink.families()
-        async with AsyncIPRoute() as ipr:
-            links = await netlink.braid_link_info(ipr)
-            addrs = await netlink.addresses(ipr)
-            have_routes = await netlink.dump_routes(ipr)
-            have_rules = await netlink.braid_rules(ipr)
+
+        def look(*kind: str) -> bool:
+            return kinds is None or bool(kinds & set(kind))
+
+        held = self._held
         complete = True
-        for t in state.tunnels:
-            link = links.get(t.name)
-            if link is None:
-                complete = False
-                # A wireguard-go that died took its link: the supervisor restarts it,
-                # with its backoff. One still running lost its link to someone else.
-                if self.backend.running(t.name):
-                    out.append(f"link {t.name} is gone")
-                continue
-            if not link.up or link.mtu != t.effective_mtu:
-                out.append(f"link {t.name} is down or has another MTU")
-            want = {str(ipaddress.ip_interface(a)) for a in t.addresses}
-            if addrs.get(link.index, set()) != want:
-                out.append(f"addresses of {t.name}")
-            device = await self.backend.drift(t)
-            if device:
-                self.backend.forget(t.name)
-                out.append(f"{t.name}'s WireGuard configuration: {', '.join(device)}")
-        if complete:
-            index = {t.name: links[t.name].index for t in state.tunnels}
-            want_routes = netlink.want_routes(state.tables, index)
-            want_rules = netlink.want_rules(state.rules)
-            if state.guard is not None:
-                want_routes |= guard.routes(state.guard, index, fams)
-                want_rules += guard.rules(state.guard, fams)
-            if have_routes != want_routes:
-                out.append("routes in Braid's tables")
-            if Counter(have_rules) != Counter(want_rules):
-                out.append("rules at Braid's priorities")
+        async with AsyncIPRoute() as ipr:
+            if look("link", "addr") or held is None:
+                links = await netlink.braid_link_info(ipr)
+                addrs = await netlink.addresses(ipr)
+                for t in state.tunnels:
+                    link = links.get(t.name)
+                    if link is None:
+                        complete = False
+                        # A wireguard-go that died took its link: the supervisor restarts
+                        # it, with its backoff. One still running lost its link to someone.
+                        if self.backend.running(t.name):
+                            out.append(f"link {t.name} is gone")
+                        continue
+                    if not link.up or link.mtu != t.effective_mtu:
+                        out.append(f"link {t.name} is down or has another MTU")
+                    want = {str(ipaddress.ip_interface(a)) for a in t.addresses}
+                    if addrs.get(link.index, set()) != want:
+                        out.append(f"addresses of {t.name}")
+                index = {t.name: links[t.name].index for t in state.tunnels if complete}
+            else:
+                index = held.links
+            if kinds is None:  # the timer: what no event announces
+                for t in state.tunnels:
+                    device = await self.backend.drift(t)
+                    if device:
+                        self.backend.forget(t.name)
+                        out.append(f"{t.name}'s WireGuard configuration: {', '.join(device)}")
+            tunnels = bool(out) or not complete
+            if complete and look("link", "route"):
+                want_routes = netlink.want_routes(state.tables, index)
+                if state.guard is not None:
+                    want_routes |= guard.routes(state.guard, index, fams)
+                if await netlink.dump_routes(ipr) != want_routes:
+                    out.append("routes in Braid's tables")
+            if look("rule"):
+                want_rules = netlink.want_rules(state.rules)
+                if state.guard is not None:
+                    want_rules += guard.rules(state.guard, fams)
+                if Counter(await netlink.braid_rules(ipr)) != Counter(want_rules):
+                    out.append("rules at Braid's priorities")
+        if look("nft"):
+            out += self._nft_drift(state)
+        return out, tunnels
+
+    def _nft_drift(self, state: DesiredState) -> list[str]:
+        out = []
         for table, ruleset in self._rulesets(state).items():
             if ruleset is not None and nft.listing(table) != self._listed.get(table):
                 self._loaded.pop(table, None)  # reload it

@@ -4,11 +4,12 @@ nf_tables (NFNLGRP_NFTABLES), read from raw netlink sockets in the helper's name
 Only the headers are parsed, enough to tell whether an event touches something of
 Braid's (a ``br-*`` link, an address on one of its links, a route in tables 52000-52099,
 a rule at 5200-5299, the nft tables ``inet braid`` and ``inet braid_guard``); such an
-event calls ``on_drift``, which schedules a check of everything (reconcile.py). What
+event calls ``on_drift`` with its kind ("link", "addr", "route", "rule", "nft"), which
+schedules a check of that kind of object (reconcile.py). What
 the helper changes itself is not drift: while it reconciles, :meth:`Watch.quiet`
 discards events, and on leaving drops what is queued (the kernel queues a change's
 notifications before it acknowledges the change, so the helper's own are all there).
-A socket that overflows (ENOBUFS) lost events: that too calls ``on_drift``.
+A socket that overflows (ENOBUFS) lost events: then everything is checked (``"all"``).
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ def _u32(value: bytes) -> int | None:
 
 
 def rtnl_relevant(kind: int, body: bytes, start: int, end: int,
-                  braid_links: Callable[[], set[int]]) -> bool:
-    """Whether an rtnetlink event touches something Braid's."""
+                  braid_links: Callable[[], set[int]]) -> str | None:
+    """The kind of Braid's object an rtnetlink event touches, or None."""
     if kind in _LINK:
         index = struct.unpack_from("=i", body, start + 4)[0]
         for attr, value in _attrs(body, start + 16, end):
             if attr == IFLA_IFNAME:
-                return bool(IFACE_RE.match(value.rstrip(b"\0").decode(errors="replace")))
-        return index in braid_links()
+                name = value.rstrip(b"\0").decode(errors="replace")
+                return "link" if IFACE_RE.match(name) else None
+        return "link" if index in braid_links() else None
     if kind in _ADDR:
-        return struct.unpack_from("=I", body, start + 4)[0] in braid_links()
+        return "addr" if struct.unpack_from("=I", body, start + 4)[0] in braid_links() else None
     if kind in _ROUTE or kind in _RULE:
         table = body[start + 4]
         priority = None
@@ -85,9 +87,10 @@ def rtnl_relevant(kind: int, body: bytes, start: int, end: int,
             elif attr == FRA_PRIORITY and kind in _RULE:
                 priority = _u32(value)
         if kind in _ROUTE:
-            return TABLE_MIN <= table <= TABLE_MAX
-        return priority is not None and PRIORITY_MIN <= priority <= PRIORITY_MAX
-    return False
+            return "route" if TABLE_MIN <= table <= TABLE_MAX else None
+        ours = priority is not None and PRIORITY_MIN <= priority <= PRIORITY_MAX
+        return "rule" if ours else None
+    return None
 
 
 def nft_relevant(kind: int, body: bytes, start: int, end: int) -> bool:
@@ -100,11 +103,11 @@ def nft_relevant(kind: int, body: bytes, start: int, end: int) -> bool:
 
 
 class Watch:
-    """The two event sockets on the running loop; ``on_drift`` is called (at most once
+    """The two event sockets on the running loop; ``on_drift(kinds)`` is called (once
     per batch of datagrams) when one of them saw something Braid's change."""
 
-    def __init__(self, on_drift: Callable[[], None], braid_links: Callable[[], set[int]]
-                 ) -> None:
+    def __init__(self, on_drift: Callable[[set[str]], None],
+                 braid_links: Callable[[], set[int]]) -> None:
         self._on_drift = on_drift
         self._braid_links = braid_links
         self._socks: list[tuple[socket.socket, bool]] = []
@@ -143,39 +146,42 @@ class Watch:
                     self._read(sock, False)
 
     def _readable(self, sock: socket.socket, is_nft: bool) -> None:
-        if self._read(sock, is_nft) and not self._quiet:
-            self._on_drift()
+        kinds = self._read(sock, is_nft)
+        if kinds and not self._quiet:
+            self._on_drift(kinds)
 
-    def _read(self, sock: socket.socket, is_nft: bool) -> bool:
-        """Read every queued datagram; whether one of them was relevant."""
-        relevant = False
+    def _read(self, sock: socket.socket, is_nft: bool) -> set[str]:
+        """Read every queued datagram; the kinds of Braid's objects they touched."""
+        kinds: set[str] = set()
         while True:
             try:
                 data = sock.recv(1 << 16)
             except BlockingIOError:
-                return relevant
+                return kinds
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events were lost: look at everything
-                    relevant = True
+                    kinds.add("all")
                     continue
                 log.warning("kernel event socket: %s", exc)
-                return relevant
-            if not self._quiet and not relevant:
-                relevant = self._any_relevant(data, is_nft)
+                return kinds
+            if not self._quiet:
+                kinds |= self._kinds(data, is_nft)
 
-    def _any_relevant(self, data: bytes, is_nft: bool) -> bool:
+    def _kinds(self, data: bytes, is_nft: bool) -> set[str]:
+        kinds: set[str] = set()
         offset = 0
         while offset + 16 <= len(data):
             length, kind = struct.unpack_from("=IH", data, offset)
             if length < 16:
-                return False
+                break
             end = min(offset + length, len(data))
             try:
-                hit = (nft_relevant(kind, data, offset + 16, end) if is_nft else
-                       rtnl_relevant(kind, data, offset + 16, end, self._braid_links))
+                hit = ("nft" if nft_relevant(kind, data, offset + 16, end) else None) \
+                    if is_nft else rtnl_relevant(kind, data, offset + 16, end,
+                                                 self._braid_links)
             except (struct.error, IndexError):
-                hit = True  # a message this parser cannot read: better look
-            if hit:
-                return True
+                hit = "all"  # a message this parser cannot read: better look
+            if hit is not None:
+                kinds.add(hit)
             offset += (length + 3) & ~3
-        return False
+        return kinds
