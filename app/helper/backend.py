@@ -129,7 +129,9 @@ class UserspaceBackend:
         child = self._children.get(tunnel.name)
         if child is not None and child.process.returncode is None and (
                 await netlink.link_index(ipr, tunnel.name) is None):
-            # Its device was deleted under it (`ip link del`): it is about to exit.
+            # Its device was deleted under it (`ip link del`, or it is dying): it is about
+            # to exit. A restart like any other, counted as one.
+            self._restarts[tunnel.name] = self._restarts.get(tunnel.name, 0) + 1
             await self._reap(tunnel.name, child)
             child = None
         if child is None or child.process.returncode is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import re
 import signal
@@ -194,12 +195,33 @@ def test_grace_period_removes_the_state_of_a_client_that_left(lab: LabInfo, tmp_
 
 
 def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
-    owner = up(helper)
+    """Every place a key could land: argv and environments, the helper's log (drift
+    repairs, refusals, rollbacks and the guard included), its journal and wireguard-go's
+    logs in the state directory, and every reply."""
+    lab = helper.lab
+    hk = lab.gateways[0].client_interface
+    owner = helper.client()
+    replies = [owner.apply(lab_state(lab, guard={"allow": ["192.0.2.0/24"], "via": hk}))]
+    wait_until(lambda: all_handshaken(owner.status(), names(lab)), 15)
     # A key pasted into the wrong field is refused without being logged.
-    misplaced = lab_state(helper.lab, ("hk",))
-    misplaced["tunnels"][0]["name"] = helper.lab.gateways[0].client_private_key
-    with pytest.raises(BraidError, match=r"tunnels\[0\]\.name"):
-        owner.apply(misplaced)
+    for where in ("name", "addresses"):
+        misplaced = lab_state(lab, ("hk",))
+        misplaced["tunnels"][0][where] = (lab.gateways[0].client_private_key if where == "name"
+                                          else [lab.gateways[0].client_private_key])
+        with pytest.raises(BraidError, match=rf"tunnels\[0\]\.{where}"):
+            owner.apply(misplaced)
+    # A device whose configuration drifted is configured again (private key included).
+    ns_run(helper.ns, "wg", "set", hk, "peer", lab.gateways[0].public_key, "remove")
+    wait_until(lambda: "WireGuard configuration" in helper.log.read_text(), 15,
+               message="the removed peer was not noticed")
+    wait_until(lambda: all_handshaken(owner.status(), names(lab)), 15)
+    # A rollback (two tunnels on one port).
+    bad = lab_state(lab, guard={"allow": [], "via": hk})
+    for t in bad["tunnels"]:
+        t["listen_port"] = 40112
+    with pytest.raises(BraidError):
+        owner.apply(bad)
+    replies.append(owner.request("status"))
     secrets: list[bytes] = []
     for g in helper.lab.gateways:
         secrets.append(g.client_private_key.encode())
@@ -209,6 +231,8 @@ def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
         if entry.name.isdigit():
             places += [entry / "cmdline", entry / "environ"]
     places += [helper.log, *helper.state_dir.iterdir()]
+    assert any(p.name.startswith("wireguard-go-") for p in places)
+    assert (helper.state_dir / "journal.json").exists()
     for place in places:
         try:
             data = place.read_bytes()
@@ -216,6 +240,9 @@ def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
             continue
         for s in secrets:
             assert s not in data, f"a private key is readable in {place}"
+    for reply in replies:
+        text = json.dumps(reply).encode()
+        assert not any(s in text for s in secrets), "a private key is in a reply"
     for f in helper.state_dir.iterdir():
         assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
 
