@@ -17,8 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import present
 from app.core.model import ConnState, EngineSnapshot
-from app.ui import present
 from app.ui.controller import AppController
 from app.ui.icons import state_icon
 from app.ui.menu import NO_TARGETS
