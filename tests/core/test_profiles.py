@@ -338,3 +338,26 @@ def test_hand_edited_values_load_in_canonical_form(store: ProfileStore, pname: s
     gw = store.load(pname).gateways[0]
     assert gw.addresses == ("198.19.0.2/32",)
     assert gw.peer.allowed_ips == ("10.0.0.0/8",)
+
+
+def test_settings_round_trip_and_are_checked(config_dir: Path) -> None:
+    from app.core.profiles.codec import profile_from_toml
+    from app.core.profiles.model import ClassTuning, Settings
+    from app.core.profiles.rules import validate_profile
+
+    gw, _ = make_gateway("hk")
+    chosen = Settings(always_on=True, lan_access=False, exclude=("10.50.0.0/16",),
+                      copies="always", bulk_after_mb=20.0,
+                      tuning=(("realtime", ClassTuning(0.05, 2.0, 8.0, 0.2)),))
+    profile = Profile(name="set", gateways=(gw,), settings=chosen)
+    import tomllib
+    text = profile_to_toml(profile)
+    assert "[settings]" in text and "[settings.classes.realtime]" in text
+    assert profile_from_toml(tomllib.loads(text)).settings == chosen
+    plain = profile_to_toml(Profile(name="set", gateways=(gw,)))
+    assert "[settings]" not in plain  # defaults are not written out
+    for bad, phrase in ((Settings(copies="twice"), "copies"),
+                        (Settings(exclude=("0.0.0.0/0",)), "everything out"),
+                        (Settings(tuning=(("bulk", ClassTuning(2.0, 1, 1, 1)),)), "margin")):
+        with pytest.raises(BraidError, match=phrase):
+            validate_profile(replace(profile, settings=bad))

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from app.core.errors import BraidError
-from app.core.profiles.model import Gateway, GatewaySecrets, Profile
+from app.core.profiles.model import COPIES_MODES, Gateway, GatewaySecrets, Profile, Settings
 from app.wire import fields
 from app.wire.fields import (
     check_endpoint,
@@ -161,7 +161,35 @@ def validate_profile(profile: Profile) -> Profile:
         raise BraidError(f"{where}: weight {exc}", "weights are numbers >= 0") from None
     if w.latency + w.loss + w.cost + w.jitter <= 0:
         raise BraidError(f"{where}: all weights are 0", "give at least one weight > 0")
-    return replace(profile, gateways=tuple(gateways))
+    try:
+        settings = check_settings(profile.settings)
+    except ValueError as exc:
+        raise BraidError(f"{where}: settings.{exc}", "see docs/profiles.md, [settings]") from None
+    return replace(profile, gateways=tuple(gateways), settings=settings)
+
+
+def check_settings(s: Settings) -> Settings:
+    """Every setting checked; ValueError starts with the setting's name."""
+    with _field("exclude"):
+        exclude = tuple(check_network(n) for n in s.exclude)
+        for net in exclude:
+            if ipaddress.ip_network(net).prefixlen == 0:
+                raise ValueError(f"{net} would take everything out of the tunnels; "
+                                 "disconnect instead")
+    with _field("copies"):
+        if s.copies not in COPIES_MODES:
+            raise ValueError(f"{s.copies!r} is not one of {', '.join(COPIES_MODES)}")
+    with _field("bulk_after_mb"):
+        check_cost(s.bulk_after_mb)
+    for cls, t in s.tuning:
+        with _field(f"classes.{cls}"):
+            if not 0 <= t.margin <= 1:
+                raise ValueError(f"margin {t.margin} is not within 0..1 (score points)")
+            for name in ("dwell_s", "hold_down_s", "unusable_dwell_s"):
+                value = getattr(t, name)
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"{name} {value} is not a number of seconds >= 0")
+    return replace(s, exclude=exclude)
 
 
 def validate_secrets(profile: str, gateway: str, secrets: GatewaySecrets) -> None:
