@@ -76,6 +76,7 @@ _AMNEZIA_KEYS = {k.lower(): k for k in (
     "Jc", "Jmin", "Jmax", "S1", "S2", "S3", "S4", "H1", "H2", "H3", "H4",
     "I1", "I2", "I3", "I4", "I5", "J1", "J2", "J3", "Itime")}
 _LIST_KEYS = {"address", "dns", "allowedips"}
+_OPTIONAL_KEYS = {"dns", "mtu", "listenport", "presharedkey", "persistentkeepalive"}
 _SECTIONS = {"interface": "Interface", "peer": "Peer"}
 
 # What a message may quote as a key or section name: a word, not a key's 44 characters.
@@ -263,8 +264,9 @@ class _Fields:
         self.section = section
 
     def _error(self, line: int, key: str, reason: str) -> BraidError:
+        drop = ", or remove the line" if key in _OPTIONAL_KEYS else ""
         return self.reader.error(line, f"{_KEYS[key]}: {reason}; write it like "
-                                       f"{_EXAMPLES[key]}")
+                                       f"{_EXAMPLES[key]}{drop}")
 
     def all(self, key: str, check: Callable[[str], str]) -> list[str]:
         out = []
@@ -306,8 +308,7 @@ class _Fields:
         try:
             return fields.parse_whole(raw, check)
         except ValueError as exc:
-            raise self._error(self.section.lines[key], key, f"{exc}, or remove the line") \
-                from None
+            raise self._error(self.section.lines[key], key, str(exc)) from None
 
 
 def _source(path: Path) -> str:

@@ -155,7 +155,7 @@ SHORT_KEY = "AAAA"
          "is not host:port; write it like Endpoint = vpn.example.com:51820"),
         (lambda t, k: t.replace(":51820", ":70000"), 12, "port '70000'"),
         (lambda t, k: t.replace("MTU = 1380", "MTU = big"), 6,
-         "MTU: 'big' is not a whole number, or remove the line; write it like MTU = 1420"),
+         "MTU: 'big' is not a whole number; write it like MTU = 1420, or remove the line"),
         (lambda t, k: t.replace("MTU = 1380", "MTU = ²"), 6, "'²' is not a whole number"),
         (lambda t, k: t.replace("MTU = 1380", "MTU = 100"), 6, "100 is out of range 1280..9000"),
         (lambda t, k: t.replace("AllowedIPs = ::/0", "AllowedIPs = ::/0,"), 14,
