@@ -145,11 +145,10 @@ def _parse_all(args: argparse.Namespace) -> list[Incoming]:
 
 def _change_line(change: Change, gw: Gateway) -> str:
     verb = "replaced" if change.replaced else "added"
-    origin = f" (from {change.source}" if change.source else " ("
+    notes = [f"from {change.source}"] if change.source else []
     if change.wanted is not None:
-        origin += f"{'; ' if change.source else ''}the name {change.wanted} is taken by " \
-                  f"{change.wanted_by}"
-    origin = f"{origin})" if origin != " (" else ""
+        notes.append(f"the name {change.wanted} is taken by {change.wanted_by}")
+    origin = f" ({'; '.join(notes)})" if notes else ""
     return f"  {verb} gateway {gw.name}{origin}: {gw.interface} -> {gw.peer.endpoint}"
 
 

@@ -282,6 +282,12 @@ def test_profile_name_errors_say_what_to_write(store: ProfileStore) -> None:
     assert err.value.fix == "choose a name such as work or home-2"
 
 
+def test_profile_name_length_edges(store: ProfileStore) -> None:
+    assert store.path("a" * 32).name == "a" * 32 + ".toml"
+    with pytest.raises(BraidError, match="is not a profile name"):
+        store.path("a" * 33)
+
+
 def test_missing_profile(store: ProfileStore) -> None:
     with pytest.raises(BraidError, match="no profile named 'nope'"):
         store.load("nope")
