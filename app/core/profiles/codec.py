@@ -157,7 +157,8 @@ def _gateway_from(t: _Table) -> Gateway:
     p.done()
     gw = Gateway(name=t.str_("name"), interface=t.str_("interface"), addresses=t.strs("addresses"),
                  dns=t.strs("dns"), mtu=t.int_("mtu"), listen_port=t.int_("listen_port"),
-                 peer=peer, cost=t.float_("cost", 1.0), probe=t.str_("probe", required=False))
+                 peer=peer, cost=t.float_("cost", 1.0), probe=t.str_("probe", required=False),
+                 source=t.str_("source", required=False))
     t.done()
     return gw
 

@@ -26,6 +26,10 @@ class Gateway:
     peer: Peer
     cost: float = 1.0  # relative cost (>= 0); scoring normalises it
     probe: str | None = None  # IPv4 address the engine pings through this tunnel
+    # The name of the .conf file it was imported from (no folder): shown to the user,
+    # and re-importing a file of that name replaces this gateway. None: not imported
+    # from a file (a lab's), or imported before Braid kept it.
+    source: str | None = None
 
 
 @dataclass(frozen=True)
