@@ -206,12 +206,19 @@ def parse_config(reply: str) -> DeviceConfig:
                         int(device.get("fwmark", "0")), peers)
 
 
-def config(iface: str) -> DeviceConfig | None:
+def get(iface: str) -> str | None:
+    """The device's ``get=1`` reply (None: it does not answer). It holds the private key
+    (in hex): parse it, never log it."""
     try:
         reply = exchange(iface, "get=1\n\n", timeout=2.0)
     except OSError:
         return None
-    return parse_config(reply) if "errno=0" in reply else None
+    return reply if "errno=0" in reply else None
+
+
+def config(iface: str) -> DeviceConfig | None:
+    reply = get(iface)
+    return parse_config(reply) if reply is not None else None
 
 
 def drift(want: TunnelState, have: DeviceConfig) -> list[str]:
@@ -238,12 +245,9 @@ def drift(want: TunnelState, have: DeviceConfig) -> list[str]:
 
 
 def stats(iface: str) -> DeviceStats | None:
-    try:
-        reply = exchange(iface, "get=1\n\n", timeout=2.0)
-    except OSError:
-        return None
+    reply = get(iface)
     # get=1 also returns private_key=...; parse_get drops it, and it is never logged.
-    return parse_get(reply) if "errno=0" in reply else None
+    return parse_get(reply) if reply is not None else None
 
 
 def handshake_age(peer: PeerStats, now: float | None = None) -> float | None:

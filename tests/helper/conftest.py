@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from app.core.helper_client import HelperStatus, SyncHelperClient
+from app.helper import uapi
 from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.util import wait_until
@@ -334,23 +335,13 @@ def device_configs(names: list[str]) -> dict[str, dict[str, Any] | None]:
     a preshared key is set, endpoint, allowed IPs, keepalive). Never a private key."""
     out: dict[str, dict[str, Any] | None] = {}
     for name in names:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(f"/var/run/wireguard/{name}.sock")
-                s.sendall(b"get=1\n\n")
-                buf = b""
-                while not buf.endswith(b"\n\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-        except OSError:
+        reply = uapi.get(name)
+        if reply is None:
             out[name] = None
             continue
         device: dict[str, Any] = {"peers": {}}
         peer: dict[str, Any] | None = None
-        for line in buf.decode().splitlines():
+        for line in reply.splitlines():
             key, _, value = line.partition("=")
             if key == "private_key":
                 device["public_key"] = _public(value)
