@@ -446,6 +446,9 @@ class Reconciler:
                 except HelperError as exc:
                     log.error("%s: restart failed: %s", name, exc.what)
                     continue
+                except Exception:
+                    log.exception("%s: restart failed (a bug)", name)
+                    continue
                 finally:
                     await self._write_journal()
                 for change in changes:
