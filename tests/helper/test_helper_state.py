@@ -279,3 +279,21 @@ def test_field_rules_are_strict() -> None:
             fields.check_endpoint_literal(bad)
         with pytest.raises(fields.FieldError, match="scope"):
             fields.check_endpoint(bad)
+
+
+def test_a_status_reply_with_or_without_a_guard() -> None:
+    """Both sides read the status with one definition; a reply from a helper that knows
+    no guard reads as "no guard", and fields this side does not know are kept aside."""
+    from app.wire.status import GuardStatus, HelperStatus
+
+    old = {"backend": "userspace", "persistent": False, "owner_connected": True,
+           "grace_remaining_s": None, "tunnels": [], "tables": [52001], "rules": 3,
+           "marking": True, "recovered": []}
+    status = HelperStatus.from_json(old)
+    assert status.guard is None and status.extra == {}
+    guard = {"active": True, "held": "client_left", "allow": ["192.168.1.0/24"], "via": None,
+             "dropped_packets": 7, "nft": True, "routing": True}
+    status = HelperStatus.from_json({**old, "guard": guard, "later": 1})
+    assert status.guard == GuardStatus(True, "client_left", ("192.168.1.0/24",), None, 7)
+    assert status.extra == {"later": 1}
+    assert HelperStatus.from_json(status.to_json()) == status
