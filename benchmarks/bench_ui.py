@@ -106,7 +106,7 @@ def noise(i: int, k: int) -> float:
 
 def synthetic_snapshot(t: float, origin: float) -> Any:
     """The scripted engine's snapshot at time t (a pure function of t - origin)."""
-    from app.core.model import ConnState, EngineSnapshot, Event, PathSnapshot
+    from app.core.model import ConnState, EngineSnapshot, Event, EventKind, PathSnapshot
 
     i = round((t - origin) * RATE_HZ)
     since = (t - origin) % PERIOD_S
@@ -130,20 +130,24 @@ def synthetic_snapshot(t: float, origin: float) -> Any:
         ))
     events: list[Event] = []
     start = origin + math.floor((t - origin) / PERIOD_S) * PERIOD_S
-    for at, frm, to in ((start - PERIOD_S + 70.0, "tk", "hk"), (start + 40.3, "hk", "tk"),
-                        (start + 70.0, "tk", "hk")):
+    for at, kind, frm, to in ((start - PERIOD_S + 70.0, EventKind.BETTER_PATH, "tk", "hk"),
+                              (start + 40.3, EventKind.FAILOVER, "hk", "tk"),
+                              (start + 70.0, EventKind.BETTER_PATH, "tk", "hk")):
         if origin < at <= t:
-            events.append(Event(t=at, kind="switch", cls="default", from_path=frm, to_path=to,
-                                reason="scripted", detection_ms=300.0, switch_ms=2.0))
+            events.append(Event(t=at, kind=kind, cls="default", from_path=frm, to_path=to,
+                                reason="scripted", detection_ms=300.0, switch_ms=2.0,
+                                seq=round((at - origin) * RATE_HZ)))
     if all_lost:
-        lost_at = origin + math.floor((t - origin) / ALL_LOST_EVERY_S) * ALL_LOST_EVERY_S
-        events.append(Event(t=lost_at + 0.3, kind="fail_closed", cls="default",
-                            from_path=active, to_path=None, reason="scripted"))
+        lost_at = origin + math.floor((t - origin) / ALL_LOST_EVERY_S) * ALL_LOST_EVERY_S + 0.3
+        events.append(Event(t=lost_at, kind=EventKind.BLOCKED, cls="default",
+                            from_path=active, to_path=None, reason="scripted",
+                            seq=round((lost_at - origin) * RATE_HZ)))
     state = ConnState.DEGRADED if all_lost or hk_dead else ConnState.CONNECTED
     return EngineSnapshot(
         t=t, state=state, profile="synthetic", paths=tuple(paths),
         classes={"default": () if all_lost else (active,)},
-        events=tuple(sorted(events, key=lambda e: e.t)), error=None,
+        events=tuple(sorted(events, key=lambda e: e.seq)), pid=os.getpid(),
+        blocked=all_lost,
     )
 
 
@@ -186,6 +190,9 @@ class SyntheticEngine:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.disconnect()
+
+    def attach_running(self) -> bool:
+        return False  # no engine runs elsewhere: the script is this one
 
 
 # -- measuring -------------------------------------------------------------------------
