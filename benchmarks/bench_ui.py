@@ -206,9 +206,11 @@ class Tap:
     arrivals: list[float] = field(default_factory=list)
     rtts: list[float] = field(default_factory=list)
     last_rtt: dict[str, float] = field(default_factory=dict)
+    probes_sent: int = 0  # the engine's own count, from its latest snapshot
 
     def __call__(self, snap: Any) -> None:
         self.arrivals.append(time.perf_counter())
+        self.probes_sent = snap.counters.probes_sent
         carriers = snap.classes.get("default", ())
         for p in snap.paths:
             # Count each new probe result of the active path once.
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 def at(t: float) -> Any:
                     return synthetic_snapshot(t, origin)
             filled = prefill(braid.history, at, 10.0)
-            results = measure(args, braid, tap, engines[0], paints, run_loop)
+            results = measure(args, braid, tap, paints, run_loop)
         finally:
             braid.quit()
     report(args, filled, results)
@@ -352,7 +354,7 @@ def source_context(source: str, scenario: str) -> Iterator[str]:
         topology.destroy(lab)
 
 
-def measure(args: argparse.Namespace, braid: Any, tap: Tap, engine: Any, paints: Stopwatch,
+def measure(args: argparse.Namespace, braid: Any, tap: Tap, paints: Stopwatch,
             run_loop: Callable[[float], None]) -> dict[str, list[dict[str, float]]]:
     updates = Stopwatch()
     braid.graph.show_snapshot = updates.wrap(braid.graph.show_snapshot)
@@ -365,10 +367,7 @@ def measure(args: argparse.Namespace, braid: Any, tap: Tap, engine: Any, paints:
         return thread.native_id
 
     def probes_sent() -> int:
-        inner = getattr(engine, "last_engine", None)
-        if inner is None:
-            return 0
-        return sum(p.prober.sent for p in inner.paths if p.prober is not None)
+        return tap.probes_sent
 
     def full_redraws() -> int:
         return int(getattr(braid.graph, "full_redraws", 0))
