@@ -1,6 +1,7 @@
 """The tray app's cost with each of its windows open, and whether drawing delays the engine.
 
     python3 -m benchmarks.bench_ui [--source synthetic|lab] [--seconds S] [--rounds N]
+    python3 -m benchmarks.bench_ui --frames N      # a fixed amount of work, for callgrind
 
 Runs the real app (offscreen, or on $DISPLAY with --display) with its history pre-filled
 with ten minutes of three paths at 10 Hz (what a long-running app holds: the worst case),
@@ -278,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--display", action="store_true",
                         help="draw on $DISPLAY instead of offscreen")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--frames", type=int, metavar="N",
+                        help="instead: the path window alone, N scripted snapshots in "
+                             "simulated time (for callgrind; see count_frames)")
     args = parser.parse_args(argv)
     if not args.display:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.frames:
+        return count_frames(args.frames)
 
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -333,6 +339,54 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             braid.quit()
     report(args, filled, results)
+    return 0
+
+
+def count_frames(n: int) -> int:
+    """--frames N: the path window, its history pre-filled as above, fed N scripted
+    snapshots 0.1 s apart in simulated time and painted after each, all inside
+    QApplication.exec, with nothing else running: the same work whatever the machine's
+    load, so that valgrind counts the instructions of exactly that work:
+
+        valgrind --tool=callgrind --collect-atstart=no \\
+            --toggle-collect='QCoreApplication::exec()' \\
+            python3 -m benchmarks.bench_ui --frames 100
+
+    (run the interpreter itself, not a wrapper script such as pyenv's shim)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.ui.app import BraidApp
+
+    qt = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qt, QApplication)
+    origin = 1_000_000.0  # fixed: the same script every run
+    braid = BraidApp(lambda sink: SyntheticEngine(sink, origin), use_tray=True)
+    before = int(10 * 60 * RATE_HZ)
+    for i in range(before):
+        braid.history.add(synthetic_snapshot(origin + i / RATE_HZ, origin))
+    braid.graph.show()
+    for _ in range(5):
+        qt.processEvents()
+    snaps = [synthetic_snapshot(origin + (before + k) / RATE_HZ, origin) for k in range(n)]
+    done: dict[str, float] = {}
+
+    def run() -> None:
+        graph = braid.graph
+        full, cpu = graph.full_redraws, time.thread_time()
+        for snap in snaps:
+            braid.controller.apply(snap)
+            qt.processEvents()
+        done.update(full=graph.full_redraws - full, cpu_s=time.thread_time() - cpu)
+        qt.quit()
+
+    QTimer.singleShot(0, run)
+    qt.exec()
+    braid.quit()
+    per = 1000 * done["cpu_s"] / n
+    print(f"bench_ui --frames: {n} snapshots ({n / RATE_HZ:g} s at 10 Hz, simulated), "
+          f"{done['full']:.0f} full redraws; UI thread {per:.2f} ms per snapshot "
+          f"({per * RATE_HZ / 10:.1f} % of a core at 10 Hz)")
     return 0
 
 
