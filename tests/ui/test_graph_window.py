@@ -34,15 +34,21 @@ def with_rtt(s: EngineSnapshot, name: str, rtt: float | None, *, up: bool = True
     return snap(s.state, paths=paths, classes=s.classes, t=s.t)
 
 
-def ten_minutes(qtbot: QtBot) -> tuple[BraidApp, float]:
-    """An app whose history holds ten minutes of three paths at 10 Hz, window shown."""
+LongRun = tuple[BraidApp, float]
+
+
+@pytest.fixture
+def long_run(qtbot: QtBot) -> Iterator[LongRun]:
+    """An app whose history holds ten minutes of three paths at 10 Hz, window shown; and
+    the time of its newest sample."""
     app = BraidApp(EngineBox(), use_tray=True, history_s=600.0)
     end = 10_000.0
     for i in range(6000):
         app.history.add(three_paths(t=end - 600 + i / 10))
     app.show_paths()
     qtbot.waitUntil(lambda: app.graph.redraws >= 1)
-    return app, end
+    yield app, end
+    dispose(app)
 
 
 def chunk_items(graph: PathGraphWindow, metric: str) -> list[CurveChunk]:
@@ -148,48 +154,42 @@ def test_ten_minutes_of_three_paths_stay_within_the_window(qtbot: QtBot) -> None
         dispose(app)
 
 
-def test_a_long_span_moves_by_pixels_and_draws_the_newest_samples_live(qtbot: QtBot) -> None:
-    app, t = ten_minutes(qtbot)
+def test_a_long_span_moves_by_pixels_and_draws_the_newest_samples_live(long_run: LongRun) -> None:
+    app, t = long_run
     graph = app.graph
-    try:
-        full, chunks = graph.full_redraws, graph.chunks_drawn
-        tails = 0
-        for i in range(50):  # five seconds at 10 Hz
-            s = with_rtt(three_paths(t=t + i / 10), "hk", 60.0 + (i % 7))
-            app.controller.apply(s)
-            (_, right), _ = graph.plots["rtt"].viewRange()
-            assert right >= s.t  # the newest sample is always in view
-            tails += graph.tail_samples("hk") > 0
-        moves = graph.full_redraws - full
-        pixel = 600.0 / graph.plots["rtt"].vb.width()
-        # The axis moves once per pixel of time (0.7 s on a 900 px plot), not 50 times;
-        # the snapshots in between are drawn as tails.
-        assert 5.0 / pixel - 2 <= moves <= 5.0 / pixel + 2
-        assert tails >= 50 - moves - 1
-        # Each move draws only the newest chunk or two of each plot again.
-        assert graph.chunks_drawn - chunks <= 2 * moves * len(graph.plots)
-    finally:
-        dispose(app)
+    full, chunks = graph.full_redraws, graph.chunks_drawn
+    tails = 0
+    for i in range(50):  # five seconds at 10 Hz
+        s = with_rtt(three_paths(t=t + i / 10), "hk", 60.0 + (i % 7))
+        app.controller.apply(s)
+        (_, right), _ = graph.plots["rtt"].viewRange()
+        assert right >= s.t  # the newest sample is always in view
+        tails += graph.tail_samples("hk") > 0
+    moves = graph.full_redraws - full
+    pixel = 600.0 / graph.plots["rtt"].vb.width()
+    # The axis moves once per pixel of time (0.7 s on a 900 px plot), not 50 times;
+    # the snapshots in between are drawn as tails.
+    assert 5.0 / pixel - 2 <= moves <= 5.0 / pixel + 2
+    assert tails >= 50 - moves - 1
+    # Each move draws only the newest chunk or two of each plot again.
+    assert graph.chunks_drawn - chunks <= 2 * moves * len(graph.plots)
 
 
-def test_a_tail_is_drawn_only_when_it_reaches_a_new_pixel(qtbot: QtBot) -> None:
-    app, t = ten_minutes(qtbot)
+def test_a_tail_is_drawn_only_when_it_reaches_a_new_pixel(long_run: LongRun) -> None:
+    app, t = long_run
     graph = app.graph
-    try:
-        full = graph.full_redraws
-        while graph.full_redraws == full:  # up to just after a move of the axis
-            t += 0.1
-            app.controller.apply(three_paths(t=t))
-        full = graph.full_redraws
-        drawn = graph.tails_drawn
-        app.controller.apply(three_paths(t=t + 0.1))  # the same figures: no new pixel
-        assert graph.full_redraws == full and graph.tails_drawn == drawn
-        app.controller.apply(with_rtt(three_paths(t=t + 0.2), "tk", 95.0))  # 15 ms higher
-        assert graph.full_redraws == full and graph.tails_drawn == drawn + 1
-        app.controller.apply(with_rtt(three_paths(t=t + 0.3), "tk", 90.0))  # within it
-        assert graph.tails_drawn == drawn + 1
-    finally:
-        dispose(app)
+    full = graph.full_redraws
+    while graph.full_redraws == full:  # up to just after a move of the axis
+        t += 0.1
+        app.controller.apply(three_paths(t=t))
+    full = graph.full_redraws
+    drawn = graph.tails_drawn
+    app.controller.apply(three_paths(t=t + 0.1))  # the same figures: no new pixel
+    assert graph.full_redraws == full and graph.tails_drawn == drawn
+    app.controller.apply(with_rtt(three_paths(t=t + 0.2), "tk", 95.0))  # 15 ms higher
+    assert graph.full_redraws == full and graph.tails_drawn == drawn + 1
+    app.controller.apply(with_rtt(three_paths(t=t + 0.3), "tk", 90.0))  # within it
+    assert graph.tails_drawn == drawn + 1
 
 
 def test_a_young_history_redraws_with_every_snapshot(braid: BraidApp, qtbot: QtBot) -> None:
@@ -202,33 +202,28 @@ def test_a_young_history_redraws_with_every_snapshot(braid: BraidApp, qtbot: QtB
     assert braid.graph.full_redraws == full + 20
 
 
-def test_a_figure_beyond_the_plot_height_redraws_at_once(qtbot: QtBot) -> None:
-    app, t = ten_minutes(qtbot)
-    try:
-        graph = app.graph
-        app.controller.apply(three_paths(t=t))
-        (_, right), (_, top) = graph.plots["rtt"].viewRange()
-        assert top < 500.0
-        full = graph.full_redraws
-        app.controller.apply(with_rtt(three_paths(t=t + 0.1), "tk", 500.0))
-        assert t + 0.1 < right and graph.full_redraws == full + 1  # not waiting for a pixel
-        qtbot.waitUntil(lambda: graph.plots["rtt"].viewRange()[1][1] >= 500.0)
-    finally:
-        dispose(app)
+def test_a_figure_beyond_the_plot_height_redraws_at_once(long_run: LongRun,
+                                                       qtbot: QtBot) -> None:
+    app, t = long_run
+    graph = app.graph
+    app.controller.apply(three_paths(t=t))
+    (_, right), (_, top) = graph.plots["rtt"].viewRange()
+    assert top < 500.0
+    full = graph.full_redraws
+    app.controller.apply(with_rtt(three_paths(t=t + 0.1), "tk", 500.0))
+    assert t + 0.1 < right and graph.full_redraws == full + 1  # not waiting for a pixel
+    qtbot.waitUntil(lambda: graph.plots["rtt"].viewRange()[1][1] >= 500.0)
 
 
-def test_a_dead_path_breaks_its_curve_in_the_body_and_the_tail(qtbot: QtBot) -> None:
-    app, t = ten_minutes(qtbot)
-    try:
-        graph = app.graph
-        for i in range(40):
-            app.controller.apply(with_rtt(three_paths(t=t + i / 10), "hk", None, up=False))
-        _, y = graph.curve_points("hk", "rtt")
-        assert np.isnan(y[-1]) and np.isfinite(y[0])
-        _, loss = graph.curve_points("hk", "loss")
-        assert loss[-1] == 100.0  # the loss curve carries on
-    finally:
-        dispose(app)
+def test_a_dead_path_breaks_its_curve_in_the_body_and_the_tail(long_run: LongRun) -> None:
+    app, t = long_run
+    graph = app.graph
+    for i in range(40):
+        app.controller.apply(with_rtt(three_paths(t=t + i / 10), "hk", None, up=False))
+    _, y = graph.curve_points("hk", "rtt")
+    assert np.isnan(y[-1]) and np.isfinite(y[0])
+    _, loss = graph.curve_points("hk", "loss")
+    assert loss[-1] == 100.0  # the loss curve carries on
 
 
 def test_the_table_sets_only_the_cells_that_changed(braid: BraidApp, qtbot: QtBot) -> None:
@@ -274,17 +269,14 @@ def test_the_time_axes_share_their_ticks(braid: BraidApp, qtbot: QtBot) -> None:
     assert shared["values"] and not any(a.style["showValues"] for a in hidden)
 
 
-def test_chunks_left_of_the_view_are_dropped(qtbot: QtBot) -> None:
-    app, t = ten_minutes(qtbot)
-    try:
-        graph = app.graph
-        before = len(graph.layers["rtt"].chunks)
-        pixel = 600.0 / graph.plots["rtt"].vb.width()
-        # Move on by two chunks' worth of columns: as many chunks come as go.
-        n = int(2 * CHUNK_COLUMNS * pixel * 10) + 10
-        for i in range(n):
-            app.controller.apply(three_paths(t=t + i / 10))
-        assert abs(len(graph.layers["rtt"].chunks) - before) <= 1
-        assert len(chunk_items(graph, "rtt")) == len(graph.layers["rtt"].chunks)
-    finally:
-        dispose(app)
+def test_chunks_left_of_the_view_are_dropped(long_run: LongRun) -> None:
+    app, t = long_run
+    graph = app.graph
+    before = len(graph.layers["rtt"].chunks)
+    pixel = 600.0 / graph.plots["rtt"].vb.width()
+    # Move on by two chunks' worth of columns: as many chunks come as go.
+    n = int(2 * CHUNK_COLUMNS * pixel * 10) + 10
+    for i in range(n):
+        app.controller.apply(three_paths(t=t + i / 10))
+    assert abs(len(graph.layers["rtt"].chunks) - before) <= 1
+    assert len(chunk_items(graph, "rtt")) == len(graph.layers["rtt"].chunks)
