@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import BraidError
-from app.lab import nodes, proc
-from app.lab.keys import keypair
+from app.lab import nodes, proc, roles
 from app.lab.model import (
     CLIENT_WAN,
+    EXITS,
     PROBE_BASE_PORT,
     RELAY_BASE_PORT,
     RUN_ROOT,
+    SEPARATE,
     SERVER_ADDRESS,
+    SHARED,
     WG_PORT,
     LabGateway,
     LabInfo,
@@ -42,6 +44,8 @@ from app.lab.model import (
 from app.lab.nodes import python_argv, python_env
 from app.lab.scenario import Scenario, load_scenario
 from app.lab.wgpeer import uapi_answers, uapi_path
+from app.node.describe import client_tunnels
+from app.node.keys import genkey, pubkey
 
 # The contract (docs/internals.md, Lab) is this module's: its names stay importable here.
 __all__ = [
@@ -63,9 +67,17 @@ def build(
     write_profile: bool = True,
     baseline: str | None = None,
     helper_grace_seconds: int = 10,
+    exit: str = SEPARATE,
 ) -> LabInfo:
-    """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise."""
+    """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise.
+
+    ``exit``: "shared" (the gateways carry the client's one address to one exit, the only
+    NAT) or "separate" (each gateway its own exit). The CLI's default is shared; this
+    default stays separate until the engine drives shared-exit profiles.
+    """
     check_lab_name(lab)
+    if exit not in EXITS:
+        raise BraidError(f"--exit {exit!r} is not a topology", f"use {' or '.join(EXITS)}")
     scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     proc.require_root()
     if baseline is not None:
@@ -79,7 +91,8 @@ def build(
             f"use another --name, or remove it first: braid lab down --name {lab}",
         )
     try:
-        info = _build(lab, scen, baseline, start_helper, write_profile, helper_grace_seconds)
+        info = _build(lab, scen, baseline, start_helper, write_profile, helper_grace_seconds,
+                      exit)
     except BaseException:
         destroy(lab, forget_profile=write_profile)
         raise
@@ -87,43 +100,47 @@ def build(
 
 
 def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
-           write_profile: bool, grace: int) -> LabInfo:
+           write_profile: bool, grace: int, exit: str) -> LabInfo:
     rdir = runtime_dir(lab)
     rdir.mkdir(parents=True, exist_ok=False)
     os.chmod(rdir, 0o700)  # holds the client's private keys (keys.json, 0600)
+    shared = exit == SHARED
     names = ["client", "wan", "server"] + [f"gw-{p.name}" for p in scen.paths]
-    if baseline:
-        names.append("base")
+    names += ["exit"] if shared else []
+    names += ["base"] if baseline else []
     for node in names:
         proc.ip("netns", "add", netns(lab, node))
         nodes.no_link_local(netns(lab, node))
-    nodes.wire(lab, scen, baseline)
+    nodes.wire(lab, scen, baseline, exit)
 
     started_at = time.time()
-    base_priv, base_pub = keypair()
-    gateways: list[LabGateway] = []
-    gw_keys: list[tuple[str, str]] = []
-    for i, path in enumerate(scen.paths):
-        gw_priv, gw_pub = keypair()
-        cl_priv, cl_pub = keypair()
-        gw_keys.append((gw_priv, cl_pub))
-        gateways.append(LabGateway(
-            name=path.name, index=i, endpoint=f"{CLIENT_WAN}:{RELAY_BASE_PORT + i}",
-            public_key=gw_pub, client_private_key=cl_priv,
-            client_address=f"198.19.{i}.2/32", gateway_address=f"198.19.{i}.1",
-            client_interface=client_iface(lab, path.name),
-        ))
-    info = LabInfo(name=lab, scenario=scen.name, gateways=tuple(gateways),
+    description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths})
+    client = description.client(roles.CLIENT)
+    gateways = tuple(LabGateway(
+        name=gw.name, index=i, endpoint=gw.endpoint, public_key=pubkey(gw.private_key),
+        client_private_key=client.key(gw.name),
+        client_address=description.client_address(client, gw),
+        gateway_address=gw.address.split("/")[0],
+        client_interface=client_iface(lab, gw.name),
+        probe_address=tunnel.probe if shared else None,
+    ) for i, (gw, tunnel) in enumerate(zip(
+        description.gateways, client_tunnels(description, roles.CLIENT), strict=True)))
+    info = LabInfo(name=lab, scenario=scen.name, gateways=gateways,
                    server_address=SERVER_ADDRESS, runtime_dir=rdir,
                    helper_socket=rdir / "helper.sock", baseline=baseline,
-                   started_at=started_at)
+                   started_at=started_at, exit=exit)
 
-    for gw, (gw_priv, cl_pub) in zip(gateways, gw_keys, strict=True):
-        nodes.start_gateway(info, gw, gw_priv, cl_pub, base_pub)
+    # The relay first: a node's first packets then cross it at once (a lost first
+    # handshake would be retried only 5 s later).
     nodes.start_relay(info, scen)
+    roles.apply_all(info, description)
+    roles.wait_backbones(info, description)
     nodes.start_servers(info)
     if baseline:
-        nodes.start_baseline(info, info.gateway(baseline), base_priv)
+        base = description.client(roles.BASELINE)
+        gw = description.gateway(baseline)
+        nodes.start_baseline(info, info.gateway(baseline), base.key(baseline),
+                             description.client_address(base, gw))
     _save(info)
     if start_helper:
         nodes.start_helper(info, grace)
@@ -192,6 +209,12 @@ def run_json(lab: str, node: str, argv: list[str], timeout: float | None = None)
     """Run a lab tool in ``node`` that prints one JSON document; BraidError if it fails."""
     child = run_in(lab, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                    env=python_env())
+    return communicate_json(child, node, argv, timeout)
+
+
+def communicate_json(child: subprocess.Popen[bytes], node: str, argv: list[str],
+                     timeout: float | None = None) -> Any:
+    """The one JSON document a lab tool started in ``node`` prints; BraidError if it fails."""
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -243,7 +266,7 @@ def _remove_stale_uapi(lab: str) -> None:
         socks = list(uapi_path("x").parent.iterdir())
     except FileNotFoundError:
         return
-    mine = re.compile(rf"^(lg-{lab}-[a-z0-9]+|lb-{lab}|br-{lab}-[a-z0-9]+)\.sock$")
+    mine = re.compile(rf"^((bg|bx|br)-{lab}-[a-z0-9-]+|lb-{lab})\.sock$")
     for sock in socks:
         if mine.match(sock.name) and not uapi_answers(sock.name[: -len(".sock")]):
             with contextlib.suppress(FileNotFoundError):

@@ -77,9 +77,12 @@ def exit_priorities(number: int) -> tuple[int, int]:
     return base, base + 1
 
 
-# Last of the exit's rules: traffic to a client that no mark sent to a gateway (its flow
-# predates the exit, or its gateway was removed) goes nowhere, not out of the uplink.
-EXIT_PRIO_CLIENTS_CLOSED = EXIT.priorities.stop - 1
+# Traffic to a client that no gateway mark routes (its flow predates the exit, or its
+# gateway was removed) gets this mark, and the last of the exit's rules sends it nowhere,
+# not back out of the uplink. A mark, not a `to <client>` rule: the reverse-path check
+# looks the client's address up too, and must find the node's own default route.
+EXIT_MARK_CLOSED = 0xF << EXIT_MARK_SHIFT
+EXIT_PRIO_CLOSED = EXIT.priorities.stop - 1
 
 
 # A Linux interface name the roles refer to but never create or change (the node's

@@ -86,12 +86,15 @@ def _as_wanted(have: PeerState, want: PeerState) -> PeerState:
 
 
 def config_lines(have: TunnelState, want: TunnelState) -> list[str]:
+    """The UAPI lines that take the device from ``have`` to ``want``; none if it holds it.
+    A port the state leaves unset is the one WireGuard chose (setting it would rebind)."""
     wanted = {p.public_key: p for p in want.peers}
     seen = tuple(_as_wanted(p, wanted[p.public_key]) if p.public_key in wanted else p
                  for p in have.peers)
+    port = have.listen_port if want.listen_port is not None else None
     # Addresses and MTU are netlink's; the UAPI diff compares keys, port, mark and peers.
-    return uapi.config_lines(dataclasses.replace(have, peers=seen, addresses=want.addresses,
-                                                 mtu=want.mtu), want)
+    return uapi.config_lines(dataclasses.replace(
+        have, peers=seen, addresses=want.addresses, mtu=want.mtu, listen_port=port), want)
 
 
 def _running_here(iface: str) -> bool:

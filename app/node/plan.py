@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from app.node.confine import (
     EXIT,
+    EXIT_MARK_CLOSED,
     EXIT_MARK_MASK,
-    EXIT_PRIO_CLIENTS_CLOSED,
+    EXIT_PRIO_CLOSED,
     GATEWAY,
     GATEWAY_PRIO_CLIENTS,
     GATEWAY_PRIO_CLIENTS_CLOSED,
@@ -172,14 +173,19 @@ def plan_exit(state: ExitState) -> Plan:
         rules += [*_both(lookup, fwmark=mark, fwmask=EXIT_MARK_MASK, table=table),
                   *_both(closed, fwmark=mark, fwmask=EXIT_MARK_MASK)]
         sysctls.append((f"net/ipv4/conf/{name}/rp_filter", RP_LOOSE))
-    rules += [NodeRule(_version(n), EXIT_PRIO_CLIENTS_CLOSED, dst=n) for n in state.clients]
-    restore = f"ct mark & {mask} != 0x00000000 meta mark set ct mark & {mask}"
-    prerouting.append(restore)
+    rules += _both(EXIT_PRIO_CLOSED, fwmark=EXIT_MARK_CLOSED, fwmask=EXIT_MARK_MASK)
+    restore = [f"ct mark & {mask} != 0x00000000 meta mark set ct mark & {mask}"]
+    for version, keyword in ((4, "ip"), (6, "ip6")):
+        nets = [n for n in state.clients if _version(n) == version]
+        if nets:
+            restore.append(f"{keyword} daddr {{ {', '.join(nets)} }} meta mark & {mask} == "
+                           f"0x00000000 meta mark set meta mark | {EXIT_MARK_CLOSED:#010x}")
+    prerouting += restore
     egress = state.egress
     chains = [
         prerouting,
         # The exit's own answers (to the probes) follow the same mark.
-        ["output", "type route hook output priority mangle; policy accept;", restore],
+        ["output", "type route hook output priority mangle; policy accept;", *restore],
         ["forward", "type filter hook forward priority filter; policy accept;",
          f'iifname {_names(links)} oifname != "{egress}" drop',
          f'oifname {_names(links)} iifname != "{egress}" drop'],

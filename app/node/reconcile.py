@@ -21,6 +21,7 @@ net.ipv4.ip_forward is left as it is: other things on the node may forward too.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pyroute2 import AsyncIPRoute
@@ -38,8 +39,10 @@ async def apply(state: NodeState, log_dir: Path) -> list[str]:
     conf = p.conf
     changes: list[str] = []
     async with AsyncIPRoute() as ipr:
-        for dev in p.devices:
-            changes += await devices.ensure(ipr, dev, log_dir, peers=False)
+        # Side by side: most of a first apply is wireguard-go starting.
+        for done in await asyncio.gather(*(devices.ensure(ipr, dev, log_dir, peers=False)
+                                           for dev in p.devices)):
+            changes += done
         changes += await _links(ipr, p)
         index = {n: link.index for n, link in (await kernel.links(ipr, conf)).items()}
         want_routes = netlink.want_routes(p.tables, index)

@@ -88,10 +88,9 @@ def _tunnel_doc(t: TunnelState) -> dict[str, Any]:
             "addresses": list(t.addresses), "mtu": t.mtu}
 
 
-def _peer_doc(p: PeerState) -> dict[str, Any]:
+def _client_doc(p: PeerState) -> dict[str, Any]:
     return {"public_key": p.public_key, "preshared_key": p.preshared_key,
-            "endpoint": p.endpoint, "allowed_ips": list(p.allowed_ips),
-            "persistent_keepalive": p.persistent_keepalive}
+            "allowed_ips": list(p.allowed_ips)}
 
 
 def to_json(state: NodeState) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def to_json(state: NodeState) -> dict[str, Any]:
                 "persistent_keepalive": exit_peer.persistent_keepalive}}
             del backbone["listen_port"], backbone["addresses"]
         return {"role": ROLE_GATEWAY, "name": state.name, "tunnel": _tunnel_doc(state.tunnel),
-                "clients": [_peer_doc(p) for p in state.tunnel.peers],
+                "clients": [_client_doc(p) for p in state.tunnel.peers],
                 "backbone": backbone, "egress": state.egress}
     return {"role": ROLE_EXIT, "name": state.name, "egress": state.egress,
             "clients": list(state.clients),
@@ -153,7 +152,7 @@ def parse_node(doc: Any) -> NodeState:
     raise StateError("role", f"must be one of: {', '.join(ROLES)}")
 
 
-def _iface(value: Any, path: str, conf: Confinement) -> str:
+def check_iface(value: Any, path: str, conf: Confinement) -> str:
     name = d.string(value, path, 16)
     if not conf.owns_iface(name):
         raise StateError(path, f"{name!r} is not a {conf.role} interface name "
@@ -212,7 +211,7 @@ def _tunnel(doc: Any, path: str, conf: Confinement, *, listens: bool,
                    lambda a, p: d.field(a, p, fields.check_interface_address))
     d.unique(list(addrs), f"{path}.addresses", "address")
     return TunnelState(
-        name=_iface(obj["name"], f"{path}.name", conf),
+        name=check_iface(obj["name"], f"{path}.name", conf),
         private_key=_key(obj["private_key"], f"{path}.private_key"),
         addresses=addrs,
         mtu=DEFAULT_MTU if mtu is None else d.number_field(mtu, f"{path}.mtu",
