@@ -113,9 +113,12 @@ Pending = tuple[float, int, socket.socket, bytes, tuple[str, int] | None, tuple[
 
 class Relay:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.started_at = float(config["started_at"])
-        # The timeline counts from the lab's start, on the monotonic clock from here on.
-        self.t0 = time.monotonic() - (time.time() - self.started_at)
+        # The timeline counts from the lab's start, on the monotonic clock from here on;
+        # without one it waits for the "start" request (the lab is still being built).
+        self.started_at: float | None = None
+        self.t0 = float("inf")
+        if config.get("started_at") is not None:
+            self._start_timeline(float(config["started_at"]))
         self.paths: dict[str, Path_] = {}
         self.listeners: dict[int, Forward] = {}
         self.upstreams: dict[int, Flow] = {}
@@ -228,6 +231,10 @@ class Relay:
         for key, link in path.links.items():
             link.set_profile(path.states[key].effective(now))
 
+    def _start_timeline(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.t0 = time.monotonic() - (time.time() - started_at)
+
     def _run_timeline(self, now: float) -> None:
         t = now - self.t0
         while self.next_event < len(self.timeline) and self.timeline[self.next_event].at_s <= t:
@@ -328,7 +335,16 @@ class Relay:
             if op == "set":
                 self.set(req)
                 return {"ok": True, **self.status()}
-            raise BraidError(f"unknown relay request {op!r}", "use ping, status or set")
+            if op == "start":
+                if self.started_at is None:
+                    at = req.get("started_at")
+                    if isinstance(at, bool) or not isinstance(at, int | float):
+                        raise BraidError("start needs started_at (unix time)",
+                                         'send {"op": "start", "started_at": T}')
+                    self._start_timeline(float(at))
+                    self.due = 0.0  # catch up at once
+                return {"ok": True, **self.status()}
+            raise BraidError(f"unknown relay request {op!r}", "use ping, status, set or start")
         except BraidError as exc:
             return {"ok": False, "error": exc.what, "fix": exc.fix}
         except (ValueError, KeyError, TypeError) as exc:
@@ -358,7 +374,7 @@ class Relay:
             path.states[(link, d)].set_now(checked)
         self._apply(path, now)
         self.due = self._next_change()
-        print(f"t={now - self.t0:.3f} set: {name} {link} {','.join(dirs)} "
+        print(f"t={max(0.0, now - self.t0):.3f} set: {name} {link} {','.join(dirs)} "
               f"{'reset ' if reset else ''}{checked}", flush=True)
 
     def status(self) -> dict[str, Any]:
@@ -378,7 +394,7 @@ class Relay:
                         "queue_ms": round(link.queue_delay(now) * 1000.0, 3),
                     }
             out.append(doc)
-        return {"started_at": self.started_at, "t": now - self.t0, "paths": out,
+        return {"started_at": self.started_at, "t": max(0.0, now - self.t0), "paths": out,
                 "timeline_left": len(self.timeline) - self.next_event}
 
     # --- loop ----------------------------------------------------------------------

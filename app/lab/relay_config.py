@@ -51,7 +51,9 @@ def relay_config(info: LabInfo, scen: Scenario) -> dict[str, Any]:
         })
     return {
         "lab": info.name,
-        "started_at": info.started_at,
+        # Set by the "start" request once the lab is built (topology.py): its timeline
+        # counts from when the lab is usable, however long the build took.
+        "started_at": None,
         "control": str(info.relay_socket),
         "paths": paths,
         "timeline": [e.to_json() for e in scen.timeline],

@@ -8,6 +8,7 @@ without any record of what was built.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -42,6 +43,7 @@ from app.lab.model import (
     runtime_dir,
 )
 from app.lab.nodes import python_argv, python_env
+from app.lab.relay_client import relay_request
 from app.lab.scenario import Scenario, load_scenario
 from app.lab.wgpeer import uapi_answers, uapi_path
 from app.node.describe import client_tunnels
@@ -113,7 +115,6 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         nodes.no_link_local(netns(lab, node))
     nodes.wire(lab, scen, baseline, exit)
 
-    started_at = time.time()
     description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths})
     client = description.client(roles.CLIENT)
     gateways = tuple(LabGateway(
@@ -127,8 +128,7 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         description.gateways, client_tunnels(description, roles.CLIENT), strict=True)))
     info = LabInfo(name=lab, scenario=scen.name, gateways=gateways,
                    server_address=SERVER_ADDRESS, runtime_dir=rdir,
-                   helper_socket=rdir / "helper.sock", baseline=baseline,
-                   started_at=started_at, exit=exit)
+                   helper_socket=rdir / "helper.sock", baseline=baseline, exit=exit)
 
     # The relay first: a node's first packets then cross it at once (a lost first
     # handshake would be retried only 5 s later).
@@ -141,6 +141,9 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         gw = description.gateway(baseline)
         nodes.start_baseline(info, info.gateway(baseline), base.key(baseline),
                              description.client_address(base, gw))
+    # The scenario's clock starts now that everything carries traffic.
+    info = dataclasses.replace(info, started_at=time.time())
+    relay_request(info.relay_socket, {"op": "start", "started_at": info.started_at})
     _save(info)
     if start_helper:
         nodes.start_helper(info, grace)
