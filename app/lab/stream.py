@@ -30,7 +30,9 @@ from app.lab.packet import MIN_SIZE, pack, unpack
 SERVER = "198.18.200.1"
 ECHO_PORT, STICKY_PORT, STATS_PORT = 9000, 9004, 9005
 STATS_QUERY = b"BRSQ"
-STATS_TRIES, STATS_WAIT_S = 6, 0.4  # the way back may be lossy: ask again
+# The way there and back may be lossy, in bursts: ask again, twice each time (a bursty
+# link's state moves per packet, so a lone question can sit in a burst for long).
+STATS_TRIES, STATS_WAIT_S = 12, 0.25
 FRAME_S = 1.0 / 30.0  # the 30 fps stream stutter is counted on
 STUTTER_MS = 150.0  # a frame later than this is as bad as a lost one
 # DSCP per class, as conferencing apps mark their media (RFC 4594): how a stream that is
@@ -236,8 +238,9 @@ def far_end_stats(host: str, flow: int) -> dict[str, Any] | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect((host, STATS_PORT))
         for _ in range(STATS_TRIES):
-            with contextlib.suppress(OSError):
-                sock.send(query)
+            for _ in range(2):
+                with contextlib.suppress(OSError):
+                    sock.send(query)
             deadline = time.monotonic() + STATS_WAIT_S
             while (left := deadline - time.monotonic()) > 0:
                 if not select.select([sock], [], [], left)[0]:

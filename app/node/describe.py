@@ -31,6 +31,7 @@ from app.node.state import (
     GatewayState,
     NodeState,
     check_iface,
+    check_uplink,
     parse_node,
     to_json,
 )
@@ -262,7 +263,7 @@ def _gateway(doc: Any, path: str, topology: str) -> GatewaySpec:
         listen_port=d.number_field(obj["listen_port"], f"{path}.listen_port",
                                    fields.check_port),
         backbone=_backbone(obj["backbone"], f"{path}.backbone") if "backbone" in obj else None,
-        egress=d.string(obj["egress"], f"{path}.egress", 16) if "egress" in obj else None,
+        egress=check_uplink(obj["egress"], f"{path}.egress") if "egress" in obj else None,
     )
 
 
@@ -291,6 +292,10 @@ def parse_nodes(doc: Any) -> Nodes:
                       lambda g, p: _gateway(g, p, topology), min_len=1)
     names = [g.name for g in gateways]
     d.unique(names, "gateway", "name")
+    d.unique([g.interface for g in gateways], "gateway", "interface")
+    backbones = [g.backbone for g in gateways if g.backbone]
+    for attr in ("mark", "exit_port", "exit_interface", "exit_address", "interface"):
+        d.unique([getattr(b, attr) for b in backbones], "gateway", f"backbone.{attr}")
     clients = d.each(top["client"], "client", MAX_CLIENTS,
                      lambda c, p: _client(c, p, names), min_len=1)
     d.unique([c.name for c in clients], "client", "name")
@@ -302,7 +307,7 @@ def parse_nodes(doc: Any) -> Nodes:
                              "missing (a shared exit needs [exit] and client_subnet)")
         e = d.obj(top["exit"], "exit", {"name", "egress"}, {"name", "egress"})
         exit_spec = ExitSpec(d.field(e["name"], "exit.name", fields.check_gateway_name),
-                             d.string(e["egress"], "exit.egress", 16))
+                             check_uplink(e["egress"], "exit.egress"))
         if exit_spec.name in names:
             raise StateError("exit.name", "a gateway has this name too")
         subnet = _subnet(top["client_subnet"], "client_subnet")
@@ -327,7 +332,10 @@ def load_nodes(text: str, where: str) -> Nodes:
     except StateError as exc:
         raise NodeError(f"{where}: {exc}", "fix that field (docs/gateways.md)") from None
     for node in nodes.node_names:  # every state it leads to must be one a node accepts
-        node_state(nodes, node)
+        try:
+            node_state(nodes, node)
+        except NodeError as exc:
+            raise NodeError(f"{where}: {exc.what}", exc.fix) from None
     return nodes
 
 

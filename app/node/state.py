@@ -160,7 +160,7 @@ def check_iface(value: Any, path: str, conf: Confinement) -> str:
     return name
 
 
-def _uplink(value: Any, path: str) -> str:
+def check_uplink(value: Any, path: str) -> str:
     name = d.string(value, path, 16)
     if not UPLINK_RE.match(name):
         raise StateError(path, f"{name!r} is not an interface name (1-15 of A-Z a-z 0-9 "
@@ -265,7 +265,7 @@ def parse_gateway(doc: Any) -> GatewayState:
     tunnel = _tunnel(top["tunnel"], "tunnel", GATEWAY, listens=True, addresses=True,
                      peers=clients)
     backbone = None if top.get("backbone") is None else _backbone(top["backbone"], "backbone")
-    egress = None if top.get("egress") is None else _uplink(top["egress"], "egress")
+    egress = None if top.get("egress") is None else check_uplink(top["egress"], "egress")
     if (backbone is None) == (egress is None):
         raise StateError("backbone", "give exactly one of backbone (a shared exit) and "
                                      "egress (the gateway is its own exit)")
@@ -315,4 +315,4 @@ def parse_exit(doc: Any) -> ExitState:
                 raise StateError(f"gateways[{i}].tunnel.addresses[{j}]",
                                  "another gateway's link has this address")
             seen.add(addr)
-    return ExitState(name, _uplink(top["egress"], "egress"), clients, links)
+    return ExitState(name, check_uplink(top["egress"], "egress"), clients, links)
