@@ -25,7 +25,7 @@ CLIENT_WAN = "198.18.0.1"
 BASE_WAN = "198.18.1.1"
 # A shared exit (docs/internals.md): the exit's link to the wan, its link to the server,
 # the relay's backbone ports (gateway i sends to wan *:51100+i, relayed to the exit's
-# 51900+i; *:52100+i reaches the exit's 52100 through the same backbone, for the
+# 51900+i; *:52100+i reaches the exit's 52100+i through the same backbone, for the
 # self-test), the client's one inner address (the baseline's beside it) and the exit's
 # end of gateway i's backbone: 198.19.(32+i).1, what the client probes path i at.
 EXIT_WAN, EXIT_UNDERLAY = "198.18.8.1", "198.18.8.2"

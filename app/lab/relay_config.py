@@ -40,7 +40,7 @@ def relay_config(info: LabInfo, scen: Scenario) -> dict[str, Any]:
             forwards += [
                 [BACKBONE_BASE_PORT + i, EXIT_UNDERLAY, EXIT_WG_BASE_PORT + i, EXIT_WAN,
                  [BACKBONE]],
-                [BACKBONE_PROBE_BASE_PORT + i, EXIT_UNDERLAY, BACKBONE_PROBE_BASE_PORT,
+                [BACKBONE_PROBE_BASE_PORT + i, EXIT_UNDERLAY, BACKBONE_PROBE_BASE_PORT + i,
                  EXIT_WAN, [BACKBONE]],
             ]
         paths.append({
