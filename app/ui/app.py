@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from app.core.errors import BraidError
 from app.core.model import EngineSnapshot
+from app.core.present import UserMessage
 from app.ui.controller import AppController, EngineFactory
 from app.ui.dialogs import ErrorPresenter, install_excepthook
 from app.ui.graph_window import PathGraphWindow
@@ -20,7 +21,6 @@ from app.ui.icons import state_icon
 from app.ui.main_window import MainWindow
 from app.ui.menu import ControlMenu
 from app.ui.port import target_label
-from app.ui.present import UserMessage
 from app.ui.tray import TrayView
 
 
@@ -132,6 +132,8 @@ def run(
     install_excepthook(app.errors)
     _keep = _route_signals_to(app)
     try:
+        if not connect:
+            app.controller.attach_running()
         if connect:
             try:
                 app.connect_named(connect)
