@@ -160,6 +160,12 @@ def _bursts(sent: int, received: list[int]) -> list[float]:
     return runs + ([run] if run else [])
 
 
+def _one_way(snd: dict[str, Any], rec: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """One-way delays (ms) up, from the receiver's record, and down, from the echoes."""
+    up = [(rx - s) * 1000.0 for s, rx in zip(rec["sent"], rec["rx"], strict=True)]
+    return up, [(rx - server) * 1000.0 for rx, server, _ in snd["got"].values()]
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else float("nan")
 
@@ -213,17 +219,13 @@ def _measure(lab: str, info: topology.LabInfo, quick: bool) -> list[Check]:
     relay_request(info.relay_socket, {"op": "set", "path": "out", "changes": {"down": False}})
     results = {name: run.result() for name, run in runs.items()}
 
-    snd, rec = results["dly"]
-    up = [(rx - s) * 1000.0 for s, rx in zip(rec["sent"], rec["rx"], strict=True)]
-    down = [(rx - server) * 1000.0 for rx, server, _ in snd["got"].values()]
+    up, down = _one_way(*results["dly"])
     checks += [
         Check("dly", "one-way delay up, mean", DELAY_MS, _mean(up), 2.0, "ms"),
         Check("dly", "one-way delay down, mean", DELAY_MS, _mean(down), 2.0, "ms"),
         Check("dly", "one-way delay up, median", DELAY_MS, _median(up), 2.0, "ms"),
     ]
-    snd, rec = results["dly backbone"]
-    up = [(rx - s) * 1000.0 for s, rx in zip(rec["sent"], rec["rx"], strict=True)]
-    down = [(rx - server) * 1000.0 for rx, server, _ in snd["got"].values()]
+    up, down = _one_way(*results["dly backbone"])
     checks += [
         Check("dly", "backbone delay up, mean", BACKBONE_DELAY_MS, _mean(up), 2.0, "ms"),
         Check("dly", "backbone delay down, mean", BACKBONE_DELAY_MS, _mean(down), 2.0, "ms"),

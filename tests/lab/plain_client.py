@@ -7,14 +7,19 @@ moving a class would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from app.helper import uapi
 from app.lab import proc, topology
+from app.lab.scenario import parse_scenario
 from app.lab.topology import LabInfo
 from app.lab.wgpeer import UapiPeer, configure
+from tests.lab.conftest import unique_lab
 from tests.util import wait_until
 
 SERVER = "198.18.200.1"
@@ -58,6 +63,18 @@ class PlainClient:
             f"r = icmplib.ping({target!r}, count={count}, interval=0.05, timeout=1,"
             " privileged=True); print(json.dumps(r.packets_received))")
         return int(json.loads(out))
+
+
+@contextlib.contextmanager
+def lab_with_client(scenario: dict[str, Any], **build: Any) -> Iterator[PlainClient]:
+    """A lab of ``scenario`` (no helper, no profile) and its plain client, for a module."""
+    name = unique_lab()
+    info = topology.build(name, parse_scenario(scenario, name=name, where="test"),
+                          start_helper=False, write_profile=False, **build)
+    try:
+        yield start(info)
+    finally:
+        topology.destroy(name)
 
 
 def start(info: LabInfo) -> PlainClient:

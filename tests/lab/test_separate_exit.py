@@ -14,10 +14,7 @@ import pytest
 
 from app.lab import proc, stream, topology
 from app.lab.control import impair, status
-from app.lab.scenario import parse_scenario
-from tests.lab import plain_client
-from tests.lab.conftest import unique_lab
-from tests.lab.plain_client import PlainClient
+from tests.lab.plain_client import PlainClient, lab_with_client
 from tests.util import wait_until
 
 SCENARIO = {
@@ -34,15 +31,9 @@ MASQUERADE = """table ip plain {
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[PlainClient]:
-    name = unique_lab()
-    info = topology.build(name, parse_scenario(SCENARIO, name="separate", where="test"),
-                          start_helper=False, write_profile=False, baseline="hk")
-    try:
-        plain = plain_client.start(info)
+    with lab_with_client(SCENARIO, baseline="hk") as plain:
         proc.run_in_ns(plain.ns, ["nft", "-f", "-"], MASQUERADE)
         yield plain
-    finally:
-        topology.destroy(name)
 
 
 def test_each_gateway_is_its_own_exit(client: PlainClient) -> None:

@@ -17,11 +17,8 @@ from app.lab import stream, topology
 from app.lab.control import impair, status
 from app.lab.link import LINKS
 from app.lab.model import exit_iface
-from app.lab.scenario import parse_scenario
 from app.lab.transfer import TransferResult
-from tests.lab import plain_client
-from tests.lab.conftest import unique_lab
-from tests.lab.plain_client import PlainClient
+from tests.lab.plain_client import PlainClient, lab_with_client
 from tests.util import wait_until
 
 SCENARIO = {
@@ -37,13 +34,8 @@ UPLOAD_MB = 6.0  # about 2.5 s at 20 Mbit/s
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[PlainClient]:
-    name = unique_lab()
-    info = topology.build(name, parse_scenario(SCENARIO, name="shared", where="test"),
-                          start_helper=False, write_profile=False, exit="shared")
-    try:
-        yield plain_client.start(info)
-    finally:
-        topology.destroy(name)
+    with lab_with_client(SCENARIO, exit="shared") as client:
+        yield client
 
 
 @pytest.fixture
