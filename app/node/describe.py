@@ -150,7 +150,7 @@ def gateway_state(nodes: Nodes, name: str) -> GatewayState:
     if gw.backbone is not None:
         bb = gw.backbone
         exit_peer = PeerState(keys.pubkey(bb.exit_private_key), None, bb.exit_endpoint,
-                              ("0.0.0.0/0",), BACKBONE_KEEPALIVE)
+                              ("0.0.0.0/0", "::/0"), BACKBONE_KEEPALIVE)
         backbone = TunnelState(bb.interface, bb.private_key, (), nodes.mtu, None, None,
                                (exit_peer,))
     return _checked(GatewayState(gw.name, tunnel, backbone, gw.egress))

@@ -46,6 +46,8 @@ from app.node.state import ExitState, GatewayState, NodeState
 from app.wire.state import Nexthop, RouteState, TableState, TunnelState
 
 RP_LOOSE = "2"
+DEFAULT = {4: "0.0.0.0/0", 6: "::/0"}
+FORWARDING = {4: "net/ipv4/ip_forward", 6: "net/ipv6/conf/all/forwarding"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,15 @@ def _version(net: str) -> int:
     return ipaddress.ip_network(net, strict=False).version
 
 
+def _families(nets: tuple[str, ...]) -> list[int]:
+    """The IP versions a role carries: IPv4 always (the probes), IPv6 if a client has it."""
+    return sorted({4} | {_version(n) for n in nets})
+
+
+def _forwarding(nets: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(FORWARDING[v], "1") for v in _families(nets)]
+
+
 def _both(priority: int, *, iif: str | None = None, fwmark: int | None = None,
           fwmask: int | None = None, table: int | None = None) -> tuple[NodeRule, ...]:
     """A rule for IPv4 and IPv6: what closes one family must close the other."""
@@ -122,7 +133,7 @@ def plan_gateway(state: GatewayState) -> Plan:
     # With the tunnel gone, what is on its way to a client goes nowhere rather than out
     # of the node's own default route.
     rules += [NodeRule(_version(n), GATEWAY_PRIO_CLIENTS_CLOSED, dst=n) for n in clients]
-    sysctls = [("net/ipv4/ip_forward", "1")]
+    sysctls = _forwarding(clients)
     devices = [state.tunnel]
     # Names here passed the role's patterns (confine.py): safe inside nft strings.
     forward = ["forward", "type filter hook forward priority filter; policy accept;"]
@@ -130,8 +141,8 @@ def plan_gateway(state: GatewayState) -> Plan:
     if state.backbone is not None:
         backbone = state.backbone.name
         devices.append(state.backbone)
-        tables.append(TableState(GATEWAY_TABLE_EXIT, (
-            RouteState("0.0.0.0/0", (Nexthop(backbone),)),)))
+        tables.append(TableState(GATEWAY_TABLE_EXIT, tuple(
+            RouteState(DEFAULT[v], (Nexthop(backbone),)) for v in _families(clients))))
         rules += [*_both(GATEWAY_PRIO_EXIT, iif=tunnel, table=GATEWAY_TABLE_EXIT),
                   *_both(GATEWAY_PRIO_CLOSED, iif=tunnel)]
         # Replies come back from the exit with any source: the node's own default
@@ -157,7 +168,7 @@ def plan_exit(state: ExitState) -> Plan:
     prerouting = ["prerouting", "type filter hook prerouting priority mangle; policy accept;"]
     tables: list[TableState] = []
     rules: list[NodeRule] = []
-    sysctls = [("net/ipv4/ip_forward", "1")]
+    sysctls = _forwarding(state.clients)
     for link in state.links:
         name = link.tunnel.name
         # A link's own address answers through that gateway alone: the client's probe of
@@ -168,7 +179,8 @@ def plan_exit(state: ExitState) -> Plan:
         # Every packet, not only a flow's first: the mark follows the client's last choice.
         prerouting.append(f'iifname "{name}" ct mark set ct mark & {keep} | {mark:#010x} return')
         table = exit_table(link.mark)
-        tables.append(TableState(table, (RouteState("0.0.0.0/0", (Nexthop(name),)),)))
+        tables.append(TableState(table, tuple(RouteState(DEFAULT[v], (Nexthop(name),))
+                                              for v in _families(state.clients))))
         lookup, closed = exit_priorities(link.mark)
         rules += [*_both(lookup, fwmark=mark, fwmask=EXIT_MARK_MASK, table=table),
                   *_both(closed, fwmark=mark, fwmask=EXIT_MARK_MASK)]

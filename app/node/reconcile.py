@@ -52,8 +52,9 @@ async def apply(state: NodeState, log_dir: Path) -> list[str]:
         changes += await netlink.put_routes(ipr, want_routes, have_routes)
         changes += await kernel.add_rules(ipr, want_rules, have_rules)
         changes += kernel.nft_load(conf, p.nft)
-        # Per-device settings first; forwarding (first in the plan) last of all.
-        for key, value in (*p.sysctls[1:], p.sysctls[0]):
+        # Per-device settings first; forwarding last of all.
+        for key, value in sorted(p.sysctls, key=lambda kv: "forwarding" in kv[0]
+                                 or kv[0].endswith("ip_forward")):
             changes += kernel.sysctl_set(key, value)
         for dev in p.devices:
             changes += await devices.ensure(ipr, dev, log_dir, peers=True)

@@ -245,7 +245,7 @@ def _backbone(doc: Any, path: str) -> TunnelState:
         preshared_key=_opt_key(peer.get("preshared_key"), f"{epath}.preshared_key"),
         endpoint=d.field(peer["endpoint"], f"{epath}.endpoint", fields.check_endpoint_literal),
         # Everything may come back from the exit: replies from anywhere on the far side.
-        allowed_ips=("0.0.0.0/0",),
+        allowed_ips=("0.0.0.0/0", "::/0"),
         persistent_keepalive=None if keepalive in (None, 0) else d.number_field(
             keepalive, f"{epath}.persistent_keepalive", fields.check_keepalive),
     )

@@ -172,3 +172,26 @@ def test_what_is_not_the_roles_is_left_alone(node: Node) -> None:
     after = dump(node)
     assert {k: v for k, v in after.items() if k != "sysctl"} == \
         {k: v for k, v in before.items() if k != "sysctl"}
+
+
+def test_clients_with_ipv6_addresses(node: Node) -> None:
+    gw = gateway(node, clients=1)
+    gw["clients"][0]["allowed_ips"].append("2001:db8:77::2/128")
+    node.apply(gw)
+    held = dump(node)
+    backbone = gw["backbone"]["name"]
+    assert f"default dev {backbone} table 52101" in held["routes6"]
+    assert "5300:\tfrom all to 2001:db8:77::2 lookup 52100" in held["rules6"]
+    assert "5303:\tfrom all to 2001:db8:77::2 unreachable" in held["rules6"]
+    assert node.sh("sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+    assert node.apply(gw) == []
+    assert node.run("down", "gateway").returncode == 0
+
+    ex = exit_state(node, ("hk",))
+    ex["clients"].append("2001:db8:77::/64")
+    node.apply(ex)
+    held = dump(node)
+    link = ex["gateways"][0]["tunnel"]["name"]
+    assert f"default dev {link} table 52111" in held["routes6"]
+    assert "ip6 daddr 2001:db8:77::/64 meta mark & 0x00f00000 == 0x00000000" in held["nft"]
+    assert node.apply(ex) == []

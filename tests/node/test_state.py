@@ -50,7 +50,7 @@ def test_a_gateway_parses_and_goes_back_to_the_same_document() -> None:
     state = parse_node(gateway_doc())
     assert isinstance(state, GatewayState) and state.backbone is not None
     assert state.backbone.peers[0].persistent_keepalive == 25  # it calls the exit
-    assert state.backbone.peers[0].allowed_ips == ("0.0.0.0/0",)
+    assert state.backbone.peers[0].allowed_ips == ("0.0.0.0/0", "::/0")
     assert state.tunnel.mtu == 1420
     assert parse_node(to_json(state)) == state
     shown = redacted(state)
