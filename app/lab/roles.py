@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from app.core.errors import BraidError
 from app.helper import uapi
@@ -79,9 +81,33 @@ def node_of(nodes: Nodes, name: str) -> str:
     return EXIT_NODE if nodes.exit is not None and name == nodes.exit.name else f"gw-{name}"
 
 
-def apply_all(info: LabInfo, nodes: Nodes) -> None:
+@dataclass
+class Applying:
+    """The nodes' apply, running (start_apply); finish() waits for it."""
+
+    child: subprocess.Popen[bytes]
+    log: Path
+
+    def finish(self) -> None:
+        """BraidError quoting the node that failed."""
+        try:
+            _, err = self.child.communicate(timeout=APPLY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.communicate()
+            raise BraidError(f"the lab's nodes took more than {APPLY_TIMEOUT:g} s to apply",
+                             f"see {self.log}") from None
+        if self.child.returncode != 0:
+            # The build removes the lab (and this log) on failure: quote it here.
+            raise BraidError("the lab's nodes did not apply: "
+                             + err.decode(errors="replace").strip()[-800:],
+                             "fix what it says, then build the lab again")
+
+
+def start_apply(info: LabInfo, nodes: Nodes) -> Applying:
     """Every node's state, applied in its namespace by the node roles' reconcile
-    (nodeapply.py); BraidError quoting the node that failed. Output: log/nodes.log."""
+    (nodeapply.py), in the background: the build wires the underlay meanwhile (the roles
+    touch none of it). Output: log/nodes.log."""
     log_dir = info.runtime_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     batch = {"log_dir": str(log_dir), "nodes": [
@@ -89,18 +115,13 @@ def apply_all(info: LabInfo, nodes: Nodes) -> None:
          "state": to_json(describe.node_state(nodes, name))} for name in nodes.node_names]}
     log = log_dir / "nodes.log"
     with open(log, "ab") as out:
-        try:
-            done = subprocess.run(python_argv("app.lab.nodeapply"), env=python_env(),
-                                  input=json.dumps(batch).encode(),  # keys on stdin only
-                                  stdout=out, stderr=subprocess.PIPE, timeout=APPLY_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise BraidError(f"the lab's nodes took more than {APPLY_TIMEOUT:g} s to apply",
-                             f"see {log}") from None
-    if done.returncode != 0:
-        # The build removes the lab (and this log) on failure: quote it here.
-        raise BraidError("the lab's nodes did not apply: "
-                         + done.stderr.decode(errors="replace").strip()[-800:],
-                         "fix what it says, then build the lab again")
+        child = subprocess.Popen(python_argv("app.lab.nodeapply"), env=python_env(),
+                                 stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE)
+    assert child.stdin is not None
+    child.stdin.write(json.dumps(batch).encode())  # keys on stdin only
+    child.stdin.close()
+    child.stdin = None  # communicate() must not flush it again
+    return Applying(child, log)
 
 
 def wait_backbones(info: LabInfo, nodes: Nodes) -> None:

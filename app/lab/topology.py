@@ -130,12 +130,16 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
                    server_address=SERVER_ADDRESS, runtime_dir=rdir,
                    helper_socket=rdir / "helper.sock", baseline=baseline, exit=exit)
 
-    # The relay first: a node's first packets then cross it at once (a lost first
-    # handshake would be retried only 5 s later).
-    nodes.start_relay(info, scen)
-    roles.apply_all(info, description)
+    # The nodes' roles apply in the background while the relay and the server apps start
+    # (the roles touch neither). The relay first: the gateways' first handshakes with the
+    # exit then cross it at once (a lost one would be retried only 5 s later).
+    applying = roles.start_apply(info, description)
+    try:
+        nodes.start_relay(info, scen)
+        nodes.start_servers(info)
+    finally:
+        applying.finish()
     roles.wait_backbones(info, description)
-    nodes.start_servers(info)
     if baseline:
         base = description.client(roles.BASELINE)
         gw = description.gateway(baseline)
