@@ -252,9 +252,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     except NodeError as exc:
         raise _fail(exc) from None
     gateways = tuple(Gateway(
-        name=t.gateway, interface=f"br-{t.gateway}", addresses=(t.address,), dns=(),
+        name=t.gateway, interface=f"br-{t.gateway}",
+        addresses=(t.address, t.address6) if t.address6 else (t.address,), dns=(),
         mtu=nodes.mtu, listen_port=None,
-        peer=Peer(public_key=t.peer_public_key, endpoint=t.endpoint, allowed_ips=("0.0.0.0/0",),
+        peer=Peer(public_key=t.peer_public_key, endpoint=t.endpoint,
+                  allowed_ips=("0.0.0.0/0", "::/0") if t.address6 else ("0.0.0.0/0",),
                   persistent_keepalive=describe.CLIENT_KEEPALIVE),
         probe=t.probe) for t in tunnels)
     profile = Profile(name=args.profile, gateways=gateways,

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                    help="shared (default): the gateways carry the client's one address over "
                         "their backbone to one exit, the only NAT; separate: each gateway "
                         "is its own exit")
+    p.add_argument("--ipv6", action="store_true",
+                   help="IPv6 too: on the client's ISP link (so a leak shows), the tunnels "
+                        "and the far side (docs/lab.md, IPv6)")
     p.add_argument("--grace-seconds", type=int, default=10,
                    help="how long the lab's helper keeps tunnels after its client leaves")
     p.add_argument("--no-helper", action="store_true",
@@ -105,6 +108,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--sticky", action="store_true",
                    help="to a far end that answers only the address the stream's first "
                         "packet came from (as a call's peer does)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="to the server's IPv6 address (a lab built with --ipv6)")
     json_arg(p)
     p.set_defaults(handler=cmd_stream)
 
@@ -138,7 +143,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         scenario = Path(args.scenario)
     info = topology.build(args.name, scenario, baseline=args.baseline,
                           start_helper=not args.no_helper, write_profile=not args.no_helper,
-                          helper_grace_seconds=args.grace_seconds, exit=args.exit)
+                          helper_grace_seconds=args.grace_seconds, exit=args.exit,
+                          ipv6=args.ipv6)
     if args.json:
         _print_json(topology.info_json(info))
         return 0
@@ -302,7 +308,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from app.lab.stream import stream
 
     result = stream(args.name, pps=args.pps, duration=args.duration, size=args.size,
-                    cls=args.cls, baseline=args.baseline, sticky=args.sticky).to_json()
+                    cls=args.cls, baseline=args.baseline, sticky=args.sticky,
+                    ipv6=args.ipv6).to_json()
     if args.json:
         _print_json(result)
         return 0

@@ -59,7 +59,7 @@ def status(lab: str) -> dict[str, Any]:
             **{k: doc[k] for k in ("flows", *DIRECTIONS, BACKBONE)},
         })
     return {
-        "name": info.name, "scenario": info.scenario, "exit": info.exit,
+        "name": info.name, "scenario": info.scenario, "exit": info.exit, "ipv6": info.ipv6,
         "started_at": info.started_at,
         "t": relay["t"], "timeline_left": relay["timeline_left"],
         "server_address": info.server_address, "baseline": info.baseline,

@@ -34,6 +34,15 @@ BACKBONE_BASE_PORT = 51100
 EXIT_WG_BASE_PORT = 51900
 BACKBONE_PROBE_BASE_PORT = 52100
 SHARED_CLIENT_SUBNET = "198.19.100.0/24"  # Braid's client .2, the baseline .3
+# IPv6 (`--ipv6`), in the benchmarking prefix 2001:2::/48 (RFC 5180), as 198.18/15 is
+# IPv4's: the client's ISP link 2001:2::/64 (client ::2, wan ::1), the baseline's
+# 2001:2:0:1::/64, the server 2001:2:0:200::1, gateway i's tunnel 2001:2:0:a<i>::/64
+# (gateway ::1; separate exits: Braid's client ::2, the baseline ::3), a shared exit's
+# clients 2001:2:0:c0::/64 (::2, ::3), separate gateway i's uplink 2001:2:0:b<i>::/64,
+# the exit's 2001:2:0:99::/64 (exit ::1, server ::2). The underlay and relay stay IPv4.
+SERVER_ADDRESS6 = "2001:2:0:200::1"
+SHARED_CLIENT_SUBNET6 = "2001:2:0:c0::/64"
+CLIENT_WAN6 = "2001:2::1"
 CLIENT_HOST, BASELINE_HOST = 2, 3
 SHARED, SEPARATE = "shared", "separate"
 EXITS = (SHARED, SEPARATE)
@@ -52,6 +61,7 @@ class LabGateway:
     # What the client probes this path at, answering through this path alone: the
     # gateway (separate exits), or the exit's end of the gateway's backbone (shared).
     probe_address: str | None = None
+    client_address6: str | None = None  # with --ipv6: its IPv6 address on this tunnel
 
     @property
     def probe(self) -> str:
@@ -69,6 +79,7 @@ class LabInfo:
     baseline: str | None = None  # gateway the baseline tunnel goes through
     started_at: float = 0.0  # unix time the scenario's timeline counts from
     exit: str = SEPARATE  # "shared": the gateways carry traffic to one exit, the only NAT
+    ipv6: bool = False  # the client's ISP, the tunnels and the far side also speak IPv6
 
     def gateway(self, name: str) -> LabGateway:
         return by_name(self.gateways, name, f"lab {self.name!r}")

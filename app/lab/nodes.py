@@ -18,12 +18,14 @@ from app.lab import proc
 from app.lab.model import (
     BASE_WAN,
     CLIENT_WAN,
+    CLIENT_WAN6,
     EXIT_UNDERLAY,
     EXIT_UPLINK,
     EXIT_UPLINK_PEER,
     EXIT_WAN,
     RELAY_BASE_PORT,
     SERVER_ADDRESS,
+    SERVER_ADDRESS6,
     SHARED,
     LabGateway,
     LabInfo,
@@ -50,7 +52,8 @@ def no_link_local(ns: str) -> None:
         proc.run_in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"])
 
 
-def wire(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
+def wire(lab: str, scen: Scenario, baseline: str | None, exit: str,
+         ipv6: bool = False) -> None:
     """Veths, addresses and the nodes' own (underlay) routes of the address plan; the wan
     forwards nothing, only its relays carry packets across. What the gateways and the
     exit do with their tunnels is their roles' (roles.py), not set here."""
@@ -103,10 +106,43 @@ def wire(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
         server_cmds += ["link set exit up", f"addr add {EXIT_UPLINK_PEER}/24 dev exit"]
     proc.ip(ns=wan, batch=wan_cmds)
     proc.ip(ns=server, batch=server_cmds)
+    if ipv6:
+        wire6(lab, scen, baseline, exit)
     # Said, not assumed (a host may make new namespaces inherit its own settings): the
     # only way across the wan is a relay, and the server routes nothing.
     for node in (wan, server):
         proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        if Path("/proc/sys/net/ipv6").exists():
+            proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+
+
+def wire6(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
+    """The IPv6 of `--ipv6` (docs/internals.md), on the links wire() made. Static
+    addresses without duplicate address detection and no link-local ones: nothing keeps
+    changing after the build. The client's ISP gets a default route too, as a dual-stack
+    ISP gives one: IPv6 that leaves outside the tunnels reaches the wan (which forwards
+    nothing), where a leak test can see it."""
+    client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
+    proc.ip("-6", ns=client, batch=["addr add 2001:2::2/64 dev wan0 nodad",
+                                    f"route add default via {CLIENT_WAN6}"])
+    wan_cmds = [f"addr add {CLIENT_WAN6}/64 dev cl0 nodad"]
+    if baseline:
+        proc.ip("-6", ns=netns(lab, "base"), batch=["addr add 2001:2:0:1::2/64 dev wan0 nodad"])
+        wan_cmds.append("addr add 2001:2:0:1::1/64 dev bs0 nodad")
+    server_cmds = [f"addr add {SERVER_ADDRESS6}/128 dev lo"]
+    if exit == SHARED:
+        proc.ip("-6", ns=netns(lab, "exit"), batch=[
+            f"addr add 2001:2:0:99::1/64 dev {UPLINK} nodad",
+            "route add default via 2001:2:0:99::2"])
+        server_cmds.append("addr add 2001:2:0:99::2/64 dev exit nodad")
+    else:
+        for i, path in enumerate(scen.paths):
+            proc.ip("-6", ns=netns(lab, f"gw-{path.name}"), batch=[
+                f"addr add 2001:2:0:b{i}::1/64 dev {UPLINK} nodad",
+                f"route add {SERVER_ADDRESS6}/128 via 2001:2:0:b{i}::2"])
+            server_cmds.append(f"addr add 2001:2:0:b{i}::2/64 dev gw-{path.name} nodad")
+    proc.ip("-6", ns=wan, batch=wan_cmds)
+    proc.ip("-6", ns=server, batch=server_cmds)
 
 
 def _logdir(info: LabInfo) -> Path:
@@ -143,22 +179,26 @@ def _start_wg(info: LabInfo, node: str, iface: str) -> None:
            env={**os.environ, "LOG_LEVEL": "error"})
 
 
-def start_baseline(info: LabInfo, gw: LabGateway, base_priv: str, address: str) -> None:
+def start_baseline(info: LabInfo, gw: LabGateway, base_priv: str,
+                   addresses: tuple[str, ...]) -> None:
     """A plain WireGuard tunnel with a default route, as wg-quick would set it up."""
     iface, ns = baseline_iface(info.name), netns(info.name, "base")
     _start_wg(info, "base", iface)
     configure(iface, base_priv, None, [UapiPeer(
         gw.public_key,
-        ("0.0.0.0/0",), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
+        ("0.0.0.0/0", "::/0"), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
         persistent_keepalive=25,
     )])
     proc.ip(ns=ns, batch=[
-        f"addr add {address} dev {iface}",
+        f"addr add {addresses[0]} dev {iface}",
         f"link set {iface} mtu 1420 up",
         # The endpoint stays on the underlay; everything else goes into the tunnel.
         f"route add {BASE_WAN}/32 dev wan0",
         f"route add default dev {iface}",
     ])
+    if len(addresses) > 1:
+        proc.ip("-6", ns=ns, batch=[f"addr add {addresses[1]} dev {iface} nodad",
+                                    f"route add default dev {iface}"])
 
 
 def python_argv(module: str, *args: str) -> list[str]:

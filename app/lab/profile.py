@@ -32,12 +32,14 @@ def lab_profile(info: LabInfo, scen: Scenario) -> tuple[Profile, dict[str, Gatew
         Gateway(
             name=gw.name,
             interface=gw.client_interface,
-            addresses=(gw.client_address,),
+            addresses=(gw.client_address,) + ((gw.client_address6,) if gw.client_address6
+                                               else ()),
             dns=(),
             mtu=TUNNEL_MTU,
             listen_port=None,
             peer=Peer(public_key=gw.public_key, endpoint=gw.endpoint,
-                      allowed_ips=("0.0.0.0/0",), persistent_keepalive=25),
+                      allowed_ips=("0.0.0.0/0", "::/0") if info.ipv6 else ("0.0.0.0/0",),
+                      persistent_keepalive=25),
             cost=scen.path(gw.name).cost,
             probe=gw.probe_address if shared else None,
         )

@@ -28,6 +28,7 @@ from app.lab.model import (
     RELAY_BASE_PORT,
     SHARED,
     SHARED_CLIENT_SUBNET,
+    SHARED_CLIENT_SUBNET6,
     WG_PORT,
     LabInfo,
     backbone_iface,
@@ -49,7 +50,8 @@ APPLY_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 10.0
 
 
-def lab_nodes(lab: str, scen: Scenario, exit: str, client_keys: dict[str, str]) -> Nodes:
+def lab_nodes(lab: str, scen: Scenario, exit: str, client_keys: dict[str, str],
+              ipv6: bool = False) -> Nodes:
     """The lab's description; ``client_keys`` are Braid's client's, per gateway."""
     shared = exit == SHARED
     gateways = []
@@ -67,13 +69,14 @@ def lab_nodes(lab: str, scen: Scenario, exit: str, client_keys: dict[str, str]) 
             name=path.name, endpoint=f"{CLIENT_WAN}:{RELAY_BASE_PORT + i}",
             subnet=f"198.19.{i}.0/24", interface=gateway_iface(lab, path.name),
             private_key=genkey(), listen_port=WG_PORT, backbone=backbone,
-            egress=None if shared else UPLINK))
+            egress=None if shared else UPLINK, subnet6=f"2001:2:0:a{i}::/64" if ipv6 else None))
     clients = (
         ClientSpec(CLIENT, CLIENT_HOST, tuple((p.name, client_keys[p.name]) for p in scen.paths)),
         ClientSpec(BASELINE, BASELINE_HOST, tuple((p.name, genkey()) for p in scen.paths)),
     )
     return Nodes(exit, SHARED_CLIENT_SUBNET if shared else None, DEFAULT_MTU,
-                 ExitSpec(EXIT_NODE, UPLINK) if shared else None, tuple(gateways), clients)
+                 ExitSpec(EXIT_NODE, UPLINK) if shared else None, tuple(gateways), clients,
+                 SHARED_CLIENT_SUBNET6 if shared and ipv6 else None)
 
 
 def node_of(nodes: Nodes, name: str) -> str:

@@ -30,6 +30,7 @@ from app.lab.packet import stamp_server, unpack
 # Bound to the server's address, not 0.0.0.0: a UDP answer from a wildcard socket would
 # leave from the link's address, and neither the client's socket nor NAT would match it.
 SERVER_ADDRESS = "198.18.200.1"
+SERVER_ADDRESS6 = "2001:2:0:200::1"  # with --ipv6: every app answers there too
 ECHO_PORT, SINK_PORT, BULK_PORT, TCP_SINK_PORT, HTTP_PORT = 9000, 9001, 9002, 9003, 8080
 STICKY_PORT, STATS_PORT = 9004, 9005
 STATS_QUERY = b"BRSQ"
@@ -174,21 +175,25 @@ async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def serve(ready_file: Path | None) -> None:
+async def _listen(address: str, flows: Flows) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
-    flows = Flows()
-    await loop.create_datagram_endpoint(lambda: Echo(flows),
-                                        local_addr=(SERVER_ADDRESS, ECHO_PORT))
+    await loop.create_datagram_endpoint(lambda: Echo(flows), local_addr=(address, ECHO_PORT))
     await loop.create_datagram_endpoint(lambda: Echo(flows, sticky=True),
-                                        local_addr=(SERVER_ADDRESS, STICKY_PORT))
-    await loop.create_datagram_endpoint(lambda: Stats(flows),
-                                        local_addr=(SERVER_ADDRESS, STATS_PORT))
-    await loop.create_datagram_endpoint(Sink, local_addr=(SERVER_ADDRESS, SINK_PORT))
-    servers = [
-        await asyncio.start_server(bulk_source, SERVER_ADDRESS, BULK_PORT),
-        await asyncio.start_server(tcp_sink, SERVER_ADDRESS, TCP_SINK_PORT),
-        await asyncio.start_server(http, SERVER_ADDRESS, HTTP_PORT),
+                                        local_addr=(address, STICKY_PORT))
+    await loop.create_datagram_endpoint(lambda: Stats(flows), local_addr=(address, STATS_PORT))
+    await loop.create_datagram_endpoint(Sink, local_addr=(address, SINK_PORT))
+    return [
+        await asyncio.start_server(bulk_source, address, BULK_PORT),
+        await asyncio.start_server(tcp_sink, address, TCP_SINK_PORT),
+        await asyncio.start_server(http, address, HTTP_PORT),
     ]
+
+
+async def serve(ready_file: Path | None) -> None:
+    flows = Flows()
+    servers = await _listen(SERVER_ADDRESS, flows)
+    with contextlib.suppress(OSError):  # the lab has no IPv6 (no --ipv6)
+        servers += await _listen(SERVER_ADDRESS6, flows)
     if ready_file is not None:
         ready_file.write_text("ready\n")
     print("servers up", flush=True)

@@ -28,6 +28,7 @@ from app.core.errors import BraidError
 from app.lab.packet import MIN_SIZE, pack, unpack
 
 SERVER = "198.18.200.1"
+SERVER6 = "2001:2:0:200::1"  # a lab built with --ipv6
 ECHO_PORT, STICKY_PORT, STATS_PORT = 9000, 9004, 9005
 STATS_QUERY = b"BRSQ"
 # The way there and back may be lossy, in bursts: ask again, twice each time (a bursty
@@ -118,11 +119,12 @@ def check_args(pps: int, duration: float, size: int, cls: str | None) -> None:
 
 def stream(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
            cls: str | None = None, baseline: bool = False, wait: float = 2.0,
-           sticky: bool = False) -> StreamResult:
+           sticky: bool = False, ipv6: bool = False) -> StreamResult:
     """Run a stream in lab ``lab`` (from its baseline namespace with ``baseline``; to the
-    sticky echo, which answers only the stream's first source address, with ``sticky``)."""
+    sticky echo, which answers only the stream's first source address, with ``sticky``;
+    to the server's IPv6 address with ``ipv6``, in a lab built with it)."""
     return start(lab, pps=pps, duration=duration, size=size, cls=cls, baseline=baseline,
-                 wait=wait, sticky=sticky).result()
+                 wait=wait, sticky=sticky, ipv6=ipv6).result()
 
 
 @dataclass
@@ -143,11 +145,15 @@ class RunningStream:
 
 def start(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
           cls: str | None = None, baseline: bool = False, wait: float = 2.0,
-          sticky: bool = False) -> RunningStream:
+          sticky: bool = False, ipv6: bool = False) -> RunningStream:
     from app.lab import topology
 
     check_args(pps, duration, size, cls)
     info = topology.load(lab)
+    if ipv6 and not info.ipv6:
+        raise BraidError(f"lab {lab!r} has no IPv6",
+                         f"build it with IPv6: braid lab up --name {lab} --ipv6")
+    server = SERVER6 if ipv6 else SERVER
     node = "base" if baseline else "client"
     if baseline and info.baseline is None:
         raise BraidError(f"lab {lab!r} has no baseline tunnel",
@@ -155,7 +161,7 @@ def start(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
     argv = topology.python_argv("app.lab.stream", "--pps", str(pps), "--duration",
                                 str(duration), "--size", str(size), "--wait", str(wait),
                                 "--node", node,
-                                "--target", f"{SERVER}:{STICKY_PORT if sticky else ECHO_PORT}")
+                                "--target", f"{server}:{STICKY_PORT if sticky else ECHO_PORT}")
     if cls:
         argv += ["--class", cls]
     child = topology.run_in(lab, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -193,11 +199,14 @@ def send_loop(target: tuple[str, int], pps: int, count: int, size: int, wait: fl
     Returns the send times (index = sequence) and, per echoed sequence, (client receive
     time, server receive time, server's count).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(target[0]), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     if cls:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, CLASS_DSCP[cls] << 2)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, CLASS_DSCP[cls] << 2)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, CLASS_DSCP[cls] << 2)
     sock.connect(target)
     sock.setblocking(False)
     if flow is None:
@@ -227,6 +236,10 @@ def send_loop(target: tuple[str, int], pps: int, count: int, size: int, wait: fl
     return sent, got
 
 
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def new_flow() -> int:
     return int.from_bytes(os.urandom(4), "big")
 
@@ -235,7 +248,7 @@ def far_end_stats(host: str, flow: int) -> dict[str, Any] | None:
     """What the far end saw of stream ``flow`` (servers.py, "BRSQ"), or None if it did not
     answer: asked again a few times, as the way there or back may lose the question."""
     query = STATS_QUERY + flow.to_bytes(4, "big")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
         sock.connect((host, STATS_PORT))
         for _ in range(STATS_TRIES):
             for _ in range(2):

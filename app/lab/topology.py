@@ -70,12 +70,14 @@ def build(
     baseline: str | None = None,
     helper_grace_seconds: int = 10,
     exit: str = SEPARATE,
+    ipv6: bool = False,
 ) -> LabInfo:
     """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise.
 
     ``exit``: "shared" (the gateways carry the client's one address to one exit, the only
     NAT) or "separate" (each gateway its own exit). The CLI's default is shared; this
-    default stays separate until the engine drives shared-exit profiles.
+    default stays separate until the engine drives shared-exit profiles. ``ipv6``: the
+    client's ISP, the tunnels and the far side speak IPv6 too (docs/lab.md, "IPv6").
     """
     check_lab_name(lab)
     if exit not in EXITS:
@@ -94,7 +96,7 @@ def build(
         )
     try:
         info = _build(lab, scen, baseline, start_helper, write_profile, helper_grace_seconds,
-                      exit)
+                      exit, ipv6)
     except BaseException:
         destroy(lab, forget_profile=write_profile)
         raise
@@ -102,7 +104,7 @@ def build(
 
 
 def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
-           write_profile: bool, grace: int, exit: str) -> LabInfo:
+           write_profile: bool, grace: int, exit: str, ipv6: bool) -> LabInfo:
     rdir = runtime_dir(lab)
     rdir.mkdir(parents=True, exist_ok=False)
     os.chmod(rdir, 0o700)  # holds the client's private keys (keys.json, 0600)
@@ -113,9 +115,10 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
     for node in names:
         proc.ip("netns", "add", netns(lab, node))
         nodes.no_link_local(netns(lab, node))
-    nodes.wire(lab, scen, baseline, exit)
+    nodes.wire(lab, scen, baseline, exit, ipv6)
 
-    description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths})
+    description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths},
+                                  ipv6)
     client = description.client(roles.CLIENT)
     gateways = tuple(LabGateway(
         name=gw.name, index=i, endpoint=gw.endpoint, public_key=pubkey(gw.private_key),
@@ -124,11 +127,13 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         gateway_address=gw.address.split("/")[0],
         client_interface=client_iface(lab, gw.name),
         probe_address=tunnel.probe if shared else None,
+        client_address6=tunnel.address6,
     ) for i, (gw, tunnel) in enumerate(zip(
         description.gateways, client_tunnels(description, roles.CLIENT), strict=True)))
     info = LabInfo(name=lab, scenario=scen.name, gateways=gateways,
                    server_address=SERVER_ADDRESS, runtime_dir=rdir,
-                   helper_socket=rdir / "helper.sock", baseline=baseline, exit=exit)
+                   helper_socket=rdir / "helper.sock", baseline=baseline, exit=exit,
+                   ipv6=ipv6)
 
     # The nodes' roles apply in the background while the relay and the server apps start
     # (the roles touch neither). The relay first: the gateways' first handshakes with the
@@ -144,7 +149,7 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
         base = description.client(roles.BASELINE)
         gw = description.gateway(baseline)
         nodes.start_baseline(info, info.gateway(baseline), base.key(baseline),
-                             description.client_address(base, gw))
+                             description.client_addresses(base, gw))
     # The scenario's clock starts now that everything carries traffic.
     info = dataclasses.replace(info, started_at=time.time())
     relay_request(info.relay_socket, {"op": "start", "started_at": info.started_at})

@@ -77,11 +77,21 @@ class GatewaySpec:
     listen_port: int
     backbone: Backbone | None  # a shared exit
     egress: str | None  # its own exit: the uplink it translates onto
+    subnet6: str | None = None  # its tunnel's IPv6 network, if it carries IPv6
 
     @property
     def address(self) -> str:
-        net = ipaddress.ip_network(self.subnet)
-        return f"{net.network_address + 1}/{net.prefixlen}"
+        return _host(self.subnet, 1, full=False)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.address,) + ((_host(self.subnet6, 1, full=False),) if self.subnet6 else ())
+
+
+def _host(subnet: str, number: int, *, full: bool = True) -> str:
+    """Host ``number`` of ``subnet``, as a host route (``full``) or on its network."""
+    net = ipaddress.ip_network(subnet)
+    return f"{net.network_address + number}/{net.max_prefixlen if full else net.prefixlen}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,7 @@ class Nodes:
     exit: ExitSpec | None
     gateways: tuple[GatewaySpec, ...]
     clients: tuple[ClientSpec, ...]
+    client_subnet6: str | None = None  # shared, with IPv6: each client's IPv6 address
 
     def gateway(self, name: str) -> GatewaySpec:
         return _by_name(self.gateways, name, "gateway")
@@ -119,8 +130,13 @@ class Nodes:
         """The client's address on ``gateway``'s tunnel: one for all with a shared exit."""
         subnet = self.client_subnet if self.topology == SHARED else gateway.subnet
         assert subnet is not None
-        net = ipaddress.ip_network(subnet)
-        return f"{net.network_address + client.host}/{net.max_prefixlen}"
+        return _host(subnet, client.host)
+
+    def client_addresses(self, client: ClientSpec, gateway: GatewaySpec) -> tuple[str, ...]:
+        """IPv4, then IPv6 where the tunnel carries it."""
+        subnet6 = self.client_subnet6 if self.topology == SHARED else gateway.subnet6
+        return (self.client_address(client, gateway),) + (
+            (_host(subnet6, client.host),) if subnet6 else ())
 
     @property
     def node_names(self) -> list[str]:
@@ -143,8 +159,8 @@ def _by_name(items: Iterable[N], name: str, what: str) -> N:
 def gateway_state(nodes: Nodes, name: str) -> GatewayState:
     gw = nodes.gateway(name)
     clients = tuple(PeerState(keys.pubkey(c.key(gw.name)), None, None,
-                              (nodes.client_address(c, gw),), None) for c in nodes.clients)
-    tunnel = TunnelState(gw.interface, gw.private_key, (gw.address,), nodes.mtu,
+                              nodes.client_addresses(c, gw), None) for c in nodes.clients)
+    tunnel = TunnelState(gw.interface, gw.private_key, gw.addresses, nodes.mtu,
                          gw.listen_port, None, clients)
     backbone = None
     if gw.backbone is not None:
@@ -160,7 +176,8 @@ def exit_state(nodes: Nodes) -> ExitState:
     if nodes.exit is None:
         raise NodeError("this description has no exit (its gateways are their own exits)",
                         "apply a gateway instead")
-    clients = (str(ipaddress.ip_network(nodes.client_subnet or "")),)
+    clients = tuple(str(ipaddress.ip_network(n))
+                    for n in (nodes.client_subnet, nodes.client_subnet6) if n)
     links = []
     for gw in nodes.gateways:
         bb = gw.backbone
@@ -199,6 +216,7 @@ class ClientTunnel:
     peer_public_key: str  # the gateway's
     endpoint: str
     probe: str  # what the client pings through this tunnel (and only through it)
+    address6: str | None = None  # its IPv6 address on it, if the tunnel carries IPv6
 
 
 def client_tunnels(nodes: Nodes, client: str) -> tuple[ClientTunnel, ...]:
@@ -210,6 +228,7 @@ def client_tunnels(nodes: Nodes, client: str) -> tuple[ClientTunnel, ...]:
         peer_public_key=keys.pubkey(gw.private_key), endpoint=gw.endpoint,
         probe=str(ipaddress.ip_interface(
             gw.backbone.exit_address if gw.backbone else gw.address).ip),
+        address6=(nodes.client_addresses(c, gw)[1:] or (None,))[0],
     ) for gw in nodes.gateways)
 
 
@@ -218,10 +237,12 @@ def _key(value: Any, path: str) -> str:
     return d.field(value, path, fields.check_key)
 
 
-def _subnet(value: Any, path: str) -> str:
+def _subnet(value: Any, path: str, version: int = 4) -> str:
     net = d.field(value, path, lambda t: fields.check_network(t, strict=True))
-    if ipaddress.ip_network(net).version != 4 or ipaddress.ip_network(net).prefixlen > 30:
-        raise StateError(path, f"{net}: give an IPv4 network of /30 or larger")
+    longest = 30 if version == 4 else 120
+    if ipaddress.ip_network(net).version != version or \
+            ipaddress.ip_network(net).prefixlen > longest:
+        raise StateError(path, f"{net}: give an IPv{version} network of /{longest} or larger")
     return net
 
 
@@ -245,8 +266,8 @@ def _backbone(doc: Any, path: str) -> Backbone:
 
 
 def _gateway(doc: Any, path: str, topology: str) -> GatewaySpec:
-    obj = d.obj(doc, path, {"name", "endpoint", "subnet", "interface", "private_key",
-                            "listen_port", "backbone", "egress"},
+    obj = d.obj(doc, path, {"name", "endpoint", "subnet", "subnet6", "interface",
+                            "private_key", "listen_port", "backbone", "egress"},
                 {"name", "endpoint", "subnet", "interface", "private_key", "listen_port",
                  "backbone" if topology == SHARED else "egress"})
     if topology == SHARED and "egress" in obj:
@@ -264,6 +285,7 @@ def _gateway(doc: Any, path: str, topology: str) -> GatewaySpec:
                                    fields.check_port),
         backbone=_backbone(obj["backbone"], f"{path}.backbone") if "backbone" in obj else None,
         egress=check_uplink(obj["egress"], f"{path}.egress") if "egress" in obj else None,
+        subnet6=_subnet(obj["subnet6"], f"{path}.subnet6", 6) if "subnet6" in obj else None,
     )
 
 
@@ -280,8 +302,9 @@ def _client(doc: Any, path: str, gateways: list[str]) -> ClientSpec:
 
 def parse_nodes(doc: Any) -> Nodes:
     """A description from its decoded TOML; StateError names the first wrong field."""
-    top = d.obj(doc, "", {"format", "topology", "client_subnet", "mtu", "exit", "gateway",
-                          "client"}, {"format", "topology", "gateway", "client"})
+    top = d.obj(doc, "", {"format", "topology", "client_subnet", "client_subnet6", "mtu",
+                          "exit", "gateway", "client"}, {"format", "topology", "gateway",
+                                                          "client"})
     if top["format"] != FORMAT:
         raise StateError("format", f"must be {FORMAT} (this Braid reads format {FORMAT})")
     topology = d.string(top["topology"], "topology", 16)
@@ -315,10 +338,13 @@ def parse_nodes(doc: Any) -> Nodes:
         for i, c in enumerate(clients):
             if c.host >= size - 1:
                 raise StateError(f"client[{i}].host", f"{c.host} is outside {subnet}")
-    elif "exit" in top or "client_subnet" in top:
+    elif "exit" in top or "client_subnet" in top or "client_subnet6" in top:
         raise StateError("exit" if "exit" in top else "client_subnet",
                          "separate exits have no [exit] and no client_subnet")
-    return Nodes(topology, subnet, mtu, exit_spec, gateways, clients)
+    subnet6 = None
+    if "client_subnet6" in top:
+        subnet6 = _subnet(top["client_subnet6"], "client_subnet6", 6)
+    return Nodes(topology, subnet, mtu, exit_spec, gateways, clients, subnet6)
 
 
 def load_nodes(text: str, where: str) -> Nodes:
@@ -343,6 +369,8 @@ def dump_nodes(nodes: Nodes) -> str:
     doc: dict[str, Any] = {"format": FORMAT, "topology": nodes.topology}
     if nodes.client_subnet is not None:
         doc["client_subnet"] = nodes.client_subnet
+    if nodes.client_subnet6 is not None:
+        doc["client_subnet6"] = nodes.client_subnet6
     doc["mtu"] = nodes.mtu
     if nodes.exit is not None:
         doc["exit"] = {"name": nodes.exit.name, "egress": nodes.exit.egress}
@@ -351,6 +379,8 @@ def dump_nodes(nodes: Nodes) -> str:
         g: dict[str, Any] = {"name": gw.name, "endpoint": gw.endpoint, "subnet": gw.subnet,
                              "interface": gw.interface, "listen_port": gw.listen_port,
                              "private_key": gw.private_key}
+        if gw.subnet6 is not None:
+            g["subnet6"] = gw.subnet6
         if gw.egress is not None:
             g["egress"] = gw.egress
         if gw.backbone is not None:

@@ -22,7 +22,7 @@ from app.lab.wgpeer import UapiPeer, configure
 from tests.lab.conftest import unique_lab
 from tests.util import wait_until
 
-SERVER = "198.18.200.1"
+SERVER, SERVER6 = "198.18.200.1", "2001:2:0:200::1"
 MTU = 1420
 
 
@@ -42,6 +42,13 @@ class PlainClient:
         gw = self.info.gateway(gateway)
         self.ip("route", "replace", f"{SERVER}/32", "dev", gw.client_interface,
                 "src", gw.client_address.split("/")[0])
+
+    def route_server6(self, gateway: str) -> None:
+        """The server's IPv6 address into ``gateway``'s tunnel (a lab built with IPv6)."""
+        gw = self.info.gateway(gateway)
+        assert gw.client_address6 is not None
+        self.ip("-6", "route", "replace", f"{SERVER6}/128", "dev", gw.client_interface,
+                "src", gw.client_address6.split("/")[0])
 
     def route_probe(self, target: str, gateway: str) -> None:
         self.ip("route", "replace", f"{target}/32", "dev",
@@ -87,8 +94,11 @@ def start(info: LabInfo) -> PlainClient:
         wait_until(lambda iface=iface: uapi.answers(iface), timeout=10,  # type: ignore[misc]
                    message=f"wireguard-go {iface} never answered")
         configure(iface, gw.client_private_key, None, [UapiPeer(
-            gw.public_key, ("0.0.0.0/0",), endpoint=gw.endpoint, persistent_keepalive=25)])
+            gw.public_key, ("0.0.0.0/0", "::/0"), endpoint=gw.endpoint,
+            persistent_keepalive=25)])
         client.ip("addr", "add", gw.client_address, "dev", iface)
+        if gw.client_address6:
+            client.ip("-6", "addr", "add", gw.client_address6, "dev", iface, "nodad")
         client.ip("link", "set", iface, "mtu", str(MTU), "up")
         client.route_probe(gw.probe, gw.name)
     for gw in info.gateways:

@@ -72,6 +72,25 @@ def test_init_show_config_and_the_clients_profile(capsys: pytest.CaptureFixture[
     assert rc == 2 and "others can read it (mode 644)" in err and f"chmod 600 {nodes}" in err
 
 
+def test_ipv6_in_the_description(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                 config_dir: Path) -> None:
+    nodes = tmp_path / "nodes.toml"
+    assert main([*INIT, "--nodes", str(nodes)]) == 0
+    capsys.readouterr()
+    text = nodes.read_text().replace('client_subnet = "10.77.0.0/24"\n',
+                                     'client_subnet = "10.77.0.0/24"\n'
+                                     'client_subnet6 = "2001:db8:77::/64"\n')
+    nodes.write_text(text)
+    rc, out, _ = run(capsys, "gateway", "config", "la", "--nodes", str(nodes))
+    assert rc == 0 and json.loads(out)["clients"] == ["10.77.0.0/24", "2001:db8:77::/64"]
+    rc, out, _ = run(capsys, "gateway", "config", "hk", "--nodes", str(nodes))
+    assert json.loads(out)["clients"][0]["allowed_ips"] == ["10.77.0.2/32", "2001:db8:77::2/128"]
+    assert main(["gateway", "client", "--nodes", str(nodes), "--profile", "six"]) == 0
+    hk = ProfileStore().load("six").gateway("hk")
+    assert hk.addresses == ("10.77.0.2/32", "2001:db8:77::2/128")
+    assert hk.peer.allowed_ips == ("0.0.0.0/0", "::/0")
+
+
 def test_separate_exits(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                         config_dir: Path) -> None:
     nodes = tmp_path / "nodes.toml"
