@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.core.errors import BraidError
 from app.wire.state import (
@@ -33,6 +33,7 @@ from app.wire.state import (
     MARK_MASK,
     MARK_SHIFT,
     DesiredState,
+    GuardState,
     MarkClass,
     Marking,
     Nexthop,
@@ -48,6 +49,7 @@ SRC_RULE_BASE = 5200
 MARK_RULE_BASE = 5250
 CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
 CLOSED_RULE_PRIORITY = 5299
+ICMP = 1
 MAX_PATHS = 13  # marks 1..13; 14 is the closed mark
 
 
@@ -115,7 +117,7 @@ def source_address(addresses: Sequence[str], name: str) -> str:
     )
 
 
-def check_paths(paths: Sequence[PathSpec]) -> None:
+def check_paths(paths: Sequence[PathSpec], shared_exit: bool = False) -> None:
     if not paths:
         raise BraidError("the profile has no gateways", "import at least one with braid import")
     if len(paths) > MAX_PATHS:
@@ -125,6 +127,15 @@ def check_paths(paths: Sequence[PathSpec]) -> None:
         )
     if sorted(p.index for p in paths) != list(range(len(paths))):
         raise ValueError("path indices must be 0..n-1")
+    if shared_exit:
+        targets = [p.probe_target for p in paths]
+        dup = next((t for t in targets if targets.count(t) > 1), None)
+        if dup is not None:
+            names = ", ".join(p.name for p in paths if p.probe_target == dup)
+            raise BraidError(
+                f"gateways {names} of a shared-exit profile would all be probed at {dup}",
+                "every tunnel has the same inner address, so each gateway needs its own "
+                "probe address: set `probe` per gateway in the profile (docs/profiles.md)")
 
 
 def build_state(
@@ -135,15 +146,18 @@ def build_state(
     flush_closed: bool = False,
     persistent: bool = False,
     shared_exit: bool = False,
+    guard: GuardState | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
     ``usable``: paths whose lookup rule is installed. ``flush``: paths whose mark is
     flushed from conntrack with this apply; ``flush_closed``: also the closed mark.
     ``shared_exit``: the gateways route the tunnels' one inner address to a shared exit
-    that translates it: no client-side masquerade.
+    that translates it: no client-side masquerade, and each path's probes are routed by
+    their destination (its gateway's probe address), since every tunnel has the same
+    source address. ``guard``: the kill switch (docs/helper-protocol.md, "Guard").
     """
-    check_paths(paths)
+    check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
     tunnels = tuple(
         TunnelState(
@@ -164,8 +178,13 @@ def build_state(
             for dst in dict.fromkeys(("0.0.0.0/0", *p.subnets))))
         for p in paths
     )
+    # Each path's probes (ICMP only: a rule of any protocol would also pin every flow
+    # that took that tunnel's address as its source to that tunnel, whatever its mark).
     rules: list[RuleState] = [
-        RuleState(SRC_RULE_BASE + p.index, f"{p.source}/32", None, None, "lookup", p.table)
+        RuleState(SRC_RULE_BASE + p.index, None, None, None, "lookup", p.table,
+                  dst=f"{p.probe_target}/32", ipproto=ICMP) if shared_exit else
+        RuleState(SRC_RULE_BASE + p.index, f"{p.source}/32", None, None, "lookup", p.table,
+                  ipproto=ICMP)
         for p in paths
     ]
     for p in paths:
@@ -185,13 +204,11 @@ def build_state(
     if flush_closed:
         flush_marks.append(CLOSED_MARK)
     marking = Marking(BYPASS_MARK, tuple(classes), not shared_exit, tuple(flush_marks))
-    return DesiredState(persistent, tunnels, tables, tuple(rules), marking)
+    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard)
 
 
 def without_flush(state: DesiredState) -> DesiredState:
     """The state minus its one-off flush list: what to compare plans by."""
     if state.marking is None or not state.marking.flush_marks:
         return state
-    m = state.marking
-    return DesiredState(state.persistent, state.tunnels, state.tables, state.rules,
-                        Marking(m.bypass_mark, m.classes, m.masquerade, ()))
+    return replace(state, marking=replace(state.marking, flush_marks=()))
