@@ -66,8 +66,12 @@ async def routes(ipr: AsyncIPRoute, conf: Confinement) -> dict[RouteKey, KernelR
                 continue
             dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
             net = str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
-            hops = ((int(msg.get("oif") or 0), 1),)
-            out[(family, table, net)] = KernelRoute(family, table, net, hops)
+            kind = int(msg["type"])
+            hops = () if kind == netlink.RTN_UNREACHABLE else ((int(msg.get("oif") or 0), 1),)
+            metric = msg.get("priority")
+            route = KernelRoute(family, table, net, hops, kind,
+                                int(metric) if metric is not None else 0)
+            out[route.key] = route
     return out
 
 
