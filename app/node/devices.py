@@ -69,11 +69,8 @@ def parse_config(iface: str, reply: str) -> TunnelState:
 
 
 def read(iface: str) -> TunnelState | None:
-    try:
-        reply = uapi.exchange(iface, "get=1\n\n", timeout=2.0)
-    except OSError:
-        return None
-    return parse_config(iface, reply) if "errno=0" in reply else None
+    reply = uapi.get(iface)
+    return None if reply is None else parse_config(iface, reply)
 
 
 def _as_wanted(have: PeerState, want: PeerState) -> PeerState:
