@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.helper.dns import CHOICES as DNS_CHOICES
 from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="braid-helper",
         description=(
             "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
-            "tables, rules, packet marking) over a unix socket and reconciles the kernel "
+            "tables, rules, packet marking, DNS) over a unix socket and reconciles the kernel "
             "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
             "priorities 5200-5299, marks under 0x0f000000 and the nft tables inet braid and "
             "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298). "
@@ -77,20 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(the kernel where it has WireGuard)",
     )
     p.add_argument(
+        "--dns",
+        choices=DNS_CHOICES,
+        default="auto",
+        help="how a state's DNS is set: systemd-resolved over D-Bus, resolvconf, or "
+        "/etc/resolv.conf itself (restored on disconnect); auto: the first that is the "
+        "system's tool (default auto)",
+    )
+    p.add_argument(
         "--group", default="braid", help="group whose members may use the socket (default braid)"
     )
     p.add_argument(
         "--cleanup",
         action="store_true",
         help="remove everything Braid's in this network namespace, the kill switch "
-        "included, and exit",
+        "included, put the system's DNS back, and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     return p
 
 
 async def run(args: argparse.Namespace) -> int:
-    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds)
+    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds, args.dns)
     if args.cleanup:
         found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")

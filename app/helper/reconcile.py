@@ -23,6 +23,7 @@ from pyroute2 import AsyncIPRoute
 
 from app.helper import conntrack, guard, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
+from app.helper.dns import DnsManager
 from app.helper.errors import HelperError, KernelError
 from app.helper.journal import Journal
 from app.helper.statedir import StateDir
@@ -40,7 +41,7 @@ from app.wire.state import (
     GuardState,
     parse_guard,
 )
-from app.wire.status import GuardStatus, HelperStatus, PeerStatus, TunnelStatus
+from app.wire.status import DnsStatus, GuardStatus, HelperStatus, PeerStatus, TunnelStatus
 
 log = logging.getLogger("braid.helper")
 
@@ -65,9 +66,10 @@ def _is_guard_rule(rule: netlink.KernelRule) -> bool:
 
 class Reconciler:
     def __init__(self, backend: str, state_dir: Path,
-                 verify_interval: float = VERIFY_INTERVAL_S) -> None:
+                 verify_interval: float = VERIFY_INTERVAL_S, dns: str = "auto") -> None:
         self.dir = StateDir(state_dir)
         self.journal = Journal(self.dir)
+        self.dns = DnsManager(self.dir, dns)  # the system's DNS (app/helper/dns.py)
         self.backend: Backend = choose(backend, self.dir, self._died)
         self.state: DesiredState = EMPTY_STATE
         self.guard_held: str | None = None  # why a guard is held without its client
@@ -136,7 +138,8 @@ class Reconciler:
             return await self.down()
         log.info("keeping the guard: only a disconnect (down), a state without a guard, "
                  "--cleanup or SIGTERM removes it")
-        return await self.apply(DesiredState(guard=self.state.guard.held()),
+        dns = self.state.dns.held() if self.state.dns is not None else None
+        return await self.apply(DesiredState(guard=self.state.guard.held(), dns=dns),
                                 held=HELD_CLIENT_LEFT)
 
     def _tunnels_held(self, new: DesiredState) -> bool:
@@ -230,6 +233,8 @@ class Reconciler:
                 changes += await netlink.add_rules(ipr, want_rules, have_rules)
                 changes += self._ensure_nft(new)
                 changes += await self._flush(new)
+                # DNS once its servers are routed (and while links it reverts still exist).
+                changes += await self.dns.apply(new.dns, index)
                 changes += await netlink.drop_rules(ipr, want_rules, have_rules)
                 changes += await netlink.drop_routes(ipr, want_routes, have_routes)
                 wanted = {t.name for t in new.tunnels}
@@ -272,8 +277,8 @@ class Reconciler:
         return {
             nft.TABLE: None if state.marking is None else nft.render(state.marking, names,
                                                                       allow),
-            guard.TABLE: None if state.guard is None else guard.render(state.guard,
-                                                                        state.tunnels),
+            guard.TABLE: None if state.guard is None else guard.render(
+                state.guard, state.tunnels, dns=state.dns is not None),
         }
 
     def _ensure_nft(self, state: DesiredState) -> list[str]:
@@ -417,6 +422,8 @@ class Reconciler:
                     out.append("rules at Braid's priorities")
         if look("nft"):
             out += self._nft_drift(state)
+        if kinds is None and await self.dns.drifted():  # the timer: nothing announces it
+            out.append("DNS (someone changed what the helper set)")
         return out, tunnels
 
     def _nft_drift(self, state: DesiredState) -> list[str]:
@@ -484,11 +491,12 @@ class Reconciler:
             "persistent": state.persistent,
             # What a restarted helper needs to keep the kill switch: never a key.
             "guard": None if state.guard is None else {"allow": list(state.guard.allow)},
+            "dns": self.dns.journal(),
         }
         if doc == self._journaled:
             return
         if not (doc["links"] or doc["rules"] or doc["wireguard_go"] or doc["nft"]
-                or doc["guard"]):
+                or doc["guard"] or doc["dns"]):
             self.journal.clear()
         else:
             self.journal.write(doc)
@@ -505,7 +513,8 @@ class Reconciler:
             log.warning("adopted the guard of an earlier run (allow %s): traffic stays "
                         "blocked until a client applies a state or disconnects",
                         ", ".join(kept.allow) or "nothing")
-            await self.apply(DesiredState(guard=kept), held=HELD_ADOPTED)
+            await self.apply(DesiredState(guard=kept, dns=self.dns.applied),
+                             held=HELD_ADOPTED)
         return found
 
     async def _guard_found(self, doc: dict[str, Any]) -> GuardState | None:
@@ -571,6 +580,8 @@ class Reconciler:
                     found.append(rule.describe())
         tables = [nft.TABLE] if keep_guard else [nft.TABLE, guard.TABLE]
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
+        # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
+        found += (await self.dns.leftovers(doc, keep=keep_guard))[0]
         for name in sorted(names):
             sock = uapi.socket_path(name)
             if IFACE_RE.match(name) and sock.exists() and not uapi.answers(name):
@@ -638,6 +649,22 @@ class Reconciler:
             marking=state.marking is not None and intact(nft.TABLE),
             recovered=tuple(self.recovered),
             guard=self._guard_status(rules, routes, intact(guard.TABLE)),
+            dns=self._dns_status(intact(guard.TABLE)),
+        )
+
+    def _dns_status(self, guard_nft: bool) -> DnsStatus | None:
+        dns, mechanism = self.state.dns, self.dns.mechanism
+        if dns is None or mechanism is None:
+            return None
+        blocked = nft.counter(guard.TABLE, guard.DNS_COUNTER) if guard_nft else None
+        return DnsStatus(
+            mechanism=mechanism.name,
+            active=mechanism.active(),
+            held=self.guard_held,
+            servers=dns.all_servers(),
+            domains=dns.all_domains(),
+            via=dns.via,
+            blocked_queries=blocked or 0,
         )
 
     def _guard_status(self, rules: list[netlink.KernelRule],

@@ -59,6 +59,33 @@ class GuardStatus:
 
 
 @dataclass(frozen=True)
+class DnsStatus:
+    """The system's DNS as the helper set it (docs/helper-protocol.md, "DNS")."""
+
+    mechanism: str  # "resolved" | "resolvconf" | "file"
+    active: bool  # the mechanism holds what was applied (file: its content is ours)
+    held: str | None  # None: part of the applied state; "client_left" | "adopted"
+    servers: tuple[str, ...]
+    domains: tuple[str, ...]
+    via: str | None  # the link systemd-resolved has them on (None: no link)
+    blocked_queries: int = 0  # DNS to resolvers outside the tunnels the guard dropped
+
+    @classmethod
+    def from_json(cls, doc: Any) -> DnsStatus | None:
+        if not isinstance(doc, dict):
+            return None
+        return cls(
+            mechanism=str(doc.get("mechanism", "")),
+            active=bool(doc.get("active", False)),
+            held=None if doc.get("held") is None else str(doc["held"]),
+            servers=tuple(str(a) for a in doc.get("servers") or ()),
+            domains=tuple(str(a) for a in doc.get("domains") or ()),
+            via=None if doc.get("via") is None else str(doc["via"]),
+            blocked_queries=int(doc.get("blocked_queries") or 0),
+        )
+
+
+@dataclass(frozen=True)
 class HelperStatus:
     backend: str
     persistent: bool
@@ -70,6 +97,7 @@ class HelperStatus:
     marking: bool  # the nft table inet braid is loaded, as the helper rendered it
     recovered: tuple[str, ...] = ()  # leftovers found and removed at start
     guard: GuardStatus | None = None  # the kill switch, when one is held
+    dns: DnsStatus | None = None  # the system's DNS, while the helper sets it
     extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
 
     def tunnel(self, name: str) -> TunnelStatus | None:
@@ -108,6 +136,7 @@ class HelperStatus:
             recovered=tuple(str(x) for x in doc.get("recovered", [])),
             # An older helper sends no guard: none is held.
             guard=GuardStatus.from_json(doc.get("guard")),
+            dns=DnsStatus.from_json(doc.get("dns")),  # an older helper: none
             extra={k: v for k, v in doc.items() if k not in known},
         )
 
