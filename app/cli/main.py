@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import app.lab.register  # noqa: F401  (the lab's targets: app/core/targets.py)
 from app.cli import app_cmd, engine_cmd, gateway_cmd, lab_cmd, profile_cmd
+from app.cli.helptext import polish
 from app.core.errors import BraidError
 
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (profile_cmd, engine_cmd, lab_cmd, gateway_cmd, app_cmd):
         module.register(sub)
+    polish(parser)
     return parser
 
 
