@@ -15,7 +15,8 @@ States:
     down (a bounded wait, see liveness.py). When the current path scores 0 (its loss
     is over 5 %, or it is in a loss episode: scoring.py) the dwell is ``unusable_dwell_s``
     (0.5 s) instead: it is already unusable, so a usable challenger need not prove
-    itself for long (the hold-down still applies).
+    itself for long (the hold-down still applies); when it is degrading (the early
+    warning, detect.py) it is ``degrading_dwell_s`` (1 s).
 - ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
   Leaves by itself as soon as a path is UP again ("restored").
 

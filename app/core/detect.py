@@ -36,7 +36,7 @@ from dataclasses import dataclass
 class DetectConfig:
     baseline_s: float = 60.0  # EWMA time constant of the RTT baseline
     loss_baseline_s: float = 120.0
-    warmup_s: float = 5.0  # no warning before the baseline has this much history
+    warmup_s: float = 10.0  # no warning before the baseline has this much history
     recent_s: float = 1.0  # the "now" figure in the reason
     k_min_ms: float = 5.0
     k_rel: float = 0.10

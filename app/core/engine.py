@@ -463,6 +463,7 @@ class Engine:
                 rx_bps=p.rx_bps, tx_bps=p.tx_bps,
                 classes=tuple(c for c, t in targets.items() if t == p.name),
                 note=_note(p, scores[p.name][0], now, hold),
+                degrading=p.degrading_reason if p.degrading else None,
             ))
         state = self.conn.state
         blocked = state is ConnState.ERROR or any(t is None for t in targets.values())
