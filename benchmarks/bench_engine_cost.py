@@ -9,7 +9,8 @@ delays; the 8-path lab is generated) and each engine, a fresh lab, the engine
 connected, and S seconds measured once it is connected:
 - **braid**: carried path every 10 ms, backup every 50 ms, standbys every 200 ms, the
   tunnels' counters every 10 ms;
-- **baseline**: the probing before this issue, 50 ms on the carried path, no counters.
+- **baseline**: the probing before this issue, 50 ms on the carried path, no counters;
+- and the shipped engine with other active intervals (``--also-active-ms``, 20 ms).
 Prints the engine thread's CPU in % of one core (what the aims are about: at most 3 %
 for three paths and 6 % for eight), the process's, probes per second and what they
 cost on the wire, one way, WireGuard included (probe.py: 92 bytes per probe). Then
@@ -118,6 +119,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--paths", default="3,8")
+    ap.add_argument("--also-active-ms", default="20",
+                    help="also measure the shipped engine with these active intervals")
     args = ap.parse_args()
     with Run("bench_engine_cost", vars(args)) as run, tempfile.TemporaryDirectory() as tmp:
         c0, t0 = cpu_s(), time.monotonic()
@@ -125,13 +128,17 @@ def main() -> None:
         run.figures["idle_cpu_pct"] = (cpu_s() - c0) / (time.monotonic() - t0) * 100
         print(f"engine cost over {args.seconds:g} s per engine; idle process "
               f"{run.figures['idle_cpu_pct']:.2f} % of a core")
-        print(f"{'paths':>5} {'engine':9} {'engine CPU':>11} {'process':>9} {'probes/s':>9} "
+        print(f"{'paths':>5} {'engine':14} {'engine CPU':>11} {'process':>9} {'probes/s':>9} "
               f"{'wire kbit/s':>12}")
+        engines = dict(ENGINES)
+        for active_ms in [float(x) for x in args.also_active_ms.split(",") if x]:
+            engines[f"braid@{active_ms:g}ms"] = replace(
+                EngineConfig(), rates=ProbeRates(active_s=active_ms / 1000))
         for n in [int(x) for x in args.paths.split(",")]:
             scen = scenario_file(n, Path(tmp))
-            out = {name: measure(scen, cfg, args.seconds) for name, cfg in ENGINES.items()}
+            out = {name: measure(scen, cfg, args.seconds) for name, cfg in engines.items()}
             for name, m in out.items():
-                print(f"{n:>5} {name:9} {m['engine_cpu_pct']:>9.2f} % "
+                print(f"{n:>5} {name:14} {m['engine_cpu_pct']:>9.2f} % "
                       f"{m['process_cpu_pct']:>7.2f} % {m['probes_per_s']:>9.1f} "
                       f"{m['wire_kbit_s']:>12.1f}")
             b, o = out["braid"], out["baseline"]

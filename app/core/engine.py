@@ -4,17 +4,19 @@ One ``Engine`` runs one connection on one asyncio loop (service.py gives it a th
 its own). The parts, each with one job:
 
 - paths.py: the profile's gateways as paths (resolved, with their measurements);
-- probe.py + liveness.py + pathstats.py: probes, health, RTT, loss per path;
+- probing.py + probe.py + liveness.py + pathstats.py + detect.py: probes, the tunnels'
+  counters, health, RTT, loss and the early warning per path;
 - steering.py: scores, one decider per class, the desired state and whose flows move;
 - connection.py: the state the user sees (connecting ... error), a state machine;
 - events.py: what happened, with kinds and sequence numbers;
 - this module: the loops that tie them together and the helper supervision.
 
-Event driven: each probe reply or missed deadline re-scores the paths and steps every
-class's decider; when the plan differs from what the helper holds, the new desired
-state is sent, and only then. A tick (10 Hz) lets dwell and hold-down timers expire and
-publishes a snapshot; a second helper connection polls tunnel status once a second so
-a slow status call never delays a switch.
+Event driven: each health change of a path (probing.py: a path suspected, declared down
+or back) re-scores the paths and steps every class's decider at once; a tick (10 Hz)
+does the same for the slow changes (scores, dwell and hold-down timers) and publishes a
+snapshot. When the plan differs from what the helper holds, the new desired state is
+sent, and only then. A second helper connection polls tunnel status once a second so a
+slow status call never delays a switch.
 
 Faults, and what the engine does (issue: fail closed, always):
 - the helper refuses or fails an apply: ERROR (the helper rolled back; what it held

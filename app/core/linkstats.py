@@ -5,7 +5,7 @@ One ``RTM_GETSTATS`` dump (filtered to ``IFLA_STATS_LINK_64``) returns every lin
 rtnl_link_stats64 in the calling thread's network namespace, which is the right one:
 the engine's thread has entered the lab's client namespace (``/sys/class/net`` would
 show the process's namespace instead, and pyroute2's full link dump costs about 6 ms
-per call here, against about 10 us for this one). No privilege is needed.
+per call here, against 20-100 us for this one). No privilege is needed.
 
 A tunnel's ``rx_packets`` count the inner packets its WireGuard delivered to the
 kernel (decrypted, so they came through that path): probe replies and every flow's
@@ -105,6 +105,12 @@ class LinkCounters:
     def _parse(data: bytes, off: int, length: int, out: dict[int, LinkCount]) -> None:
         _, _, _, idx, _ = _IFSTATS.unpack_from(data, off + _HDR.size)
         a, end = off + _HDR.size + _IFSTATS.size, off + length
+        # Asked for one attribute: it comes first (read here at a fixed place, as this
+        # runs every 10 ms); anything else is walked.
+        alen, atype = _ATTR.unpack_from(data, a) if a + _ATTR.size <= end else (0, 0)
+        if atype == IFLA_STATS_LINK_64 and alen >= _ATTR.size + _STATS.size:
+            out[idx] = LinkCount(*_STATS.unpack_from(data, a + _ATTR.size))
+            return
         while a + _ATTR.size <= end:
             alen, atype = _ATTR.unpack_from(data, a)
             if alen < _ATTR.size:

@@ -4,7 +4,7 @@ Pure logic driven by the prober with explicit times (seconds, monotonic), so the
 detection rules are unit tested without a network.
 
 **Late is not lost.** A reply that comes late still proves the path alive, and so does
-any packet the tunnel receives (its rx counter, read every 10 ms by the prober: a
+any packet the tunnel receives (its rx counter, read every 20 ms by the prober: a
 flow's downstream, TCP's ACKs of an upload). A path is declared down only on evidence
 of *silence*: nothing at all has arrived from it for longer than its own recent delays
 make likely.
@@ -24,10 +24,12 @@ counter rising). The path is declared DOWN when
   (50 ms) is the delay step, in either direction, that the engine rides out as a worse
   score rather than an outage, ``late`` the most a reply of this path came after its
   smoothed RTT in the last 10 s (pathstats.py: its own recent delay distribution);
-- and ``K`` probes in a row are missed, ``K = max(3, ceil(log(1e-4) / log(loss)))``, at
-  most 8, so that random loss alone declares a slowly probed path down less often than
-  once in 10 000 probes (on a carried path, probed every 10 ms, the silence comes
-  last: 8 probes fit in 80 ms).
+- and ``K`` probes in a row are missed, ``K = max(4, ceil(log(1e-4) / log(loss)))``, at
+  most 8, where ``loss`` is the long window's or, when higher, the recent window's as
+  of the last reply (an episode that has just begun raises K within a second), so that
+  random loss alone declares a slowly probed path down less often than once in 10 000
+  probes (on a carried path, probed every 10 ms, the silence comes last: 8 probes fit
+  in 80 ms).
 
 **Detection bound.** A path that stops forwarding at time ``f`` at a point whose delay
 back to the client is ``d`` delivers its last reply by ``f + d``; the next probe was
@@ -89,7 +91,7 @@ class LivenessConfig:
     late_cap_s: float = 1.0  # the recent-lateness allowance never exceeds this
     initial_timeout_s: float = 1.0  # deadline of a probe before the path has any RTT
     hard_timeout_floor_s: float = 1.0  # a reply later than this counts as lost
-    base_down_after: int = 3  # K on a clean path
+    base_down_after: int = 4  # K on a clean path
     max_down_after: int = 8
     false_alarm_rate: float = 1e-4  # target chance of K random losses in a row
     recover_after: int = 3  # answered probes in a row to come back from DOWN
@@ -222,8 +224,10 @@ class ProbeTracker:
         if self._owed_lost is not None and probe.sent > self._owed_lost:
             self._owed_lost = None
         self._deferred_since = None
-        # K is set by the loss seen while the path answered, not by the outage itself.
-        self._loss_when_answering = self.stats.loss
+        # K is set by the loss seen while the path answered, not by the outage itself:
+        # the long window's, or the recent window's when an episode has just begun.
+        recent = self._recent_lost / len(self._recent) if self._recent else 0.0
+        self._loss_when_answering = max(self.stats.loss, recent)
         self.consecutive_missed = 0
         self.consecutive_ok += 1
         change = None
@@ -375,8 +379,20 @@ class ProbeTracker:
 
     def next_deadline(self, now: float | None = None) -> float | None:
         """The earliest time after ``now`` at which ``check`` could change something (a
-        silence already past without a verdict is judged again at the next miss)."""
-        times = [p.hard if p.missed else p.deadline for p in self._out.values()]
+        silence already past without a verdict is judged again at the next miss).
+        Deadlines grow with the send order, so the first probe not yet missed and the
+        first missed one (its hard timeout) are enough: O(1) on a steady path."""
+        times = []
+        need_miss = need_hard = True
+        for p in self._out.values():
+            if p.missed and need_hard:
+                times.append(p.hard)
+                need_hard = False
+            elif not p.missed and need_miss:
+                times.append(p.deadline)
+                need_miss = False
+            if not (need_miss or need_hard):
+                break
         if self.health in (Health.UP, Health.SUSPECT):
             quiet = self.quiet_since()
             if quiet is not None and (now is None or quiet + self.late_limit_s() > now):

@@ -201,7 +201,9 @@ def stall_suspected(path: PathRuntime, paths: list[PathRuntime]) -> bool:
 def take_status(paths: list[PathRuntime], tunnels: Mapping[str, tuple[float | None, int, int]],
                 now: float) -> None:
     """Passive signals from the helper's status: ``tunnels`` maps an interface to its
-    (handshake age, rx bytes, tx bytes); rates are over the time since the last one."""
+    (handshake age, rx bytes, tx bytes); rates are over the time since the last one.
+    WireGuard's rx rising is evidence the path delivered since the previous status (a
+    slow signal, once a second, next to the tunnel's own counters: probing.py)."""
     for p in paths:
         entry = tunnels.get(p.spec.interface)
         if entry is None:
@@ -214,4 +216,6 @@ def take_status(paths: list[PathRuntime], tunnels: Mapping[str, tuple[float | No
             # A restarted wireguard-go counts from 0 again: a drop is a restart, not a rate.
             p.rx_bps = max(0, rx - rx0) * 8 / dt if rx >= rx0 else 0.0
             p.tx_bps = max(0, tx - tx0) * 8 / dt if tx >= tx0 else 0.0
+            if rx > rx0:  # the slow passive signal: it received since the last status
+                p.tracker.heard(t0)
         p.counters = (now, rx, tx)

@@ -22,6 +22,7 @@ and the scorer reads a ``PathMetrics``.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 
@@ -64,18 +65,28 @@ class _Buckets:
         self._n = n
         self._sign = 1.0 if largest else -1.0  # kept as a max of sign * value
         self._b: deque[tuple[int, float]] = deque(maxlen=n)
+        self._cache: tuple[int | None, int, float | None] | None = None  # read per probe
+        self._version = 0
 
     def add(self, t: float, value: float) -> None:
         k, v = int(t // self.span_s), self._sign * value
         if self._b and self._b[-1][0] == k:
-            self._b[-1] = (k, max(self._b[-1][1], v))
+            if v <= self._b[-1][1]:
+                return
+            self._b[-1] = (k, v)
         else:
             self._b.append((k, v))
+        self._version += 1
 
     def value(self, now: float | None) -> float | None:
         oldest = None if now is None else int(now // self.span_s) - self._n + 1
+        c = self._cache
+        if c is not None and c[0] == oldest and c[1] == self._version:
+            return c[2]
         vals = [v for k, v in self._b if oldest is None or k >= oldest]
-        return self._sign * max(vals) if vals else None
+        out = self._sign * max(vals) if vals else None
+        self._cache = (oldest, self._version, out)
+        return out
 
 
 class PathStats:
@@ -91,6 +102,7 @@ class PathStats:
         self._outcomes: deque[tuple[float, bool]] = deque()  # (t, answered)
         self._lost_in_window = 0
         self._rtts: deque[tuple[float, float]] = deque()
+        self._sorted: list[float] = []  # the window's RTTs in order: O(1) percentiles
         self._late = _Buckets(LATE_BUCKET_S, LATE_BUCKETS, largest=True)
         self._base = _Buckets(BASE_BUCKET_S, BASE_BUCKETS, largest=False)
         self._now: float | None = None
@@ -123,9 +135,10 @@ class PathStats:
         self._push_outcome(True, now)
         t = self._clock(now)
         self._rtts.append((t, rtt_ms))
+        bisect.insort(self._sorted, rtt_ms)
         while len(self._rtts) > self._min_rtts and (
                 now is None or self._rtts[0][0] < t - self._rtt_span):
-            self._rtts.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, self._rtts.popleft()[1])]
         if self.srtt_ms is None or self.rttvar_ms is None:
             self.srtt_ms = rtt_ms
             self.rttvar_ms = rtt_ms / 2
@@ -161,7 +174,7 @@ class PathStats:
         return self._base.value(now if now is not None else self._now)
 
     def metrics(self) -> PathMetrics:
-        ordered = sorted(r for _, r in self._rtts)
+        ordered = self._sorted
         return PathMetrics(
             rtt_ms=self.last_rtt_ms,
             rtt_smoothed_ms=self.srtt_ms,

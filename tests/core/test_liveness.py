@@ -3,6 +3,7 @@ bound, passive evidence, recovery."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -167,7 +168,7 @@ def test_the_path_s_own_recent_lateness_widens_the_allowance() -> None:
 
 def test_down_path_needs_several_answers_to_come_back() -> None:
     t, now = tracker_up()
-    for i in range(3):
+    for i in range(4):
         t.sent(300 + i, now)
     t.check(now + 2.0)  # misses and hard timeouts in one check
     assert t.health is Health.DOWN
@@ -186,7 +187,7 @@ def test_silence_goes_on_when_owed_probes_pass_their_hard_timeout() -> None:
     t, now = tracker_up(rtt=0.1)
     stalled = [True]
     t.stall_suspected = lambda: stalled[0]
-    for i in range(3):
+    for i in range(4):
         t.sent(300 + i, now + i * 0.05)
     t.check(now + 1.5)
     assert t.health is Health.SUSPECT and t.outstanding == 0
@@ -269,10 +270,21 @@ def test_late_reply_counts_as_answer_but_not_after_the_hard_timeout() -> None:
     assert t.stats.loss > 0
 
 
+def test_an_episode_that_has_just_begun_raises_k_at_once() -> None:
+    """28 % round-trip loss from 1.0 s on a path probed every 50 ms (a backup): its long
+    window still says 0.3 %, its recent window says otherwise within a second."""
+    t = ProbeTracker(PathStats())
+    rng = random.Random(7)
+    changes = simulate(t, 0.0, 30.0, 0.050,
+                       lambda s: 0.15 if s < 1.0 or rng.random() > 0.28 else None)
+    assert Health.DOWN not in [c.new for c in changes]
+
+
 def test_k_grows_with_loss_so_random_loss_rarely_looks_like_an_outage() -> None:
-    assert down_after(0.0, CFG) == 3
-    assert down_after(0.01, CFG) == 3
+    assert down_after(0.0, CFG) == 4
+    assert down_after(0.01, CFG) == 4
     assert down_after(0.08, CFG) == 4
+    assert down_after(0.12, CFG) == 5
     assert down_after(0.3, CFG) == 8
     assert 0.08 ** down_after(0.08, CFG) < CFG.false_alarm_rate
 
@@ -321,14 +333,14 @@ def test_the_recent_window_is_two_seconds_but_at_least_forty_probes() -> None:
 
 def test_probes_while_down_are_not_recent_loss() -> None:
     t, now = tracker_up(rtt=0.1)
-    for i in range(3):
+    for i in range(4):
         t.sent(700 + i, now + i * 0.05)
     t.check(now + 0.4)
-    assert t.health is Health.DOWN and t.recent_lost == 3
+    assert t.health is Health.DOWN and t.recent_lost == 4
     for i in range(10):
         t.sent(800 + i, now + 1 + i * 0.2)
         t.check(now + 1 + i * 0.2 + 1.5)
-    assert t.recent_lost == 3  # the outage is the DOWN state, not a loss episode
+    assert t.recent_lost == 4  # the outage is the DOWN state, not a loss episode
 
 
 def test_a_local_stall_defers_down_until_another_path_answers() -> None:

@@ -250,6 +250,10 @@ def test_interval_change_takes_effect_at_once(ns: str) -> None:
         await wait_until_async(lambda: p.tracker.health is Health.UP, timeout=5)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        ps.set_rates([], warming=False, backup="p")
+        assert ps.interval_of("p") == 5.0  # the backup rate here
+        ps.set_rates([], warming=False)
+        assert ps.interval_of("p") == 5.0  # a standby
         ps.set_rates(["p"], warming=False)
         assert ps.interval_of("p") == 0.01
         await wait_until_async(lambda: p.stats.samples >= 5, timeout=5, interval=0.005)

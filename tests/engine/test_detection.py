@@ -156,6 +156,6 @@ def test_a_carried_path_that_stops_receiving_is_suspected_before_its_probes_say(
         running.result(timeout=30)
     assert first is not None
     # Passive: the counters spoke before any probe was late (that would read "probe late"
-    # and no longer be a passive suspicion), within two 10 ms reads of the last packet.
+    # and no longer be a passive suspicion), within two 20 ms reads of the last packet.
     assert first.paths[0].note == "suspect: its tunnel stopped receiving", first.paths[0]
-    assert (first.t - t_fail) * 1000 <= 15 + 2 * 10 + SLACK_MS
+    assert (first.t - t_fail) * 1000 <= 15 + 2 * 20 + SLACK_MS
