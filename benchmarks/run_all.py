@@ -19,6 +19,8 @@ from benchmarks.results import ROOT
 # (benchmark, full arguments, quick arguments)
 ALL = [
     ("bench_tunnels", ["--runs", "7"], ["--runs", "2"]),
+    ("bench_drift", ["--runs", "11"], ["--runs", "2"]),
+    ("bench_fuzz", [], ["--parse", "500", "--protocol", "100"]),
     ("bench_relay", ["--runs", "3"], ["--runs", "1", "--size", "5"]),
     ("bench_switchover", ["--runs", "5"], ["--runs", "1"]),
     ("bench_loss_episode", ["--runs", "3"], ["--runs", "1"]),

@@ -29,7 +29,8 @@ ROWS = [
     ("bench_switchover", "--runs 5"), ("bench_false_alarms", "--minutes 10"),
     ("bench_flaps", "--minutes 10"), ("bench_engine_cost", "--seconds 60"),
     ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
-    ("bench_tunnels", "--runs 7"), ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
+    ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
+    ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
 ]
 
 
@@ -128,6 +129,20 @@ def relay(f: dict[str, Any]) -> str:
         for rate, r in f.items())
 
 
+def drift(f: dict[str, Any]) -> str:
+    return "what someone else deleted, back after: " + ", ".join(
+        f"`{fault}` {ms(r.get('median_ms'))} (max {ms(r.get('max_ms'))}"
+        + (f", {r['not_repaired']} not repaired" if r.get("not_repaired") else "") + ")"
+        for fault, r in f.items())
+
+
+def fuzz(f: dict[str, Any]) -> str:
+    return (f"{f.get('parse_inputs')} hostile desired states through parse_state "
+            f"({f.get('parse_refused')} refused with a field error, {f.get('parse_accepted')} "
+            f"round-tripped, no other exception) and {f.get('protocol_requests')} hostile "
+            "requests to a real helper (no internal error, refusals change nothing)")
+
+
 def generic(f: dict[str, Any]) -> str:
     def flat(prefix: str, v: Any) -> list[str]:
         if isinstance(v, dict):
@@ -140,6 +155,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_switchover": switchover, "bench_false_alarms": false_alarms, "bench_flaps": flaps,
     "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
+    "bench_drift": drift, "bench_fuzz": fuzz,
 }
 
 
@@ -159,7 +175,7 @@ def readme_table() -> str:
             text = "not measured yet"
         else:
             text = f"{SUMMARY.get(name, generic)(doc['figures'])} ({origin(doc)})"
-        lines.append(f"| `{name} {args}` | {text} |")
+        lines.append(f"| `{(name + ' ' + args).strip()}` | {text} |")
     return "\n".join(lines) + "\n"
 
 

@@ -57,14 +57,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _target_args(up, "connect to")
     up.add_argument("--foreground", action="store_true",
                     help="stay in the foreground (live table on a terminal, events otherwise)")
-    base = DecideConfig()
-    up.add_argument("--hold-down", type=float, metavar="SECONDS", default=base.hold_down_s,
-                    help="quiet time after a switch, and up-time before a path that came "
-                         "back may take traffic")
-    up.add_argument("--dwell", type=float, metavar="SECONDS", default=base.dwell_s,
-                    help="how long a better path must lead by the margin before traffic moves")
-    up.add_argument("--margin", type=float, metavar="POINTS", default=base.margin,
-                    help="score points (0..1) a better path must lead by")
+    tuning = "; default: each class's from the profile (docs/engine.md, Decisions)"
+    up.add_argument("--hold-down", type=float, metavar="SECONDS",
+                    help="for every class: quiet time after a switch, and up-time before a "
+                         "path that came back may take traffic" + tuning)
+    up.add_argument("--dwell", type=float, metavar="SECONDS",
+                    help="for every class: how long a better path must lead by the margin "
+                         "before traffic moves" + tuning)
+    up.add_argument("--margin", type=float, metavar="POINTS",
+                    help="for every class: score points (0..1) a better path must lead by"
+                         + tuning)
     up.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(handler=run_up)
 
@@ -143,9 +145,13 @@ def _already(info: EngineInfo) -> BraidError:
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The profile's per-class tuning, unless the command line sets one for all."""
+    given = {k: v for k, v in (("margin", args.margin), ("dwell_s", args.dwell),
+                               ("hold_down_s", args.hold_down)) if v is not None}
+    if not given:
+        return EngineConfig()
     try:
-        decide = DecideConfig(margin=args.margin, dwell_s=args.dwell,
-                              hold_down_s=args.hold_down)
+        decide = DecideConfig(**given)
     except ValueError as exc:
         raise BraidError(f"bad tuning option: {exc}", "see `braid up --help`") from None
     return EngineConfig(decide=decide)
@@ -178,8 +184,10 @@ def run_up(args: argparse.Namespace) -> int:
 def _child_argv(args: argparse.Namespace, target: ConnectTarget) -> list[str]:
     argv = [sys.executable, "-m", "app.cli.main", "up", "--detached"]
     argv += ["--lab", target.lab] if target.lab else ["--profile", target.profile]
-    argv += ["--hold-down", str(args.hold_down), "--dwell", str(args.dwell),
-             "--margin", str(args.margin)]
+    for flag, value in (("--hold-down", args.hold_down), ("--dwell", args.dwell),
+                        ("--margin", args.margin)):
+        if value is not None:
+            argv += [flag, str(value)]
     return argv
 
 
@@ -274,7 +282,7 @@ def _down_without_engine(args: argparse.Namespace) -> int:
                 status = None
             if status is not None and not status.owner_connected and (
                     status.tunnels or status.rules or status.marking
-                    or status.extra.get("guard")):
+                    or status.guard is not None):
                 helper.down()
                 print("braid: no engine was running; removed what the helper still held "
                       "(tunnels or the kill switch) for a client that left")

@@ -51,6 +51,7 @@ from app.core.events import EventLog
 from app.core.helper_client import HelperClient, HelperGone, HelperStatus
 from app.core.liveness import PASSIVE, Health, HealthChange, LivenessConfig
 from app.core.model import (
+    CLASSES,
     ConnState,
     EngineCounters,
     EngineSnapshot,
@@ -78,8 +79,10 @@ FAILOVER_SHOWN_S = 2.0  # longest FAILING_OVER lasts when the new path does not 
 class EngineConfig:
     rates: ProbeRates = field(default_factory=ProbeRates)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
-    decide: DecideConfig = field(default_factory=DecideConfig)
-    classes: tuple[str, ...] = ("default",)  # steered classes (realtime/bulk come later)
+    # None: each class's tuning from the profile (its settings, else DEFAULT_TUNING); set
+    # (tests, `braid up --margin ...`): this for every class.
+    decide: DecideConfig | None = None
+    classes: tuple[str, ...] = CLASSES  # steered classes, most important first
     publish_interval_s: float = 0.1  # snapshots at 10 Hz
     status_interval_s: float = 1.0  # helper status poll
     max_events: int = 200
@@ -137,6 +140,13 @@ class Engine:
         self._last_apply = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def class_config(self, cls: str) -> DecideConfig:
+        if self.cfg.decide is not None:
+            return self.cfg.decide
+        t = self.profile.settings.class_tuning(cls)
+        return DecideConfig(margin=t.margin, dwell_s=t.dwell_s, hold_down_s=t.hold_down_s,
+                            unusable_dwell_s=t.unusable_dwell_s)
+
     # -- lifecycle ----------------------------------------------------------------
 
     @property
@@ -151,7 +161,7 @@ class Engine:
         raises: there is nothing to protect yet, and the caller says why. Later faults
         are the ERROR state (module docstring)."""
         loop = self._loop = asyncio.get_running_loop()
-        self._steering = Steering(self.paths, self.cfg.classes, self.cfg.decide,
+        self._steering = Steering(self.paths, self.cfg.classes, self.class_config,
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
                                   persistent=self.cfg.persistent)
@@ -448,7 +458,7 @@ class Engine:
         st = self._steering
         scores = st.scores() if st else {p.name: (0.0, 0.0) for p in self.paths}
         targets = st.held_targets() if st else {c: None for c in self.cfg.classes}
-        hold = self.cfg.decide.hold_down_s
+        hold = min(self.class_config(c).hold_down_s for c in self.cfg.classes)
         now = self._loop.time() if self._loop else 0.0
         paths = []
         for p in self.paths:

@@ -20,16 +20,19 @@ Whose flows move (the flush policy):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, Decision
 from app.core.liveness import Health
+from app.core.model import CLASSES
 from app.core.paths import PathRuntime
 from app.core.plan import build_state, without_flush
 from app.core.profiles.model import Weights
 from app.core.scoring import score_paths
 from app.wire.state import DesiredState
+
+REALTIME, BULK = "realtime", "bulk"
 
 
 @dataclass
@@ -60,13 +63,17 @@ class _Held:
 
 class Steering:
     def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
-                 cfg: DecideConfig, weights: Weights, now: float, *,
-                 shared_exit: bool = False, persistent: bool = False) -> None:
+                 cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
+                 now: float, *, shared_exit: bool = False, persistent: bool = False) -> None:
         self.paths = list(paths)
         self.weights = weights
         self.shared_exit = shared_exit
         self.persistent = persistent
-        self.deciders = {c: ClassDecider(c, cfg, now) for c in classes}
+        config = cfg if callable(cfg) else (lambda _c: cfg)
+        # In priority order (model.CLASSES): a class placed later may be kept off the
+        # path of one placed earlier.
+        order = sorted(classes, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES))
+        self.deciders = {c: ClassDecider(c, config(c), now) for c in order}
         self._pending: list[Pending] = []
         self._held: _Held | None = None
         self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
@@ -89,14 +96,26 @@ class Steering:
         ]
 
     def step(self, now: float) -> list[Decision]:
-        """Step every class's decider; the decisions wait for the next plan."""
+        """Step every class's decider, most important first; the decisions wait for the
+        next plan. Bulk is kept off realtime's path while another path is up: it scores
+        0 there for bulk, so bulk leaves it (or never takes it) unless it is the only one."""
         cands = self.candidates()
         by_name = {p.name: p for p in self.paths}
         out = []
         for decider in self.deciders.values():
-            decision = decider.step(now, cands)
+            reserved = self._reserved_for(decider.cls)
+            view = cands
+            if reserved is not None and any(c.name != reserved and c.health is Health.UP
+                                            for c in cands):
+                view = [replace(c, score=0.0, raw=0.0) if c.name == reserved else c
+                        for c in cands]
+            decision = decider.step(now, view)
             if decision is None:
                 continue
+            if reserved is not None and decision.from_path == reserved and \
+                    decision.kind == "switch":
+                decision = replace(decision, reason=f"kept off {REALTIME}'s path "
+                                   f"{reserved}; {decision.to_path} is the best other path")
             detection = None
             if decision.kind in ("failover", "fail_closed") and decision.from_path:
                 detection = by_name[decision.from_path].last_detection_s
@@ -107,6 +126,14 @@ class Steering:
             self._pending.append(Pending(decision, detection))
             out.append(decision)
         return out
+
+    def _reserved_for(self, cls: str) -> str | None:
+        """The path ``cls`` must stay off while another is up: realtime's, for bulk
+        (bulk never queues the realtime class)."""
+        if cls != BULK:
+            return None
+        rt = self.deciders.get(REALTIME)
+        return rt.current if rt is not None else None
 
     # -- decisions -> desired state -------------------------------------------------
 

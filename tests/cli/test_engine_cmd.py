@@ -34,9 +34,13 @@ def test_target_needs_a_choice_when_there_are_several_profiles(
 
 def test_bad_tuning_is_a_clear_error() -> None:
     with pytest.raises(BraidError, match="margin"):
-        engine_config(argparse.Namespace(margin=2.0, dwell=5.0, hold_down=15.0))
-    cfg = engine_config(argparse.Namespace(margin=0.1, dwell=1.0, hold_down=15.0))
-    assert cfg.decide.dwell_s == 1.0 and cfg.decide.hold_down_s == 15.0
+        engine_config(argparse.Namespace(margin=2.0, dwell=None, hold_down=None))
+    cfg = engine_config(argparse.Namespace(margin=None, dwell=1.0, hold_down=None))
+    assert cfg.decide is not None and cfg.decide.dwell_s == 1.0
+    assert cfg.decide.hold_down_s == 15.0
+    # Nothing given: every class's tuning comes from the profile.
+    assert engine_config(argparse.Namespace(margin=None, dwell=None, hold_down=None)).decide \
+        is None
 
 
 def braid(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -75,3 +75,36 @@ def test_on_a_shared_exit_every_move_takes_the_running_flows_along() -> None:
         assert plan.targets == {"default": "hk"}
         assert plan.state.marking is not None and plan.state.marking.flush_marks == flushed
         assert plan.state.marking.masquerade is not shared
+
+
+def test_classes_are_placed_by_priority_and_bulk_stays_off_realtimes_path() -> None:
+    ps = paths()
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("default", "bulk", "realtime"), CFG, Weights(), 0.0)
+    assert list(st.deciders) == ["realtime", "bulk", "default"]
+    settle(st, 1.0)
+    # realtime and default on the best path; bulk on the best other one.
+    assert st.targets() == {"realtime": "hk", "bulk": "tyo", "default": "hk"}
+    plan = st.next_plan()
+    marks = {c.name: c.mark for c in plan.state.marking.classes}  # type: ignore[union-attr]
+    assert marks == {"realtime": path_mark(0), "bulk": path_mark(1), "default": path_mark(0)}
+    # With hk gone realtime moves to tyo, and bulk, kept off it, to sgp.
+    now = kill(ps[0], 1.0)
+    decisions = {d.cls: d for d in st.step(now)}
+    assert decisions["realtime"].kind == "failover" and decisions["realtime"].to_path == "tyo"
+    assert st.targets()["bulk"] == "tyo"  # not a failover for bulk: it leaves by its dwell
+    for t in (now + 1.2, now + 3.5):  # past bulk's dwell on a path that scores 0 for it
+        st.step(t)
+    assert st.targets()["realtime"] == "tyo" and st.targets()["bulk"] == "sgp"
+    assert any("kept off realtime's path tyo" in p.decision.reason
+               for p in st.next_plan().pending)
+
+
+def test_bulk_shares_realtimes_path_when_it_is_the_only_one_up() -> None:
+    ps = paths()
+    answer(ps[0], 0.0, 0.02)
+    st = Steering(ps, ("realtime", "bulk"), CFG, Weights(), 0.0)
+    for t in (0.6, 1.0):  # past the warm-up: the others never answered
+        st.step(t)
+    assert st.targets() == {"realtime": "hk", "bulk": "hk"}

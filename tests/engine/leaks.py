@@ -24,6 +24,9 @@ def count_leaks(lab: LabInfo, reset: bool = False) -> int:
             f"table inet {LEAKS} {{ counter leaks {{}}\n"
             " chain out { type filter hook postrouting priority 100;\n"
             '  oifname "wan0" ip daddr 198.18.0.1 udp dport 51000-51099 accept\n'
+            # The underlay's own word about a WireGuard port that closed (a killed
+            # wireguard-go): an ICMP error to the relay, carrying no user traffic.
+            '  oifname "wan0" ip daddr 198.18.0.1 icmp type destination-unreachable accept\n'
             # IPv6 link housekeeping (router solicitations...) is link-local, not routed.
             '  oifname "wan0" ip6 saddr fe80::/10 accept\n'
             '  oifname "wan0" ip6 daddr ff02::/16 accept\n'

@@ -44,7 +44,10 @@ def test_clean_lab_connects_scores_every_path_and_uses_the_best(
     assert by_name["hk"].score == max(p.score for p in snap.paths)
     wait_until(lambda: c.rec.carrier() == "hk", timeout=15)  # see the failover test
     assert c.rec.last is not None
-    assert next(p for p in c.rec.last.paths if p.name == "hk").classes == ("default",)
+    # realtime goes first on the best path and default shares it; bulk stays off it.
+    assert next(p for p in c.rec.last.paths if p.name == "hk").classes == ("realtime",
+                                                                          "default")
+    wait_until(lambda: c.rec.carrier("bulk") not in (None, "hk"), timeout=15)
     select = c.rec.events(EventKind.PLACED)[0]
     assert select.reason.startswith("connected") and select.switch_ms is not None
 

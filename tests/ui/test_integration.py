@@ -116,7 +116,8 @@ def test_connect_graph_failover_and_quit(lab: str, braid: BraidApp, qtbot: QtBot
     # The bubble says why: the engine's reason for the switch, and why the path it left
     # was declared down.
     note = next(n for n in tray.notices if n.title == title)
-    assert f"default moved from {active} to {new}: " in note.message
+    assert f"realtime moved from {active} to {new}: " in note.message
+    assert note.message.startswith("default, ")
     assert reason_of(c.latest.events, EventKind.FAILOVER, active) in note.message
     assert reason_of(c.latest.events, EventKind.PATH_DOWN, active) in note.message
     assert tunnels(lab)
