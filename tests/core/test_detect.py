@@ -6,7 +6,9 @@ import random
 
 import pytest
 
+from app.core.decide import Candidate, ClassDecider, DecideConfig
 from app.core.detect import ChangeDetector
+from app.core.liveness import Health
 
 
 def feed(d: ChangeDetector, start: float, end: float, interval: float, rtt: float,
@@ -78,3 +80,22 @@ def test_improvement_is_the_other_side() -> None:
     feed(d, 0, 30, 0.01, 200)
     feed(d, 30, 35, 0.01, 120)
     assert d.improving and not d.degrading
+
+
+def test_a_degrading_current_path_is_left_after_the_short_dwell() -> None:
+    """What the warning triggers in the deciders: a challenger better by the margin
+    moves a class off a degrading path after degrading_dwell_s (1 s), not dwell_s (5 s)."""
+    cfg = DecideConfig(margin=0.1, dwell_s=5.0, hold_down_s=15.0, warmup_s=2.0)
+
+    def cands(degrading: bool) -> list[Candidate]:
+        return [Candidate("cur", Health.UP, 0.6, 0.6, -100.0, {}, 100, degrading=degrading),
+                Candidate("alt", Health.UP, 0.8, 0.8, -100.0, {}, 100)]
+
+    for degrading, moved_after in ((True, cfg.degrading_dwell_s), (False, cfg.dwell_s)):
+        d = ClassDecider("default", cfg, started=-100.0)
+        d.step(-50.0, [Candidate("cur", Health.UP, 0.9, 0.9, -100.0, {}, 100)])
+        t = 0.0
+        while (decision := d.step(t, cands(degrading))) is None:
+            t += 0.1
+        assert decision.to_path == "alt"
+        assert t == pytest.approx(moved_after, abs=0.11)
