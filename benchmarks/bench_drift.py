@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from app.lab import topology
-from benchmarks.results import Run
+from benchmarks.record import Run
 from tests.helper.conftest import Helper, all_handshaken, lab_name, lab_state
 from tests.util import wait_until
 

@@ -6,9 +6,10 @@ As root, with a keyring:
 
 In one process: the process's CPU idle first, then for each of 3 and 8 paths (clean
 delays; the 8-path lab is generated) and each engine, a fresh lab, the engine
-connected, and S seconds measured once it is connected:
-- **braid**: carried path every 10 ms, backup every 50 ms, standbys every 200 ms, the
-  tunnels' counters every 10 ms;
+connected, a call-like stream (50 packets/s) on the default class, and S seconds
+measured:
+- **braid**: the busy carried path every 10 ms, the other carried paths and the backup
+  every 50 ms, standbys every 200 ms, the tunnels' counters every 20 ms;
 - **baseline**: the probing before this issue, 50 ms on the carried path, no counters;
 - and the shipped engine with other active intervals (``--also-active-ms``, 20 ms).
 Prints the engine thread's CPU in % of one core (what the aims are about: at most 3 %
@@ -25,6 +26,7 @@ import resource
 import tempfile
 import time
 import timeit
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from app.core.engine import EngineConfig
 from app.core.liveness import LivenessConfig, ProbeTracker
 from app.core.pathstats import PathStats
 from app.core.probe import WIRE_BYTES, ProbeRates, echo_request
+from app.lab import stream
 from benchmarks.enginelab import engine_on_lab, wait_for
-from benchmarks.results import Run
+from benchmarks.record import Run
 
+STREAM_PPS = 50
 ENGINES = {
     "braid": EngineConfig(),
     "baseline": replace(EngineConfig(), rates=ProbeRates(active_s=0.050, backup_s=0.200),
@@ -80,10 +84,17 @@ def measure(scenario: Path | str, cfg: EngineConfig, seconds: float) -> dict[str
         wait_for(lambda: s.watch.last is not None and s.watch.last.state.value == "connected",
                  60, "connected")
         assert s.watch.last is not None
-        sent0 = s.watch.last.counters.probes_sent
-        c0, th0, t0 = cpu_s(), thread_cpu_s("braid-engine"), time.monotonic()
-        time.sleep(seconds)
-        dt = time.monotonic() - t0
+        # Traffic on one class, so that its path is probed at the active rate (a path
+        # whose classes send nothing is probed at the backup rate: probing.py).
+        with ThreadPoolExecutor(1) as pool:
+            talk = pool.submit(stream.stream, s.lab.name, pps=STREAM_PPS,
+                               duration=seconds + 4, size=200)
+            time.sleep(2.0)
+            sent0 = s.watch.last.counters.probes_sent
+            c0, th0, t0 = cpu_s(), thread_cpu_s("braid-engine"), time.monotonic()
+            time.sleep(seconds)
+            dt = time.monotonic() - t0
+            talk.result()
         probes = (s.watch.last.counters.probes_sent - sent0) / dt
         return {
             "engine_cpu_pct": (thread_cpu_s("braid-engine") - th0) / dt * 100,

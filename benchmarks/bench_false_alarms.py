@@ -30,7 +30,7 @@ from app.core.probe import ProbeRates
 from app.lab import topology
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 ENGINES = {
     "braid": EngineConfig(),

@@ -38,7 +38,7 @@ from app.core.engine import EngineConfig
 from app.core.model import EngineSnapshot, Event, EventKind
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 MEMORY_S = 10.0  # an episode's effect on the scores outlasts it by the loss window
 SCORE_DROP = DecideConfig().margin  # a fall that could move a class

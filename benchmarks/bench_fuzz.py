@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, seed, settings
 
 from app.lab import topology
-from benchmarks.results import Run
+from benchmarks.record import Run
 from tests.helper.conftest import Helper, lab_name
 from tests.helper.fuzzing import check_parse, mutated
 from tests.helper.test_helper_fuzz import fuzz_protocol

@@ -25,7 +25,7 @@ from app.core.decide import DecideConfig
 from app.core.model import EventKind
 from app.lab import control, stream
 from benchmarks.enginelab import engine_on_lab, wait_for
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 
 def one_run(run: int) -> dict[str, float]:

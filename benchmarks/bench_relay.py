@@ -29,7 +29,7 @@ from app.lab import proc, topology
 from app.lab.control import impair
 from app.lab.selftest import run_selftest
 from app.lab.transfer import transfer
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 PAYLOAD_SHARE = 1368 / 1480  # TCP payload per outer IP byte, MTU 1420 tunnel
 TICK = os.sysconf("SC_CLK_TCK")

@@ -36,7 +36,7 @@ from app.core.probe import ProbeRates
 from app.lab import control, stream
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab, fmt, median, wait_for
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 ENGINES = {
     "braid": EngineConfig(),

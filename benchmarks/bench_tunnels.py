@@ -30,7 +30,7 @@ from pathlib import Path
 
 from app.core.helper_client import SyncHelperClient
 from app.lab import topology
-from benchmarks.results import Run
+from benchmarks.record import Run
 from tests.helper.conftest import REPO, all_handshaken, lab_state, ns_run, wireguard_go_in
 
 

@@ -23,7 +23,7 @@ from app.core.model import EventKind
 from app.lab import stream
 from app.lab.stream import StreamResult
 from benchmarks.enginelab import engine_on_lab, fmt, wait_for
-from benchmarks.results import Run
+from benchmarks.record import Run
 
 
 def row(name: str, r: StreamResult) -> str:

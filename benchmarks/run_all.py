@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.results import ROOT
+from benchmarks.record import ROOT
 
 # (benchmark, full arguments, quick arguments)
 ALL = [

@@ -9,10 +9,11 @@ the cost is one loop wake-up per active interval for all paths together, not a t
 a reader callback and a task per probe.
 
 Rates (probe.py has why): a path that is suspect, not answering yet, or any path while
-the classes warm up: ``suspect`` (20 ms); a healthy path that carries a class:
-``active`` (10 ms); the best path that carries nothing (``backup``, named by the
-engine): 50 ms; every other path, down ones included: ``standby`` (200 ms). A path takes
-the fastest that applies.
+the classes warm up: ``suspect`` (20 ms); a healthy path that carries a class and whose
+tunnel sent packets other than our probes in the last 2 s: ``active`` (10 ms), and the
+same path while its classes send nothing: ``backup`` (50 ms); the best path that carries
+nothing (the backup, named by the engine): 50 ms; every other path, down ones
+included: ``standby`` (200 ms). A path takes the fastest that applies.
 
 Why the rx counters every 20 ms: the tunnel receiving is what vetoes a down verdict
 (liveness.py), so it must be fresher than the silence the verdict waits for (about 70
@@ -41,6 +42,7 @@ OnChange = Callable[[PathRuntime, HealthChange | None], None]
 OnError = Callable[[PathRuntime, str | None], None]
 MAX_SLEEP_S = 0.050  # replies of slowly probed paths wait at most this in the socket
 LINK_POLL_S = 0.020
+BUSY_S = 2.0  # a carried path whose tunnel sent something not ours this recently is busy
 REOPEN_S = 1.0  # how often a socket that could not be opened is tried again
 
 
@@ -55,6 +57,9 @@ class _Slot:
     sent: int = 0
     error: str | None = None
     rx: int | None = None  # the tunnel's rx_packets at the last read
+    tx: int | None = None  # ... its tx_packets, and our probes sent, at the last read
+    sent_at_read: int = 0
+    traffic_at: float | None = None  # when its tunnel last sent packets not ours
     check_at: float | None = 0.0  # when its tracker next needs a look (None: nothing due)
     touched: bool = True  # something happened to it since its last check
 
@@ -70,6 +75,7 @@ class ProbeSet:
         self._privileged = privileged
         self._link_poll_s = link_poll_s
         self._slots = [_Slot(p, rates.suspect_s, p.spec.source, p.target) for p in paths]
+        self._roles: tuple[frozenset[str], bool, str | None] = (frozenset(), True, None)
         self._owner: list[_Slot | None] = [None] * 65536  # seq -> the path that sent it
         self._seq = 0
         self._sock: ProbeSocket | None = None
@@ -125,18 +131,29 @@ class ProbeSet:
         self._sock = self._links = None
 
     def set_rates(self, carried: Iterable[str], warming: bool, backup: str | None = None) -> None:
-        carrying = set(carried)
+        self._roles = (frozenset(carried), warming, backup)
+        self._apply_rates()
+
+    def _apply_rates(self) -> None:
+        carrying, warming, backup = self._roles
         r = self.rates
+        now = self._loop.time() if self._loop is not None else 0.0
         for slot in self._slots:
             h = slot.path.tracker.health
             options = [r.standby_s]
             if h in (Health.SUSPECT, Health.UNKNOWN) or warming:
                 options.append(r.suspect_s)
             if h in (Health.UP, Health.SUSPECT) and slot.path.name in carrying:
-                options.append(r.active_s)
+                # BFD-like only while it carries someone's packets: a class with nothing
+                # to send needs no fast verdict, and its first packets switch this on
+                # within one counter read.
+                options.append(r.active_s if self._busy(slot, now) else r.backup_s)
             if h is Health.UP and slot.path.name == backup:
                 options.append(r.backup_s)
             self._set_interval(slot, min(options))
+
+    def _busy(self, slot: _Slot, now: float) -> bool:
+        return slot.traffic_at is not None and now - slot.traffic_at < BUSY_S
 
     def _set_interval(self, slot: _Slot, interval_s: float) -> None:
         """A shorter interval takes effect at once (the next probe goes one new
@@ -241,11 +258,19 @@ class ProbeSet:
             log.debug("link counters: %s", exc)
             return
         since, self._last_poll = self._last_poll, now
+        roles_changed = False
         for slot in self._slots:
             c = counts.get(slot.path.spec.interface)
             if c is None:
-                slot.rx = None
+                slot.rx = slot.tx = None
                 continue
+            if slot.tx is not None and c.tx_packets - slot.tx > slot.sent - slot.sent_at_read:
+                roles_changed |= not self._busy(slot, now)
+                slot.traffic_at = now
+            elif slot.traffic_at is not None and not self._busy(slot, now):
+                slot.traffic_at = None
+                roles_changed = True
+            slot.tx, slot.sent_at_read = c.tx_packets, slot.sent
             slot.path.link.update(now, c.rx_bytes, c.tx_bytes)
             if slot.rx is not None:
                 rose = c.rx_packets > slot.rx
@@ -254,6 +279,8 @@ class ProbeSet:
                 if change is not None:
                     self._on_change(slot.path, change)
             slot.rx = c.rx_packets
+        if roles_changed:
+            self._apply_rates()
 
     def _failed(self, slot: _Slot, why: str) -> None:
         first = slot.error is None
