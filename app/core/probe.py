@@ -13,10 +13,11 @@ replies are filtered on our identifier and a token in the payload) or not (a dat
 ICMP socket, allowed by ``net.ipv4.ping_group_range``, demultiplexed by the kernel):
 chosen by the effective uid. Sequence numbers are one space for all paths.
 
-**Rates** (``ProbeRates``): ``active`` 10 ms on a path that carries a class (BFD-like:
-detection is bounded by the path's one-way delay plus one interval plus the lateness
-allowance, liveness.py); ``backup`` 50 ms on the best path that carries nothing (the
-failover target, and the witness that tells a dead path from a local stall);
+**Rates** (``ProbeRates``): ``active`` 10 ms on a path that carries a class and its
+packets (probing.py; BFD-like: detection is bounded by the path's one-way delay plus one
+interval plus the lateness allowance, liveness.py); ``backup`` 50 ms on the best path
+that carries nothing (the failover target, and the witness that tells a dead path from
+a local stall) and on a carried path whose classes send nothing;
 ``suspect`` 20 ms on a path that missed a probe or has not answered yet; ``standby``
 200 ms on every other path, down ones included. A path takes the fastest rate that
 applies to it.
