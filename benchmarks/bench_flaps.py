@@ -56,8 +56,12 @@ class Episode:
 
 
 def episodes(scenario: str, until: float) -> list[Episode]:
-    out = []
-    for e in load_scenario(scenario).timeline:
+    scen = load_scenario(scenario)
+    # A path the scenario makes lossy for good (cn-us's us: 4.2 % each way) is in an
+    # episode all along: leaving it is never a flap.
+    out = [Episode(p.name, 0.0, until, f"loss {p.up.loss_pct:g} % each way for good")
+           for p in scen.paths if p.up.loss_pct + p.down.loss_pct >= 5.0]
+    for e in scen.timeline:
         if e.at_s > until:
             continue
         what = ", ".join(f"{k}={v}" for k, v in e.changes) + (" (ramp)" if e.ramp else "")
@@ -102,7 +106,7 @@ def classify(moves: list[Event], downs: list[Event], eps: list[Episode],
              t0: float) -> list[tuple[Event, str]]:
     """(move, why) with why "explained: ..." or "FLAP"."""
     out = []
-    left_for: dict[str, Episode | str] = {}
+    left_for: dict[tuple[str | None, str], Episode | str] = {}  # (class, path) -> why
     for ev in moves:
         t = ev.t - t0
         why = "FLAP"
@@ -113,12 +117,14 @@ def classify(moves: list[Event], downs: list[Event], eps: list[Episode],
             why = "explained: left a path declared down"
         elif ep is not None:
             why = f"explained: {src} in its episode ({ep.what} at {ep.start:.0f} s)"
-        elif dst is not None and dst in left_for:
-            cause = left_for[dst]
+        elif "kept off" in ev.reason:
+            why = "explained: placed by another class (bulk keeps off realtime's path)"
+        elif dst is not None and (ev.cls, dst) in left_for:
+            cause = left_for[(ev.cls, dst)]
             if isinstance(cause, str) or t >= cause.end:
                 why = f"explained: back to {dst} after its episode"
         if src is not None and why != "FLAP" and not why.startswith("explained: back"):
-            left_for[src] = ep if ep is not None else "down"
+            left_for[(ev.cls, src)] = ep if ep is not None else "down"
         out.append((ev, why))
     return out
 
@@ -131,7 +137,7 @@ def flap_figures(t0: float, tl: Timeline, eps: list[Episode]) -> dict[str, objec
     return {"moves": len(moves), "flaps": sum(1 for _, w in judged if w == "FLAP"),
             "downs": len(downs),
             "down_list": [f"t={e.t - t0:.1f} s {e.reason}" for e in downs],
-            "list": [f"t={e.t - t0:.1f} s {e.from_path}->{e.to_path or 'CLOSED'} {w}: "
+            "list": [f"t={e.t - t0:.1f} s {e.cls} {e.from_path}->{e.to_path or 'CLOSED'} {w}: "
                      f"{e.reason}" for e, w in judged]}
 
 
@@ -153,7 +159,8 @@ def warning_figures(t0: float, tl: Timeline, eps: list[Episode],
         before = [paths[ep.path][0] for t, paths in samples
                   if ep.start - 10 <= t < ep.start and ep.path in paths]
         ref = statistics.median(before) if before else None
-        warn = next((t for t, name in onsets if name == ep.path and t >= ep.start - 1), None)
+        warn = next((t for t, name in onsets if name == ep.path
+                     and ep.start - 1 <= t <= ep.end + MEMORY_S), None)
         score = next((t for t, paths in samples if t >= ep.start and ep.path in paths
                       and ref is not None and (paths[ep.path][0] <= ref - SCORE_DROP
                                                or paths[ep.path][0] == 0.0)), None)

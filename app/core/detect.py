@@ -22,6 +22,12 @@ ratio, ``log(p1 / p0)`` when lost and ``log((1 - p1) / (1 - p0))`` when answered
 reaches about once in 10^6 probes (hours at 100 probes a second), while an episode of
 28 % reaches it in about 35 probes (0.35 s on a carried path).
 
+Jitter: the same one-sided CUSUM on how far each sample is above the last second's mean
+RTT, against its own 60 s baseline ``j0``, with allowance ``max(2 ms, j0)``: it warns
+when the path's delay spread more than doubles for about a second (cn-us's congestion
+episodes raise the jitter from 3-5 ms to 8-25 ms each way well before their loss moves
+the score). ``degrading`` clears when every side is back to 0.
+
 Nothing is decided here: ``degrading`` and its reason are inputs for the deciders (a
 shorter dwell before leaving, decide.py) and for realtime copies.
 """
@@ -46,6 +52,8 @@ class DetectConfig:
     p0_min: float = 0.005
     p_step: float = 0.02
     loss_h: float = 15.0
+    jit_k_min_ms: float = 2.0
+    jit_h_s: float = 1.0
 
 
 def _alpha(dt: float, tau: float) -> float:
@@ -71,8 +79,10 @@ class ChangeDetector:
         self.p0 = 0.0
         self.recent_loss = 0.0
         self.s_loss = 0.0
-        self.rtt_alarm = False
-        self.loss_alarm = False
+        self.jit0_ms: float | None = None
+        self.recent_jit_ms = 0.0
+        self.s_jit = 0.0
+        self.alarms: set[str] = set()  # the sides warning now: "rtt", "jit", "loss"
         self.since: float | None = None
 
     # -- inputs -------------------------------------------------------------------
@@ -94,13 +104,24 @@ class ChangeDetector:
         self.mu_ms += a * (rtt_ms - self.mu_ms)
         self.dev_ms += a * (abs(rtt_ms - self.mu_ms) - self.dev_ms)
         assert self.recent_ms is not None
+        # Above the last second's mean only: a path getting faster is not degrading.
+        spread = max(0.0, rtt_ms - self.recent_ms)
         self.recent_ms += _alpha(dt, c.recent_s) * (rtt_ms - self.recent_ms)
-        h = k * c.h_s
+        if self.jit0_ms is None:
+            self.jit0_ms = spread
+        kj = max(c.jit_k_min_ms, self.jit0_ms)
+        self.s_jit = max(0.0, self.s_jit + (spread - self.jit0_ms - kj) * dt)
+        self.jit0_ms += a * (spread - self.jit0_ms)
+        self.recent_jit_ms += _alpha(dt, c.recent_s) * (spread - self.recent_jit_ms)
         if self.warm(t):
-            if self.s_up >= h:
-                self._alarm(t, rtt=True)
+            if self.s_up >= k * c.h_s:
+                self._alarm(t, "rtt")
             elif self.s_up == 0.0:
-                self._clear(t, rtt=True)
+                self._clear("rtt")
+            if self.s_jit >= kj * c.jit_h_s:
+                self._alarm(t, "jit")
+            elif self.s_jit == 0.0:
+                self._clear("jit")
 
     def fate(self, t: float, lost: bool) -> None:
         c = self.cfg
@@ -117,9 +138,9 @@ class ChangeDetector:
         self.recent_loss += _alpha(max(dt, 1e-3), 2 * c.recent_s) * (x - self.recent_loss)
         if self.warm(t):
             if self.s_loss >= c.loss_h:
-                self._alarm(t, rtt=False)
+                self._alarm(t, "loss")
             elif self.s_loss == 0.0:
-                self._clear(t, rtt=False)
+                self._clear("loss")
 
     def taken_back(self, t: float) -> None:
         """A probe counted lost was answered late after all: undo its evidence."""
@@ -140,7 +161,7 @@ class ChangeDetector:
 
     @property
     def degrading(self) -> bool:
-        return self.rtt_alarm or self.loss_alarm
+        return bool(self.alarms)
 
     @property
     def improving(self) -> bool:
@@ -149,26 +170,23 @@ class ChangeDetector:
     @property
     def reason(self) -> str | None:
         parts = []
-        if self.rtt_alarm and self.mu_ms is not None and self.recent_ms is not None:
+        if "rtt" in self.alarms and self.mu_ms is not None and self.recent_ms is not None:
             parts.append(f"RTT {self.recent_ms:.0f} ms, {self.recent_ms - self.mu_ms:+.0f} ms "
                          f"over its {self.mu_ms:.0f} ms baseline")
-        if self.loss_alarm:
+        if "jit" in self.alarms and self.jit0_ms is not None:
+            parts.append(f"jitter {self.recent_jit_ms:.0f} ms against {self.jit0_ms:.0f} ms "
+                         "before")
+        if "loss" in self.alarms:
             parts.append(f"loss {self.recent_loss * 100:.1f} % against "
                          f"{max(self.cfg.p0_min, self.p0) * 100:.1f} % before")
         return "; ".join(parts) or None
 
-    def _alarm(self, t: float, *, rtt: bool) -> None:
-        if not self.degrading:
+    def _alarm(self, t: float, side: str) -> None:
+        if not self.alarms:
             self.since = t
-        if rtt:
-            self.rtt_alarm = True
-        else:
-            self.loss_alarm = True
+        self.alarms.add(side)
 
-    def _clear(self, t: float, *, rtt: bool) -> None:
-        if rtt:
-            self.rtt_alarm = False
-        else:
-            self.loss_alarm = False
-        if not self.degrading:
+    def _clear(self, side: str) -> None:
+        self.alarms.discard(side)
+        if not self.alarms:
             self.since = None

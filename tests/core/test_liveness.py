@@ -283,8 +283,9 @@ def test_an_episode_that_has_just_begun_raises_k_at_once() -> None:
 def test_k_grows_with_loss_so_random_loss_rarely_looks_like_an_outage() -> None:
     assert down_after(0.0, CFG) == 4
     assert down_after(0.01, CFG) == 4
-    assert down_after(0.08, CFG) == 4
-    assert down_after(0.12, CFG) == 5
+    assert down_after(0.03, CFG) == 4
+    assert down_after(0.08, CFG) == 6  # cn-us's us
+    assert down_after(0.12, CFG) == 7
     assert down_after(0.3, CFG) == 8
     assert 0.08 ** down_after(0.08, CFG) < CFG.false_alarm_rate
 
