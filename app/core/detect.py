@@ -23,8 +23,9 @@ reaches about once in 10^6 probes (hours at 100 probes a second), while an episo
 28 % reaches it in about 35 probes (0.35 s on a carried path).
 
 Jitter: the same one-sided CUSUM on how far each sample is above the last second's mean
-RTT, against its own 60 s baseline ``j0``, with allowance ``max(2 ms, j0)``: it warns
-when the path's delay spread more than doubles for about a second (cn-us's congestion
+RTT, against its own 60 s baseline ``j0``, with allowance ``max(3 ms, j0)`` and threshold
+1.5 s times that: it warns when the path's delay spread more than doubles for a second
+or two (cn-us's congestion
 episodes raise the jitter from 3-5 ms to 8-25 ms each way well before their loss moves
 the score). ``degrading`` clears when every side is back to 0.
 
@@ -52,8 +53,8 @@ class DetectConfig:
     p0_min: float = 0.005
     p_step: float = 0.02
     loss_h: float = 15.0
-    jit_k_min_ms: float = 2.0
-    jit_h_s: float = 1.0
+    jit_k_min_ms: float = 3.0
+    jit_h_s: float = 1.5
 
 
 def _alpha(dt: float, tau: float) -> float:
