@@ -24,7 +24,7 @@ from app.core.scoring import ScoreInput
 
 # WireGuard's REJECT_AFTER_TIME: past this, no session key can still be valid.
 STALE_HANDSHAKE_S = 180.0
-# A full path: Braid's own traffic on it (either way) at least this rate, and a queue
+# A saturated path: Braid's own traffic on it (either way) at least this rate, and a queue
 # (smoothed RTT over the path's base RTT) of at least this much.
 FULL_MIN_BPS = 2_000_000.0
 FULL_QUEUE_MS, FULL_QUEUE_SHARE = 10.0, 0.3
@@ -145,8 +145,8 @@ class PathRuntime:
         return None if srtt is None or base is None else max(0.0, srtt - base)
 
     @property
-    def full(self) -> bool:
-        """Full of Braid's own traffic: carrying a lot and queueing. Its late and lost
+    def saturated(self) -> bool:
+        """Saturated: full of Braid's own traffic, carrying a lot and queueing. Its late and lost
         probes are the queue's, not an outage: a worse score, never score 0 for that
         loss (scoring.py), never down while its tunnel receives (liveness.py)."""
         q = self.queue_ms
@@ -162,7 +162,7 @@ class PathRuntime:
     @property
     def degrading_reason(self) -> str | None:
         why = self.detector.reason
-        if why is not None and self.full:
+        if why is not None and self.saturated:
             why += " (a queue of Braid's own traffic)"
         return why
 
@@ -170,7 +170,7 @@ class PathRuntime:
         m = self.stats
         return ScoreInput(self.name, self.usable, m.srtt_ms, m.loss, m.jitter_ms, self.cost,
                           self.tracker.recent_lost, recent_size=self.tracker.recent_size,
-                          full=self.full)
+                          saturated=self.saturated)
 
 
 def make_paths(profile: Profile, specs: list[PathSpec],

@@ -24,8 +24,8 @@ second (the long window, 10 s, needs about 3 s to cross 5 %). A probe counts as 
 from its miss deadline (about one RTT), so a delay spike can look like loss for a
 moment; the decider's dwell on a path that scores 0 (0.5 s) outlasts that.
 
-A **full** path (paths.py: carrying at least 2 Mbit/s of Braid's own traffic while its
-RTT is 10 ms and 30 % over its base) loses probes to its own queue: that loss stays in
+A **saturated** path (paths.py: full of Braid's own traffic, at least 2 Mbit/s of it
+while its RTT is 10 ms and 30 % over its base) loses probes to its own queue: that loss stays in
 the loss term but does not zero the score, so the classes that mind the queue move away
 by the margin and the dwell, and nobody's flows are flushed for it. The same formula
 without the zero rules is kept as ``raw``, so that when every live path is over 5 % the
@@ -57,7 +57,7 @@ class ScoreInput:
     cost: float
     recent_lost: int = 0  # probes lost among the recent window (liveness.py)
     recent_size: int = 40
-    full: bool = False  # full of Braid's own traffic (paths.py)
+    saturated: bool = False  # full of Braid's own traffic (paths.py)
 
 
 def episode_limit(recent_size: int) -> int:
@@ -105,6 +105,6 @@ def score_paths(paths: Sequence[ScoreInput], weights: Weights) -> dict[str, Scor
         raw = (weights.latency * lat + weights.loss * los + weights.cost * cst
                + weights.jitter * jit) / total
         lossy = p.loss > LOSS_LIMIT or in_episode(p)
-        score = 0.0 if lossy and not p.full else raw
+        score = 0.0 if lossy and not p.saturated else raw
         out[p.name] = Score(p.name, score, raw, lat, los, cst, jit)
     return out

@@ -94,7 +94,7 @@ def test_a_full_path_loses_probes_to_its_own_queue_and_only_scores_worse() -> No
     score (no flush of the flows that fill it); its queue counts through the RTT."""
     empty = ScoreInput("empty", True, 60.0, 0.0, 0.0, 1.0)
     full = ScoreInput("full", True, 130.0, 0.08, 0.0, 1.0, recent_lost=30,
-                      recent_size=200, full=True)
+                      recent_size=200, saturated=True)
     lossy = ScoreInput("lossy", True, 130.0, 0.08, 0.0, 1.0)
     scores = score_paths([empty, full, lossy], Weights())
     assert scores["lossy"].score == 0.0
