@@ -29,7 +29,7 @@ from app.core.model import CLASSES
 from app.core.paths import PathRuntime
 from app.core.plan import build_state, without_flush
 from app.core.profiles.model import Weights
-from app.core.scoring import ScoreInput, score_paths
+from app.core.scoring import score_paths
 from app.wire.state import DesiredState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
@@ -89,11 +89,7 @@ class Steering:
     # -- measurements -> decisions --------------------------------------------------
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        inputs = []
-        for p in self.paths:
-            m = p.stats.metrics()
-            inputs.append(ScoreInput(p.name, p.usable, m.rtt_smoothed_ms, m.loss,
-                                     m.jitter_ms, p.cost, p.tracker.recent_lost))
+        inputs = [p.score_input() for p in self.paths]
         return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
 
     def candidates(self) -> list[Candidate]:
@@ -103,7 +99,7 @@ class Steering:
         return [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
                       p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
-                      samples=p.stats.samples)
+                      samples=p.stats.samples, degrading=p.degrading)
             for p in self.paths if p.spec.full
         ]
 
