@@ -251,6 +251,11 @@ class ProbeTracker:
             return self._set(Health.UP, t)
         return None
 
+    def rx_reset(self) -> None:
+        """Forget the steady run: the path's probes just slowed, so a counter that rose at
+        every read only because they were fast will now pause, and that is no silence."""
+        self._rx_run = 0
+
     def rx_poll(self, now: float, since: float, rose: bool) -> HealthChange | None:
         """The tunnel's rx counter was read at ``now`` (last read at ``since``)."""
         if not self.cfg.passive:

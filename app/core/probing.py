@@ -160,6 +160,8 @@ class ProbeSet:
         interval after the last one, or now if that is past)."""
         if interval_s == slot.interval_s:
             return
+        if interval_s > slot.interval_s:
+            slot.path.tracker.rx_reset()
         slot.interval_s = interval_s
         if self._loop is None:
             return

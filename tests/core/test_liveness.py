@@ -364,3 +364,24 @@ def test_a_stall_defers_down_for_a_bounded_time_only() -> None:
     assert [c.new for c in after] == [Health.SUSPECT, Health.DOWN]
     due = 1.0 + 0.030 + t.late_limit_s()  # when the silence was long enough
     assert after[1].t == pytest.approx(due + CFG.stall_max_s, abs=0.03)
+
+
+def test_probes_slowing_down_is_no_silence() -> None:
+    """A path probed fast while warming has a counter that rises at every read; once its
+    probes slow to the standby rate the counter pauses, which is not the tunnel going
+    quiet."""
+    from app.core.liveness import LivenessConfig, ProbeTracker
+    from app.core.pathstats import PathStats
+
+    cfg = LivenessConfig()
+    t = ProbeTracker(PathStats(), cfg)
+    t.sent(1, 0.0)
+    t.reply(1, 0.03)
+    now = 0.1
+    for _ in range(cfg.rx_steady_polls + 1):
+        t.rx_poll(now + 0.02, now, True)
+        now += 0.02
+    t.rx_reset()  # the engine slowed its probes
+    for _ in range(cfg.rx_quiet_polls + 1):
+        assert t.rx_poll(now + 0.02, now, False) is None
+        now += 0.02
