@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from app.core import logs
-from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.util import unique_name, wait_until, wg_keypair, wg_psk
 
@@ -28,19 +27,11 @@ def key_forms(key: str) -> set[str]:
             raw.hex(), raw.hex().upper()}
 
 
-@pytest.fixture
-def lab(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabInfo]:
-    """A clean lab whose profile lands in this test's config dir, its helper verbose."""
-    monkeypatch.setenv(logs.VERBOSE_ENV, "1")
-    name = unique_name("t", 4)
-    try:
-        yield topology.build(name, "clean")
-    finally:
-        topology.destroy(name)
-
-
 def test_verbose_import_and_connection_leave_no_key_in_any_log(
-        tmp_path: Path, config_dir: Path, lab: LabInfo) -> None:
+        tmp_path: Path, config_dir: Path, make_lab: Callable[..., LabInfo],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(logs.VERBOSE_ENV, "1")  # the lab's helper too
+    lab = make_lab("clean")  # its profile lands in this test's config dir
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"),
            "BRAID_RUNTIME_DIR": str(tmp_path / "run"), logs.VERBOSE_ENV: "1"}
 

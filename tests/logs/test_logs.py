@@ -15,6 +15,7 @@ import pytest
 
 from app.core import logs
 from app.wire.version import package_version
+from tests.util import root_logging_restored
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,15 +26,8 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     home = tmp_path / "state"
     monkeypatch.setenv("XDG_STATE_HOME", str(home))
     monkeypatch.delenv(logs.VERBOSE_ENV, raising=False)
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("pyroute2").level)
-    yield home
-    for handler in root.handlers:
-        if handler not in saved[0]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[1])
-    logging.getLogger("pyroute2").setLevel(saved[2])
+    with root_logging_restored():
+        yield home
 
 
 def run(*argv: str, env: dict[str, str] | None = None,

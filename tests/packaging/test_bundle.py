@@ -8,15 +8,12 @@ import os
 import signal
 import subprocess
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from app.core.helper_client import SyncHelperClient
-from app.lab import topology
 from app.lab.topology import LabInfo
-from tests.util import unique_name, wait_until
+from tests.util import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -43,17 +40,10 @@ def test_the_bundle_runs_on_its_own(bundle: Path) -> None:
     assert not list(bundle.parent.rglob("app/cli/main.py"))  # byte code only, not the tree
 
 
-@pytest.fixture
-def lab(config_dir: Path) -> Iterator[LabInfo]:
-    name = unique_name("t", 4)
-    try:
-        yield topology.build(name, "clean")
-    finally:
-        topology.destroy(name)
-
-
 def test_the_bundled_app_comes_up_offscreen_connects_and_quits(
-        bundle: Path, lab: LabInfo, tmp_path: Path, config_dir: Path) -> None:
+        bundle: Path, make_lab: Callable[..., LabInfo], tmp_path: Path,
+        config_dir: Path) -> None:
+    lab = make_lab("clean")  # its profile lands in this test's config dir
     log = tmp_path / "state" / "braid" / "braid.log"
     env = bare_env(QT_QPA_PLATFORM="offscreen", XDG_STATE_HOME=str(tmp_path / "state"),
                    XDG_CONFIG_HOME=str(tmp_path / "config"), BRAID_CONFIG_DIR=str(config_dir),

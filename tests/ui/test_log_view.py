@@ -16,22 +16,17 @@ from app.ui.app import BraidApp
 from app.ui.log_view import LogView
 from app.wire.version import package_version
 from tests.ui.snapshots import EngineBox, dispose
+from tests.util import root_logging_restored
 
 
 @pytest.fixture
 def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Braid's real log set-up, in a temp state dir; the root logger restored after."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    path = logs.setup()
-    assert path is not None
-    yield path
-    for handler in root.handlers:
-        if handler not in saved[0]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[1])
+    with root_logging_restored():
+        path = logs.setup()
+        assert path is not None
+        yield path
 
 
 def make_app(use_tray: bool) -> BraidApp:
