@@ -33,7 +33,7 @@ def deb() -> Iterator[Path]:
     out = Path(tempfile.mkdtemp(prefix="braid-deb-out-"))
     try:
         printed = _build(["bash", "packaging/build-deb.sh", "--out", str(out)],
-                         "packaging/build-deb.sh")
+                         "packaging/build-deb.sh", env={**os.environ, "PYTHON": sys.executable})
         path = Path(printed.strip().splitlines()[-1])
         assert path.is_file() and path.parent == out, printed
         yield path

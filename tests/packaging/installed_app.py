@@ -47,16 +47,22 @@ def system_libs() -> dict[str, str]:
     return found
 
 
-def owner(path: str) -> str | None:
-    real = os.path.realpath(path)
-    tries = {path, real}
-    for p in list(tries):
-        tries.add(p[4:] if p.startswith("/usr/") else "/usr" + p)
-    for p in sorted(tries):
-        done = subprocess.run(["dpkg", "-S", p], capture_output=True, text=True)
-        if done.returncode == 0:
-            return done.stdout.split(":", 1)[0].split(",")[0].strip()
-    return None
+def owners(paths: set[str]) -> dict[str, str]:
+    """path -> the package that has it, by one `dpkg -S` for all (it reads the whole
+    database each time). dpkg knows a file under the path its package gave, which with
+    Debian 12's merged /usr may be /lib/... or /usr/lib/..., behind a link or not."""
+    forms: dict[str, str] = {}
+    for path in paths:
+        for p in (path, os.path.realpath(path)):
+            for form in (p, p[4:] if p.startswith("/usr/") else "/usr" + p):
+                forms[form] = path
+    out = subprocess.run(["dpkg", "-S", *sorted(forms)], capture_output=True, text=True).stdout
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        pkgs, _, form = line.partition(": ")
+        if form in forms:
+            found.setdefault(forms[form], pkgs.split(",")[0].split(":")[0].strip())
+    return found
 
 
 def main() -> None:
@@ -79,18 +85,17 @@ def main() -> None:
     ours |= {str(qt / rel) for rel in DESKTOP_ONLY}
     bundled = {p.name for p in LIB.rglob("*.so*")}
     libs = system_libs()
+    wanted = {(name, path) for path in sorted(ours) for name in needed(path)
+              if name not in bundled}
+    found = owners({libs[name] for name, _ in wanted if name in libs})
     packages: dict[str, list[str]] = {}
     unresolved: list[str] = []
-    for path in sorted(ours):
-        for name in needed(path):
-            if name in bundled:
-                continue
-            where = libs.get(name)
-            pkg = owner(where) if where else None
-            if pkg is None:
-                unresolved.append(f"{name} (needed by {path})")
-            else:
-                packages.setdefault(pkg, []).append(name)
+    for name, path in sorted(wanted):
+        pkg = found.get(libs.get(name, ""))
+        if pkg is None:
+            unresolved.append(f"{name} (needed by {path})")
+        elif name not in packages.setdefault(pkg, []):
+            packages[pkg].append(name)
     json.dump({"rc": proc.returncode, "stderr": err.decode(errors="replace"), "log": log,
                "ours_loaded": len(ours), "packages": packages, "unresolved": unresolved},
               sys.stdout)

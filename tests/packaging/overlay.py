@@ -44,7 +44,10 @@ class OverlayRoot:
 
     @classmethod
     def create(cls, shared: Path) -> OverlayRoot:
-        base = Path(tempfile.mkdtemp(prefix="braid-overlay-"))
+        # The upper layer in memory (/dev/shm is a tmpfs): the install writes some 400 MB
+        # in ten thousand files, which a disk makes slow to write and slower to delete.
+        shm = Path("/dev/shm")
+        base = Path(tempfile.mkdtemp(prefix="braid-overlay-", dir=shm if shm.is_dir() else None))
         for sub in ("upper", "work", "merged"):
             (base / sub).mkdir()
         return cls(base, shared)

@@ -123,18 +123,14 @@ def test_the_installed_app_starts_and_every_library_it_links_is_a_dependency(
     assert not missing, {p: report["packages"][p] for p in missing}
 
 
-def test_removing_it_leaves_nothing(deb: Path) -> None:
-    """Its own overlay: the other tests' root stays installed for them."""
-    root = OverlayRoot.create(shared=deb.parent)
-    try:
-        root.run("dpkg", "-i", f"/mnt/{deb.name}", timeout=300)
-        root.run("/usr/bin/braid", "--version")  # may leave byte code behind
-        root.run("dpkg", "--purge", "braid")
-        for path in ("/usr/bin/braid", "/usr/bin/braid-helper", "/usr/lib/braid", UNIT,
-                     "/usr/share/applications/braid.desktop", "/usr/share/doc/braid",
-                     "/etc/systemd/system/multi-user.target.wants/braid-helper.service"):
-            assert not root.exists(path), path
-        assert root.run("dpkg-query", "-W", "-f=${Status}", "braid",
-                        check=False).stdout in ("", "unknown ok not-installed")
-    finally:
-        root.destroy()
+def test_removing_it_leaves_nothing(installed: Installed) -> None:
+    """Last in this module: it takes away what the tests above look at."""
+    root = installed.root
+    root.run("/usr/bin/braid", "--version")
+    root.run("dpkg", "--purge", "braid")
+    for path in ("/usr/bin/braid", "/usr/bin/braid-helper", "/usr/lib/braid", UNIT,
+                 "/usr/share/applications/braid.desktop", "/usr/share/doc/braid",
+                 "/etc/systemd/system/multi-user.target.wants/braid-helper.service"):
+        assert not root.exists(path), path
+    assert root.run("dpkg-query", "-W", "-f=${Status}", "braid",
+                    check=False).stdout in ("", "unknown ok not-installed")
