@@ -67,14 +67,13 @@ def main() -> None:
     with engine_on_lab("clean") as s:
         wait_for(lambda: s.watch.last is not None and s.watch.last.state.value == "connected",
                  30, "connected")
-        engine = s.service.last_engine
-        assert engine is not None
-        sent0 = sum(p.prober.sent for p in engine.paths if p.prober)
+        assert s.watch.last is not None
+        sent0 = s.watch.last.counters.probes_sent
         th0 = thread_cpu_s("braid-engine")
         t0 = time.monotonic()
         cpu, rss = measure(args.seconds)
         dt = time.monotonic() - t0
-        probes = (sum(p.prober.sent for p in engine.paths if p.prober) - sent0) / dt
+        probes = (s.watch.last.counters.probes_sent - sent0) / dt
         engine_cpu = (thread_cpu_s("braid-engine") - th0) / dt * 100
         threads = threading.active_count()
     print(f"engine cost over {args.seconds:g} s, 3 paths at default rates "

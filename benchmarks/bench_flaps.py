@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.core.model import Event
+from app.core.model import Event, EventKind
 from benchmarks.enginelab import engine_on_lab
 
 FLAP_WINDOW_S = 60.0
@@ -49,17 +49,17 @@ def main() -> None:
     with engine_on_lab("cn-us") as s:
         t0 = time.time()
         end = time.monotonic() + args.minutes * 60
-        seen: dict[tuple[float, str], Event] = {}
+        seen: dict[int, Event] = {}
         while time.monotonic() < end:
             for e in s.watch.events():  # the snapshot keeps the last 200 events
-                seen[(e.t, e.kind)] = e
+                seen[e.seq] = e
             time.sleep(1.0)
         for e in s.watch.events():
-            seen[(e.t, e.kind)] = e
-    events = sorted(seen.values(), key=lambda e: e.t)
-    moves = [e for e in events if e.kind in ("switch", "fail_closed", "restored")
-             and e.from_path is not None]
-    downs = [e for e in events if e.kind == "down"]
+            seen[e.seq] = e
+    events = sorted(seen.values(), key=lambda e: e.seq)
+    kinds = (EventKind.BETTER_PATH, EventKind.FAILOVER, EventKind.BLOCKED, EventKind.RESTORED)
+    moves = [e for e in events if e.kind in kinds and e.from_path is not None]
+    downs = [e for e in events if e.kind is EventKind.PATH_DOWN]
     judged = classify(moves, downs)
     flaps = sum(1 for _, needed in judged if not needed)
     print(f"cn-us, {args.minutes:g} min, engine defaults: {len(moves)} moves, "

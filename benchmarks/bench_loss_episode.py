@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from app.core.decide import DecideConfig
+from app.core.model import EventKind
 from app.lab import control, stream
 from benchmarks.enginelab import engine_on_lab, wait_for
 
@@ -29,7 +30,7 @@ def one_run(run: int) -> tuple[float, float]:
     with engine_on_lab("clean") as s:
         w = s.watch
         wait_for(lambda: w.carrier() == "hk", 30, "the class on hk")
-        tyo_up = next(e for e in w.events("up") if e.to_path == "tyo").t
+        tyo_up = next(e for e in w.events(EventKind.PATH_UP) if e.to_path == "tyo").t
         hold = DecideConfig().hold_down_s
         wait_for(lambda: time.time() - tyo_up > hold + 1, hold + 30, "tyo past its hold-down")
         with ThreadPoolExecutor(1) as pool:
@@ -40,7 +41,8 @@ def one_run(run: int) -> tuple[float, float]:
             control.impair(s.lab.name, "hk", {"loss_pct": 10})
             wait_for(lambda: w.carrier() not in (None, "hk"), 20, "the class leaving hk")
             result = running.result()
-        left = next(e for e in w.events("switch") if e.from_path == "hk")
+        left = next(e for e in w.events(EventKind.BETTER_PATH, EventKind.FAILOVER)
+                    if e.from_path == "hk")
         how = left.reason.split(":")[0]
         print(f"run {run}: left hk after {left.t - t0:.2f} s ({how} to {left.to_path}), "
               f"stream loss {result.loss_pct:.2f} %", flush=True)

@@ -25,6 +25,7 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 
 from app.core.engine import EngineConfig
+from app.core.model import EventKind
 from app.lab import control, stream
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab, fmt, median, wait_for
@@ -47,10 +48,10 @@ def one_run(scenario: str) -> dict[str, float]:
             control.impair(s.lab.name, active, {"down": True})
             wait_for(lambda: s.watch.carrier() not in (None, active), 10, "the failover")
             result = running.result(timeout=60)
-        ev = next(e for e in s.watch.events("switch") if e.from_path == active)
+        ev = next(e for e in s.watch.events(EventKind.FAILOVER) if e.from_path == active)
         to_rtt = next(p.rtt_smoothed_ms for p in s.watch.last.paths  # type: ignore[union-attr]
                       if p.name == ev.to_path)
-        applies = s.service.last_engine.apply_times_ms if s.service.last_engine else []
+        counters = s.watch.last.counters  # type: ignore[union-attr]
         return {
             "detection_ms": ev.detection_ms or float("nan"),
             "switch_ms": ev.switch_ms or float("nan"),
@@ -59,7 +60,7 @@ def one_run(scenario: str) -> dict[str, float]:
             "new_rtt_ms": to_rtt or float("nan"),
             "bound_ms": owd + cfg.liveness.base_down_after * cfg.rates.active_s * 1000
             + cfg.liveness.min_margin_s * 1000,
-            "apply_ms": applies[-1] if applies else float("nan"),
+            "apply_ms": counters.apply_ms_last or float("nan"),
             "loss_pct": result.loss_pct,
         }
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
+from app.core.model import EventKind
 from app.lab import stream
 from app.lab.stream import StreamResult
 from benchmarks.enginelab import engine_on_lab, fmt, wait_for
@@ -45,7 +46,7 @@ def main() -> None:
             base = pool.submit(stream.stream, s.lab.name, pps=args.pps,
                                duration=args.seconds, size=200, baseline=True)
             rb, rs = braid.result(), base.result()
-        switches = [e for e in s.watch.events("switch") if e.from_path is not None]
+        switches = [e for e in s.watch.events(EventKind.BETTER_PATH, EventKind.FAILOVER)]
     print(f"cn-us, {args.seconds:g} s at {args.pps} packets/s, both streams at once")
     print(f"{'':9} {'delay mean':>11} {'delay p95':>11} {'RTT p50':>11} {'loss':>9} "
           f"{'stutter':>10}")

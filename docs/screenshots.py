@@ -26,7 +26,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.errors import BraidError
 from app.core.model import ConnState
-from app.core.service import EngineService
+from app.core.service import EngineHub
 from app.lab import control, topology
 from app.ui.app import BraidApp
 from app.ui.main_window import MainWindow
@@ -60,7 +60,7 @@ def shoot(out: Path, scenario: str, history_s: float) -> None:
     qt.setQuitOnLastWindowClosed(False)
     wait_for("a system tray (is trayer running?)", QSystemTrayIcon.isSystemTrayAvailable, 10)
     topology.build(lab, scenario)
-    braid = BraidApp(EngineService, use_tray=True)
+    braid = BraidApp(EngineHub, use_tray=True)
     try:
         tray = braid.tray
         assert tray is not None

@@ -20,14 +20,16 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
-from tests.util import wait_until
+from app.lab import topology
+from app.lab.topology import LabInfo
+from tests.util import unique_name, wait_until
 
 # Before anything imports Qt (pytest-qt creates its QApplication lazily, but plugins
 # and collection may import PySide6 first).
@@ -173,3 +175,18 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.mkdir()
     monkeypatch.setenv("BRAID_CONFIG_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def make_lab() -> Iterator[Callable[..., LabInfo]]:
+    """Build labs (unique names) and destroy them after the test, whatever happens."""
+    built: list[str] = []
+
+    def make(scenario: str | Path = "clean", **kwargs: object) -> LabInfo:
+        name = unique_name("t", 4)
+        built.append(name)
+        return topology.build(name, scenario, **kwargs)  # type: ignore[arg-type]
+
+    yield make
+    for name in built:
+        topology.destroy(name)

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from app.core.errors import BraidError
+from app.core.targets import DEFAULT_LAB, lab_profile_name
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="connect to PROFILE at start (a lab's profile is lab-<lab>)",
     )
     parser.add_argument(
-        "--lab", metavar="LAB", nargs="?", const="lab",
+        "--lab", metavar="LAB", nargs="?", const=DEFAULT_LAB,
         help="connect to the lab LAB at start (default lab: `lab`); same as --connect lab-LAB",
     )
     parser.add_argument(
@@ -51,7 +52,7 @@ def run_tray(args: argparse.Namespace) -> int:
             "and watch it with `braid status --watch`",
         )
     # Imported here: `braid --help` and the headless commands must not load Qt.
-    from app.core.service import EngineService
+    from app.core.service import EngineHub
     from app.ui.app import run
 
     connect: str | None = getattr(args, "connect", None)
@@ -59,9 +60,9 @@ def run_tray(args: argparse.Namespace) -> int:
     if connect and lab:
         raise BraidError("--connect and --lab both name a profile", "give only one of them")
     if lab:
-        connect = f"lab-{lab}"
+        connect = lab_profile_name(lab)
     return run(
-        EngineService,
+        EngineHub,
         use_tray=False if getattr(args, "no_tray", False) else None,
         connect=connect,
         show_paths=bool(getattr(args, "paths", False)),

@@ -1,4 +1,9 @@
-"""`braid up`, `braid down`, `braid status`: run the engine without the tray app."""
+"""`braid up`, `braid down`, `braid status`: the engine without the tray app.
+
+Only argument handling and printing: running the engine is app/core/service.py, the
+background start app/core/daemon.py, finding a running engine app/core/runtime.py and
+control.py, the words app/core/present.py.
+"""
 
 from __future__ import annotations
 
@@ -6,77 +11,83 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from app.core import runtime
+from app.core import present, runtime
+from app.core.control import ControlClient, EngineInfo
+from app.core.daemon import spawn_and_wait
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
 from app.core.errors import BraidError
-from app.core.helper_client import DEFAULT_SOCKET_PATH
+from app.core.helper_client import DEFAULT_SOCKET_PATH, SyncHelperClient
 from app.core.model import ConnState, EngineSnapshot
 from app.core.profiles.store import ProfileStore
-from app.core.service import EngineService, prepare
-from app.core.targets import ConnectTarget
+from app.core.service import EngineService, idle_snapshot, prepare
+from app.core.targets import DEFAULT_LAB, ConnectTarget, placement
 
-DEFAULT_LAB = "lab"
 UP_TIMEOUT_S = 30.0
 DOWN_TIMEOUT_S = 20.0
-STATUS_WRITE_S = 0.2
-SETTLED = {ConnState.CONNECTED.value, ConnState.DEGRADED.value, ConnState.ERROR.value,
-           ConnState.DISCONNECTED.value}
 
 
-def _target_args(p: argparse.ArgumentParser) -> None:
+def _target_args(p: argparse.ArgumentParser, verb: str) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--profile", metavar="P", help="a saved profile (see `braid profiles`)")
+    g.add_argument("--profile", metavar="NAME",
+                   help=f"{verb} the saved profile NAME (see `braid profiles`)")
     g.add_argument("--lab", nargs="?", const=DEFAULT_LAB, metavar="LAB",
-                   help=f"a running lab (default name {DEFAULT_LAB!r}): connect from inside "
-                        "its client namespace through its helper")
+                   help=f"{verb} the lab LAB (default {DEFAULT_LAB!r}): its engine runs "
+                        "inside the lab's client namespace, through the lab's helper")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this area's subcommands to ``sub``; each sets ``handler`` (args -> exit code)."""
     up = sub.add_parser(
         "up", help="connect: bring the profile's tunnels up and steer traffic",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Bring every gateway of a profile up at once through braid-helper, probe each "
             "path, and steer each class of traffic onto the best one (failover when a path "
             "dies, hysteresis so a noisy one never causes flapping). Runs in the background "
             "by default (see `braid status`, `braid down`); --foreground stays and shows "
-            "the live path table. Without --profile or --lab: the only saved profile."),
+            "the live path table. Without --profile or --lab: the only saved profile. One "
+            "engine runs per helper: if one is up already, this says so and by whom."),
     )
-    _target_args(up)
+    _target_args(up, "connect to")
     up.add_argument("--foreground", action="store_true",
                     help="stay in the foreground (live table on a terminal, events otherwise)")
-    up.add_argument("--hold-down", type=float, metavar="S",
-                    help=f"seconds of quiet after a switch, and of up-time before a path that "
-                         f"came back may take traffic (default {DecideConfig.hold_down_s:g})")
-    up.add_argument("--dwell", type=float, metavar="S",
-                    help=f"seconds a better path must lead by the margin before traffic moves "
-                         f"(default {DecideConfig.dwell_s:g})")
-    up.add_argument("--margin", type=float, metavar="M",
-                    help=f"score points (0..1) a better path must lead by "
-                         f"(default {DecideConfig.margin:g})")
+    tuning = "; default: each class's from the profile (docs/engine.md, Decisions)"
+    up.add_argument("--hold-down", type=float, metavar="SECONDS",
+                    help="for every class: quiet time after a switch, and up-time before a "
+                         "path that came back may take traffic" + tuning)
+    up.add_argument("--dwell", type=float, metavar="SECONDS",
+                    help="for every class: how long a better path must lead by the margin "
+                         "before traffic moves" + tuning)
+    up.add_argument("--margin", type=float, metavar="POINTS",
+                    help="for every class: score points (0..1) a better path must lead by"
+                         + tuning)
     up.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(handler=run_up)
 
     down = sub.add_parser("down", help="disconnect (take the tunnels down)",
-                          description="Stop the engine started by `braid up`; its tunnels, "
-                                      "routes, rules and nft table go with it. Without "
-                                      "--profile or --lab: the only one running.")
-    _target_args(down)
+                          description="Disconnect: stop the running engine (started by "
+                                      "`braid up` or the tray app); its tunnels, routes, "
+                                      "rules and nft tables go with it. With no engine "
+                                      "running, also removes what the helper still holds "
+                                      "for a client that left. Without --profile or --lab: "
+                                      "the only engine running.")
+    _target_args(down, "disconnect")
     down.set_defaults(handler=run_down)
 
     st = sub.add_parser("status", help="show paths, scores, classes and recent events",
-                        description="Per path: RTT, jitter, loss, score, up/down, the classes "
-                                    "it carries; then the recent events (switches with reason, "
-                                    "metrics, detection and switch times).")
-    _target_args(st)
+                        description="Per path: state, RTT, jitter, loss, score, the classes "
+                                    "it carries and why its score is what it is; then the "
+                                    "recent events (with their reasons, detection and "
+                                    "switch times). Shows the running engine, whoever "
+                                    "started it. Without --profile or --lab: the only "
+                                    "engine running.")
+    _target_args(st, "show")
     st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     st.add_argument("--watch", action="store_true", help="keep refreshing until Ctrl-C")
     st.set_defaults(handler=run_status)
@@ -100,29 +111,47 @@ def resolve_target(args: argparse.Namespace) -> ConnectTarget:
                      "start a lab with `braid lab up`)")
 
 
-def running_target(args: argparse.Namespace) -> tuple[runtime.RunFiles, int] | None:
+def _running() -> list[tuple[runtime.RunFiles, EngineInfo]]:
+    root = runtime.runtime_root()
+    out = []
+    for key in runtime.known_keys(root):
+        files = runtime.RunFiles(key, root)
+        try:
+            out.append((files, ControlClient(files.socket_path, timeout=2.0).hello()))
+        except BraidError:
+            continue
+    return out
+
+
+def running_target(args: argparse.Namespace) -> tuple[runtime.RunFiles, EngineInfo] | None:
     """The running engine the arguments name (or the only one); None if none runs."""
-    live = runtime.running()
-    if args.lab is not None or args.profile is not None:
-        key = f"lab-{args.lab}" if args.lab is not None else args.profile
-        return next(((f, pid) for f, pid in live if f.key == key), None)
+    live = _running()
+    if args.lab is not None:
+        return next(((f, i) for f, i in live if i.lab == args.lab), None)
+    if args.profile is not None:
+        return next(((f, i) for f, i in live if i.profile == args.profile), None)
     if len(live) > 1:
-        raise BraidError("several engines are up: " + ", ".join(f.key for f, _ in live),
+        raise BraidError("several engines are up: " + ", ".join(i.profile for _, i in live),
                          "say which one with --profile NAME or --lab LAB")
     return live[0] if live else None
+
+
+def _already(info: EngineInfo) -> BraidError:
+    return BraidError(f"braid is already up for {info.profile} (pid {info.pid}, started by "
+                      f"{info.runner})", "see `braid status`; `braid down` first to restart it")
 
 
 # -- up -----------------------------------------------------------------------------
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    base = DecideConfig()
+    """The profile's per-class tuning, unless the command line sets one for all."""
+    given = {k: v for k, v in (("margin", args.margin), ("dwell_s", args.dwell),
+                               ("hold_down_s", args.hold_down)) if v is not None}
+    if not given:
+        return EngineConfig()
     try:
-        decide = DecideConfig(
-            margin=base.margin if args.margin is None else args.margin,
-            dwell_s=base.dwell_s if args.dwell is None else args.dwell,
-            hold_down_s=base.hold_down_s if args.hold_down is None else args.hold_down,
-        )
+        decide = DecideConfig(**given)
     except ValueError as exc:
         raise BraidError(f"bad tuning option: {exc}", "see `braid up --help`") from None
     return EngineConfig(decide=decide)
@@ -131,23 +160,30 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 def run_up(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     config = engine_config(args)
-    files = runtime.files_for(target.profile)
-    pid = runtime.read_pid(files)
-    if pid is not None:
-        raise BraidError(f"braid is already up for {target.label} (pid {pid})",
-                         "see `braid status`; `braid down` first to restart it")
+    files = runtime.files_for(target)
+    if not args.detached:
+        try:
+            raise _already(ControlClient(files.socket_path, timeout=2.0).hello())
+        except BraidError as exc:
+            if "already up" in exc.what:
+                raise
     if args.foreground or args.detached:
-        return _run_foreground(target, config, files, live=not args.detached)
+        return _run_foreground(target, config, live=not args.detached)
     prepare(target, ProfileStore(), DEFAULT_SOCKET_PATH)  # bad target: say so here, start nothing
-    return _spawn_background(args, target, files)
+    snap = spawn_and_wait(_child_argv(args, target), files, UP_TIMEOUT_S)
+    if snap.state in (ConnState.ERROR, ConnState.DISCONNECTED):
+        why = snap.error or f"it did not connect; see {files.log_path}"
+        print(f"braid: could not connect {target.label}: {why}", file=sys.stderr)
+        return 2
+    print(f"braid: up for {target.label} in the background (pid {snap.pid}); "
+          "`braid status` shows it, `braid down` stops it")
+    print(present.status_text(snap, events=3))
+    return 0
 
 
-def _child_argv(args: argparse.Namespace) -> list[str]:
+def _child_argv(args: argparse.Namespace, target: ConnectTarget) -> list[str]:
     argv = [sys.executable, "-m", "app.cli.main", "up", "--detached"]
-    if args.lab is not None:
-        argv += ["--lab", args.lab]
-    elif args.profile is not None:
-        argv += ["--profile", args.profile]
+    argv += ["--lab", target.lab] if target.lab else ["--profile", target.profile]
     for flag, value in (("--hold-down", args.hold_down), ("--dwell", args.dwell),
                         ("--margin", args.margin)):
         if value is not None:
@@ -155,202 +191,144 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _spawn_background(args: argparse.Namespace, target: ConnectTarget,
-                      files: runtime.RunFiles) -> int:
-    argv = _child_argv(args)
-    if args.lab is None and args.profile is None:
-        argv += ["--profile", target.profile]
-    files.root.mkdir(parents=True, exist_ok=True)
-    files.status_path.unlink(missing_ok=True)
-    with open(files.log_path, "ab") as log:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, cwd=os.getcwd())
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    doc = None
-    while time.monotonic() < deadline:
-        doc = runtime.read_status(files)
-        if doc is not None and doc.get("state") in SETTLED:
-            break
-        if child.poll() is not None:
-            doc = runtime.read_status(files)
-            break
-        time.sleep(0.05)
-    if doc is None or doc.get("state") in (ConnState.ERROR.value, ConnState.DISCONNECTED.value):
-        if child.poll() is None:
-            child.terminate()
-        why = (doc or {}).get("error") or f"it did not connect; see {files.log_path}"
-        files.status_path.unlink(missing_ok=True)
-        print(f"braid: could not connect {target.label}: {why}", file=sys.stderr)
-        return 2
-    print(f"braid: up for {target.label} in the background (pid {child.pid}); "
-          "`braid status` shows it, `braid down` stops it")
-    print(render(doc, events=3))
-    return 0
-
-
-def _run_foreground(target: ConnectTarget, config: EngineConfig, files: runtime.RunFiles,
-                    *, live: bool) -> int:
-    runtime.claim(files)
+def _run_foreground(target: ConnectTarget, config: EngineConfig, *, live: bool) -> int:
     stop = threading.Event()
-    last: dict[str, Any] = {}
-    written = [0.0, -1]
+    last: list[EngineSnapshot] = []
 
     def on_snapshot(snap: EngineSnapshot) -> None:
-        doc = status_doc(snap, target)
-        last["doc"] = doc
-        now = time.monotonic()
-        key = len(snap.events) * 16 + list(ConnState).index(snap.state)
-        if now - written[0] >= STATUS_WRITE_S or key != written[1] or \
-                snap.state in (ConnState.ERROR, ConnState.DISCONNECTED):
-            runtime.write_status(files, doc)
-            written[0], written[1] = now, key
-        if snap.state in (ConnState.ERROR, ConnState.DISCONNECTED):
-            stop.set()
+        last[:] = [snap]
+        if snap.state is ConnState.DISCONNECTED or (snap.state is ConnState.ERROR
+                                                    and not snap.paths):
+            stop.set()  # the engine ended (an error before anything was in the kernel)
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    service = EngineService(on_snapshot, config=config)
+    service = EngineService(on_snapshot, config=config, runner="braid up")
     tty = live and sys.stdout.isatty()
-    printed_until = 0.0
+    printed = 0
     try:
         service.connect(target)
         while not stop.wait(0.5 if tty else 0.2):
-            doc = last.get("doc")
-            if doc is None or not live:
+            if not last or not live:
                 continue
+            snap = last[0]
             if tty:
-                sys.stdout.write("\x1b[H\x1b[J" + render(doc) + "\n")
+                sys.stdout.write("\x1b[H\x1b[J" + present.status_text(snap) + "\n")
                 sys.stdout.flush()
             else:
-                for e in doc["events"]:
-                    if e["t"] > printed_until:
-                        print(render_event(e), flush=True)
-                        printed_until = e["t"]
+                for e in snap.events:
+                    if e.seq > printed:
+                        print(present.event_line(e), flush=True)
+                        printed = e.seq
     finally:
         service.shutdown()
-        runtime.release(files)
-        final = last.get("doc") or {}
-        # An error stays for the `braid up` that started us to read (it removes it).
-        if final.get("state") != ConnState.ERROR.value:
-            files.status_path.unlink(missing_ok=True)
-    doc = last.get("doc") or {}
-    if doc.get("state") == ConnState.ERROR.value:
-        print(f"braid: error: {doc.get('error')}", file=sys.stderr)
+    final = last[0] if last else idle_snapshot(ConnState.DISCONNECTED, target.profile)
+    if final.state is ConnState.ERROR:
+        print(f"braid: error: {final.error}", file=sys.stderr)
         return 2
     return 0
-
-
-def status_doc(snap: EngineSnapshot, target: ConnectTarget) -> dict[str, Any]:
-    doc = snap.to_json()
-    doc["pid"] = os.getpid()
-    doc["lab"] = target.lab
-    return doc
 
 
 # -- down ---------------------------------------------------------------------------
 
 
+def _helper_for(args: argparse.Namespace) -> SyncHelperClient | None:
+    """The helper a disconnect with no engine should clean up, if it can be named."""
+    try:
+        if args.lab is not None:
+            target = ConnectTarget.for_lab(args.lab)
+            where = placement(target, ProfileStore().load(target.profile))
+            return SyncHelperClient(where.helper_socket)
+        return SyncHelperClient(DEFAULT_SOCKET_PATH)
+    except BraidError:
+        return None
+
+
 def run_down(args: argparse.Namespace) -> int:
     found = running_target(args)
     if found is None:
-        what = (f"lab {args.lab}" if args.lab is not None else
-                f"profile {args.profile}" if args.profile is not None else "anything")
-        print(f"braid: not up for {what}; nothing to do")
-        return 0
-    files, pid = found
-    os.kill(pid, signal.SIGTERM)
+        return _down_without_engine(args)
+    files, info = found
+    ControlClient(files.socket_path).disconnect()
     deadline = time.monotonic() + DOWN_TIMEOUT_S
-    while runtime.read_pid(files) == pid and time.monotonic() < deadline:
+    while runtime.locked(files) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if runtime.read_pid(files) == pid:
-        raise BraidError(f"the engine for {files.key} (pid {pid}) did not stop in "
-                         f"{DOWN_TIMEOUT_S:g} s", f"kill it: kill -9 {pid}; the helper removes "
-                         "its tunnels after its grace period")
-    print(f"braid: down ({files.key})")
+    if runtime.locked(files):
+        # It answered but did not stop: the pid came from its own socket (SO_PEERCRED is
+        # the kernel's word on who serves it), so this signals our engine and no other.
+        os.kill(info.pid, signal.SIGTERM)
+        raise BraidError(f"the engine for {info.profile} (pid {info.pid}) did not stop in "
+                         f"{DOWN_TIMEOUT_S:g} s; sent it SIGTERM",
+                         "see `braid status`; the helper removes its tunnels after its grace "
+                         "period if it dies")
+    print(f"braid: down ({info.profile})")
+    return 0
+
+
+def _down_without_engine(args: argparse.Namespace) -> int:
+    """No engine: remove what the helper still holds for a client that left (its grace
+    period, a persistent state, or its kill switch), so disconnect always unblocks."""
+    what = (f"lab {args.lab}" if args.lab is not None else
+            f"profile {args.profile}" if args.profile is not None else "anything")
+    helper = _helper_for(args)
+    if helper is not None:
+        with helper:
+            try:
+                status = helper.status()
+            except BraidError:
+                status = None
+            if status is not None and not status.owner_connected and (
+                    status.tunnels or status.rules or status.marking
+                    or status.extra.get("guard")):
+                helper.down()
+                print("braid: no engine was running; removed what the helper still held "
+                      "(tunnels or the kill switch) for a client that left")
+                return 0
+    print(f"braid: not up for {what}; nothing to do")
     return 0
 
 
 # -- status -------------------------------------------------------------------------
 
 
-def _status_once(args: argparse.Namespace) -> dict[str, Any]:
+def _status_once(args: argparse.Namespace) -> EngineSnapshot:
     found = running_target(args)
-    doc = runtime.read_status(found[0]) if found else None
-    if doc is None:
-        return {"state": ConnState.DISCONNECTED.value, "profile": args.profile, "paths": [],
-                "classes": {}, "events": [], "error": None}
-    return doc
+    if found is not None:
+        try:
+            return ControlClient(found[0].socket_path).snapshot()
+        except BraidError:
+            pass
+    return idle_snapshot(ConnState.DISCONNECTED, args.profile,
+                         lab=getattr(args, "lab", None))
+
+
+def _print(snap: EngineSnapshot, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(snap.to_json(), indent=None if args.watch else 1), flush=True)
+        return
+    if args.watch and sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[J")
+    print(present.status_text(snap), flush=True)
 
 
 def run_status(args: argparse.Namespace) -> int:
     try:
+        if not args.watch:
+            _print(_status_once(args), args)
+            return 0
         while True:
-            doc = _status_once(args)
-            if args.json:
-                print(json.dumps(doc, indent=None if args.watch else 1), flush=True)
-            else:
-                if args.watch and sys.stdout.isatty():
-                    sys.stdout.write("\x1b[H\x1b[J")
-                print(render(doc), flush=True)
-            if not args.watch:
-                return 0
-            time.sleep(0.5)
+            found = running_target(args)
+            if found is None:
+                _print(_status_once(args), args)
+                time.sleep(0.5)
+                continue
+            shown = 0.0
+            for snap in ControlClient(found[0].socket_path).watch():
+                if time.monotonic() - shown >= 0.5:
+                    _print(snap, args)
+                    shown = time.monotonic()
     except (KeyboardInterrupt, BrokenPipeError):
         return 0
-
-
-# -- rendering ----------------------------------------------------------------------
-
-
-def _num(value: Any, fmt: str = "{:.1f}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def render_event(e: dict[str, Any]) -> str:
-    when = time.strftime("%H:%M:%S", time.localtime(e["t"]))
-    head = f"{when} {e['kind']}"
-    if e.get("cls"):
-        head += f" {e['cls']}"
-    if e.get("from_path") or e.get("to_path"):
-        head += f" {e.get('from_path') or '-'} -> {e.get('to_path') or '-'}"
-    times = []
-    if e.get("detection_ms") is not None:
-        times.append(f"detected in {e['detection_ms']:.0f} ms")
-    if e.get("switch_ms") is not None:
-        times.append(f"switched in {e['switch_ms']:.1f} ms")
-    tail = f" ({', '.join(times)})" if times else ""
-    return f"{head}: {e['reason']}{tail}"
-
-
-def render(doc: dict[str, Any], events: int = 8) -> str:
-    # A class with no path is closed once connected; while connecting it is still
-    # waiting for its first measurements (its traffic is held meanwhile, not leaked).
-    none = "waiting" if doc["state"] == ConnState.CONNECTING.value else "CLOSED"
-    classes = ", ".join(f"{c} -> {'/'.join(p) or none}" for c, p in doc["classes"].items())
-    who = f" {doc['profile']}" if doc.get("profile") else ""
-    lines = [f"braid{who}: {doc['state']}"
-             + (f" ({classes})" if classes else "")]
-    if doc.get("error"):
-        lines.append(f"error: {doc['error']}")
-    rows: list[Sequence[str]] = [("PATH", "STATE", "RTT", "P95", "JITTER", "LOSS", "SCORE",
-                                  "COST", "HS AGE", "RX kb/s", "TX kb/s", "CLASSES")]
-    for p in doc["paths"]:
-        state = ("up" if not p["suspected"] else "suspect") if p["up"] else \
-            "connecting" if p["suspected"] else "down"
-        rows.append((p["name"], state, _num(p["rtt_smoothed_ms"]), _num(p["rtt_p95_ms"]),
-                     _num(p["jitter_ms"]), f"{p['loss'] * 100:.1f}%", f"{p['score']:.2f}",
-                     f"{p['cost']:g}", _num(p["handshake_age_s"], "{:.0f}s"),
-                     f"{p['rx_bps'] / 1000:.0f}", f"{p['tx_bps'] / 1000:.0f}",
-                     ",".join(p["classes"]) or "-"))
-    if doc["paths"]:
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in rows]
-    recent = doc["events"][-events:] if events else []
-    if recent:
-        lines.append("events:")
-        lines += ["  " + render_event(e) for e in recent]
-    return "\n".join(lines)

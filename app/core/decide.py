@@ -84,6 +84,20 @@ class Decision:
     t: float
 
 
+def _score_words(c: Candidate) -> str:
+    """The score, and why it is 0 when it is (a restored path often is, for a moment)."""
+    if c.score > 0:
+        return f" (score {c.score:.2f})"
+    lost = int(c.metrics.get("recent_lost", 0))
+    if lost:
+        return (f" (scores 0 for now: {lost} of its last probes were lost while it went "
+                "down; that clears as new probes are answered)")
+    loss = c.metrics.get("loss", 0.0)
+    if loss:
+        return f" (scores 0 for now: loss {loss * 100:.1f} % over its window)"
+    return " (not scored yet: too few answers)"
+
+
 def _rank(c: Candidate) -> tuple[bool, float, float]:
     return (c.health is Health.UP, c.score, c.raw)
 
@@ -116,7 +130,7 @@ class ClassDecider:
             if best is None:
                 return None
             return self._move(now, "restored", best, None,
-                              f"{best.name} is up again (score {best.score:.2f})")
+                              f"{best.name} answers again{_score_words(best)}")
         cur = by_name.get(self.current or "")
         if cur is None or cur.health is Health.DOWN:
             others = [c for c in cands if c.name != self.current]

@@ -1,148 +1,99 @@
 """The engine: probe every path, score it, decide per class, have the helper apply it.
 
-One ``Engine`` runs on one asyncio loop (service.py gives it a thread of its own).
-Everything is event driven: each probe reply or missed deadline re-scores the paths
-and steps every class's decider (decide.py); when the plan (plan.py) differs from
-what the helper holds, the new desired state is sent, and only then. A periodic tick
-lets dwell and hold-down timers expire when nothing else happens, publishes a
-snapshot, and a second helper connection polls tunnel status (handshake age, rx/tx)
-once a second so a slow status call never delays a switch.
+One ``Engine`` runs one connection on one asyncio loop (service.py gives it a thread of
+its own). The parts, each with one job:
 
-Passive health from the helper: a path whose last handshake is older than 180 s
-(WireGuard's REJECT_AFTER_TIME: no session key can still be valid) is treated as down
-whatever its probes say.
+- paths.py: the profile's gateways as paths (resolved, with their measurements);
+- probe.py + liveness.py + pathstats.py: probes, health, RTT, loss per path;
+- steering.py: scores, one decider per class, the desired state and whose flows move;
+- connection.py: the state the user sees (connecting ... error), a state machine;
+- events.py: what happened, with kinds and sequence numbers;
+- this module: the loops that tie them together and the helper supervision.
+
+Event driven: each probe reply or missed deadline re-scores the paths and steps every
+class's decider; when the plan differs from what the helper holds, the new desired
+state is sent, and only then. A tick (10 Hz) lets dwell and hold-down timers expire and
+publishes a snapshot; a second helper connection polls tunnel status once a second so
+a slow status call never delays a switch.
+
+Faults, and what the engine does (issue: fail closed, always):
+- the helper refuses or fails an apply: ERROR (the helper rolled back; what it held
+  stays, and so does the kill switch), and the engine retries with backoff; success
+  is ``recovered``;
+- the helper goes away (its connection closes: it died or restarted): ERROR at once,
+  reconnect every 50-500 ms, and on the first hello send the whole desired state
+  again (the restarted helper removed the tunnels and kept the kill switch);
+- a probe socket fails (ENETUNREACH while a tunnel is recreated): the prober keeps
+  going and says so in the path's note; the helper is checked at once;
+- disconnect: the tunnels go down through the helper's ``down``; that is the only
+  place the engine takes anything down. An error never does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import ipaddress
 import logging
 import os
-import socket
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, Decision
+from app.core.connection import Connection, Transition
+from app.core.decide import DecideConfig
 from app.core.errors import BraidError
-from app.core.helper_client import HelperClient, HelperStatus
-from app.core.liveness import Health, HealthChange, LivenessConfig, ProbeTracker
-from app.core.model import ConnState, EngineSnapshot, Event, PathSnapshot
-from app.core.pathstats import PathStats
-from app.core.plan import PathSpec, build_state, without_flush
-from app.core.probe import Prober, ProbeRates
-from app.core.profiles.model import GatewaySecrets, Profile, Weights
-from app.core.scoring import ScoreInput, score_paths
-from app.wire.state import DesiredState
+from app.core.events import EventLog
+from app.core.helper_client import HelperClient, HelperGone, HelperStatus
+from app.core.liveness import Health, HealthChange, LivenessConfig
+from app.core.model import (
+    CLASSES,
+    ConnState,
+    EngineCounters,
+    EngineSnapshot,
+    ErrorInfo,
+    EventKind,
+    PathSnapshot,
+)
+from app.core.paths import PathRuntime, make_paths, path_specs, stall_suspected, take_status
+from app.core.probe import ProbeRates
+from app.core.probing import ProbeSet
+from app.core.profiles.model import GatewaySecrets, Profile
+from app.core.scoring import LOSS_LIMIT, RECENT_LOST_LIMIT
+from app.core.steering import Plan, Steering
+from app.core.steering import metrics as _metrics
 
 log = logging.getLogger(__name__)
 
-STALE_HANDSHAKE_S = 180.0
+RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5)  # reconnecting to a helper that went away
+APPLY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # retrying a refused or failed apply
+KEEPALIVE_S = 10.0  # a quiet apply connection still says something (helper idle timeout)
+FAILOVER_SHOWN_S = 2.0  # longest FAILING_OVER lasts when the new path does not answer
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     rates: ProbeRates = field(default_factory=ProbeRates)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
-    decide: DecideConfig = field(default_factory=DecideConfig)
-    classes: tuple[str, ...] = ("default",)  # steered classes (realtime/bulk come later)
+    # None: each class's tuning from the profile (its settings, else DEFAULT_TUNING); set
+    # (tests, `braid up --margin ...`): this for every class.
+    decide: DecideConfig | None = None
+    classes: tuple[str, ...] = CLASSES  # steered classes, most important first
     publish_interval_s: float = 0.1  # snapshots at 10 Hz
     status_interval_s: float = 1.0  # helper status poll
     max_events: int = 200
     persistent: bool = False
 
 
-@dataclass
-class PathRuntime:
-    spec: PathSpec
-    target: str  # probe destination
-    cost: float
-    stats: PathStats
-    tracker: ProbeTracker
-    prober: Prober | None = None
-    handshake_age_s: float | None = None
-    rx_bps: float = 0.0
-    tx_bps: float = 0.0
-    counters: tuple[float, int, int] | None = None  # (t, rx, tx) of the last status
-    last_detection_s: float | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def health(self) -> Health:
-        """Probe health, overridden by a handshake too old to carry anything."""
-        h = self.tracker.health
-        if self.handshake_age_s is not None and self.handshake_age_s > STALE_HANDSHAKE_S:
-            return Health.DOWN
-        return h
-
-
-@dataclass
-class _Pending:
-    decision: Decision
-    detection_s: float | None
-
-
-@dataclass
-class _Applied:
-    state: DesiredState  # without its flush list
-    usable: frozenset[str]
-    targets: dict[str, str | None] = field(default_factory=dict)
-
-
-def default_probe_target(address: str) -> str:
-    """The first host of the tunnel address's network (the gateway, by convention); for
-    a /31 or /32 address, the first host of the /24 around it."""
-    iface = ipaddress.ip_interface(address)
-    net = iface.network if iface.network.prefixlen <= 30 else ipaddress.ip_network(
-        f"{iface.ip}/24", strict=False)
-    return str(next(net.hosts()))
-
-
-def resolve_endpoint(endpoint: str | None, gateway: str) -> str | None:
-    """``host:port`` -> ``IP:port`` (IPv4 first), as the helper takes IP literals only."""
-    if endpoint is None:
-        return None
-    host, _, port = endpoint.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        return endpoint
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
-    except (OSError, ValueError) as exc:
-        raise BraidError(f"cannot resolve the endpoint {endpoint} of gateway {gateway}: {exc}",
-                         "check the name and your DNS, or write an IP address") from None
-    infos.sort(key=lambda i: i[0] != socket.AF_INET)
-    ip = str(infos[0][4][0])
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def path_specs(profile: Profile, secrets: Mapping[str, GatewaySecrets]) -> list[PathSpec]:
-    specs = []
-    for i, gw in enumerate(profile.gateways):
-        sec = secrets.get(gw.name)
-        if sec is None:
-            raise BraidError(f"no keys for gateway {gw.name} of profile {profile.name}",
-                             f"import it again: braid import FILE.conf --profile {profile.name}")
-        specs.append(PathSpec(
-            name=gw.name, index=i, interface=gw.interface, private_key=sec.private_key,
-            preshared_key=sec.preshared_key, addresses=gw.addresses, mtu=gw.mtu,
-            listen_port=gw.listen_port, peer_public_key=gw.peer.public_key,
-            endpoint=resolve_endpoint(gw.peer.endpoint, gw.name),
-            allowed_ips=gw.peer.allowed_ips, persistent_keepalive=gw.peer.persistent_keepalive,
-        ))
-    return specs
-
-
 OnSnapshot = Callable[[EngineSnapshot], None]
+
+
+@dataclass
+class _Failover:
+    to_path: str
+    since: float  # loop time the switch reached the kernel
 
 
 class Engine:
@@ -157,66 +108,76 @@ class Engine:
         *,
         probe_targets: Mapping[str, str] | None = None,
         config: EngineConfig | None = None,
+        lab: str | None = None,
+        runner: str | None = None,
     ) -> None:
         self.profile = profile
         self.cfg = config or EngineConfig()
-        self.weights: Weights = profile.weights
-        specs = path_specs(profile, secrets)
-        targets = probe_targets or {}
-        self.paths = [
-            PathRuntime(
-                spec=s,
-                target=targets.get(s.name) or gw.probe or default_probe_target(
-                    next(a for a in s.addresses if ipaddress.ip_interface(a).version == 4)),
-                cost=gw.cost,
-                stats=(stats := PathStats()),
-                tracker=ProbeTracker(stats, self.cfg.liveness),
-            )
-            for s, gw in zip(specs, profile.gateways, strict=True)
-        ]
+        self.lab = lab
+        self.runner = runner
+        self.paths: list[PathRuntime] = make_paths(
+            profile, path_specs(profile, secrets, probe_targets), self.cfg.liveness)
         self._by_name = {p.name: p for p in self.paths}
         for p in self.paths:
-            p.tracker.stall_suspected = functools.partial(self._stall_suspected, p)
-        self._helper_socket = helper_socket
-        self._helper = HelperClient(helper_socket)
+            p.tracker.stall_suspected = functools.partial(stall_suspected, p, self.paths)
+        self._helper = HelperClient(helper_socket, on_lost=self._helper_lost)
         self._status_client = HelperClient(helper_socket)
         self._on_snapshot = on_snapshot
-        self._deciders: dict[str, ClassDecider] = {}
-        self._events: deque[Event] = deque(maxlen=self.cfg.max_events)
-        self._pending: list[_Pending] = []
-        self._applied: _Applied | None = None
-        self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
-        # lossy paths a class just left: their running flows move too (flushed once)
-        self._evicted: set[str] = set()
+        self.conn = Connection()
+        self.events = EventLog(self.cfg.max_events)
+        self.counters = EngineCounters()
+        self._steering: Steering | None = None
+        self._probes = ProbeSet(self.paths, self.cfg.rates, self._on_probe,
+                                self._on_probe_error)
         self._dirty = asyncio.Event()
-        self._failing_over = False
-        self._settled: set[str] = set()  # classes whose first decision the kernel holds
-        self._connected = False
-        self._error: str | None = None
+        self._helper_down = asyncio.Event()  # the helper went away: reconnect
+        self._helper_ok = asyncio.Event()  # the helper holds our state (not down)
+        self._helper_gen = 0  # +1 each time the helper is reached again after a loss
+        self._failovers: list[_Failover] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.apply_times_ms: list[float] = []  # every apply's round trip (benchmarks)
+        self._last_apply = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def class_config(self, cls: str) -> DecideConfig:
+        if self.cfg.decide is not None:
+            return self.cfg.decide
+        t = self.profile.settings.class_tuning(cls)
+        return DecideConfig(margin=t.margin, dwell_s=t.dwell_s, hold_down_s=t.hold_down_s,
+                            unusable_dwell_s=t.unusable_dwell_s)
 
     # -- lifecycle ----------------------------------------------------------------
 
+    @property
+    def steering(self) -> Steering:
+        assert self._steering is not None, "the engine is not running"
+        return self._steering
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, steer until ``stop`` is set, then take everything down."""
-        self._loop = asyncio.get_running_loop()
-        now = self._loop.time()
-        self._deciders = {c: ClassDecider(c, self.cfg.decide, now) for c in self.cfg.classes}
+        """Connect, steer until ``stop`` is set, then take everything down.
+
+        A failure before anything is in the kernel (no helper, a refused first state)
+        raises: there is nothing to protect yet, and the caller says why. Later faults
+        are the ERROR state (module docstring)."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._steering = Steering(self.paths, self.cfg.classes, self.class_config,
+                                  self.profile.weights, loop.time(),
+                                  shared_exit=self.profile.shared_exit,
+                                  persistent=self.cfg.persistent)
+        self._transition(self.conn.start(loop.time()))
         tasks: list[asyncio.Task[None]] = []
         try:
-            self._publish()
-            await self._helper.hello()
-            await self._apply_now()  # tunnels up, every class closed until measured
-            for i, p in enumerate(self.paths):
-                p.prober = Prober(p.name, p.spec.source, p.target, p.tracker, self._on_probe,
-                                  ident=(os.getpid() * 16 + i) & 0xFFFF,
-                                  interval_s=self.cfg.rates.suspect_s)
-                p.prober.start()
-            self._connected = True
+            try:
+                await self._helper.hello()
+                await self._send(self.steering.next_plan())  # tunnels up, classes closed
+            except BraidError as exc:
+                self._fail(ErrorInfo.of(exc))  # said to every view before we go
+                raise
+            self._helper_ok.set()
+            self._probes.start()
             tasks = [asyncio.create_task(self._apply_loop()),
                      asyncio.create_task(self._tick_loop()),
-                     asyncio.create_task(self._status_loop())]
+                     asyncio.create_task(self._status_loop()),
+                     asyncio.create_task(self._supervise_helper())]
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -224,254 +185,258 @@ class Engine:
                     raise t.exception()  # type: ignore[misc]
             stopper.cancel()
         finally:
-            for t in tasks:
+            self._transition(self.conn.stop(loop.time()))
+            for t in [*tasks, *self._tasks]:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for p in self.paths:
-                if p.prober is not None:
-                    p.prober.stop()
-            self._connected = False
+            await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+            self._probes.stop()
             try:
-                await self._helper.down()
+                if self.counters.applies:
+                    await self._helper.down()
             except BraidError as exc:
+                # The helper is gone: its kill switch holds until it is back and told
+                # (`braid down`, or the next connect).
                 log.warning("taking the tunnels down: %s", exc)
             finally:
                 await self._helper.close()
                 await self._status_client.close()
+            self._transition(self.conn.stopped(loop.time()))
 
     # -- measurements -> decisions ------------------------------------------------
 
-    def _on_probe(self, prober: Prober, change: HealthChange | None, rtt: float | None) -> None:
-        path = self._by_name[prober.name]
+    def _on_probe(self, path: PathRuntime, change: HealthChange | None) -> None:
         if change is not None:
             self._on_health(path, change)
         self._evaluate()
 
+    def _on_probe_error(self, path: PathRuntime, error: str | None) -> None:
+        path.probe_error = error
+        if error is not None:
+            self.counters = replace(self.counters, probe_errors=self.counters.probe_errors + 1)
+            # A socket that fails (ENETUNREACH: the tunnel is gone) is how a helper restart
+            # or a dead wireguard-go often shows first: ask the helper now.
+            self._poke_status()
+
     def _on_health(self, path: PathRuntime, change: HealthChange) -> None:
+        m = _metrics(path)
         if change.new is Health.DOWN:
             path.last_detection_s = change.detection_s
-            self._event("down", None, path.name, None,
-                        f"{path.name}: no answer to {path.tracker.consecutive_missed} probes "
-                        "in a row", self._metrics(path),
-                        detection_ms=None if change.detection_s is None
-                        else change.detection_s * 1000)
+            self.events.add(EventKind.PATH_DOWN,
+                            f"{path.name}: no answer to {path.tracker.consecutive_missed} probes "
+                            "in a row", from_path=path.name, metrics=m,
+                            detection_ms=None if change.detection_s is None
+                            else change.detection_s * 1000)
         elif change.new is Health.UP and change.old is Health.DOWN:
-            self._event("up", None, None, path.name, f"{path.name} answers again",
-                        self._metrics(path))
+            self.events.add(EventKind.PATH_UP, f"{path.name} answers again", to_path=path.name,
+                            metrics=m)
         elif change.new is Health.UP and change.old is Health.UNKNOWN:
-            self._event("up", None, None, path.name, f"{path.name} answered its first probe",
-                        self._metrics(path))
-
-    def _stall_suspected(self, path: PathRuntime) -> bool:
-        """No other live path has answered since ``path`` last did: everything went
-        silent at once, more likely a local stall than paths failing together
-        (liveness.py). A healthy standby (200 ms probes) answers within the ~200 ms
-        a clean active path takes to reach K misses, so a real failure is barely held."""
-        last = path.tracker.last_reply
-        others = [p.tracker for p in self.paths if p is not path
-                  and p.tracker.health in (Health.UP, Health.SUSPECT)]
-        if last is None or not others:
-            return False
-        return all(t.last_reply is None or t.last_reply <= last for t in others)
-
-    def _metrics(self, path: PathRuntime) -> dict[str, float]:
-        m = path.stats.metrics()
-        out = {"loss": m.loss, "recent_lost": float(path.tracker.recent_lost)}
-        for key, value in (("rtt_ms", m.rtt_smoothed_ms), ("jitter_ms", m.jitter_ms),
-                           ("rtt_p95_ms", m.rtt_p95_ms)):
-            if value is not None:
-                out[key] = round(value, 3)
-        return out
-
-    def _scores(self) -> dict[str, tuple[float, float]]:
-        inputs = []
-        for p in self.paths:
-            m = p.stats.metrics()
-            inputs.append(ScoreInput(p.name, p.health() in (Health.UP, Health.SUSPECT),
-                                     m.rtt_smoothed_ms, m.loss, m.jitter_ms, p.cost,
-                                     p.tracker.recent_lost))
-        return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
+            self.events.add(EventKind.PATH_UP, f"{path.name} answered its first probe",
+                            to_path=path.name, metrics=m)
 
     def _evaluate(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        scores = self._scores()
-        cands = [
-            Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
-                      p.tracker.up_since, {**self._metrics(p), "score": scores[p.name][0]},
-                      samples=p.stats.samples)
-            for p in self.paths
-        ]
-        for decider in self._deciders.values():
-            decision = decider.step(now, cands)
-            if decision is not None:
-                detection = None
-                if decision.kind in ("failover", "fail_closed") and decision.from_path:
-                    detection = self._by_name[decision.from_path].last_detection_s
-                    self._failing_over = decision.kind == "failover"
-                elif decision.kind == "switch" and decision.from_path and \
-                        decision.metrics.get("from_score") == 0.0:
-                    # Left because it is unusable (lossy), not merely worse: stickiness
-                    # would keep the running flows on it for as long as it loses.
-                    self._evicted.add(decision.from_path)
-                self._pending.append(_Pending(decision, detection))
-        self._set_rates()
-        if self._plan_key() != self._applied_key():
+        for d in self.steering.step(now):
+            if d.kind == "failover":
+                self._transition(self.conn.failover_started(now))
+        self._probes.set_rates(self.steering.carried(), self.steering.warming)
+        if self.steering.dirty():
             self._dirty.set()
-
-    def _set_rates(self) -> None:
-        carried = {d.current for d in self._deciders.values()}
-        warming = any(d.state is ClassState.WAITING for d in self._deciders.values())
-        r = self.cfg.rates
-        for p in self.paths:
-            if p.prober is None:
-                continue
-            h = p.tracker.health
-            if h in (Health.SUSPECT, Health.UNKNOWN) or warming:
-                p.prober.set_interval(r.suspect_s)
-            elif h is Health.UP and p.name in carried:
-                p.prober.set_interval(r.active_s)
-            else:
-                p.prober.set_interval(r.standby_s)
 
     # -- plan -> helper -----------------------------------------------------------
 
-    def _usable(self) -> frozenset[str]:
-        return frozenset(p.name for p in self.paths
-                         if p.health() in (Health.UP, Health.SUSPECT))
-
-    def _targets(self) -> dict[str, str | None]:
-        return {c: d.current for c, d in self._deciders.items()}
-
-    def _plan_key(self) -> tuple[frozenset[str], tuple[tuple[str, str | None], ...]]:
-        return self._usable(), tuple(sorted(self._targets().items()))
-
-    def _applied_key(self) -> tuple[frozenset[str], tuple[tuple[str, str | None], ...]] | None:
-        if self._applied is None:
-            return None
-        return self._applied.usable, tuple(sorted(self._applied.targets.items()))
-
-    async def _apply_now(self) -> None:
+    async def _send(self, plan: Plan) -> None:
+        """Have the helper hold ``plan``; record what it settles. Raises what the
+        helper raised."""
         assert self._loop is not None
-        usable, targets = self._usable(), self._targets()
-        decided = {c for c, d in self._deciders.items() if d.state is not ClassState.WAITING}
-        pending, self._pending = self._pending, []
-        prev = self._applied
-        if prev is not None:
-            self._unflushed |= prev.usable - usable
-        self._unflushed -= usable
-        # Flows on a dead path are flushed (re-classified onto the new best) only when
-        # there is somewhere to go: while every class is closed they keep their dead
-        # mark and hit its unreachable rule, which is the safest place for them.
-        flush: set[str] = set()
-        if any(t is not None for t in targets.values()):
-            flush, self._unflushed = set(self._unflushed), set()
-            flush |= self._evicted - set(targets.values())
-        self._evicted = set()
-        left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
-                          for c, t in targets.items())
-        state = build_state([p.spec for p in self.paths], targets, usable, flush=flush,
-                            flush_closed=left_closed, persistent=self.cfg.persistent)
-        plain = without_flush(state)
-        if prev is None or plain != prev.state or flush or left_closed:
+        if plan.must_send:
             t0 = time.perf_counter()
-            await self._helper.apply(state)
-            self.apply_times_ms.append((time.perf_counter() - t0) * 1000)
-        self._applied = _Applied(plain, usable, targets)
-        self._settled |= decided
+            await self._helper.apply(plan.state)
+            ms = (time.perf_counter() - t0) * 1000
+            c = self.counters
+            self.counters = replace(c, applies=c.applies + 1,
+                                    apply_ms_total=c.apply_ms_total + ms, apply_ms_last=ms)
+            self._last_apply = self._loop.time()
+        self.steering.committed(plan)
         done = self._loop.time()
-        for item in pending:
-            self._decision_event(item, (done - item.decision.t) * 1000)
-        self._failing_over = False
+        for item in plan.pending:
+            d = item.decision
+            self.events.decision(d, t=self._wall(d.t), detection_s=item.detection_s,
+                                 switch_ms=(done - d.t) * 1000)
+            if d.kind == "failover" and d.to_path is not None:
+                self._failovers.append(_Failover(d.to_path, done))
+        if self.steering.all_settled:
+            self._transition(self.conn.settled(done, self.steering.degraded()))
 
     async def _apply_loop(self) -> None:
+        failures = 0
         while True:
-            await self._dirty.wait()
+            if failures:
+                delay = APPLY_BACKOFF_S[min(failures - 1, len(APPLY_BACKOFF_S) - 1)]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), delay)
+            else:
+                await self._dirty.wait()
+            await self._helper_ok.wait()  # while it is gone, the supervisor re-sends all
             self._dirty.clear()
             try:
-                await self._apply_now()
+                await self._send(self.steering.next_plan())
+            except HelperGone:
+                self._helper_lost()
+                continue
             except BraidError as exc:
-                self._error = str(exc)
-                self._event("error", None, None, None, f"the helper refused the plan: {exc.what}",
-                            {})
-                raise
+                failures += 1
+                self._fail(ErrorInfo(f"the helper did not take the plan: {exc.what}",
+                                     exc.fix or "see braid-helper's log"))
+                self._dirty.set()
+                continue
+            if failures:
+                failures = 0
+                self._recovered("the helper took the plan")
             self._publish()
 
+    async def _supervise_helper(self) -> None:
+        """Reconnect to a helper that went away and give it the whole state again."""
+        while True:
+            await self._helper_down.wait()
+            attempt = 0
+            while True:
+                await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+                try:
+                    await self._helper.hello()
+                    self.steering.forget_held()
+                    await self._send(self.steering.next_plan())
+                except BraidError as exc:
+                    self._fail(ErrorInfo(f"braid-helper went away: {exc.what}",
+                                         "traffic stays blocked until it is back; start it "
+                                         "(systemctl start braid-helper) or disconnect"))
+                    continue
+                break
+            self.counters = replace(self.counters,
+                                    helper_reconnects=self.counters.helper_reconnects + 1)
+            self._helper_gen += 1
+            self._helper_down.clear()
+            self._helper_ok.set()
+            self._recovered("braid-helper is back and holds the state again")
+
+    def _helper_lost(self) -> None:
+        """The apply connection closed (or a request found it closed)."""
+        if self._helper_down.is_set() or self.conn.state is ConnState.DISCONNECTING:
+            return
+        self._helper_ok.clear()
+        self._helper_down.set()
+        self._fail(ErrorInfo("braid-helper went away (it stopped or restarted)",
+                             "traffic stays blocked; Braid reconnects by itself when it is "
+                             "back"))
+
+    def _fail(self, error: ErrorInfo) -> None:
+        assert self._loop is not None
+        first = self.conn.state is not ConnState.ERROR
+        self._transition(self.conn.fail(self._loop.time(), error))
+        if first:
+            self.events.add(EventKind.ERROR, error.what)
+        self._publish()
+
+    def _recovered(self, why: str) -> None:
+        assert self._loop is not None
+        if self.conn.state is not ConnState.ERROR:
+            return
+        self._transition(self.conn.recover(self._loop.time()))
+        self.events.add(EventKind.RECOVERED, why)
+        if self.steering.all_settled:
+            self._transition(self.conn.settled(self._loop.time(), self.steering.degraded()))
+        self._publish()
+
     async def _tick_loop(self) -> None:
+        assert self._loop is not None
         while True:
             await asyncio.sleep(self.cfg.publish_interval_s)
             self._evaluate()
+            now = self._loop.time()
+            self._check_failovers(now)
+            self._transition(self.conn.health(now, self.steering.degraded()))
+            if now - self._last_apply > KEEPALIVE_S and not self._helper_down.is_set():
+                self._last_apply = now
+                self._background(self._keepalive())
             self._publish()
+
+    async def _keepalive(self) -> None:
+        try:
+            await self._helper.hello()
+        except HelperGone:
+            self._helper_lost()
+        except BraidError as exc:
+            log.warning("helper keepalive: %s", exc)
+
+    def _check_failovers(self, now: float) -> None:
+        """A failover is over once its new path answered a probe sent after the switch
+        (traffic flows again), or after FAILOVER_SHOWN_S."""
+        left = []
+        for f in self._failovers:
+            path = self._by_name.get(f.to_path)
+            answered = path is not None and path.tracker.last_reply is not None and \
+                path.tracker.last_reply > f.since
+            if not (answered or now - f.since >= FAILOVER_SHOWN_S):
+                left.append(f)
+        if len(left) != len(self._failovers) and not left:
+            self._transition(self.conn.failover_done(now, self.steering.degraded()))
+        self._failovers = left
+
+    def _poke_status(self) -> None:
+        if self._loop is not None:
+            self._background(self._status_once())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _status_once(self) -> None:
+        gen = self._helper_gen
+        try:
+            status = await self._status_client.status()
+        except HelperGone:
+            if gen == self._helper_gen:
+                self._helper_lost()
+        except BraidError as exc:
+            log.warning("helper status: %s", exc)
+        else:
+            if gen == self._helper_gen:  # not a reply from before a reconnect
+                self._take_status(status)
 
     async def _status_loop(self) -> None:
         while True:
-            try:
-                status = await self._status_client.status()
-            except BraidError as exc:
-                log.warning("helper status: %s", exc)
-            else:
-                self._take_status(status)
+            await self._status_once()
             await asyncio.sleep(self.cfg.status_interval_s)
 
     def _take_status(self, status: HelperStatus) -> None:
-        now = time.monotonic()
-        for p in self.paths:
-            t = status.tunnel(p.spec.interface)
-            if t is None:
-                continue
-            p.handshake_age_s = t.handshake_age_s
-            if p.counters is not None:
-                t0, rx0, tx0 = p.counters
-                dt = max(now - t0, 1e-3)
-                p.rx_bps = max(0, t.rx_bytes - rx0) * 8 / dt
-                p.tx_bps = max(0, t.tx_bytes - tx0) * 8 / dt
-            p.counters = (now, t.rx_bytes, t.tx_bytes)
+        take_status(self.paths, {t.name: (t.handshake_age_s, t.rx_bytes, t.tx_bytes)
+                                 for t in status.tunnels}, time.monotonic())
+        held = {t.name for t in status.tunnels}
+        if self.counters.applies and not self._helper_down.is_set() and \
+                any(p.spec.interface not in held for p in self.paths):
+            # The helper answers but lost our tunnels (it restarted between two polls):
+            # the same as losing it.
+            self._helper_lost()
 
     # -- events and snapshots -----------------------------------------------------
+
+    def _transition(self, t: Transition | None) -> None:
+        if t is not None:
+            log.info("state %s -> %s: %s", t.old.value, t.new.value, t.why)
+            self._publish()
 
     def _wall(self, loop_t: float) -> float:
         assert self._loop is not None
         return time.time() - (self._loop.time() - loop_t)
 
-    def _event(self, kind: str, cls: str | None, frm: str | None, to: str | None, reason: str,
-               metrics: dict[str, float], detection_ms: float | None = None,
-               switch_ms: float | None = None, t: float | None = None) -> None:
-        self._events.append(Event(t if t is not None else time.time(), kind, cls, frm, to,
-                                  reason, metrics, detection_ms, switch_ms))
-        log.info("%s %s: %s", kind, cls or "", reason)
-
-    def _decision_event(self, item: _Pending, switch_ms: float) -> None:
-        d = item.decision
-        kind = {"fail_closed": "fail_closed", "restored": "restored"}.get(d.kind, "switch")
-        label = {"select": "connected", "switch": "better path", "failover": "failover"}
-        reason = f"{label[d.kind]}: {d.reason}" if d.kind in label else d.reason
-        self._event(kind, d.cls, d.from_path, d.to_path, reason, dict(d.metrics),
-                    detection_ms=None if item.detection_s is None else item.detection_s * 1000,
-                    switch_ms=round(switch_ms, 3), t=self._wall(d.t))
-
-    def _state(self) -> ConnState:
-        if self._error is not None:
-            return ConnState.ERROR
-        # Connecting until every class's first decision is in the kernel: before that
-        # the snapshot's classes (what the kernel holds) would read as closed.
-        if not self._connected or self._applied is None or \
-                self._settled != set(self._deciders):
-            return ConnState.CONNECTING
-        if self._failing_over:
-            return ConnState.FAILING_OVER
-        scores = self._scores()
-        closed = any(d.current is None for d in self._deciders.values())
-        lost = any(p.health() is Health.DOWN for p in self.paths)
-        poor = any(d.current is not None and scores[d.current][0] == 0
-                   for d in self._deciders.values())
-        return ConnState.DEGRADED if closed or lost or poor else ConnState.CONNECTED
-
     def snapshot(self) -> EngineSnapshot:
-        scores = self._scores()
-        # What the kernel holds, not what is being applied: a class "is on" a path once
-        # the helper has put the rules in.
-        targets = dict(self._applied.targets) if self._applied else {
-            c: None for c in self._deciders}
+        st = self._steering
+        scores = st.scores() if st else {p.name: (0.0, 0.0) for p in self.paths}
+        targets = st.held_targets() if st else {c: None for c in self.cfg.classes}
+        hold = min(self.class_config(c).hold_down_s for c in self.cfg.classes)
+        now = self._loop.time() if self._loop else 0.0
         paths = []
         for p in self.paths:
             m = p.stats.metrics()
@@ -486,11 +451,17 @@ class Engine:
                 score=scores[p.name][0], cost=p.cost, handshake_age_s=p.handshake_age_s,
                 rx_bps=p.rx_bps, tx_bps=p.tx_bps,
                 classes=tuple(c for c, t in targets.items() if t == p.name),
+                note=_note(p, scores[p.name][0], now, hold),
             ))
+        state = self.conn.state
+        blocked = state is ConnState.ERROR or any(t is None for t in targets.values())
         return EngineSnapshot(
-            t=time.time(), state=self._state(), profile=self.profile.name, paths=tuple(paths),
+            t=time.time(), state=state, profile=self.profile.name, paths=tuple(paths),
             classes={c: (t,) if t else () for c, t in targets.items()},
-            events=tuple(self._events), error=self._error,
+            events=self.events.events, error=self.conn.error,
+            counters=replace(self.counters, probes_sent=self._probes.sent),
+            lab=self.lab, pid=os.getpid(), runner=self.runner,
+            blocked=blocked and state not in (ConnState.CONNECTING, ConnState.DISCONNECTED),
         )
 
     def _publish(self) -> None:
@@ -499,3 +470,22 @@ class Engine:
         except Exception:  # a subscriber's bug must not stop the engine
             log.exception("snapshot subscriber failed")
 
+
+def _note(p: PathRuntime, score: float, now: float, hold_s: float) -> str | None:
+    """Why a path's score is what it is, where the number alone would puzzle."""
+    if p.probe_error:
+        return f"probe error: {p.probe_error}"
+    h = p.health()
+    if h is Health.DOWN:
+        return "down"
+    if h is Health.UNKNOWN:
+        return "connecting"
+    if p.stats.loss > LOSS_LIMIT:
+        return f"loss {p.stats.loss * 100:.1f} % > {LOSS_LIMIT * 100:.0f} %: scores 0"
+    if p.tracker.recent_lost >= RECENT_LOST_LIMIT:
+        return (f"loss episode ({p.tracker.recent_lost} of the last "
+                f"{p.tracker.cfg.recent_window} probes lost): scores 0")
+    up = p.tracker.up_since
+    if up is not None and now - up < hold_s and p.last_detection_s is not None:
+        return f"back up: may carry traffic in {hold_s - (now - up):.0f} s (hold-down)"
+    return None if score > 0 else "not measured yet"

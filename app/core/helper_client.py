@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,23 +62,42 @@ def _not_running(path: Path, why: str) -> HelperGone:
     )
 
 
+class _Watched(asyncio.StreamReaderProtocol):
+    """A stream protocol that says when the peer closed the connection."""
+
+    def __init__(self, reader: asyncio.StreamReader,
+                 lost: Callable[[asyncio.StreamWriter | None], None]) -> None:
+        super().__init__(reader)
+        self._lost_cb = lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._lost_cb(None)
+
+
 class HelperClient:
     """An asyncio client for braid-helper. Not safe to share between event loops."""
 
-    def __init__(self, socket_path: Path = DEFAULT_SOCKET_PATH) -> None:
+    def __init__(self, socket_path: Path = DEFAULT_SOCKET_PATH, *,
+                 on_lost: Callable[[], None] | None = None) -> None:
+        """``on_lost`` is called (on the loop) as soon as the helper closes an open
+        connection — it died or restarted — even while no request is in flight."""
         self.socket_path = Path(socket_path)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._next_id = 0
+        self._on_lost = on_lost
+        self._closing = False
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is not None and self._writer is not None:
             return self._reader, self._writer
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES, loop=loop)
         try:
-            reader, writer = await asyncio.open_unix_connection(
-                str(self.socket_path), limit=MAX_MESSAGE_BYTES
-            )
+            transport, protocol = await loop.create_unix_connection(
+                lambda: _Watched(reader, self._lost), str(self.socket_path))
         except FileNotFoundError:
             raise _not_running(self.socket_path, "no socket") from None
         except ConnectionRefusedError:
@@ -88,8 +108,20 @@ class HelperClient:
                 "members of group braid may",
                 "add yourself to the group (`sudo usermod -aG braid $USER`) and log in again",
             ) from None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         self._reader, self._writer = reader, writer
         return reader, writer
+
+    def _lost(self, writer: asyncio.StreamWriter | None) -> None:
+        if self._closing:
+            return
+        self._reader = self._writer = None
+        if self._on_lost is not None:
+            self._on_lost()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
 
     async def request(self, verb: str, **args: Any) -> dict[str, Any]:
         """Send one request and return its ``result``; BraidError on a refusal."""
@@ -151,12 +183,15 @@ class HelperClient:
     async def _drop(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
+            self._closing = True
             writer.close()
             try:
                 await writer.wait_closed()
             except OSError as exc:
                 if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
                     raise
+            finally:
+                self._closing = False
 
     async def close(self) -> None:
         """Close the connection (starts the helper's grace period for our state)."""

@@ -42,8 +42,3 @@ def enter_netns(name: str) -> None:
             )
     finally:
         os.close(fd)
-
-
-def current_netns_inode() -> int:
-    """The inode of the calling thread's network namespace (to tell namespaces apart)."""
-    return os.stat("/proc/thread-self/ns/net").st_ino

@@ -67,6 +67,7 @@ class PathSpec:
     endpoint: str | None  # IP:port (resolved by the engine)
     allowed_ips: tuple[str, ...]
     persistent_keepalive: int | None
+    probe_target: str = ""  # the address the engine pings through this tunnel
 
     @property
     def table(self) -> int:
@@ -80,6 +81,23 @@ class PathSpec:
     def source(self) -> str:
         """The tunnel's first IPv4 address: probes and the src rule use it."""
         return source_address(self.addresses, self.name)
+
+    @property
+    def host_addresses(self) -> tuple[str, ...]:
+        """The tunnel's own addresses as the helper installs them: one host each."""
+        return tuple(str(ipaddress.ip_interface(a).ip) + ("/32" if ipaddress.ip_interface(
+            a).version == 4 else "/128") for a in self.addresses)
+
+    @property
+    def subnets(self) -> tuple[str, ...]:
+        """The networks of addresses written with a prefix (``Address = 10.7.0.5/24``, as
+        wg-easy and PiVPN write it): reached through this tunnel, by a route."""
+        out = []
+        for a in self.addresses:
+            iface = ipaddress.ip_interface(a)
+            if iface.network.prefixlen < iface.max_prefixlen:
+                out.append(str(iface.network))
+        return tuple(out)
 
 
 def path_mark(index: int) -> int:
@@ -116,11 +134,14 @@ def build_state(
     flush: Collection[str] = (),
     flush_closed: bool = False,
     persistent: bool = False,
+    shared_exit: bool = False,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
     ``usable``: paths whose lookup rule is installed. ``flush``: paths whose mark is
     flushed from conntrack with this apply; ``flush_closed``: also the closed mark.
+    ``shared_exit``: the gateways route the tunnels' one inner address to a shared exit
+    that translates it: no client-side masquerade.
     """
     check_paths(paths)
     by_name = {p.name: p for p in paths}
@@ -128,7 +149,7 @@ def build_state(
         TunnelState(
             name=p.interface,
             private_key=p.private_key,
-            addresses=p.addresses,
+            addresses=p.host_addresses,
             mtu=p.mtu,
             listen_port=p.listen_port,
             fwmark=BYPASS_MARK,
@@ -138,7 +159,9 @@ def build_state(
         for p in paths
     )
     tables = tuple(
-        TableState(p.table, (RouteState("0.0.0.0/0", (Nexthop(p.interface, 1),)),))
+        TableState(p.table, tuple(
+            RouteState(dst, (Nexthop(p.interface, 1),))
+            for dst in dict.fromkeys(("0.0.0.0/0", *p.subnets))))
         for p in paths
     )
     rules: list[RuleState] = [
@@ -161,7 +184,7 @@ def build_state(
     flush_marks = sorted(by_name[n].mark for n in flush)
     if flush_closed:
         flush_marks.append(CLOSED_MARK)
-    marking = Marking(BYPASS_MARK, tuple(classes), True, tuple(flush_marks))
+    marking = Marking(BYPASS_MARK, tuple(classes), not shared_exit, tuple(flush_marks))
     return DesiredState(persistent, tunnels, tables, tuple(rules), marking)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from icmplib import ICMPRequest, ICMPv4Socket
-from icmplib.exceptions import ICMPError
+from icmplib.exceptions import ICMPLibError
 
 from app.core.errors import BraidError
 from app.core.liveness import HealthChange, ProbeTracker
@@ -66,6 +66,8 @@ def parse_echo_reply(packet: bytes, privileged: bool) -> tuple[int, int] | None:
 
 
 OnProbeEvent = Callable[["Prober", HealthChange | None, float | None], None]
+OnProbeError = Callable[["Prober", str | None], None]
+REOPEN_S = 1.0  # how often a prober whose socket could not be opened tries again
 
 
 class Prober:
@@ -82,6 +84,7 @@ class Prober:
         ident: int,
         interval_s: float,
         privileged: bool | None = None,
+        on_error: OnProbeError | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -102,32 +105,65 @@ class Prober:
         self._check_at: float | None = None
         self.sent = 0
         self.send_errors = 0
+        # The socket's last complaint (ENETUNREACH while the tunnel is gone, say), until
+        # a probe gets through again; the engine shows it and checks the helper.
+        self.error: str | None = None
+        self._on_error = on_error
+        self._reopen_handle: asyncio.TimerHandle | None = None
+        self._stopped = False
 
     def now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
     def start(self) -> None:
-        """Open the socket and start probing (call on the engine's loop)."""
+        """Open the socket and start probing (call on the engine's loop). A socket that
+        cannot be opened at all (no permission) is a BraidError; one whose address is
+        missing for now (the tunnel is being recreated) is retried every second."""
         self._loop = asyncio.get_running_loop()
         try:
-            self._sock = ICMPv4Socket(address=self.source, privileged=self.privileged)
-        except ICMPError as exc:
-            raise BraidError(
-                f"cannot open an ICMP socket on {self.source} for path {self.name}: {exc}",
-                "run as root, or allow unprivileged ping: sysctl net.ipv4.ping_group_range="
-                "'0 2147483647'; and check that the tunnel's address exists",
-            ) from None
-        self._raw = self._sock.sock
-        self._raw.setblocking(False)
-        self._loop.add_reader(self._raw.fileno(), self._drain)
+            self._open()
+        except ICMPLibError as exc:
+            if "ermission" in str(exc) or "not permitted" in str(exc):
+                raise BraidError(
+                    f"cannot open an ICMP socket on {self.source} for path {self.name}: {exc}",
+                    "run as root, or allow unprivileged ping: sysctl net.ipv4.ping_group_range="
+                    "'0 2147483647'",
+                ) from None
+            self._failed(f"cannot open its socket: {exc}")
+            self._reopen_handle = self._loop.call_later(REOPEN_S, self._reopen)
         self._send()
 
+    def _open(self) -> None:
+        assert self._loop is not None
+        sock = ICMPv4Socket(address=self.source, privileged=self.privileged)
+        self._sock = sock
+        self._raw = sock.sock
+        self._raw.setblocking(False)
+        self._loop.add_reader(self._raw.fileno(), self._drain)
+
+    def _reopen(self) -> None:
+        self._reopen_handle = None
+        if self._loop is None:
+            return
+        try:
+            self._open()
+        except ICMPLibError as exc:
+            self._failed(f"cannot open its socket: {exc}")
+            self._reopen_handle = self._loop.call_later(REOPEN_S, self._reopen)
+
+    def _failed(self, why: str) -> None:
+        first = self.error is None
+        self.error = why
+        if first and self._on_error is not None:
+            self._on_error(self, why)
+
     def stop(self) -> None:
-        for handle in (self._send_handle, self._check_handle):
+        self._stopped = True
+        for handle in (self._send_handle, self._check_handle, self._reopen_handle):
             if handle is not None:
                 handle.cancel()
-        self._send_handle = self._check_handle = None
+        self._send_handle = self._check_handle = self._reopen_handle = None
         if self._raw is not None and self._loop is not None:
             self._loop.remove_reader(self._raw.fileno())
         if self._sock is not None:
@@ -153,7 +189,7 @@ class Prober:
         self._send_handle = self._loop.call_at(when, self._send)
 
     def _send(self) -> None:
-        if self._sock is None or self._loop is None:
+        if self._stopped or self._loop is None:
             return
         self._seq = (self._seq + 1) & 0xFFFF
         request = ICMPRequest(self.target, self._ident, self._seq, payload_size=PAYLOAD_SIZE)
@@ -162,11 +198,16 @@ class Prober:
         self.tracker.sent(self._seq, now)
         self.sent += 1
         try:
+            if self._sock is None:
+                raise OSError("no socket (reopening)")
             self._sock.send(request)
-        except ICMPError as exc:
+        except (ICMPLibError, OSError) as exc:
             # Counted as sent: the probe will be missed, which is the truth about the path.
+            # Any error: a prober that dies on one (ENETUNREACH while the helper restarts)
+            # leaves its path "up" with frozen figures for good.
             self.send_errors += 1
             log.debug("probe %s: send failed: %s", self.name, exc)
+            self._failed(f"send failed: {exc}")
         if not self.privileged:
             self._ident = request.id  # the kernel's choice for datagram sockets
         self._schedule_send(now + self.interval_s)
@@ -184,6 +225,7 @@ class Prober:
                 return
             except OSError as exc:  # ICMP errors queued on the socket, say
                 log.debug("probe %s: recv: %s", self.name, exc)
+                self._failed(f"receive failed: {exc}")
                 continue
             parsed = parse_echo_reply(packet, self.privileged)
             if parsed is None:
@@ -192,6 +234,10 @@ class Prober:
             if self.privileged and ident != self._ident:
                 continue  # another path's probe
             rtt, change = self.tracker.reply(seq, self.now())
+            if self.error is not None:
+                self.error = None
+                if self._on_error is not None:
+                    self._on_error(self, None)
             if rtt is not None or change is not None:
                 self._on_event(self, change, rtt)
 

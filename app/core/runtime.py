@@ -1,23 +1,30 @@
-"""Where a running `braid up` says it is running: a pid file and a status file per target.
+"""Where a running engine can be found: one lock and one control socket per helper.
 
-``<root>/<profile>.pid`` holds the engine process's pid (created exclusively, so two
-engines never drive one profile); ``<root>/<profile>.json`` is the latest snapshot,
-rewritten atomically (write + rename) by the engine process, read by `braid status`
-and `braid down`. ``root`` is ``/run/braid/engine`` for root, else
-``$XDG_RUNTIME_DIR/braid/engine``. Neither file holds a key.
+One engine drives one helper (two would fight over its single desired state), so the
+files are keyed by the helper an engine talks to: ``lab-<lab>`` for a lab's helper,
+``system`` for the system's. ``<root>/<key>.lock`` is held with flock(2) by the engine's
+process for as long as it runs (it cannot go stale: the kernel drops the lock with the
+process), and ``<root>/<key>.sock`` is its control socket (control.py), mode 0600, which
+every view (`braid status`, `braid down`, the tray) attaches to.
+
+``root`` is ``$BRAID_RUNTIME_DIR/engine`` if set, ``/run/braid/engine`` for root, else
+``$XDG_RUNTIME_DIR/braid/engine`` — never a predictable path in /tmp, where another user
+could plant a socket first. Nothing here holds a key.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.core.errors import BraidError
-from app.wire.files import write_atomically
+from app.core.targets import ConnectTarget, lab_profile_name
+
+SYSTEM_KEY = "system"
 
 
 def runtime_root() -> Path:
@@ -26,104 +33,103 @@ def runtime_root() -> Path:
         return Path(env) / "engine"
     if os.geteuid() == 0:
         return Path("/run/braid/engine")
-    xdg = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/braid-{os.getuid()}"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if not xdg:
+        raise BraidError("XDG_RUNTIME_DIR is not set, so Braid has no private place for its "
+                         "engine's socket", "log in through a desktop or `loginctl` session "
+                         "(it sets XDG_RUNTIME_DIR), or set BRAID_RUNTIME_DIR to a directory "
+                         "only you can write")
     return Path(xdg) / "braid" / "engine"
+
+
+def key_for(target: ConnectTarget) -> str:
+    """Targets that share a helper share a key: at most one engine among them."""
+    return lab_profile_name(target.lab) if target.lab else SYSTEM_KEY
 
 
 @dataclass(frozen=True)
 class RunFiles:
-    key: str  # the profile name
+    key: str  # "lab-<lab>" or "system"
     root: Path
 
     @property
-    def pid_path(self) -> Path:
-        return self.root / f"{self.key}.pid"
+    def lock_path(self) -> Path:
+        return self.root / f"{self.key}.lock"
 
     @property
-    def status_path(self) -> Path:
-        return self.root / f"{self.key}.json"
+    def socket_path(self) -> Path:
+        return self.root / f"{self.key}.sock"
 
     @property
     def log_path(self) -> Path:
         return self.root / f"{self.key}.log"
 
 
-def files_for(profile: str, root: Path | None = None) -> RunFiles:
-    return RunFiles(profile, root or runtime_root())
+def files_for(target: ConnectTarget, root: Path | None = None) -> RunFiles:
+    return RunFiles(key_for(target), root or runtime_root())
 
 
-def _alive(pid: int) -> bool:
+def ensure_root(root: Path) -> None:
+    """The runtime directory, private to its user, and not a link someone planted."""
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise BraidError(f"{root} is not a directory of yours",
+                         "remove it, or set BRAID_RUNTIME_DIR to a directory only you can write")
+    if st.st_mode & 0o077:
+        os.chmod(root, 0o700)
+
+
+class EngineLock:
+    """Held by the process running the engine for one key, released when it exits."""
+
+    def __init__(self, files: RunFiles) -> None:
+        self.files = files
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        ensure_root(self.files.root)
+        fd = os.open(self.files.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BraidError(f"another engine already runs for {self.files.key}",
+                             "see `braid status`; `braid down` stops it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.files.lock_path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def locked(files: RunFiles) -> bool:
+    """Whether some process holds the engine lock for ``files`` now."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(files.lock_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    # A zombie is not running anything.
+    finally:
+        os.close(fd)
+    return False
+
+
+def known_keys(root: Path | None = None) -> list[str]:
+    """Keys that have a control socket in the runtime directory (live or not)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def read_pid(files: RunFiles) -> int | None:
-    """The pid of the engine running this target, or None (a stale file is removed)."""
-    try:
-        pid = int(files.pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if _alive(pid):
-        return pid
-    with contextlib.suppress(FileNotFoundError):
-        files.pid_path.unlink()
-    return None
-
-
-def claim(files: RunFiles, pid: int | None = None) -> None:
-    """Write the pid file; BraidError if an engine already runs this target."""
-    files.root.mkdir(parents=True, exist_ok=True, mode=0o755)
-    other = read_pid(files)
-    if other is not None and other != (pid or os.getpid()):
-        raise BraidError(f"braid is already up for {files.key} (pid {other})",
-                         f"see `braid status`, or stop it first: `braid down` ({files.key})")
-    try:
-        fd = os.open(files.pid_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise BraidError(f"braid is starting for {files.key} in another process",
-                         "wait a moment and see `braid status`") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{pid or os.getpid()}\n")
-
-
-def release(files: RunFiles) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if files.pid_path.read_text().strip() == str(os.getpid()):
-            files.pid_path.unlink()
-
-
-def write_status(files: RunFiles, doc: dict[str, Any]) -> None:
-    write_atomically(files.status_path, json.dumps(doc), mode=0o644, durable=False,
-                     dir_mode=0o755)
-
-
-def read_status(files: RunFiles) -> dict[str, Any] | None:
-    try:
-        doc: dict[str, Any] = json.loads(files.status_path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return doc
-
-
-def running(root: Path | None = None) -> list[tuple[RunFiles, int]]:
-    """Every target with a live engine process."""
-    base = root or runtime_root()
+        base = root or runtime_root()
+    except BraidError:
+        return []
     if not base.is_dir():
         return []
-    out = []
-    for p in sorted(base.glob("*.pid")):
-        files = RunFiles(p.stem, base)
-        pid = read_pid(files)
-        if pid is not None:
-            out.append((files, pid))
-    return out
+    return sorted(p.name[: -len(".sock")] for p in base.glob("*.sock"))

@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 import keyring.backend
 import keyring.core
 import keyring.errors
+from keyring.backends import SecretService
 
 from app.core.errors import BraidError
 
@@ -47,6 +48,10 @@ _NEVER = frozenset({
     "keyring.backends.chainer.ChainerBackend",
     "keyrings.alt.multi.MultipartKeyringWrapper",
 })
+
+
+class KeyringLockedError(BraidError):
+    """The keyring is there but locked: what needs a key must wait for the user."""
 
 
 def key_user(profile: str, gateway: str, kind: KeyKind) -> str:
@@ -126,8 +131,8 @@ class KeyStore:
         try:
             return fn()
         except keyring.errors.KeyringLocked as exc:
-            raise BraidError(f"the keyring is locked, so Braid cannot {action}",
-                             _FIX_LOCKED) from exc
+            raise KeyringLockedError(f"the keyring is locked, so Braid cannot {action}",
+                                     _FIX_LOCKED) from exc
         except BraidError:
             raise
         except Exception as exc:  # D-Bus, secretstorage and backend errors alike
@@ -140,6 +145,15 @@ class KeyStore:
     def get(self, user: str) -> str | None:
         return self._call(f"read {user}", lambda: self.backend.get_password(SERVICE, user))
 
+    def exists(self, user: str) -> bool:
+        """Whether a key is stored, without reading it. On the Secret Service this asks
+        for the item only (about a millisecond): a locked keyring lists its items too, so
+        nothing is unlocked and no prompt appears."""
+        backend = self.backend
+        if isinstance(backend, SecretService.Keyring):
+            return self._call(f"look up {user}", lambda: _secret_service_has(backend, user))
+        return self.get(user) is not None
+
     def set(self, user: str, value: str) -> None:
         self._call(f"store {user}", lambda: self.backend.set_password(SERVICE, user, value))
 
@@ -148,6 +162,23 @@ class KeyStore:
         if self.get(user) is None:
             return
         self._call(f"delete {user}", lambda: self.backend.delete_password(SERVICE, user))
+
+
+def _secret_service_has(backend: SecretService.Keyring, user: str) -> bool:
+    import secretstorage  # keyring's Secret Service backend needs it, so it is there
+
+    scheme = backend.schemes[backend.scheme]
+    query = {scheme["service"]: SERVICE, scheme["username"]: user}
+    conn = secretstorage.dbus_init()
+    try:
+        path = getattr(backend, "preferred_collection", secretstorage.collection.DEFAULT_COLLECTION)
+        try:
+            collection = secretstorage.Collection(conn, path)
+            return next(iter(collection.search_items(query)), None) is not None
+        except secretstorage.exceptions.ItemNotFoundException:
+            return False  # no such collection: nothing is stored in it
+    finally:
+        conn.close()
 
 
 @dataclass

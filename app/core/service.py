@@ -1,13 +1,19 @@
-"""EngineService: one engine on a thread of its own, with its own asyncio loop.
+"""Running an engine, or attaching to the one that runs: what the CLI and the tray use.
 
-Safe to call from any thread (the tray app's UI thread, the CLI's main thread):
-``connect`` and ``disconnect`` return at once; results arrive as snapshots through
-``on_snapshot``, which is called from the engine thread (at 10 Hz while connected).
+- ``EngineService``: one engine on a thread of its own with its own asyncio loop, and
+  its control socket (control.py) so that every other view can attach. Safe to call
+  from any thread: ``connect`` and ``disconnect`` return at once; results arrive as
+  snapshots through ``on_snapshot``, called from the engine thread (10 Hz).
+- ``AttachedEngine``: a view of an engine another process runs (`braid up`, another
+  tray), fed by its control socket.
+- ``EngineHub``: what the tray app drives: connecting to a target whose engine already
+  runs attaches to it; otherwise it runs one itself. One engine per helper, many views.
 
-For a lab target the engine thread enters the lab's client namespace
-(``braid-<lab>-client``) before it opens a socket: network namespaces are per thread,
-so the rest of the process stays where it is. The profile and its keys are read
-before that, so the keyring's D-Bus connection is made from the caller's namespace.
+For a lab target the engine thread enters the lab's client namespace before it opens a
+socket (namespaces are per thread, so the rest of the process stays where it is). The
+profile and its keys are read before that, so the keyring's D-Bus connection is made
+from the caller's namespace. The control socket is a filesystem socket: namespaces do
+not matter to it.
 """
 
 from __future__ import annotations
@@ -16,22 +22,28 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core import runtime
+from app.core.control import ControlClient, ControlServer, EngineInfo
 from app.core.engine import Engine, EngineConfig
 from app.core.errors import BraidError
 from app.core.helper_client import DEFAULT_SOCKET_PATH
-from app.core.model import ConnState, EngineSnapshot
+from app.core.model import ConnState, EngineSnapshot, ErrorInfo
 from app.core.netns import enter_netns
 from app.core.profiles.model import GatewaySecrets, Profile
 from app.core.profiles.store import ProfileStore
 from app.core.targets import ConnectTarget, Placement, placement
 
 log = logging.getLogger(__name__)
+
+OnSnapshot = Callable[[EngineSnapshot], None]
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -50,9 +62,10 @@ def prepare(target: ConnectTarget, store: ProfileStore, helper_socket: Path) -> 
     return Prepared(profile, store.load_secrets(profile), where)
 
 
-def _idle_snapshot(state: ConnState, profile: str | None, error: str | None) -> EngineSnapshot:
+def idle_snapshot(state: ConnState, profile: str | None, error: ErrorInfo | None = None,
+                  *, lab: str | None = None) -> EngineSnapshot:
     return EngineSnapshot(t=time.time(), state=state, profile=profile, paths=(), classes={},
-                          events=(), error=error)
+                          events=(), error=error, lab=lab)
 
 
 def _name_os_thread(name: str) -> None:
@@ -90,24 +103,27 @@ class _Session:
 
 
 class EngineService:
-    """One engine on its own thread with its own asyncio loop; safe to call from the UI
-    thread."""
+    """One engine on its own thread with its own asyncio loop, serving its control
+    socket; safe to call from the UI thread."""
 
     def __init__(
         self,
-        on_snapshot: Callable[[EngineSnapshot], None],
+        on_snapshot: OnSnapshot,
         *,
         config: EngineConfig | None = None,
         store: ProfileStore | None = None,
         helper_socket: Path = DEFAULT_SOCKET_PATH,
+        runner: str = "the tray app",
+        serve_control: bool = True,
     ) -> None:
         self._on_snapshot = on_snapshot
         self.config = config or EngineConfig()
         self._store = store
         self._helper_socket = helper_socket
+        self.runner = runner
+        self.serve_control = serve_control
         self._session: _Session | None = None
         self._lock = threading.Lock()
-        self.last_engine: Engine | None = None  # for benchmarks: apply times and the like
 
     @property
     def store(self) -> ProfileStore:
@@ -143,25 +159,15 @@ class EngineService:
             if session.thread.is_alive():
                 log.warning("engine thread did not stop within %.1f s", timeout)
 
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        """Wait for the current connection's thread to end (after an error, say)."""
+    @property
+    def running(self) -> bool:
         session = self._session
-        if session is None or session.thread is None:
-            return True
-        session.thread.join(timeout)
-        return not session.thread.is_alive()
+        return session is not None and session.thread is not None and \
+            session.thread.is_alive()
 
     def targets(self) -> list[ConnectTarget]:
         """Saved profiles; a lab's profile comes with its lab set."""
-        store = self.store
-        out = []
-        for name in store.names():
-            try:
-                lab = store.load(name).lab
-            except BraidError:
-                lab = None
-            out.append(ConnectTarget(name, lab))
-        return out
+        return saved_targets(self.store)
 
     # -- the engine thread --------------------------------------------------------
 
@@ -178,28 +184,173 @@ class EngineService:
         target = session.target
         if session.cancelled:
             return
-        self._emit(_idle_snapshot(ConnState.CONNECTING, target.profile, None))
+        self._emit(idle_snapshot(ConnState.CONNECTING, target.profile, lab=target.lab))
+        lock: runtime.EngineLock | None = None
         try:
+            if self.serve_control:
+                lock = runtime.EngineLock(runtime.files_for(target))
+                lock.acquire()
             prepared = prepare(target, self.store, self._helper_socket)
             where = prepared.placement
             if where.netns is not None:
                 enter_netns(where.netns)
-            engine = Engine(prepared.profile, prepared.secrets, where.helper_socket,
-                            self._emit, probe_targets=where.probe_targets,
-                            config=self.config)
-            self.last_engine = engine
-            asyncio.run(self._main(engine, session))
+            sinks: list[OnSnapshot] = [self._emit]
+
+            def publish(snap: EngineSnapshot) -> None:
+                for sink in sinks:
+                    sink(snap)
+
+            engine = Engine(prepared.profile, prepared.secrets, where.helper_socket, publish,
+                            probe_targets=where.probe_targets,
+                            config=self.config, lab=target.lab, runner=self.runner)
+            asyncio.run(self._main(engine, session, lock, sinks))
         except BraidError as exc:
-            self._emit(_idle_snapshot(ConnState.ERROR, target.profile, str(exc)))
+            self._emit(idle_snapshot(ConnState.ERROR, target.profile, ErrorInfo.of(exc),
+                                     lab=target.lab))
             return
         except Exception as exc:  # a bug: say so rather than die silently on a thread
             log.exception("engine failed")
-            self._emit(_idle_snapshot(ConnState.ERROR, target.profile,
-                                      f"internal error: {type(exc).__name__}: {exc}"))
+            self._emit(idle_snapshot(ConnState.ERROR, target.profile, ErrorInfo.of(exc),
+                                     lab=target.lab))
             return
-        self._emit(_idle_snapshot(ConnState.DISCONNECTED, target.profile, None))
+        finally:
+            if lock is not None:
+                lock.release()
+        self._emit(idle_snapshot(ConnState.DISCONNECTED, target.profile, lab=target.lab))
 
-    async def _main(self, engine: Engine, session: _Session) -> None:
+    async def _main(self, engine: Engine, session: _Session,
+                    lock: runtime.EngineLock | None, sinks: list[OnSnapshot]) -> None:
         stop = asyncio.Event()
         session.bind(asyncio.get_running_loop(), stop)
-        await engine.run(stop)
+        server: ControlServer | None = None
+        if lock is not None:
+            info = EngineInfo(os.getpid(), self.runner, engine.profile.name, session.target.lab)
+            server = ControlServer(lock.files.socket_path, info, engine.snapshot, stop.set)
+            await server.start()
+            sinks.append(server.publish)
+        try:
+            await engine.run(stop)
+        finally:
+            if server is not None:
+                await server.close()
+
+
+def saved_targets(store: ProfileStore) -> list[ConnectTarget]:
+    out = []
+    for name in store.names():
+        try:
+            lab = store.load(name).lab
+        except BraidError:
+            lab = None
+        out.append(ConnectTarget(name, lab))
+    return out
+
+
+def running_engine(target: ConnectTarget) -> EngineInfo | None:
+    """The engine running for ``target``'s helper, if one answers."""
+    try:
+        files = runtime.files_for(target)
+    except BraidError:
+        return None
+    try:
+        return ControlClient(files.socket_path, timeout=2.0).hello()
+    except BraidError:
+        return None
+
+
+class AttachedEngine:
+    """A view of an engine another process runs, through its control socket."""
+
+    def __init__(self, socket_path: Path, on_snapshot: OnSnapshot, profile: str,
+                 lab: str | None) -> None:
+        self.client = ControlClient(socket_path)
+        self._on_snapshot = on_snapshot
+        self.profile, self.lab = profile, lab
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="braid-attached",
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _follow(self) -> None:
+        try:
+            for snap in self.client.watch(self._stop.is_set):
+                self._on_snapshot(snap)
+        except BraidError as exc:
+            log.info("attached engine: %s", exc)
+        if not self._stop.is_set():
+            # The engine went away (disconnected, or it died): say so.
+            self._on_snapshot(idle_snapshot(ConnState.DISCONNECTED, self.profile,
+                                            lab=self.lab))
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+
+    def detach(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+
+class EngineHub:
+    """The tray's engine: attaches to the engine of a target that is already up, runs
+    one itself otherwise. Quit detaches from an engine it did not start (that engine
+    stays connected) and stops one it did."""
+
+    def __init__(self, on_snapshot: OnSnapshot, *, config: EngineConfig | None = None,
+                 store: ProfileStore | None = None, runner: str = "the tray app") -> None:
+        self._on_snapshot = on_snapshot
+        self.local = EngineService(on_snapshot, config=config, store=store, runner=runner)
+        self.attached: AttachedEngine | None = None
+        self._lock = threading.Lock()
+
+    def _attach(self, target: ConnectTarget, info: EngineInfo) -> None:
+        self._detach()
+        view = AttachedEngine(runtime.files_for(target).socket_path, self._on_snapshot,
+                              info.profile, info.lab)
+        self.attached = view
+        view.start()
+
+    def _detach(self) -> None:
+        view, self.attached = self.attached, None
+        if view is not None:
+            view.detach()
+
+    def attach_running(self, targets: list[ConnectTarget] | None = None) -> bool:
+        """At start: show the engine that already runs, if there is one."""
+        for target in targets if targets is not None else self.targets():
+            info = running_engine(target)
+            if info is not None and info.profile == target.profile:
+                with self._lock:
+                    self._attach(target, info)
+                return True
+        return False
+
+    def connect(self, target: ConnectTarget) -> None:
+        with self._lock:
+            info = running_engine(target)
+            if info is not None and info.pid != os.getpid():
+                if info.profile != target.profile:
+                    raise BraidError(
+                        f"{info.runner} (pid {info.pid}) is connected to {info.profile} "
+                        "through the same helper", "disconnect it first")
+                self._attach(target, info)
+                return
+            self._detach()
+            self.local.connect(target)
+
+    def disconnect(self) -> None:
+        with self._lock:
+            if self.attached is not None:
+                self.attached.disconnect()
+            else:
+                self.local.disconnect()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._detach()
+        self.local.shutdown(timeout)
+
+    def targets(self) -> list[ConnectTarget]:
+        return self.local.targets()

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 from app.core import logs
 from app.core.errors import BraidError
 from app.core.model import EngineSnapshot
+from app.core.present import UserMessage
 from app.ui import autostart
 from app.ui.controller import AppController, EngineFactory
 from app.ui.dialogs import ErrorPresenter, install_excepthook
@@ -24,7 +25,6 @@ from app.ui.log_view import LogView
 from app.ui.main_window import MainWindow
 from app.ui.menu import ControlMenu
 from app.ui.port import target_label
-from app.ui.present import UserMessage
 from app.ui.tray import TrayView
 from app.wire.version import package_version
 
@@ -169,6 +169,8 @@ def run(
     log.info("Braid %s: the app is up (%s)", package_version(),
              "in the tray" if app.tray is not None else "in a window: no system tray")
     try:
+        if not connect:
+            app.controller.attach_running()
         if connect:
             try:
                 app.connect_named(connect)

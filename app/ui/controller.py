@@ -16,9 +16,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from app.core import present
 from app.core.errors import BraidError
 from app.core.model import ConnState, EngineSnapshot
-from app.ui import present
 from app.ui.port import EngineControl, SnapshotSink
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,10 @@ class AppController(QObject):
         previous = self.latest
         self.latest = snapshot
         self.snapshots_shown += 1
-        if snapshot.state is ConnState.ERROR and snapshot.error and (
+        if snapshot.state is ConnState.ERROR and snapshot.error is not None and (
             previous.state is not ConnState.ERROR or previous.error != snapshot.error
         ):
-            self.error.emit(present.UserMessage.from_text(snapshot.error))
+            self.error.emit(present.UserMessage.from_info(snapshot.error))
         for notice in present.notices(self._events.new_events(snapshot), snapshot):
             self.notice.emit(notice)
         self.snapshot_changed.emit(snapshot)
@@ -90,6 +90,14 @@ class AppController(QObject):
         except BraidError as exc:
             self.error.emit(present.UserMessage.from_error(exc))
             return []
+
+    def attach_running(self) -> bool:
+        """At start: show an engine that already runs (`braid up`), if there is one."""
+        try:
+            return self._engine.attach_running()
+        except BraidError as exc:
+            self.error.emit(present.UserMessage.from_error(exc))
+            return False
 
     def request_connect(self, target: Any) -> None:
         self.last_target = target

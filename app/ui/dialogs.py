@@ -11,7 +11,7 @@ from types import TracebackType
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from app.ui.present import UserMessage
+from app.core.present import UserMessage
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import present
 from app.core.model import EngineSnapshot
-from app.ui import present
 from app.ui.history import METRICS, Marker, PathHistory
 from app.ui.icons import state_icon
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from app.core.model import EngineSnapshot, PathSnapshot
+from app.core.model import EngineSnapshot, EventKind, PathSnapshot
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -83,6 +83,11 @@ class Series:
         return self._v[METRICS.index(metric), self._start:self._end]
 
 
+# Events that get a marker on the graph, and its style.
+MARKER_KINDS = {EventKind.BETTER_PATH: "switch", EventKind.FAILOVER: "switch",
+                EventKind.BLOCKED: "fail_closed"}
+
+
 @dataclass(frozen=True)
 class Marker:
     """A moment traffic moved: a switch, or all paths lost."""
@@ -130,15 +135,15 @@ class PathHistory:
                 series.append(t, (NAN,) * len(METRICS), keep_after)
             series.trim(keep_after)
         for event in snapshot.events:
-            if event.kind not in ("switch", "fail_closed"):
+            # The first placement on connecting is not a switch: traffic did not move.
+            kind = MARKER_KINDS.get(event.kind)
+            if kind is None:
                 continue
-            if event.kind == "switch" and event.from_path is None:
-                continue  # the first placement on connecting: traffic did not switch
-            key = (event.t, event.kind, event.cls, event.to_path)
+            key = (event.t, kind, event.cls, event.to_path)
             if key not in self._markers and event.t >= keep_after:
-                if event.kind == "switch":
+                if kind == "switch":
                     label = f"{event.cls or 'traffic'} → {event.to_path}"
                 else:
                     label = "all paths lost"
-                self._markers[key] = Marker(event.t, event.kind, label)
+                self._markers[key] = Marker(event.t, kind, label)
         self._markers = {k: m for k, m in self._markers.items() if m.t >= keep_after}

@@ -3,6 +3,7 @@ controls as buttons, so Braid never silently does nothing."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import present
 from app.core.model import ConnState, EngineSnapshot
-from app.ui import autostart, present
+from app.ui import autostart
 from app.ui.controller import AppController
 from app.ui.icons import state_icon
 from app.ui.menu import NO_TARGETS
@@ -157,10 +159,13 @@ class MainWindow(QWidget):
         """No tray, so no desktop bubble: the latest notice stays in the window."""
         self.notices.append(notice)
         colour = "#c62828" if notice.critical else "#1b5e20"
-        self.notice_label.setText(
-            f"<span style='color:{colour}'><b>{notice.title}</b></span><br>{notice.message}"
-        )
         self.notice_label.setTextFormat(Qt.TextFormat.RichText)
+        body = html.escape(notice.message).replace("\n", "<br>")
+        self.notice_label.setText(
+            f"<span style='color:{colour}'><b>{html.escape(notice.title)}</b></span><br>{body}"
+        )
+        # Grow to the whole notice: a fixed height cut it off at "...switched in".
+        self.adjustSize()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # Without a tray this window is the app: closing it quits (and disconnects).

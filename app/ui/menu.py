@@ -9,8 +9,9 @@ from typing import Any
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QWidget
 
+from app.core import present
 from app.core.model import ConnState, EngineSnapshot
-from app.ui import autostart, present
+from app.ui import autostart
 from app.ui.controller import AppController
 from app.ui.port import target_label
 

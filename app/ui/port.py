@@ -1,4 +1,4 @@
-"""What the UI needs from the engine: the shape of `app.core.service.EngineService`.
+"""What the UI needs from the engine: the shape of `app.core.service.EngineHub`.
 
 The UI depends on this protocol rather than the class so that views can be built and
 tested by feeding them real `EngineSnapshot`s, and so that nothing here can reach into
@@ -41,6 +41,10 @@ class EngineControl(Protocol[T]):
     def shutdown(self, timeout: float = 10.0) -> None: ...
 
     def targets(self) -> list[T]: ...
+
+    def attach_running(self) -> bool:
+        """Show the engine that already runs (started by `braid up`, say), if any."""
+        ...
 
 
 def target_label(target: Target) -> str:

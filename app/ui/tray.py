@@ -8,8 +8,8 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QSystemTrayIcon
 
+from app.core import present
 from app.core.model import ConnState, EngineSnapshot
-from app.ui import present
 from app.ui.controller import AppController
 from app.ui.icons import state_icon
 from app.ui.menu import ControlMenu

@@ -13,9 +13,11 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Callable
 
 __all__ = [
     "CLASS_RE",
+    "GATEWAY_NAME_MAX",
     "GATEWAY_NAME_RE",
     "IFACE_RE",
     "KEEPALIVE_MAX",
@@ -37,7 +39,9 @@ __all__ = [
     "check_port",
     "check_probe",
     "check_profile_name",
+    "check_tunnel_address",
     "parse_port",
+    "parse_whole",
 ]
 
 
@@ -45,12 +49,15 @@ class FieldError(ValueError):
     """A value breaks a field rule; ``str()`` is the reason."""
 
 
+# A gateway's tunnel is br-<name>, and a Linux interface name has at most 15 characters.
+GATEWAY_NAME_MAX = 12
 # \Z, not $: "$" also matches before a trailing newline, which must not pass.
-IFACE_RE = re.compile(r"\Abr-[a-z0-9][a-z0-9-]{0,11}\Z")
-GATEWAY_NAME_RE = re.compile(r"\A[a-z][a-z0-9-]{0,11}\Z")
+IFACE_RE = re.compile(rf"\Abr-[a-z0-9][a-z0-9-]{{0,{GATEWAY_NAME_MAX - 1}}}\Z")
+GATEWAY_NAME_RE = re.compile(rf"\A[a-z][a-z0-9-]{{0,{GATEWAY_NAME_MAX - 1}}}\Z")
 PROFILE_NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 CLASS_RE = re.compile(r"\A[a-z][a-z0-9_-]{0,15}\Z")
 _PORT_RE = re.compile(r"\A[0-9]{1,5}\Z")
+_WHOLE_RE = re.compile(r"\A[0-9]{1,9}\Z")
 _HOST_LABEL_RE = re.compile(r"\A(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 # IPv6 needs 1280 on every link (RFC 8200); 9000 is a jumbo frame. One range for
@@ -137,6 +144,14 @@ def parse_port(text: str) -> int:
         raise FieldError(f"port {text!r} is not a number from 1 to 65535") from None
 
 
+def parse_whole(text: str, check: Callable[[int], int]) -> int:
+    """A whole number written as ASCII decimal digits (not "²", "1_000" or "+5"), then
+    held to ``check`` (check_mtu, check_port, ...)."""
+    if not _WHOLE_RE.match(text):
+        raise FieldError(f"{text!r} is not a whole number")
+    return check(int(text))
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if "%" in text:
         # A scope id (fe80::1%eth0) names an interface: never meaningful here, and a
@@ -155,19 +170,27 @@ def check_interface_address(value: str) -> str:
         raise FieldError(f"{value!r} is not an IP address with an optional /prefix") from None
 
 
+def check_tunnel_address(value: str) -> str:
+    """A tunnel's address as a .conf writes it: an address with an optional prefix
+    (the client's plan makes the prefix a route), not unspecified, loopback, link-local
+    or multicast."""
+    text = check_interface_address(value)
+    ip = ipaddress.ip_interface(text).ip
+    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
+        raise FieldError(f"{value!r} cannot be a tunnel's address (unspecified, loopback, "
+                         "link-local or multicast)")
+    return text
+
+
 def check_host_address(value: str) -> str:
     """A tunnel's own address as the helper installs it: one host (/32 or /128), not
     unspecified, loopback, link-local or multicast."""
-    text = check_interface_address(value)
+    text = check_tunnel_address(value)
     iface = ipaddress.ip_interface(text)
     full = 32 if iface.version == 4 else 128
     if iface.network.prefixlen != full:
         raise FieldError(f"{value!r} is not a host address (write /{full}: a tunnel's "
                          "address is one host; its network is a route)")
-    ip = iface.ip
-    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
-        raise FieldError(f"{value!r} cannot be a tunnel's address (unspecified, loopback, "
-                         "link-local or multicast)")
     return text
 
 

@@ -92,3 +92,18 @@ def test_profile_limits_are_clear_errors() -> None:
     v6only = PathSpec(**{**PATHS[0].__dict__, "addresses": ("fd00::2/128",)})
     with pytest.raises(BraidError, match="no IPv4 address"):
         build_state([v6only], {"default": "hk"}, usable={"hk"})
+
+
+def test_an_address_with_a_prefix_becomes_a_host_address_and_a_route() -> None:
+    """`Address = 10.7.0.5/24` (wg-easy, PiVPN): the helper installs one host, and the
+    network is a route through that tunnel."""
+    wide = PathSpec(**{**spec(0, "hk").__dict__, "addresses": ("10.7.0.5/24", "fd00::5/64")})
+    state = build_state([wide], {"default": "hk"}, usable={"hk"})
+    assert parse_state(state.to_json()) == state
+    assert state.tunnels[0].addresses == ("10.7.0.5/32", "fd00::5/128")
+    assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0", "10.7.0.0/24", "fd00::/64"]
+
+
+def test_a_shared_exit_profile_is_not_masqueraded() -> None:
+    state = build_state(PATHS, {"default": "hk"}, usable={"hk"}, shared_exit=True)
+    assert state.marking is not None and state.marking.masquerade is False

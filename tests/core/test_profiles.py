@@ -173,6 +173,20 @@ def test_gateway_without_keys_anywhere_is_refused(store: ProfileStore, pname: st
         (lambda p: replace(p, gateways=(replace(p.gateways[0], probe="127.0.0.1"),)),
          "probe: '127.0.0.1' cannot answer probes"),
         (lambda p: replace(p, gateways=p.gateways * 2), "two gateways have the name 'hk'"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], source="a\x1b[2J.conf"),)),
+         "source: 'a\\x1b[2J.conf' is not a file name"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], source="dir/hk.conf"),)),
+         "is not a file name"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], addresses=("127.0.0.2/32",)),)),
+         "addresses: '127.0.0.2/32' cannot be a tunnel's address"),
+        (lambda p: replace(p, gateways=(replace(p.gateways[0], listen_port=51820),
+                                        replace(p.gateways[0], name="tk", interface="br-tk",
+                                                listen_port=51820))),
+         "gateway 'hk' and gateway 'tk' both have ListenPort 51820"),
+        (lambda p: replace(p, shared_exit=True, gateways=(
+            p.gateways[0], replace(p.gateways[0], name="tk", interface="br-tk",
+                                   addresses=("198.19.9.2/32",), source="tk.conf"))),
+         "but gateway 'tk' (from tk.conf) has 198.19.9.2"),
         (lambda p: replace(p, weights=Weights(0, 0, 0, 0)), "all weights are 0"),
     ],
 )
@@ -187,6 +201,18 @@ def test_invalid_profiles_are_refused_before_any_write(
     assert secret_service_get(f"{pname}/hk/private") is None
 
 
+TK_DIFFERENT_ADDRESS = f"""
+[[gateways]]
+name = "tk"
+interface = "br-tk"
+addresses = ["198.19.7.2/32"]
+
+[gateways.peer]
+public_key = "{wg_keypair()[1]}"
+allowed_ips = ["0.0.0.0/0"]
+"""
+
+
 @pytest.mark.parametrize(
     ("edit", "phrase"),
     [
@@ -198,6 +224,12 @@ def test_invalid_profiles_are_refused_before_any_write(
         (lambda t: t.replace('interface = "br-hk"', 'interface = "eth0"'),
          "not a Braid interface name"),
         (lambda t: t.replace('name = "', 'name = "x', 1), "names itself"),
+        (lambda t: t.replace("version = 1", "version = 1\nshared_exit = 1"),
+         "shared_exit must be true or false"),
+        (lambda t: t.replace("version = 1", "version = 1\nshared_exit = true")
+         + TK_DIFFERENT_ADDRESS, "shares an exit, so every gateway needs the same inner"),
+        (lambda t: t.replace("mtu = 1380", "mtu = 1380\nsource = 7"),
+         "source must be a string"),
     ],
 )
 def test_broken_profile_file_is_an_error_naming_it(
@@ -210,6 +242,50 @@ def test_broken_profile_file_is_an_error_naming_it(
         store.load(pname)
     assert str(path) in err.value.what and phrase in err.value.what, err.value.what
     assert "braid profile delete" in err.value.fix
+
+
+def test_source_is_kept_and_written_only_when_set(store: ProfileStore, pname: str) -> None:
+    hk, hk_keys = make_gateway("hk", 0)
+    sg, sg_keys = make_gateway("sg", 1)
+    store.save(Profile(name=pname, gateways=(replace(hk, source="HK #1.conf"), sg),
+                       shared_exit=False), {"hk": hk_keys, "sg": sg_keys})
+    assert [gw.source for gw in store.load(pname).gateways] == ["HK #1.conf", None]
+    text = store.path(pname).read_text()
+    assert text.count("source = ") == 1 and "shared_exit" not in text
+
+
+def test_shared_exit_round_trips(store: ProfileStore, pname: str) -> None:
+    hk, hk_keys = make_gateway("hk", 0)
+    tk, tk_keys = make_gateway("tk", 1)
+    tk = replace(tk, addresses=("198.19.0.2/24",))  # the same host, with its subnet
+    profile = Profile(name=pname, gateways=(hk, tk), shared_exit=True)
+    store.save(profile, {"hk": hk_keys, "tk": tk_keys})
+    assert store.load(pname) == profile
+    assert "shared_exit = true" in store.path(pname).read_text()
+
+
+def test_preshared_keys_are_known_without_reading_them(store: ProfileStore, pname: str) -> None:
+    hk, hk_keys = make_gateway("hk", 0)
+    tk, tk_keys = make_gateway("tk", 1)
+    store.save(Profile(name=pname, gateways=(hk, tk)),
+               {"hk": hk_keys, "tk": replace(tk_keys, preshared_key=None)})
+    assert ProfileStore().has_preshared_keys(store.load(pname)) == {"hk": True, "tk": False}
+
+
+def test_profile_name_errors_say_what_to_write(store: ProfileStore) -> None:
+    with pytest.raises(BraidError) as err:
+        store.path("Work")
+    assert "(names are lower case)" in err.value.what
+    assert err.value.fix == "write it in lower case: work"
+    with pytest.raises(BraidError) as err:
+        store.path("my profile")
+    assert err.value.fix == "choose a name such as work or home-2"
+
+
+def test_profile_name_length_edges(store: ProfileStore) -> None:
+    assert store.path("a" * 32).name == "a" * 32 + ".toml"
+    with pytest.raises(BraidError, match="is not a profile name"):
+        store.path("a" * 33)
 
 
 def test_missing_profile(store: ProfileStore) -> None:
@@ -338,3 +414,26 @@ def test_hand_edited_values_load_in_canonical_form(store: ProfileStore, pname: s
     gw = store.load(pname).gateways[0]
     assert gw.addresses == ("198.19.0.2/32",)
     assert gw.peer.allowed_ips == ("10.0.0.0/8",)
+
+
+def test_settings_round_trip_and_are_checked(config_dir: Path) -> None:
+    from app.core.profiles.codec import profile_from_toml
+    from app.core.profiles.model import ClassTuning, Settings
+    from app.core.profiles.rules import validate_profile
+
+    gw, _ = make_gateway("hk")
+    chosen = Settings(always_on=True, lan_access=False, exclude=("10.50.0.0/16",),
+                      copies="always", bulk_after_mb=20.0,
+                      tuning=(("realtime", ClassTuning(0.05, 2.0, 8.0, 0.2)),))
+    profile = Profile(name="set", gateways=(gw,), settings=chosen)
+    import tomllib
+    text = profile_to_toml(profile)
+    assert "[settings]" in text and "[settings.classes.realtime]" in text
+    assert profile_from_toml(tomllib.loads(text)).settings == chosen
+    plain = profile_to_toml(Profile(name="set", gateways=(gw,)))
+    assert "[settings]" not in plain  # defaults are not written out
+    for bad, phrase in ((Settings(copies="twice"), "copies"),
+                        (Settings(exclude=("0.0.0.0/0",)), "everything out"),
+                        (Settings(tuning=(("bulk", ClassTuning(2.0, 1, 1, 1)),)), "margin")):
+        with pytest.raises(BraidError, match=phrase):
+            validate_profile(replace(profile, settings=bad))

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
-import string
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
-from app.core.model import EngineSnapshot, Event
+from app.core.model import EngineSnapshot, Event, EventKind
 from app.core.service import EngineService
 from app.core.targets import ConnectTarget
-from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.util import wait_until
 
 # Fast decisions so that hold-downs and dwell times fit in a test.
 TEST_DECIDE = DecideConfig(margin=0.1, dwell_s=1.0, hold_down_s=3.0, warmup_s=2.0)
 TEST_CONFIG = EngineConfig(decide=TEST_DECIDE)
-
-
-def lab_name() -> str:
-    return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
-
-
-@pytest.fixture
-def make_lab() -> Iterator[Callable[..., LabInfo]]:
-    """Build labs (unique names) and destroy them after the test, whatever happens."""
-    built: list[str] = []
-
-    def make(scenario: str | Path = "clean", **kwargs: object) -> LabInfo:
-        name = lab_name()
-        built.append(name)
-        return topology.build(name, scenario, **kwargs)  # type: ignore[arg-type]
-
-    yield make
-    for name in built:
-        topology.destroy(name)
 
 
 @dataclass
@@ -61,11 +38,11 @@ class Recorder:
         with self.lock:
             return self.snaps[-1] if self.snaps else None
 
-    def events(self, kind: str | None = None) -> list[Event]:
+    def events(self, *kinds: EventKind) -> list[Event]:
         snap = self.last
         if snap is None:
             return []
-        return [e for e in snap.events if kind is None or e.kind == kind]
+        return [e for e in snap.events if not kinds or e.kind in kinds]
 
     def carrier(self, cls: str = "default") -> str | None:
         snap = self.last

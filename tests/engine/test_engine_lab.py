@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from app.core.errors import BraidError
 from app.core.helper_client import SyncHelperClient
 from app.core.liveness import LivenessConfig
-from app.core.model import ConnState
-from app.lab import control, stream, topology
+from app.core.model import ConnState, EventKind
+from app.lab import control, stream
 from app.lab.topology import LabInfo
 from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
+from tests.engine.leaks import count_leaks, reach_server, stream_gets_through
 from tests.util import wait_until
 
 RATES = TEST_CONFIG.rates
@@ -47,8 +45,11 @@ def test_clean_lab_connects_scores_every_path_and_uses_the_best(
     assert by_name["hk"].score == max(p.score for p in snap.paths)
     wait_until(lambda: c.rec.carrier() == "hk", timeout=15)  # see the failover test
     assert c.rec.last is not None
-    assert next(p for p in c.rec.last.paths if p.name == "hk").classes == ("default",)
-    select = c.rec.events("switch")[0]
+    # realtime goes first on the best path and default shares it; bulk stays off it.
+    assert next(p for p in c.rec.last.paths if p.name == "hk").classes == ("realtime",
+                                                                          "default")
+    wait_until(lambda: c.rec.carrier("bulk") not in (None, "hk"), timeout=15)
+    select = c.rec.events(EventKind.PLACED)[0]
     assert select.reason.startswith("connected") and select.switch_ms is not None
 
     before = tunnel_tx(lab)
@@ -75,7 +76,7 @@ def test_failover_gap_is_bounded_and_traffic_returns_only_after_hold_down(
         wait_until(lambda: c.rec.carrier() == "tyo", timeout=5,
                    message=f"no failover to tyo: {c.rec.events()}")
         result = running.result(timeout=30)
-    failover = next(e for e in c.rec.events("switch") if e.from_path == "hk")
+    failover = next(e for e in c.rec.events(EventKind.FAILOVER) if e.from_path == "hk")
     assert failover.reason.startswith("failover")
     assert failover.detection_ms is not None and failover.switch_ms is not None
     # Detection bound (liveness.py): one-way delay back from the failure (hk: 15 ms in
@@ -92,8 +93,8 @@ def test_failover_gap_is_bounded_and_traffic_returns_only_after_hold_down(
     # hk comes back: it is far better (half tyo's RTT), but only after the hold-down.
     control.impair(lab.name, "hk", {"down": False})
     wait_until(lambda: c.rec.carrier() == "hk", timeout=20, message="traffic never came back")
-    back = c.rec.events("switch")[-1]
-    up = [e for e in c.rec.events("up") if e.to_path == "hk"][-1]
+    back = c.rec.events(EventKind.BETTER_PATH)[-1]
+    up = [e for e in c.rec.events(EventKind.PATH_UP) if e.to_path == "hk"][-1]
     assert back.to_path == "hk" and "margin" in back.reason
     assert back.t - up.t >= TEST_DECIDE.hold_down_s
 
@@ -126,9 +127,10 @@ def test_leaving_a_lossy_path_moves_its_running_flows_too(
         wait_until(lambda: tx_bps("hk") < 100_000 and tx_bps(new) > 300_000, timeout=6,
                    message="the running stream stayed on hk")
         running.result(timeout=30)
-    leave = next(e for e in c.rec.events("switch") if e.from_path == "hk")
+    leave = next(e for e in c.rec.events(EventKind.BETTER_PATH, EventKind.FAILOVER)
+                 if e.from_path == "hk")
     assert leave.reason.startswith("better path") and leave.metrics["from_score"] == 0.0
-    assert not [e for e in c.rec.events("down") if e.from_path == "hk"]
+    assert not [e for e in c.rec.events(EventKind.PATH_DOWN) if e.from_path == "hk"]
 
 
 NOISY = textwrap.dedent("""
@@ -158,64 +160,13 @@ def test_noisy_path_next_to_a_steady_one_never_flaps(
     assert first is not None
     wait_until(lambda: c.rec.last is not None and c.rec.last.t - first.t >= observe_s,
                timeout=observe_s + 10, interval=0.5)
-    moves = [e for e in c.rec.events("switch") if e.from_path is not None]
+    moves = c.rec.events(EventKind.BETTER_PATH, EventKind.FAILOVER)
     # At most the one needed move off the noisy path (if the warm-up picked it);
     # never back and forth.
     assert len(moves) <= 1, [(e.from_path, e.to_path, e.reason) for e in moves]
     assert c.rec.carrier() == "hk"
     noisy = next(p for p in c.rec.last.paths if p.name == "tyo")  # type: ignore[union-attr]
     assert noisy.loss > 0.03 and noisy.score == 0.0
-
-
-LEAKS = "braidtest"
-
-
-def count_leaks(lab: LabInfo, reset: bool = False) -> int:
-    """Packets leaving the client namespace towards its ISP that are not WireGuard to
-    the relay: what would leak outside the tunnels. Counted by kind in a table of the
-    test's own in the lab's client namespace (the failure message lists them)."""
-    ns = topology.netns(lab.name, "client")
-    if reset:
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, input=(
-            f"table inet {LEAKS} {{}}\ndelete table inet {LEAKS}\n"
-            f"table inet {LEAKS} {{ counter leaks {{}}\n"
-            " chain out { type filter hook postrouting priority 100;\n"
-            '  oifname "wan0" ip daddr 198.18.0.1 udp dport 51000-51099 accept\n'
-            # IPv6 link housekeeping (router solicitations...) is link-local, not routed.
-            '  oifname "wan0" ip6 saddr fe80::/10 accept\n'
-            '  oifname "wan0" ip6 daddr ff02::/16 accept\n'
-            '  oifname "wan0" meta l4proto udp counter\n'
-            '  oifname "wan0" meta l4proto tcp counter\n'
-            '  oifname "wan0" meta l4proto icmp counter\n'
-            '  oifname "wan0" ct state untracked counter\n'
-            '  oifname "wan0" ct state invalid counter\n'
-            '  oifname "wan0" counter name leaks\n }\n}\n').encode())
-        return 0
-    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "counter", "inet", LEAKS,
-                          "leaks"], check=True, capture_output=True, text=True).stdout
-    leaks = int(out.split("packets")[1].split()[0])
-    if leaks:
-        listing = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet",
-                                  LEAKS], capture_output=True, text=True).stdout
-        print(listing)
-    return leaks
-
-
-def reach_server(lab: LabInfo) -> subprocess.CompletedProcess[bytes]:
-    """A TCP connection from the client to the far side's HTTP server (a new flow)."""
-    code = (f"import socket; socket.create_connection(('{lab.server_address}', 8080), "
-            "timeout=2).close()")
-    proc = topology.run_in(lab.name, "client", [sys.executable, "-c", code],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out, _ = proc.communicate(timeout=10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode or 0, out)
-
-
-def stream_gets_through(lab: LabInfo) -> bool:
-    try:
-        return stream.stream(lab.name, pps=100, duration=0.5, size=200, wait=1.0).received > 0
-    except BraidError:  # the sender's socket errors out when every route is unreachable
-        return False
 
 
 def test_all_paths_down_fails_closed_and_comes_back_by_itself(
@@ -225,7 +176,7 @@ def test_all_paths_down_fails_closed_and_comes_back_by_itself(
     assert stream_gets_through(lab)
     for gw in lab.gateways:
         control.impair(lab.name, gw.name, {"down": True})
-    wait_until(lambda: c.rec.events("fail_closed"), timeout=10,
+    wait_until(lambda: c.rec.events(EventKind.BLOCKED), timeout=10,
                message=f"never failed closed: {c.rec.events()}")
     wait_until(lambda: c.rec.last is not None and c.rec.last.classes["default"] == ()
                and all(not p.up for p in c.rec.last.paths), timeout=10)
@@ -239,7 +190,7 @@ def test_all_paths_down_fails_closed_and_comes_back_by_itself(
     control.impair(lab.name, "sgp", {"down": False})
     wait_until(lambda: c.rec.carrier() == "sgp", timeout=10,
                message=f"never restored: {c.rec.events()}")
-    assert c.rec.events("restored")[-1].to_path == "sgp"
+    assert c.rec.events(EventKind.RESTORED)[-1].to_path == "sgp"
     assert reach_server(lab).returncode == 0
     assert stream_gets_through(lab)
     assert count_leaks(lab) == 0

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import make_lab  # noqa: F401  (the engine tests' lab fixture)
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -59,7 +59,7 @@ def test_the_bundled_app_comes_up_offscreen_connects_and_quits(
             return log.exists() and text in log.read_text()
 
         wait_until(lambda: logged("the app is up"), timeout=60, message="the bundle never came up")
-        wait_until(lambda: logged("switch default"), timeout=30,
+        wait_until(lambda: logged("-> connected"), timeout=30,
                    message="the bundled app never connected to the lab")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

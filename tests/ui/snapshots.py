@@ -3,13 +3,14 @@ the commands it is sent (the real EngineService is used by test_integration)."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QCoreApplication, QEvent
 
 from app.core.errors import BraidError
-from app.core.model import ConnState, EngineSnapshot, Event, PathSnapshot
+from app.core.model import ConnState, EngineSnapshot, ErrorInfo, Event, EventKind, PathSnapshot
 from app.ui.app import BraidApp
 from app.ui.port import SnapshotSink
 
@@ -40,11 +41,12 @@ def snap(
     *,
     t: float | None = None,
     profile: str | None = "lab-t1",
-    error: str | None = None,
+    error: ErrorInfo | None = None,
+    pid: int | None = 4242,
 ) -> EngineSnapshot:
     return EngineSnapshot(
         t=time.time() if t is None else t, state=state, profile=profile, paths=paths,
-        classes=classes if classes is not None else {}, events=events, error=error,
+        classes=classes if classes is not None else {}, events=events, error=error, pid=pid,
     )
 
 
@@ -57,11 +59,22 @@ def three_paths(active: str = "hk", *, t: float | None = None) -> EngineSnapshot
     return snap(paths=paths, classes={"default": (active,)}, t=t)
 
 
-def switch(frm: str, to: str, *, t: float | None = None, cls: str = "default") -> Event:
+_SEQ = itertools.count(1)
+
+
+def event(kind: EventKind, reason: str, *, t: float | None = None, cls: str | None = None,
+          frm: str | None = None, to: str | None = None) -> Event:
+    """An event as the engine numbers them: each one a higher ``seq``."""
+    return Event(t=time.time() if t is None else t, kind=kind, cls=cls, from_path=frm,
+                 to_path=to, reason=reason, seq=next(_SEQ))
+
+
+def switch(frm: str, to: str, *, t: float | None = None, cls: str = "default",
+           kind: EventKind = EventKind.FAILOVER) -> Event:
     return Event(
-        t=time.time() if t is None else t, kind="switch", cls=cls, from_path=frm,
+        t=time.time() if t is None else t, kind=kind, cls=cls, from_path=frm,
         to_path=to, reason=f"{frm} declared down: no reply to 3 probes",
-        detection_ms=180.0, switch_ms=2.5,
+        detection_ms=180.0, switch_ms=2.5, seq=next(_SEQ),
     )
 
 
@@ -95,6 +108,10 @@ class RecordingEngine:
         if self.targets_error is not None:
             raise self.targets_error
         return list(self.available)
+
+    def attach_running(self) -> bool:
+        self.calls.append(("attach_running", None))
+        return False
 
 
 class EngineBox:

@@ -5,9 +5,9 @@ import threading
 from pytestqt.qtbot import QtBot
 
 from app.core.errors import BraidError
-from app.core.model import ConnState, EngineSnapshot
+from app.core.model import ConnState, EngineSnapshot, ErrorInfo
+from app.core.present import Notice, UserMessage
 from app.ui.controller import AppController
-from app.ui.present import Notice, UserMessage
 from tests.ui.snapshots import EngineBox, Target, path, snap, switch, three_paths
 
 
@@ -37,7 +37,7 @@ def test_error_state_raises_one_dialog_per_error(qtbot: QtBot) -> None:
     c = AppController(EngineBox())
     errors: list[UserMessage] = []
     c.error.connect(errors.append)
-    text = str(BraidError("braid-helper is not running: no socket at /run/x",
+    text = ErrorInfo.of(BraidError("braid-helper is not running: no socket at /run/x",
                           "start it: sudo braid-helper"))
     c.apply(snap(ConnState.CONNECTING))
     c.apply(snap(ConnState.ERROR, error=text))
@@ -56,7 +56,7 @@ def test_new_failover_event_raises_one_notice(qtbot: QtBot) -> None:
     c.apply(three_paths())
     c.apply(after)
     c.apply(after)
-    assert [n.title for n in notices] == ["Braid: failed over to tk"]
+    assert [n.title for n in notices] == ["Braid: hk failed, traffic moved to tk"]
 
 
 def test_commands_go_to_the_engine(qtbot: QtBot) -> None:

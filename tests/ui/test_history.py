@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from app.core.model import ConnState
+from app.core.model import ConnState, EventKind
 from app.ui.history import PathHistory, Series
 from tests.ui.snapshots import path, snap, switch, three_paths
 
@@ -60,7 +60,7 @@ def test_a_dead_path_breaks_its_rtt_curve_but_keeps_its_loss() -> None:
 
 def test_first_placement_is_not_a_switch_marker() -> None:
     h = PathHistory()
-    first = switch("hk", "tk", t=1.0)
+    first = switch("hk", "tk", t=1.0, kind=EventKind.PLACED)
     first = type(first)(**{**first.__dict__, "from_path": None})
     h.add(snap(events=(first,), t=2.0))
     assert h.markers() == []

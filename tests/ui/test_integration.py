@@ -1,4 +1,4 @@
-"""The tray app against a real lab: real EngineService, helper, wireguard-go, relays.
+"""The tray app against a real lab: real EngineHub, helper, wireguard-go, relays.
 
 Offscreen there is no system tray, but QSystemTrayIcon and its menu still work as
 objects, so the tray path is driven through its real menu actions.
@@ -6,20 +6,23 @@ objects, so the tray path is driven through its real menu actions.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import string
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.model import ConnState, Event
-from app.core.service import EngineService
-from app.lab import control, topology
+from app.core.model import ConnState, Event, EventKind
+from app.core.service import EngineHub
+from app.lab import control, stream, topology
 from app.ui.app import BraidApp
 from tests.ui.snapshots import dispose
 from tests.util import wait_until
@@ -52,16 +55,16 @@ def lab() -> Iterator[str]:
 
 @pytest.fixture
 def braid(qtbot: QtBot) -> Iterator[BraidApp]:
-    app = BraidApp(EngineService, use_tray=True)
+    app = BraidApp(EngineHub, use_tray=True)
     yield app
     app.quit()
     dispose(app)
 
 
-def reason_of(events: Sequence[Event], kind: str, from_path: str) -> str:
+def reason_of(events: Sequence[Event], kind: EventKind, from_path: str) -> str:
     """The engine's reason on its latest `kind` event away from `from_path`."""
     return next(e.reason for e in reversed(events)
-                if e.kind == kind and e.from_path == from_path)
+                if e.kind is kind and e.from_path == from_path)
 
 
 def connect_from_menu(braid: BraidApp, lab: str) -> None:
@@ -108,14 +111,15 @@ def test_connect_graph_failover_and_quit(lab: str, braid: BraidApp, qtbot: QtBot
     new = c.latest.classes["default"][0]
     qtbot.waitUntil(lambda: any(m.kind == "switch" and m.label.endswith(f"→ {new}")
                                 for m in graph.marker_lines), timeout=5_000)
-    qtbot.waitUntil(lambda: any(n.title == f"Braid: failed over to {new}"
-                                for n in tray.notices), timeout=5_000)
+    title = f"Braid: {active} failed, traffic moved to {new}"
+    qtbot.waitUntil(lambda: any(n.title == title for n in tray.notices), timeout=5_000)
     # The bubble says why: the engine's reason for the switch, and why the path it left
     # was declared down.
-    note = next(n for n in tray.notices if n.title == f"Braid: failed over to {new}")
-    assert f"default moved from {active} to {new}: " in note.message
-    assert reason_of(c.latest.events, "switch", active) in note.message
-    assert reason_of(c.latest.events, "down", active) in note.message
+    note = next(n for n in tray.notices if n.title == title)
+    assert f"realtime moved from {active} to {new}: " in note.message
+    assert note.message.startswith("default, ")
+    assert reason_of(c.latest.events, EventKind.FAILOVER, active) in note.message
+    assert reason_of(c.latest.events, EventKind.PATH_DOWN, active) in note.message
     assert tunnels(lab)
 
     braid.menu.disconnect_action.trigger()
@@ -135,7 +139,7 @@ def test_helper_not_running_is_a_dialog_saying_what_to_do(qtbot: QtBot) -> None:
     name = _lab_name()
     try:
         topology.build(name, "clean", start_helper=False)
-        braid = BraidApp(EngineService, use_tray=True)
+        braid = BraidApp(EngineHub, use_tray=True)
         try:
             connect_from_menu(braid, name)
             qtbot.waitUntil(lambda: braid.controller.latest.state is ConnState.ERROR,
@@ -184,15 +188,55 @@ def test_all_paths_lost_and_restored_are_notified(lab: str, braid: BraidApp,
                     timeout=15_000)
     lost = next(n for n in tray.notices if n.title == "Braid: all paths lost")
     assert lost.critical and "blocked" in lost.message
-    last = next(e for e in reversed(c.latest.events) if e.kind == "fail_closed").from_path
+    last = next(e for e in reversed(c.latest.events) if e.kind is EventKind.BLOCKED).from_path
     assert last is not None
-    assert reason_of(c.latest.events, "fail_closed", last) in lost.message
-    assert reason_of(c.latest.events, "down", last) in lost.message
+    assert reason_of(c.latest.events, EventKind.BLOCKED, last) in lost.message
+    assert reason_of(c.latest.events, EventKind.PATH_DOWN, last) in lost.message
     assert c.latest.classes.get("default") == ()
-    assert "default: blocked, no path" in [a.text() for a in braid.menu.class_actions]
+    assert "default: blocked: no path" in [a.text() for a in braid.menu.class_actions]
     assert any(m.kind == "fail_closed" for m in braid.history.markers())
 
     control.impair(lab, names[-1], {"down": False})
     qtbot.waitUntil(lambda: any(n.title == "Braid: connection restored" for n in tray.notices),
                     timeout=15_000)
     qtbot.waitUntil(lambda: c.latest.classes.get("default") == (names[-1],), timeout=5_000)
+
+
+def test_one_engine_many_views(lab: str, qtbot: QtBot, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`braid up --lab L`, then the tray app on L: the app attaches to that engine instead
+    of starting a second one and shows its state; quitting the app leaves the engine
+    connected and passing traffic; `braid status` shows what the app showed."""
+    monkeypatch.setenv("BRAID_RUNTIME_DIR", str(tmp_path / "run"))
+
+    def braid_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli.main", *args], text=True,
+                              capture_output=True, timeout=60, env=os.environ.copy())
+
+    up = braid_cli("up", "--lab", lab)
+    assert up.returncode == 0, up.stderr
+    cli_engine = json.loads(braid_cli("status", "--json").stdout)["pid"]
+    app = BraidApp(EngineHub, use_tray=True)
+    try:
+        app.connect_named(f"lab-{lab}")
+        c = app.controller
+        qtbot.waitUntil(lambda: c.latest.state is ConnState.CONNECTED
+                        and c.latest.pid == cli_engine, timeout=CONNECT_MS)
+        assert c.latest.runner == "braid up"
+        # One engine: no engine thread in this process, and the helper has one owner.
+        assert not [t for t in threading.enumerate() if t.name.startswith("braid-engine")]
+        status = json.loads(braid_cli("status", "--json").stdout)
+        assert (status["state"], status["classes"]) == (
+            c.latest.state.value, {k: list(v) for k, v in c.latest.classes.items()})
+        again = braid_cli("up", "--lab", lab)
+        assert again.returncode == 2 and "already up" in again.stderr
+        assert "braid up" in again.stderr and str(cli_engine) in again.stderr
+        app.quit()
+    finally:
+        dispose(app)
+    after = json.loads(braid_cli("status", "--json").stdout)
+    assert after["state"] == "connected" and after["pid"] == cli_engine
+    result = stream.stream(lab, pps=100, duration=1.0, size=200)
+    assert result.received >= 0.9 * result.sent
+    assert braid_cli("down").returncode == 0
+    wait_until(lambda: tunnels(lab) == [], timeout=10)

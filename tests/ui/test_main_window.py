@@ -34,7 +34,11 @@ def test_no_tray_opens_the_main_window_with_the_same_controls(qtbot: QtBot) -> N
     braid.controller.apply(snap(ConnState.FAILING_OVER,
                                 paths=(path("hk", None, up=False), path("tk")),
                                 classes={"default": ("tk",)}, events=(switch("hk", "tk"),)))
-    assert "failed over to tk" in w.notice_label.text()
+    assert "hk failed, traffic moved to tk" in w.notice_label.text()
+    # The whole notice shows, to its timings at the end, not cut off mid-sentence.
+    assert "switched in 2.5 ms)" in w.notice_label.text()
+    label = w.notice_label
+    assert label.height() >= label.heightForWidth(label.width())
     assert w.state is ConnState.FAILING_OVER
     assert state_icon(ConnState.FAILING_OVER).cacheKey() != 0
 

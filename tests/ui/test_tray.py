@@ -8,7 +8,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from app.core.errors import BraidError
-from app.core.model import ConnState
+from app.core.model import ConnState, ErrorInfo
 from app.ui.app import BraidApp
 from app.ui.icons import state_icon
 from app.ui.menu import NO_TARGETS
@@ -77,7 +77,7 @@ def test_failover_shows_a_notification(app: tuple[BraidApp, EngineBox]) -> None:
     braid.controller.apply(snap(ConnState.FAILING_OVER,
                                 paths=(path("hk", None, up=False), path("tk")),
                                 classes={"default": ("tk",)}, events=(switch("hk", "tk"),)))
-    assert [n.title for n in braid.tray.notices] == ["Braid: failed over to tk"]
+    assert [n.title for n in braid.tray.notices] == ["Braid: hk failed, traffic moved to tk"]
 
 
 def test_paths_entry_opens_the_graph_window(app: tuple[BraidApp, EngineBox],
@@ -91,7 +91,7 @@ def test_paths_entry_opens_the_graph_window(app: tuple[BraidApp, EngineBox],
 
 def test_errors_become_dialogs(app: tuple[BraidApp, EngineBox], qtbot: QtBot) -> None:
     braid, _ = app
-    text = str(BraidError("the keyring is locked", "unlock your login keyring"))
+    text = ErrorInfo.of(BraidError("the keyring is locked", "unlock your login keyring"))
     braid.controller.apply(snap(ConnState.ERROR, error=text))
     (msg,) = braid.errors.open_messages()
     assert (msg.what, msg.fix) == ("the keyring is locked", "unlock your login keyring")

@@ -9,7 +9,16 @@ from typing import Any
 
 import tomli_w
 
-from app.core.profiles.model import FORMAT_VERSION, Gateway, Peer, Profile, Weights
+from app.core.profiles.model import (
+    DEFAULT_TUNING,
+    FORMAT_VERSION,
+    ClassTuning,
+    Gateway,
+    Peer,
+    Profile,
+    Settings,
+    Weights,
+)
 
 _HEADER = (
     "# Braid profile. Keys are not here: they are in the system keyring\n"
@@ -33,8 +42,51 @@ def profile_to_toml(profile: Profile) -> str:
     if profile.shared_exit:
         doc["shared_exit"] = True
     doc["weights"] = asdict(profile.weights)
+    settings = _settings_doc(profile.settings)
+    if settings:
+        doc["settings"] = settings
     doc["gateways"] = [_gateway_doc(gw) for gw in profile.gateways]
     return _HEADER + tomli_w.dumps(doc)
+
+
+def _settings_doc(s: Settings) -> dict[str, Any]:
+    """Only what differs from the defaults: a profile file stays short and a later
+    release's better default reaches those who never chose."""
+    base = Settings()
+    doc: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in asdict(s).items()
+                           if k != "tuning" and getattr(base, k) != getattr(s, k)}
+    if s.tuning:
+        doc["classes"] = {cls: asdict(t) for cls, t in s.tuning}
+    return doc
+
+
+def _settings_from(t: _Table) -> Settings:
+    d = Settings()
+    tuning = []
+    if "classes" in t.doc:
+        classes = t.table("classes")
+        for cls in sorted(classes.doc):
+            if cls not in DEFAULT_TUNING:
+                raise ValueError(f"{classes.where}: {cls!r} is not a steered class "
+                                 f"({', '.join(DEFAULT_TUNING)})")
+            c = classes.table(cls)
+            base = DEFAULT_TUNING[cls]
+            tuning.append((cls, ClassTuning(
+                margin=c.float_("margin", base.margin),
+                dwell_s=c.float_("dwell_s", base.dwell_s),
+                hold_down_s=c.float_("hold_down_s", base.hold_down_s),
+                unusable_dwell_s=c.float_("unusable_dwell_s", base.unusable_dwell_s))))
+            c.done()
+        classes.done()
+    copies = t.str_("copies", required=False)
+    settings = Settings(
+        always_on=t.bool_("always_on", d.always_on), lan_access=t.bool_("lan_access",
+                                                                        d.lan_access),
+        exclude=t.strs("exclude"), copies=d.copies if copies is None else copies,
+        bulk_after_mb=t.float_("bulk_after_mb", d.bulk_after_mb), tuning=tuple(tuning))
+    t.done()
+    return settings
 
 
 class _Table:
@@ -61,9 +113,9 @@ class _Table:
     def str_(self, key: str, required: bool = True) -> Any:
         return self._get(key, str, "a string", required)
 
-    def bool_(self, key: str) -> bool:
+    def bool_(self, key: str, default: bool = False) -> bool:
         self.used.add(key)
-        value = self.doc.get(key, False)
+        value = self.doc.get(key, default)
         if not isinstance(value, bool):
             raise ValueError(f"{self.where}: {key} must be true or false, not {value!r}")
         return value
@@ -105,7 +157,8 @@ def _gateway_from(t: _Table) -> Gateway:
     p.done()
     gw = Gateway(name=t.str_("name"), interface=t.str_("interface"), addresses=t.strs("addresses"),
                  dns=t.strs("dns"), mtu=t.int_("mtu"), listen_port=t.int_("listen_port"),
-                 peer=peer, cost=t.float_("cost", 1.0), probe=t.str_("probe", required=False))
+                 peer=peer, cost=t.float_("cost", 1.0), probe=t.str_("probe", required=False),
+                 source=t.str_("source", required=False))
     t.done()
     return gw
 
@@ -126,6 +179,8 @@ def profile_from_toml(doc: Mapping[str, Any]) -> Profile:
     w.done()
     profile = Profile(name=top.str_("name"), lab=top.str_("lab", required=False),
                       gateways=tuple(_gateway_from(g) for g in top.tables("gateways")),
-                      weights=weights, shared_exit=top.bool_("shared_exit"))
+                      weights=weights, shared_exit=top.bool_("shared_exit"),
+                      settings=_settings_from(top.table("settings")) if "settings" in doc
+                      else Settings())
     top.done()
     return profile

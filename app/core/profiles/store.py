@@ -48,8 +48,18 @@ class ProfileStore:
         try:
             check_profile_name(name)
         except ValueError as exc:
-            raise BraidError(str(exc), "list profiles with `braid profiles`") from None
+            lower = name.lower()
+            fix = (f"write it in lower case: {lower}" if PROFILE_NAME_RE.match(lower) else
+                   "choose a name such as work or home-2")
+            raise BraidError(str(exc), fix) from None
         return self.profiles_dir / f"{name}.toml"
+
+    def missing(self, name: str) -> BraidError:
+        """The error for a profile that does not exist."""
+        known = ", ".join(self.names()) or "none yet"
+        return BraidError(f"no profile named {name!r} (profiles: {known})",
+                          "create it with `braid import FILE.conf --profile NAME`, or pick "
+                          "one of `braid profiles`")
 
     def _keystore(self) -> KeyStore:
         if self._keys is None:
@@ -72,9 +82,7 @@ class ProfileStore:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            known = ", ".join(self.names()) or "none yet"
-            raise BraidError(f"no profile named {name!r} (profiles: {known})",
-                             "create it with `braid import FILE.conf --profile NAME`") from None
+            raise self.missing(name) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise BraidError(f"cannot read profile {path}: {exc}", fix) from None
         try:
@@ -104,6 +112,14 @@ class ProfileStore:
             validate_secrets(profile.name, gw.name, secrets)
             out[gw.name] = secrets
         return out
+
+    def has_preshared_keys(self, profile: Profile) -> dict[str, bool]:
+        """Which gateways have a preshared key, without reading any key (KeyStore.exists:
+        cheap, and it works on a locked Secret Service). BraidError without a keyring
+        (KeyringLockedError where a locked one cannot tell)."""
+        keys = self._keystore()
+        return {gw.name: keys.exists(key_user(profile.name, gw.name, "preshared"))
+                for gw in profile.gateways}
 
     def _previous(self, name: str) -> Profile | None:
         """The saved version of a profile, if it is readable."""
@@ -192,7 +208,7 @@ class ProfileStore:
         """Remove a profile and its keys (the keys first, restored if the file stays)."""
         path = self.path(name)
         if not path.is_file():
-            raise BraidError(f"no profile named {name!r}", "list profiles with `braid profiles`")
+            raise self.missing(name)
         txn = KeyTransaction(self._keystore())
         try:
             for gw_name in self._gateway_names(name):

@@ -1,0 +1,233 @@
+"""Which path each class rides, and what the helper must hold for that: the deciders
+(decide.py), the scores (scoring.py), and the policy of whose running flows move.
+
+Pure bookkeeping driven by the engine with explicit times: ``step`` turns the paths'
+measurements into decisions, ``next_plan`` turns the decisions into the desired state to
+send (or None when the helper already holds it), ``committed`` records that the helper
+took it.
+
+Whose flows move (the flush policy):
+- a dead path's flows are flushed (re-classified onto their class's new path) as soon
+  as some class has a path to go to; while every class is blocked they keep their dead
+  mark and meet its unreachable rule, the safest place for them;
+- a class that leaves a path because it scores 0 (lossy) takes that path's running
+  flows with it: stickiness is for a path that is merely worse, not for one losing
+  packets;
+- on a shared-exit profile every move takes the running flows along: the far end sees
+  one address whatever the path, so there is nothing to break by moving them;
+- leaving the blocked state flushes the closed mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, Decision
+from app.core.liveness import Health
+from app.core.model import CLASSES
+from app.core.paths import PathRuntime
+from app.core.plan import build_state, without_flush
+from app.core.profiles.model import Weights
+from app.core.scoring import ScoreInput, score_paths
+from app.wire.state import DesiredState
+
+REALTIME, BULK = "realtime", "bulk"
+
+
+@dataclass
+class Pending:
+    decision: Decision
+    detection_s: float | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A desired state to send, and what it settles once the helper holds it."""
+
+    state: DesiredState
+    plain: DesiredState  # without its one-off flush list: what plans are compared by
+    usable: frozenset[str]
+    targets: dict[str, str | None]
+    decided: frozenset[str]  # classes whose decision this state carries
+    pending: tuple[Pending, ...]
+    must_send: bool  # False: the helper holds this already; commit without sending
+
+
+@dataclass
+class _Held:
+    state: DesiredState
+    usable: frozenset[str]
+    targets: dict[str, str | None] = field(default_factory=dict)
+
+
+class Steering:
+    def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
+                 cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
+                 now: float, *, shared_exit: bool = False, persistent: bool = False) -> None:
+        self.paths = list(paths)
+        self.weights = weights
+        self.shared_exit = shared_exit
+        self.persistent = persistent
+        config = cfg if callable(cfg) else (lambda _c: cfg)
+        # In priority order (model.CLASSES): a class placed later may be kept off the
+        # path of one placed earlier.
+        order = sorted(classes, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES))
+        self.deciders = {c: ClassDecider(c, config(c), now) for c in order}
+        self._pending: list[Pending] = []
+        self._held: _Held | None = None
+        self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
+        self._movers: set[str] = set()  # paths a class left whose flows go along (once)
+        self.settled: set[str] = set()  # classes whose first decision the kernel holds
+
+    # -- measurements -> decisions --------------------------------------------------
+
+    def scores(self) -> dict[str, tuple[float, float]]:
+        inputs = []
+        for p in self.paths:
+            m = p.stats.metrics()
+            inputs.append(ScoreInput(p.name, p.usable, m.rtt_smoothed_ms, m.loss,
+                                     m.jitter_ms, p.cost, p.tracker.recent_lost))
+        return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
+
+    def candidates(self) -> list[Candidate]:
+        scores = self.scores()
+        return [
+            Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
+                      p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
+                      samples=p.stats.samples)
+            for p in self.paths
+        ]
+
+    def step(self, now: float) -> list[Decision]:
+        """Step every class's decider, most important first; the decisions wait for the
+        next plan. Bulk is kept off realtime's path while another path is up: it scores
+        0 there for bulk, so bulk leaves it (or never takes it) unless it is the only one."""
+        cands = self.candidates()
+        by_name = {p.name: p for p in self.paths}
+        out = []
+        for decider in self.deciders.values():
+            reserved = self._reserved_for(decider.cls)
+            view = cands
+            if reserved is not None and any(c.name != reserved and c.health is Health.UP
+                                            for c in cands):
+                view = [replace(c, score=0.0, raw=0.0) if c.name == reserved else c
+                        for c in cands]
+            decision = decider.step(now, view)
+            if decision is None:
+                continue
+            if reserved is not None and decision.from_path == reserved and \
+                    decision.kind == "switch":
+                decision = replace(decision, reason=f"kept off {REALTIME}'s path "
+                                   f"{reserved}; {decision.to_path} is the best other path")
+            detection = None
+            if decision.kind in ("failover", "fail_closed") and decision.from_path:
+                detection = by_name[decision.from_path].last_detection_s
+            if decision.from_path and decision.to_path and (
+                    self.shared_exit or (decision.kind == "switch"
+                                         and decision.metrics.get("from_score") == 0.0)):
+                self._movers.add(decision.from_path)
+            self._pending.append(Pending(decision, detection))
+            out.append(decision)
+        return out
+
+    def _reserved_for(self, cls: str) -> str | None:
+        """The path ``cls`` must stay off while another is up: realtime's, for bulk
+        (bulk never queues the realtime class)."""
+        if cls != BULK:
+            return None
+        rt = self.deciders.get(REALTIME)
+        return rt.current if rt is not None else None
+
+    # -- decisions -> desired state -------------------------------------------------
+
+    def usable(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.paths if p.usable)
+
+    def targets(self) -> dict[str, str | None]:
+        return {c: d.current for c, d in self.deciders.items()}
+
+    def carried(self) -> set[str]:
+        return {d.current for d in self.deciders.values() if d.current is not None}
+
+    @property
+    def warming(self) -> bool:
+        return any(d.state is ClassState.WAITING for d in self.deciders.values())
+
+    @property
+    def all_settled(self) -> bool:
+        return self.settled == set(self.deciders)
+
+    def held_targets(self) -> dict[str, str | None]:
+        """What the kernel holds now: a class "is on" a path once the rules are in."""
+        if self._held is None:
+            return {c: None for c in self.deciders}
+        return dict(self._held.targets)
+
+    def dirty(self) -> bool:
+        if self._held is None:
+            return True
+        return (self.usable(), self.targets()) != (self._held.usable, self._held.targets)
+
+    def forget_held(self) -> None:
+        """The helper lost what it held (it restarted): send the whole state again."""
+        self._held = None
+
+    def next_plan(self, specs_paths: Sequence[PathRuntime] | None = None) -> Plan:
+        paths = list(specs_paths or self.paths)
+        usable, targets = self.usable(), self.targets()
+        decided = frozenset(c for c, d in self.deciders.items()
+                            if d.state is not ClassState.WAITING)
+        prev = self._held
+        unflushed = set(self._unflushed)
+        if prev is not None:
+            unflushed |= prev.usable - usable
+        unflushed -= usable
+        flush: set[str] = set()
+        somewhere = any(t is not None for t in targets.values())
+        if somewhere:
+            flush = unflushed | (self._movers - {t for t in targets.values() if t})
+        left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
+                          for c, t in targets.items())
+        state = build_state([p.spec for p in paths], targets, usable, flush=flush,
+                            flush_closed=left_closed, persistent=self.persistent,
+                            shared_exit=self.shared_exit)
+        plain = without_flush(state)
+        must_send = prev is None or plain != prev.state or bool(flush) or left_closed
+        return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send)
+
+    def committed(self, plan: Plan) -> None:
+        """The helper holds ``plan`` (or already did)."""
+        prev = self._held
+        if prev is not None:
+            self._unflushed |= prev.usable - plan.usable
+        self._unflushed -= plan.usable
+        if any(t is not None for t in plan.targets.values()):
+            self._unflushed = set()
+            self._movers = set()
+        else:
+            self._movers = set()
+        self._held = _Held(plan.plain, plan.usable, plan.targets)
+        self.settled |= plan.decided
+        done = {id(p) for p in plan.pending}
+        self._pending = [p for p in self._pending if id(p) not in done]
+
+    # -- what the user sees ---------------------------------------------------------
+
+    def degraded(self) -> bool:
+        scores = self.scores()
+        blocked = any(d.current is None for d in self.deciders.values())
+        lost = any(p.health() is Health.DOWN for p in self.paths)
+        poor = any(d.current is not None and scores[d.current][0] == 0
+                   for d in self.deciders.values())
+        return blocked or lost or poor
+
+
+def metrics(path: PathRuntime) -> dict[str, float]:
+    m = path.stats.metrics()
+    out = {"loss": m.loss, "recent_lost": float(path.tracker.recent_lost)}
+    for key, value in (("rtt_ms", m.rtt_smoothed_ms), ("jitter_ms", m.jitter_ms),
+                       ("rtt_p95_ms", m.rtt_p95_ms)):
+        if value is not None:
+            out[key] = round(value, 3)
+    return out

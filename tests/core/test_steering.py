@@ -1,0 +1,110 @@
+"""Steering: decisions -> the desired state, and whose running flows move (the flush
+policy), driven with explicit times and real trackers."""
+
+from __future__ import annotations
+
+from app.core.decide import DecideConfig
+from app.core.liveness import LivenessConfig, ProbeTracker
+from app.core.paths import PathRuntime
+from app.core.pathstats import PathStats
+from app.core.plan import path_mark
+from app.core.profiles.model import Weights
+from app.core.steering import Steering
+from tests.core.test_plan import PATHS
+
+CFG = DecideConfig(margin=0.1, dwell_s=1.0, hold_down_s=2.0, warmup_s=0.5, min_samples=3)
+
+
+def paths() -> list[PathRuntime]:
+    out = []
+    for spec in PATHS:
+        stats = PathStats()
+        out.append(PathRuntime(spec, 1.0, stats, ProbeTracker(stats, LivenessConfig())))
+    return out
+
+
+def answer(p: PathRuntime, t: float, rtt: float, n: int = 5, seq0: int = 0) -> None:
+    for i in range(n):
+        p.tracker.sent(seq0 + i, t + i * 0.05)
+        p.tracker.reply(seq0 + i, t + i * 0.05 + rtt)
+
+
+def kill(p: PathRuntime, t: float, seq0: int = 100) -> float:
+    """Probes that go unanswered until the path is declared down; the time it is."""
+    for i in range(10):
+        p.tracker.sent(seq0 + i, t + i * 0.05)
+    now = t + 2.0
+    p.tracker.check(now)
+    return now
+
+
+def settle(st: Steering, now: float) -> None:
+    st.step(now)
+    st.committed(st.next_plan())
+
+
+def test_a_dead_paths_flows_move_once_a_class_has_somewhere_to_go() -> None:
+    ps = paths()
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("default",), CFG, Weights(), 0.0)
+    settle(st, 1.0)
+    assert st.targets() == {"default": "hk"} and st.all_settled
+    now = kill(ps[0], 1.0)
+    st.step(now)
+    plan = st.next_plan()
+    assert plan.state.marking is not None
+    assert plan.state.marking.flush_marks == (path_mark(0),)
+    assert plan.targets == {"default": "tyo"} and plan.must_send
+    st.committed(plan)
+    assert st.next_plan().state.marking.flush_marks == ()  # type: ignore[union-attr]
+
+
+def test_on_a_shared_exit_every_move_takes_the_running_flows_along() -> None:
+    for shared, flushed in ((False, ()), (True, (path_mark(1),))):
+        ps = paths()
+        answer(ps[1], 0.0, 0.04)
+        answer(ps[2], 0.0, 0.06)
+        st = Steering(ps, ("default",), CFG, Weights(), 0.0, shared_exit=shared)
+        settle(st, 1.0)
+        assert st.targets() == {"default": "tyo"}
+        answer(ps[0], 1.0, 0.01, n=40, seq0=200)  # hk comes up, much faster
+        for t in (4.0, 5.5):  # past hold-down (2 s since up) and dwell (1 s)
+            st.step(t)
+        plan = st.next_plan()
+        assert plan.targets == {"default": "hk"}
+        assert plan.state.marking is not None and plan.state.marking.flush_marks == flushed
+        assert plan.state.marking.masquerade is not shared
+
+
+def test_classes_are_placed_by_priority_and_bulk_stays_off_realtimes_path() -> None:
+    ps = paths()
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("default", "bulk", "realtime"), CFG, Weights(), 0.0)
+    assert list(st.deciders) == ["realtime", "bulk", "default"]
+    settle(st, 1.0)
+    # realtime and default on the best path; bulk on the best other one.
+    assert st.targets() == {"realtime": "hk", "bulk": "tyo", "default": "hk"}
+    plan = st.next_plan()
+    marks = {c.name: c.mark for c in plan.state.marking.classes}  # type: ignore[union-attr]
+    assert marks == {"realtime": path_mark(0), "bulk": path_mark(1), "default": path_mark(0)}
+    # With hk gone realtime moves to tyo, and bulk, kept off it, to sgp.
+    now = kill(ps[0], 1.0)
+    decisions = {d.cls: d for d in st.step(now)}
+    assert decisions["realtime"].kind == "failover" and decisions["realtime"].to_path == "tyo"
+    assert st.targets()["bulk"] == "tyo"  # not a failover for bulk: it leaves by its dwell
+    for t in (now + 1.2, now + 3.5):  # past bulk's dwell on a path that scores 0 for it
+        st.step(t)
+    assert st.targets()["realtime"] == "tyo" and st.targets()["bulk"] == "sgp"
+    assert any("kept off realtime's path tyo" in p.decision.reason
+               for p in st.next_plan().pending)
+
+
+def test_bulk_shares_realtimes_path_when_it_is_the_only_one_up() -> None:
+    ps = paths()
+    answer(ps[0], 0.0, 0.02)
+    st = Steering(ps, ("realtime", "bulk"), CFG, Weights(), 0.0)
+    for t in (0.6, 1.0):  # past the warm-up: the others never answered
+        st.step(t)
+    assert st.targets() == {"realtime": "hk", "bulk": "hk"}

@@ -1,0 +1,118 @@
+"""Faults the engine must live through without letting traffic out: a refused apply,
+and (with the kill switch) the helper, wireguard-go and the nft table going away."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from app.core.helper_client import SyncHelperClient
+from app.core.model import ConnState, EventKind
+from app.lab import nodes, topology
+from app.lab.topology import LabInfo
+from tests.engine.conftest import Connected
+from tests.engine.leaks import count_leaks, stream_gets_through
+from tests.util import wait_until
+
+
+def wireguard_go_pid(lab: LabInfo, iface: str) -> int:
+    with SyncHelperClient(lab.helper_socket) as client:
+        tunnel = client.status().tunnel(iface)
+    assert tunnel is not None and tunnel.pid is not None
+    return tunnel.pid
+
+
+def helper_pid(lab: LabInfo) -> int:
+    ns = topology.netns(lab.name, "client")
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                          check=True).stdout.split()
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"braid-helper") or a == b"app.helper.main" for a in argv):
+            return int(pid)
+    raise AssertionError(f"no braid-helper in {ns}")
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for the lab's builder (this process) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def restart_helper(lab: LabInfo) -> None:
+    """kill -9 the lab's helper and start it again, as systemd or the lab would."""
+    pid = helper_pid(lab)
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    wait_until(lambda: dead(pid), timeout=5, message=f"the helper (pid {pid}) did not die")
+    nodes.start_helper(lab, 10)
+
+
+def test_a_refused_apply_is_an_error_that_keeps_traffic_in_the_tunnels(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """Make the helper refuse for real: a link of someone else's (a veth pair) takes the name
+    of a tunnel whose wireguard-go died, so every apply that needs that tunnel fails in
+    the kernel. The engine says so (error, with what and fix), traffic keeps going
+    through the tunnel it was on and nothing leaves through the main table; when the
+    link goes, the engine recovers by itself; disconnect cleans up."""
+    lab = make_lab("clean")
+    c = connect(lab)
+    wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
+    ns = topology.netns(lab.name, "client")
+    tyo = lab.gateway("tyo").client_interface
+    count_leaks(lab, reset=True)
+    pid = wireguard_go_pid(lab, tyo)
+    helper = helper_pid(lab)
+    # The helper restarts a dead wireguard-go at once: hold it still meanwhile.
+    subprocess.run(["kill", "-STOP", str(helper)], check=True)
+    try:
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        # (This kernel has no dummy links: a veth pair is someone else's link just as well.)
+        wait_until(lambda: subprocess.run(["ip", "-n", ns, "link", "add", tyo, "type", "veth",
+                                           "peer", "name", "xfault0"],
+                                          capture_output=True).returncode == 0,
+                   timeout=5, message="the tunnel's name never came free")
+    finally:
+        subprocess.run(["kill", "-CONT", str(helper)], check=True)
+    try:
+        wait_until(lambda: c.rec.last is not None and c.rec.last.state is ConnState.ERROR,
+                   timeout=20, message=f"no error state: {c.rec.events()}")
+        snap = c.rec.last
+        assert snap is not None and snap.error is not None
+        assert "the helper did not take the plan" in snap.error.what and snap.error.fix
+        assert snap.blocked
+        assert c.rec.events(EventKind.ERROR)
+        assert stream_gets_through(lab)  # on hk, through its tunnel
+        assert count_leaks(lab) == 0
+    finally:
+        subprocess.run(["ip", "-n", ns, "link", "del", tyo], check=False)
+    wait_until(lambda: c.rec.last is not None and c.rec.last.state in (
+        ConnState.CONNECTED, ConnState.DEGRADED), timeout=20,
+        message=f"never recovered: {c.rec.last}")
+    assert c.rec.events(EventKind.RECOVERED)
+    assert count_leaks(lab) == 0
+    c.service.shutdown()
+    with SyncHelperClient(lab.helper_socket) as client:
+        held = client.status()
+    assert held.tunnels == () and held.rules == 0
+
+
+def test_a_helper_restart_is_noticed_and_the_state_is_sent_again(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    lab = make_lab("clean")
+    c = connect(lab)
+    wait_until(lambda: c.rec.last is not None and c.rec.last.state is ConnState.CONNECTED,
+               timeout=15)
+    restart_helper(lab)
+    wait_until(lambda: c.rec.events(EventKind.ERROR), timeout=5,
+               message="the engine never noticed the helper going away")
+    wait_until(lambda: c.rec.last is not None and c.rec.last.state in (
+        ConnState.CONNECTED, ConnState.DEGRADED) and c.rec.events(EventKind.RECOVERED),
+        timeout=15, message=f"never recovered: {c.rec.last}")
+    assert c.rec.last is not None and c.rec.last.counters.helper_reconnects >= 1
+    wait_until(lambda: stream_gets_through(lab), timeout=10)
