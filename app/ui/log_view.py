@@ -43,6 +43,11 @@ class LogView(QWidget):
         layout.addWidget(self.heading)
         layout.addWidget(self.text)
         self._seen: tuple[int, int, int] | None = None
+        self._follow = True  # at the bottom, following new lines; False once scrolled up
+        self._loading = False
+        bar = self.text.verticalScrollBar()
+        bar.valueChanged.connect(self._scrolled)
+        bar.rangeChanged.connect(self._range_changed)
         self.reloads = 0  # times the text was read again (the tests watch it)
         self.timer = QTimer(self)
         self.timer.setInterval(refresh_ms)
@@ -62,15 +67,27 @@ class LogView(QWidget):
             return False
         self._seen = seen
         bar = self.text.verticalScrollBar()
-        at_bottom = bar.value() >= bar.maximum()
-        kept = bar.value()
+        kept, follow = bar.value(), self._follow
         text = read_tail(self.path, self.tail_bytes)
         if not text:
             text = f"Nothing logged yet: {self.path} is empty or not there."
+        self._loading = True  # setPlainText scrolls to the top: not the user's doing
         self.text.setPlainText(text)
-        bar.setValue(bar.maximum() if at_bottom else kept)
+        self._loading = False
+        self._follow = follow
+        bar.setValue(bar.maximum() if follow else kept)
         self.reloads += 1
         return True
+
+    def _scrolled(self, value: int) -> None:
+        if not self._loading:
+            self._follow = value >= self.text.verticalScrollBar().maximum()
+
+    def _range_changed(self, _low: int, high: int) -> None:
+        # The range grows when the text is laid out (after it was set, and first of all
+        # after the window is shown): a view that follows goes along to the new end.
+        if self._follow and not self._loading:
+            self.text.verticalScrollBar().setValue(high)
 
     def showEvent(self, event: QShowEvent) -> None:
         self.refresh()

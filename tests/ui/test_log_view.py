@@ -110,9 +110,20 @@ def test_scrolled_up_the_view_keeps_its_place(qtbot: QtBot, tmp_path: Path) -> N
     qtbot.addWidget(view)
     view.show()
     bar = view.text.verticalScrollBar()
-    qtbot.waitUntil(lambda: bar.maximum() > 0)
-    bar.setValue(10)
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())  # opened
+    bar.setValue(10)  # the user scrolls up
     with path.open("a") as f:
         f.write("one more\n")
     qtbot.waitUntil(lambda: "one more" in view.text.toPlainText(), timeout=5000)
     assert bar.value() == 10
+
+
+def test_it_opens_at_the_newest_line(qtbot: QtBot, tmp_path: Path) -> None:
+    path = tmp_path / "braid.log"
+    path.write_text("".join(f"2026-12-01 22:49:{i:02d} braid.engine INFO placed default\n"
+                            for i in range(60)))
+    view = LogView(path)
+    qtbot.addWidget(view)
+    view.show()
+    bar = view.text.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum())
