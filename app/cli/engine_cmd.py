@@ -282,7 +282,7 @@ def _down_without_engine(args: argparse.Namespace) -> int:
                 status = None
             if status is not None and not status.owner_connected and (
                     status.tunnels or status.rules or status.marking
-                    or status.extra.get("guard")):
+                    or status.guard is not None):
                 helper.down()
                 print("braid: no engine was running; removed what the helper still held "
                       "(tunnels or the kill switch) for a client that left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from app.helper import netlink, procs, uapi
 from app.helper.errors import HelperError, KernelError
+from app.helper.statedir import StateDir
 from app.wire.errors import Code
 from app.wire.state import TunnelState
 
@@ -27,6 +29,7 @@ log = logging.getLogger("braid.helper")
 START_TIMEOUT = 10.0  # wireguard-go creating its TUN device and UAPI socket
 STOP_TIMEOUT = 5.0
 RESTART_BACKOFF = (0.2, 1.0, 5.0)  # after the first, second, later deaths in a row
+STABLE_S = 30.0  # a child that ran this long before it died starts the backoff again
 
 
 class Backend(Protocol):
@@ -46,12 +49,26 @@ class Backend(Protocol):
     def journal(self) -> list[dict[str, Any]]:
         """Processes to find again after a crash (none for the kernel backend)."""
 
+    def forget(self, name: str) -> None:
+        """The device's configuration is not what the helper last set (drift, a failed
+        change): the next ensure sets all of it."""
+
+    def bound_logs(self) -> None:
+        """Keep what children write within its size limit."""
+
+    def running(self, name: str) -> bool:
+        """Whether the device's process (if it has one) is alive."""
+
+    async def drift(self, tunnel: TunnelState) -> list[str]:
+        """How the device's WireGuard configuration differs from ``tunnel`` (never a
+        key in the words)."""
+
 
 def kernel_has_wireguard() -> bool:
     return Path("/sys/module/wireguard").exists()
 
 
-def choose(kind: str, log_dir: Path, on_died: Callable[[str], None]) -> Backend:
+def choose(kind: str, log_dir: StateDir, on_died: Callable[[str], None]) -> Backend:
     if kind == "auto":
         kind = "kernel" if kernel_has_wireguard() else "userspace"
     if kind == "kernel":
@@ -87,6 +104,7 @@ class _Child:
     ident: procs.ProcId
     watcher: asyncio.Task[None] | None = None
     stopping: bool = False
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class UserspaceBackend:
@@ -97,32 +115,69 @@ class UserspaceBackend:
 
     name = "userspace"
 
-    def __init__(self, log_dir: Path, on_died: Callable[[str], None]) -> None:
+    def __init__(self, log_dir: StateDir, on_died: Callable[[str], None]) -> None:
         self._log_dir = log_dir
         self._on_died = on_died
         self._children: dict[str, _Child] = {}
         self._configured: dict[str, TunnelState] = {}
+        self._ports: dict[str, int] = {}  # the port a device picked itself
         self._restarts: dict[str, int] = {}
+        self._streak: dict[str, int] = {}  # deaths in a row, for the backoff
 
     async def ensure(self, ipr: AsyncIPRoute, tunnel: TunnelState) -> list[str]:
         changes: list[str] = []
         child = self._children.get(tunnel.name)
+        if child is not None and child.process.returncode is None and (
+                await netlink.link_index(ipr, tunnel.name) is None):
+            # Its device was deleted under it (`ip link del`, or it is dying): it is about
+            # to exit. A restart like any other, counted as one.
+            self._restarts[tunnel.name] = self._restarts.get(tunnel.name, 0) + 1
+            await self._reap(tunnel.name, child)
+            child = None
         if child is None or child.process.returncode is not None:
             await self._start(ipr, tunnel.name)
             self._configured.pop(tunnel.name, None)
+            self._ports.pop(tunnel.name, None)
             changes.append(f"{tunnel.name}: started wireguard-go")
-        if uapi.configure(tunnel.name, self._configured.get(tunnel.name), tunnel):
+        # A device left to pick its port keeps the one it picked: going back to such a
+        # state (a rollback) sets that port again, not a new random one.
+        want = tunnel
+        if tunnel.listen_port is None and tunnel.name in self._ports:
+            want = dataclasses.replace(tunnel, listen_port=self._ports[tunnel.name])
+        old = self._configured.pop(tunnel.name, None)  # unknown until this succeeds
+        if uapi.configure(tunnel.name, old, want):
             changes.append(f"{tunnel.name}: configured")
-        self._configured[tunnel.name] = tunnel
+        if want.listen_port is None:
+            stats = uapi.stats(tunnel.name)
+            if stats is not None and stats.listen_port:
+                self._ports[tunnel.name] = stats.listen_port
+                want = dataclasses.replace(tunnel, listen_port=stats.listen_port)
+        self._configured[tunnel.name] = want
         return changes
+
+    def forget(self, name: str) -> None:
+        self._configured.pop(name, None)
+
+    def bound_logs(self) -> None:
+        for name in self._children:
+            self._log_dir.bound_log(_log_name(name))
+
+    def running(self, name: str) -> bool:
+        child = self._children.get(name)
+        return child is not None and child.process.returncode is None
+
+    async def drift(self, tunnel: TunnelState) -> list[str]:
+        if not self.running(tunnel.name):
+            return []
+        have = uapi.config(tunnel.name)
+        return ["it does not answer"] if have is None else uapi.drift(tunnel, have)
 
     async def _start(self, ipr: AsyncIPRoute, name: str) -> None:
         await _refuse_foreign(ipr, name)
         # A device of this name that no child of ours serves is a leftover: replace it.
         await netlink.delete_link(ipr, name)
-        self._log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log_path = self._log_dir / f"wireguard-go-{name}.log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_name = _log_name(name)
+        fd = self._log_dir.open_log(log_name)
         try:
             # Keys never go here: argv is the interface name, env a bare minimum.
             process = await asyncio.create_subprocess_exec(
@@ -144,7 +199,7 @@ class UserspaceBackend:
         while not (uapi.answers(name) and await netlink.link_index(ipr, name) is not None):
             if process.returncode is not None or time.monotonic() > deadline:
                 await self._reap(name, child)
-                tail = log_path.read_text(errors="replace")[-400:].strip()
+                tail = self._log_dir.tail(log_name).strip()
                 raise KernelError(f"{name}: wireguard-go did not start: {tail or 'no output'}")
             await asyncio.sleep(0.01)
         child.watcher = asyncio.create_task(self._watch(name, child))
@@ -157,13 +212,16 @@ class UserspaceBackend:
         del self._children[name]
         self._configured.pop(name, None)
         self._restarts[name] = self._restarts.get(name, 0) + 1
+        # The backoff grows with deaths in a row; one that ran a while starts it again.
+        lived = time.monotonic() - child.started
+        self._streak[name] = 1 if lived > STABLE_S else self._streak.get(name, 0) + 1
         log.warning(
             "%s: wireguard-go (pid %d) exited with %s; restarting", name, child.ident.pid, rc
         )
         self._on_died(name)
 
     def backoff(self, name: str) -> float:
-        n = self._restarts.get(name, 0)
+        n = self._streak.get(name, 0)
         return RESTART_BACKOFF[min(max(n - 1, 0), len(RESTART_BACKOFF) - 1)]
 
     async def _reap(self, name: str, child: _Child) -> None:
@@ -184,7 +242,9 @@ class UserspaceBackend:
 
     async def remove(self, ipr: AsyncIPRoute, name: str) -> bool:
         self._configured.pop(name, None)
+        self._ports.pop(name, None)
         self._restarts.pop(name, None)
+        self._streak.pop(name, None)
         child = self._children.get(name)
         if child is not None:
             await self._reap(name, child)
@@ -208,6 +268,10 @@ class UserspaceBackend:
 
     def journal(self) -> list[dict[str, Any]]:
         return [{"iface": n, **c.ident.to_json()} for n, c in sorted(self._children.items())]
+
+
+def _log_name(iface: str) -> str:
+    return f"wireguard-go-{iface}.log"
 
 
 # ---- kernel ----------------------------------------------------------------------------
@@ -247,8 +311,9 @@ class KernelBackend:
                 raise KernelError(f"cannot create WireGuard link {tunnel.name}: {exc}") from None
             self._configured.pop(tunnel.name, None)
             changes.append(f"{tunnel.name}: created")
-        old = self._configured.get(tunnel.name)
+        old = self._configured.pop(tunnel.name, None)  # unknown until this succeeds
         if old == tunnel:
+            self._configured[tunnel.name] = tunnel
             return changes
         try:
             async with _wireguard() as wg:
@@ -328,3 +393,15 @@ class KernelBackend:
 
     def journal(self) -> list[dict[str, Any]]:
         return []
+
+    def forget(self, name: str) -> None:
+        self._configured.pop(name, None)
+
+    def bound_logs(self) -> None:
+        pass
+
+    def running(self, name: str) -> bool:
+        return True
+
+    async def drift(self, tunnel: TunnelState) -> list[str]:
+        return []  # the kernel's device: its configuration is netlink's, not read back

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.helper.errors import HelperError
-from app.helper.reconcile import Reconciler
+from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
-from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR, IDLE_SECONDS
 from app.wire.version import package_version
 
 log = logging.getLogger("braid.helper")
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
             "tables, rules, packet marking) over a unix socket and reconciles the kernel "
             "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
-            "priorities 5200-5299, marks under 0x0f000000 and the nft table inet braid. "
+            "priorities 5200-5299, marks under 0x0f000000 and the nft tables inet braid and "
+            "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298). "
             "Runs as root."
         ),
     )
@@ -54,6 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
         "applied it disconnects (default 10)",
     )
     p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=IDLE_SECONDS,
+        metavar="S",
+        help="close a connection that sends no request for this long, except the one "
+        f"whose state is in force (default {IDLE_SECONDS:g})",
+    )
+    p.add_argument(
+        "--verify-seconds",
+        type=float,
+        default=VERIFY_INTERVAL_S,
+        metavar="S",
+        help="compare the kernel with the state this often, besides on kernel events, "
+        f"and repair what differs (default {VERIFY_INTERVAL_S:g})",
+    )
+    p.add_argument(
         "--backend",
         choices=("auto", "kernel", "userspace"),
         default="auto",
@@ -66,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cleanup",
         action="store_true",
-        help="remove everything Braid's in this network namespace and exit",
+        help="remove everything Braid's in this network namespace, the kill switch "
+        "included, and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"braid-helper {package_version()}")
@@ -74,16 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> int:
-    reconciler = Reconciler(args.backend, args.state_dir)
-    found = await reconciler.remove_leftovers()
-    if found:
-        log.warning("removed leftovers of an earlier run: %s", "; ".join(found))
+    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds)
     if args.cleanup:
+        found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
         return 0
+    # A guard found is adopted (kept, fail closed); everything else is removed.
+    found = await reconciler.start()
+    if found:
+        log.warning("removed leftovers of an earlier run: %s", "; ".join(found))
     reconciler.recovered = found
-    server = HelperServer(reconciler, args.socket, args.grace_seconds, args.group)
+    server = HelperServer(reconciler, args.socket, args.grace_seconds, args.group,
+                          args.idle_seconds)
     await server.start()
+    reconciler.start_watching()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.grace_seconds < 0:
-        print("braid-helper: error: --grace-seconds must be >= 0", file=sys.stderr)
-        return 2
+    for name in ("grace_seconds", "idle_seconds", "verify_seconds"):
+        if getattr(args, name) < (0 if name == "grace_seconds" else 0.1):
+            flag = "--" + name.replace("_", "-")
+            print(f"braid-helper: error: {flag} is too small", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(run(args))
     except HelperError as exc:

@@ -30,7 +30,13 @@ from app.wire.state import (
 
 FR_ACT_TO_TBL = 1
 FR_ACT_UNREACHABLE = 7
+FIB_RULE_INVERT = 0x2
+RTN_UNICAST, RTN_UNREACHABLE = 1, 7
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+IFA_F_NOPREFIXROUTE = 0x200
+MAIN_TABLE = 254
+EEXIST, ESRCH, ENOENT = 17, 3, 2
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _VERSION_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -90,13 +96,26 @@ async def braid_links(ipr: AsyncIPRoute) -> dict[str, int]:
 
 
 async def addresses(ipr: AsyncIPRoute) -> dict[int, set[str]]:
-    """Addresses by link index, from one dump; link-local ones are the kernel's."""
+    """Addresses by link index, from one dump. Link-local ones are the kernel's (it adds
+    them to a link it brings up where addr_gen_mode lets it): never Braid's, never
+    compared, so one on a tunnel neither fails nor changes the next apply."""
     out: dict[int, set[str]] = {}
     for msg in await _all(ipr.get_addr()):
         iface = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
         if not iface.ip.is_link_local:
             out.setdefault(int(msg["index"]), set()).add(str(iface))
     return out
+
+
+def taken_elsewhere(want: Iterable[str], addrs: dict[int, set[str]],
+                    braid: Iterable[int]) -> dict[str, int]:
+    """Which of the addresses ``want`` a link that is not one of Braid's (``braid``:
+    their indexes) already has, whatever its prefix: address -> that link's index."""
+    ours = set(braid)
+    elsewhere = {ipaddress.ip_interface(a).ip: index for index, have in addrs.items()
+                 if index not in ours for a in have}
+    return {a: elsewhere[ip] for a in want
+            if (ip := ipaddress.ip_interface(a).ip) in elsewhere}
 
 
 async def link_index(ipr: AsyncIPRoute, name: str) -> int | None:
@@ -144,9 +163,14 @@ async def ensure_link(
             changes.append(f"{name}: removed address {addr}")
         for addr in sorted(want - have):
             iface = ipaddress.ip_interface(addr)
-            await ipr.addr(
-                "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
-            )
+            # A host address and no prefix route: the tunnel's routes are the state's
+            # tables, never a route the kernel derives in main. No DAD: a point-to-point
+            # tunnel has no neighbour to clash with, and DAD would change the address by
+            # itself a second later. "replace": an address the kernel holds with other
+            # flags is taken over rather than refused with EEXIST.
+            flags = IFA_F_NOPREFIXROUTE | (IFA_F_NODAD if iface.version == 6 else 0)
+            await ipr.addr("replace", index=index, address=str(iface.ip),
+                           prefixlen=iface.network.prefixlen, flags=flags)
             changes.append(f"{name}: added address {addr}")
         if link.mtu != mtu:
             await ipr.link("set", index=index, mtu=mtu)
@@ -170,12 +194,26 @@ def no_link_local(name: str) -> None:
 
 
 # ---- routes --------------------------------------------------------------------------
+RouteKey = tuple[int, int, str, int]  # family, table, dst, metric
+
+
 @dataclass(frozen=True)
 class KernelRoute:
     family: int
     table: int
     dst: str
-    nexthops: tuple[tuple[int, int], ...]  # (oif, weight), sorted
+    nexthops: tuple[tuple[int, int], ...]  # (oif, weight), sorted; () when unreachable
+    kind: int = RTN_UNICAST  # or RTN_UNREACHABLE
+    metric: int = 0  # what the kernel reports: 0 for IPv4, 1024 for IPv6 by default
+
+    @property
+    def key(self) -> RouteKey:
+        return (self.family, self.table, self.dst, self.metric)
+
+
+def default_metric(family: int) -> int:
+    """The metric the kernel gives a route that names none."""
+    return 1024 if family == socket.AF_INET6 else 0
 
 
 def _route_table(msg: Any) -> int:
@@ -193,24 +231,32 @@ async def braid_routes(ipr: AsyncIPRoute) -> list[KernelRoute]:
                 continue
             dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
             network = str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False))
+            kind = int(msg["type"])
             multipath = msg.get("multipath")
-            if multipath:
+            if kind == RTN_UNREACHABLE:
+                hops: tuple[tuple[int, int], ...] = ()
+            elif multipath:
                 hops = tuple(sorted((int(h["oif"]), int(h["hops"]) + 1) for h in multipath))
             else:
                 hops = ((int(msg.get("oif") or 0), 1),)
-            out.append(KernelRoute(family, table, network, hops))
+            metric = msg.get("priority")
+            out.append(KernelRoute(family, table, network, hops, kind,
+                                   int(metric) if metric is not None else 0))
     return out
 
 
 def _want_route(table: int, route: RouteState, links: dict[str, int]) -> KernelRoute:
     family = _VERSION_FAMILY[ipaddress.ip_network(route.dst).version]
     hops = tuple(sorted((links[h.dev], h.weight) for h in route.nexthops))
-    return KernelRoute(family, table, route.dst, hops)
+    return KernelRoute(family, table, route.dst, hops, metric=default_metric(family))
 
 
 def _route_args(route: KernelRoute) -> dict[str, Any]:
-    args: dict[str, Any] = {"family": route.family, "table": route.table, "dst": route.dst}
-    if len(route.nexthops) == 1:
+    args: dict[str, Any] = {"family": route.family, "table": route.table, "dst": route.dst,
+                            "priority": route.metric}
+    if route.kind == RTN_UNREACHABLE:
+        args["type"] = "unreachable"
+    elif len(route.nexthops) == 1:
         args["oif"] = route.nexthops[0][0]
     else:
         args["multipath"] = [{"oif": oif, "hops": weight - 1} for oif, weight in route.nexthops]
@@ -219,13 +265,11 @@ def _route_args(route: KernelRoute) -> dict[str, Any]:
 
 async def delete_route(ipr: AsyncIPRoute, route: KernelRoute) -> None:
     try:
-        await ipr.route("del", family=route.family, table=route.table, dst=route.dst)
+        await ipr.route("del", family=route.family, table=route.table, dst=route.dst,
+                        priority=route.metric)
     except NetlinkError as exc:
-        if exc.code != 3:  # ESRCH: already gone (its link went away)
+        if exc.code != ESRCH:  # already gone (its link went away)
             raise _fail(f"delete route {route.dst} in table {route.table}", exc) from None
-
-
-RouteKey = tuple[int, int, str]  # family, table, dst
 
 
 def want_routes(tables: Iterable[TableState], links: dict[str, int]) -> dict[RouteKey, KernelRoute]:
@@ -237,12 +281,12 @@ def want_routes(tables: Iterable[TableState], links: dict[str, int]) -> dict[Rou
             if missing:
                 raise KernelError(f"route {route.dst} in table {table.id}: no link {missing[0]}")
             kr = _want_route(table.id, route, links)
-            want[(kr.family, kr.table, kr.dst)] = kr
+            want[kr.key] = kr
     return want
 
 
 async def dump_routes(ipr: AsyncIPRoute) -> dict[RouteKey, KernelRoute]:
-    return {(r.family, r.table, r.dst): r for r in await braid_routes(ipr)}
+    return {r.key: r for r in await braid_routes(ipr)}
 
 
 async def put_routes(
@@ -282,16 +326,38 @@ class KernelRule:
     fwmask: int | None
     action: int
     table: int | None
+    dst: str | None = None
+    invert: bool = False  # "not": the rule matches what its selectors do not
+    ip_proto: int | None = None  # with sport/dport: the guard's DHCP rules only
+    sport: int | None = None
+    dport: int | None = None
 
     def describe(self) -> str:
         fam = "ipv4" if self.family == socket.AF_INET else "ipv6"
         what = f"lookup {self.table}" if self.action == FR_ACT_TO_TBL else "unreachable"
-        sel = []
+        sel = ["not"] if self.invert else []
         if self.src:
             sel.append(f"from {self.src}")
+        if self.dst:
+            sel.append(f"to {self.dst}")
         if self.fwmark is not None:
             sel.append(f"fwmark {self.fwmark:#x}/{(self.fwmask or 0):#x}")
+        if self.ip_proto is not None:
+            sel.append(f"ipproto {self.ip_proto} sport {self.sport} dport {self.dport}")
         return f"{fam} rule {self.priority} {' '.join(sel)} {what}"
+
+
+def _port(value: Any) -> int | None:
+    """A rule's port range as pyroute2 reads it ("68:68"): the one port, or None."""
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    start, _, end = value.partition(":")
+    return int(start) if start == end else None
+
+
+def _net(msg: Any, key: str) -> str | None:
+    addr = msg.get(key)
+    return str(ipaddress.ip_network(f"{addr}/{msg[key + '_len']}")) if addr else None
 
 
 async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
@@ -301,19 +367,24 @@ async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
             priority = msg.get("priority")
             if priority is None or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
                 continue
-            src = msg.get("src")
             action = int(msg["action"])
             table = msg.get("table") if action == FR_ACT_TO_TBL else None
             fwmark, fwmask = msg.get("fwmark"), msg.get("fwmask")
+            proto = msg.get("ip_proto")
             out.append(
                 KernelRule(
                     family=family,
                     priority=int(priority),
-                    src=str(ipaddress.ip_network(f"{src}/{msg['src_len']}")) if src else None,
+                    src=_net(msg, "src"),
                     fwmark=int(fwmark) if fwmark is not None else None,
                     fwmask=int(fwmask) if fwmark is not None and fwmask is not None else None,
                     action=action,
                     table=int(table) if table is not None else None,
+                    dst=_net(msg, "dst"),
+                    invert=bool(int(msg["flags"]) & FIB_RULE_INVERT),
+                    ip_proto=int(proto) if proto else None,
+                    sport=_port(msg.get("sport_range")),
+                    dport=_port(msg.get("dport_range")),
                 )
             )
     return out
@@ -344,6 +415,7 @@ def want_rules(rules: Iterable[RuleState]) -> list[KernelRule]:
                     fwmask=rule.fwmask,
                     action=FR_ACT_TO_TBL if rule.action == "lookup" else FR_ACT_UNREACHABLE,
                     table=rule.table,
+                    dst=rule.dst,
                 )
             )
     return out
@@ -356,13 +428,20 @@ def _rule_args(rule: KernelRule) -> dict[str, Any]:
         "action": rule.action,
         "table": rule.table if rule.table is not None else 0,
     }
-    if rule.src is not None:
-        net = ipaddress.ip_network(rule.src)
-        args["src"] = str(net.network_address)
-        args["src_len"] = net.prefixlen
+    for key, value in (("src", rule.src), ("dst", rule.dst)):
+        if value is not None:
+            net = ipaddress.ip_network(value)
+            args[key] = str(net.network_address)
+            args[f"{key}_len"] = net.prefixlen
     if rule.fwmark is not None:
         args["fwmark"] = rule.fwmark
         args["fwmask"] = rule.fwmask
+    if rule.invert:
+        args["flags"] = FIB_RULE_INVERT
+    if rule.ip_proto is not None:
+        args["ip_proto"] = rule.ip_proto
+        args["sport_range"] = f"{rule.sport}:{rule.sport}"
+        args["dport_range"] = f"{rule.dport}:{rule.dport}"
     return args
 
 
@@ -370,7 +449,7 @@ async def delete_rule(ipr: AsyncIPRoute, rule: KernelRule) -> None:
     try:
         await ipr.rule("del", **_rule_args(rule))
     except NetlinkError as exc:
-        if exc.code != 2:  # ENOENT: already gone
+        if exc.code != ENOENT:  # already gone
             raise _fail(f"delete {rule.describe()}", exc) from None
 
 

@@ -1,24 +1,57 @@
-"""The nft table ``inet braid``: rendered here from a validated Marking, loaded atomically.
+"""Braid's nft tables, rendered here from validated state and loaded atomically:
+``inet braid`` (marking, :func:`render`) and ``inet braid_guard`` (the kill switch,
+app/helper/guard.py).
 
-No string from a caller reaches nft: every number in the ruleset passed validation in
-state.py, and names are never rendered.
+No string from a caller reaches nft: every number and address in a ruleset passed
+validation in app/wire/state.py, and the only names rendered are tunnel names that
+matched Braid's interface pattern.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import ipaddress
+import re
 import subprocess
+from collections.abc import Iterable
 
 from app.helper.errors import KernelError
-from app.wire.state import MARK_MASK, NFT_FAMILY, NFT_TABLE, Marking
+from app.wire.state import DEFAULT_CLASS, MARK_MASK, NFT_FAMILY, NFT_TABLE, Marking
 
 TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
-DEFAULT_CLASS = "default"
 
 
-def render(marking: Marking) -> str:
-    """The table in nft's native syntax (nft 1.0.6 cannot express everything in JSON)."""
+def networks(allow: Iterable[str], version: int) -> list[str]:
+    """``allow``'s networks of one IP version, merged: an nft interval set refuses
+    overlapping elements (10.0.0.0/8 with 10.1.0.0/16)."""
+    nets = [n for n in (ipaddress.ip_network(a) for a in allow) if n.version == version]
+    return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[type-var]
+
+
+def element_set(items: Iterable[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def names(tunnels: Iterable[str]) -> str:
+    """Interface names as an nft set: exactly these, never a wildcard."""
+    return element_set(f'"{n}"' for n in sorted(tunnels))
+
+
+def allow_rules(allow: Iterable[str], verdict: str) -> list[str]:
+    allow = list(allow)
+    out = []
+    for version, selector in ((4, "ip daddr"), (6, "ip6 daddr")):
+        nets = networks(allow, version)
+        if nets:
+            out.append(f"{selector} {element_set(nets)} {verdict}")
+    return out
+
+
+def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] = ()) -> str:
+    """The table in nft's native syntax (nft 1.0.6 cannot express everything in JSON).
+    ``tunnels``: this state's tunnel names (the masquerade's interfaces); ``allow``: the
+    guard's allowed destinations, left unmarked so they route to main."""
     mask = f"{MARK_MASK:#010x}"
     keep = f"{0xFFFFFFFF & ~MARK_MASK:#010x}"
     out = [
@@ -33,6 +66,9 @@ def render(marking: Marking) -> str:
         '\t\toifname "lo" return',
         # Replies of inbound connections must leave the way their requests came.
         "\t\tct direction reply return",
+        # The guard's allowed destinations (the LAN, exclusions) stay unmarked: the
+        # guard's rule 5290 sends them to the main table, outside the tunnels.
+        *(f"\t\t{r}" for r in allow_rules(allow, "return")),
         # Stickiness: a flow keeps the path mark saved when it started.
         f"\t\tct mark & {mask} != 0x00000000 meta mark set ct mark & {mask} return",
         # Everything else is classified: new flows, but also flows that predate Braid and
@@ -42,17 +78,20 @@ def render(marking: Marking) -> str:
         # class's unreachable rule instead. `ct mark set` is a no-op where there is no ct.
     ]
     for cls in marking.classes:
-        # Until classifiers arrive, every flow is of class "default".
+        # Until classifiers arrive, every flow is of class "default" (which state.py
+        # requires: without it nothing would be classified).
         if cls.name == DEFAULT_CLASS:
             mark = f"{cls.mark:#010x}"
             out.append(f"\t\tmeta mark set {mark} ct mark set ct mark & {keep} | {mark}")
     out.append("\t}")
-    if marking.masquerade:
+    tunnels = sorted(tunnels)
+    if marking.masquerade and tunnels:
         out += [
             "\tchain postrouting {",
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
             # A flow routed into a tunnel after its source was chosen gets the tunnel's.
-            '\t\toifname "br-*" masquerade',
+            # This state's tunnels by name: "br-*" is also Docker's bridges (br-<id>).
+            f"\t\toifname {names(tunnels)} masquerade",
             "\t}",
         ]
     out.append("}")
@@ -88,18 +127,18 @@ class _Nft:
         lib.nft_ctx_buffer_error(ctx)
         self._lib, self._ctx = lib, ctx
 
-    def run(self, script: str) -> tuple[bool, str]:
-        """Run nft commands; returns (succeeded, error text)."""
+    def run(self, script: str) -> tuple[bool, str, str]:
+        """Run nft commands; returns (succeeded, output, error text)."""
         if self._lib is None:
             done = subprocess.run(
                 ["nft", "-f", "-"], input=script, capture_output=True, text=True,
                 check=False, timeout=30,
             )  # fmt: skip
-            return done.returncode == 0, done.stderr.strip()
+            return done.returncode == 0, done.stdout, done.stderr.strip()
         rc = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
-        self._lib.nft_ctx_get_output_buffer(self._ctx)  # read, so it does not pile up
+        out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
         err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
-        return rc == 0, err.decode(errors="replace").strip()
+        return rc == 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
 
 @functools.cache
@@ -109,23 +148,40 @@ def _nft() -> _Nft:
     return _Nft()
 
 
-def _run(script: str) -> tuple[bool, str]:
+def _run(script: str) -> tuple[bool, str, str]:
     return _nft().run(script)
 
 
-def load(ruleset: str) -> None:
-    """Replace the table in one transaction: declaring it first makes the delete valid
+def load(ruleset: str, table: str = TABLE) -> None:
+    """Replace ``table`` in one transaction: declaring it first makes the delete valid
     whether or not it existed, and nothing is half-loaded if the new one is refused."""
-    ok, err = _run(f"table {TABLE}\ndelete table {TABLE}\n{ruleset}")
+    ok, _, err = _run(f"table {table}\ndelete table {table}\n{ruleset}")
     if not ok:
-        raise KernelError(f"nft refused table {TABLE}: {err}")
+        raise KernelError(f"nft refused table {table}: {err}")
 
 
-def delete() -> bool:
-    """Remove the table if present; returns whether it was there."""
-    if not _run(f"list table {TABLE}\n")[0]:
+def delete(table: str = TABLE) -> bool:
+    """Remove ``table`` if present; returns whether it was there."""
+    if listing(table) is None:
         return False
-    ok, err = _run(f"delete table {TABLE}\n")
+    ok, _, err = _run(f"delete table {table}\n")
     if not ok:
-        raise KernelError(f"nft could not delete table {TABLE}: {err}")
+        raise KernelError(f"nft could not delete table {table}: {err}")
     return True
+
+
+_COUNTS = re.compile(r"packets \d+ bytes \d+")
+
+
+def listing(table: str = TABLE) -> str | None:
+    """The table as the kernel holds it, in nft's words (None: not there), counters'
+    values blanked: what a load is compared with afterwards to see drift."""
+    ok, out, _ = _run(f"list table {table}\n")
+    return _COUNTS.sub("packets - bytes -", out) if ok else None
+
+
+def counter(table: str, name: str) -> int | None:
+    """Packets a named counter of ``table`` has counted (None: no such counter)."""
+    ok, out, _ = _run(f"list counter {table} {name}\n")
+    found = re.search(r"packets (\d+)", out) if ok else None
+    return int(found.group(1)) if found else None

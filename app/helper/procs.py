@@ -62,6 +62,15 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def serves(proc: ProcId, iface: str) -> bool:
+    """Whether ``proc`` is still that process (pid and start time) and is a wireguard-go
+    serving ``iface`` in this network namespace: what a journal entry must be before the
+    helper kills anything in its name (the pid may since belong to anyone)."""
+    argv = cmdline(proc.pid)
+    return (alive(proc) and bool(argv) and os.path.basename(argv[0]) == "wireguard-go"
+            and argv[-1] == iface and netns_of(proc.pid) == own_netns())
+
+
 def wireguard_go_here() -> dict[str, ProcId]:
     """wireguard-go processes in this network namespace, by the interface they serve."""
     here = own_netns()

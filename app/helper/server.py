@@ -20,14 +20,16 @@ from typing import Any
 from app.helper.errors import HelperError
 from app.helper.reconcile import Reconciler
 from app.wire import protocol
+from app.wire.doc import quote
 from app.wire.errors import Code
-from app.wire.protocol import MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS, VERBS
+from app.wire.protocol import IDLE_SECONDS, MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS, VERBS
 from app.wire.state import StateError, parse_state
 
 log = logging.getLogger("braid.helper")
 
 HELPER_VERSION = "braid-helper 0.1.0"
-MAX_CONNECTIONS = 64  # an idle connection costs little, but not without bound
+MAX_CONNECTIONS = 64  # of non-root peers together: an idle connection costs little, not nothing
+MAX_PER_UID = 16  # an engine holds two; the views attach to the engine, not here
 GROUP_FIX = "run it as root, or add the user to group braid: `sudo usermod -aG braid USER`"
 
 
@@ -68,9 +70,11 @@ def group_id(name: str) -> int | None:
 
 class HelperServer:
     def __init__(
-        self, reconciler: Reconciler, socket_path: Path, grace_seconds: float, group: str
+        self, reconciler: Reconciler, socket_path: Path, grace_seconds: float, group: str,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.reconciler = reconciler
+        self.idle_seconds = idle_seconds
         self.socket_path = socket_path
         self.grace_seconds = grace_seconds
         self.group = group
@@ -81,6 +85,7 @@ class HelperServer:
         self._server: asyncio.AbstractServer | None = None
         self._count = 0
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._open: dict[int, int] = {}  # uid -> connections admitted
 
     # ---- socket ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,15 +145,11 @@ class HelperServer:
         return gid == self.gid or self.gid in process_groups(pid)
 
     def _refusal(self, conn: Conn) -> HelperError | None:
-        """Why this connection may not talk to the helper, if it may not."""
-        if len(self._handlers) > MAX_CONNECTIONS:
-            log.warning("refused %s: %d connections open", conn, len(self._handlers) - 1)
-            return HelperError(
-                Code.BUSY,
-                f"braid-helper already serves {MAX_CONNECTIONS} connections",
-                "close idle clients and retry",
-                fatal=True,
-            )
+        """Why this connection may not talk to the helper, if it may not. Who it is
+        comes first: a refused peer never counts against anyone's limit. Then each uid
+        has its own limit, and root is never refused for others' connections, so a
+        group member's silent connections cannot lock out root (they are also closed
+        after the idle timeout)."""
         if not self._allowed(conn.pid, conn.uid, conn.gid):
             log.warning("refused connection: %s is not root and not in group %s", conn, self.group)
             return HelperError(
@@ -156,6 +157,19 @@ class HelperServer:
                 f"uid {conn.uid} may not use braid-helper: only root and members of group "
                 f"{self.group} may",
                 GROUP_FIX,
+                fatal=True,
+            )
+        mine = self._open.get(conn.uid, 0)
+        others = sum(n for uid, n in self._open.items() if uid != 0)
+        if mine >= MAX_PER_UID or (conn.uid != 0 and others >= MAX_CONNECTIONS):
+            log.warning("refused %s: %d of its own connections open, %d in all", conn, mine,
+                        others)
+            return HelperError(
+                Code.BUSY,
+                f"braid-helper already serves {mine} connections of uid {conn.uid}"
+                if mine >= MAX_PER_UID else
+                f"braid-helper already serves {MAX_CONNECTIONS} connections",
+                "close idle clients and retry",
                 fatal=True,
             )
         return None
@@ -167,23 +181,39 @@ class HelperServer:
         self._count += 1
         pid, uid, gid = peer_credentials(writer.get_extra_info("socket"))
         conn = Conn(self._count, pid, uid, gid)
+        admitted = False
         try:
             refusal = self._refusal(conn)
             if refusal is not None:
                 await self._send(writer, self._error(None, refusal))
                 return
+            self._open[uid] = self._open.get(uid, 0) + 1
+            admitted = True
             log.debug("%s opened", conn)
             while True:
+                # The owner's connection may be silent (a steady engine); any other must
+                # send a whole request within the idle timeout.
+                idle = None if self.owner is conn else self.idle_seconds
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), idle)
+                except TimeoutError:
+                    log.info("%s: closed after %gs without a request", conn, self.idle_seconds)
+                    await self._send(writer, self._error(None, HelperError(
+                        Code.IDLE, f"no request for {self.idle_seconds:g}s",
+                        "connect again when there is something to ask", fatal=True)))
+                    return
                 except (ValueError, asyncio.LimitOverrunError):
-                    too_large = HelperError(
+                    line = b""
+                    too_large = True
+                else:
+                    too_large = len(line) > MAX_MESSAGE_BYTES
+                if too_large:
+                    await self._send(writer, self._error(None, HelperError(
                         Code.TOO_LARGE,
                         f"message longer than {MAX_MESSAGE_BYTES} bytes",
                         "send smaller requests; the connection is closed",
                         fatal=True,
-                    )
-                    await self._send(writer, self._error(None, too_large))
+                    )))
                     return
                 if not line:
                     return
@@ -195,6 +225,10 @@ class HelperServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+            if admitted:
+                self._open[uid] -= 1
+                if not self._open[uid]:
+                    del self._open[uid]
             self._disconnected(conn)
             if task is not None:
                 self._handlers.discard(task)
@@ -215,8 +249,11 @@ class HelperServer:
                 msg = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as exc:
                 raise HelperError(
-                    Code.BAD_JSON, f"not JSON: {exc}", "send one JSON object per line"
+                    Code.BAD_JSON, f"not JSON: {str(exc)[:120]}", "send one JSON object per line"
                 ) from None
+            except RecursionError:
+                raise HelperError(Code.BAD_JSON, "JSON nested too deeply",
+                                  "send one flat JSON object per line") from None
             if not isinstance(msg, dict):
                 raise HelperError(Code.BAD_JSON, "a request must be a JSON object")
             raw_id = msg.get("id")
@@ -224,17 +261,19 @@ class HelperServer:
                 raise HelperError(Code.BAD_REQUEST, "id: must be an integer")
             rid = raw_id
             version = msg.get("v")
-            if version not in SUPPORTED_VERSIONS:
+            # true == 1 in Python: a version is an integer, not a boolean.
+            if isinstance(version, bool) or not isinstance(version, int) or (
+                    version not in SUPPORTED_VERSIONS):
                 raise HelperError(
                     Code.BAD_VERSION,
-                    f"protocol version {version!r} is not spoken here",
+                    f"protocol version {quote(version)} is not spoken here",
                     f'send "v": one of {list(SUPPORTED_VERSIONS)}',
                 )
             verb = msg.get("verb")
-            if verb not in VERBS:
+            if not isinstance(verb, str) or verb not in VERBS:
                 raise HelperError(
                     Code.UNKNOWN_VERB,
-                    f"unknown verb {verb!r}",
+                    f"unknown verb {quote(verb)}",
                     f"use one of: {', '.join(VERBS)}",
                 )
             args = {k: v for k, v in msg.items() if k not in ("v", "id", "verb")}
@@ -257,7 +296,7 @@ class HelperServer:
     def _only(args: dict[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(args) - allowed)
         if unknown:
-            raise HelperError(Code.BAD_REQUEST, f"unknown argument {unknown[0]!r}")
+            raise HelperError(Code.BAD_REQUEST, f"unknown argument {quote(unknown[0])}")
 
     async def _verb_hello(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, {"versions"})
@@ -279,6 +318,7 @@ class HelperServer:
             "helper": HELPER_VERSION,
             "backend": self.reconciler.backend.name,
             "grace_seconds": self.grace_seconds,
+            "idle_seconds": self.idle_seconds,
             "verbs": list(VERBS),
         }
 
@@ -292,6 +332,10 @@ class HelperServer:
             raise HelperError(
                 Code.BAD_STATE, str(exc), "fix that field; nothing was changed"
             ) from None
+        except RecursionError:
+            raise HelperError(Code.BAD_STATE, "state: nested too deeply",
+                              "send the documented shape; nothing was changed") from None
+        self._check_owner(conn)
         self._cancel_grace()
         log.info(
             "%s applies %d tunnels, %d tables, %d rules%s",
@@ -309,8 +353,21 @@ class HelperServer:
         self._only(args, set())
         return await self._status()
 
+    def _check_owner(self, conn: Conn) -> None:
+        """Only the connection whose state is in force may replace or remove it while it
+        is open: another client would take the tunnels (or the guard) from under it.
+        Once it has left (grace running, guard held), anyone allowed takes over."""
+        owner = self.owner
+        if owner is not None and owner is not conn:
+            raise HelperError(
+                Code.NOT_OWNER,
+                f"another client's state is in force (pid {owner.pid}, uid {owner.uid})",
+                "disconnect it first (braid down), then retry",
+            )
+
     async def _verb_down(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, set())
+        self._check_owner(conn)
         self._cancel_grace()
         log.info("%s: down", conn)
         await self.reconciler.down()
@@ -337,7 +394,8 @@ class HelperServer:
             return
         self.owner = None
         state = self.reconciler.state
-        if state.persistent or not (state.tunnels or state.rules or state.marking):
+        if state.persistent or not (state.tunnels or state.rules or state.marking
+                                    or state.guard):
             return
         log.info("the client that applied the state left; removing it in %gs", self.grace_seconds)
         self._grace_deadline = time.monotonic() + self.grace_seconds
@@ -356,6 +414,6 @@ class HelperServer:
         self._grace_deadline = None
         log.info("grace period over: removing the state")
         try:
-            await self.reconciler.down()
+            await self.reconciler.release()
         except HelperError as exc:
             log.error("could not remove the state after the grace period: %s", exc.what)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.helper.errors import KernelError
@@ -83,8 +83,10 @@ def _peer_lines(peer: PeerState) -> list[str]:
 
 
 def config_lines(old: TunnelState | None, new: TunnelState) -> list[str]:
-    """The UAPI ``set`` lines that take a device from ``old`` (None: fresh) to ``new``;
-    empty when nothing differs."""
+    """The UAPI ``set`` lines that take a device from ``old`` to ``new``; empty when
+    nothing differs. ``old`` None: the device is fresh or in a state the helper does not
+    know (a configuration that failed half-way, drift): everything is set and its peers
+    replaced, so nothing of what it held survives unseen."""
     lines: list[str] = []
     if old is None or old.private_key != new.private_key:
         lines.append(f"private_key={key_hex(new.private_key)}")
@@ -92,8 +94,10 @@ def config_lines(old: TunnelState | None, new: TunnelState) -> list[str]:
         old is not None and old.listen_port != new.listen_port
     ):
         lines.append(f"listen_port={new.listen_port or 0}")
-    if (old is None and new.fwmark is not None) or (old is not None and old.fwmark != new.fwmark):
+    if old is None or old.fwmark != new.fwmark:
         lines.append(f"fwmark={new.fwmark or 0}")
+    if old is None:
+        lines.append("replace_peers=true")
     before = {p.public_key: p for p in old.peers} if old is not None else {}
     after = {p.public_key: p for p in new.peers}
     for key in before.keys() - after.keys():
@@ -115,7 +119,8 @@ def configure(iface: str, old: TunnelState | None, new: TunnelState) -> bool:
         raise KernelError(f"{iface}: cannot reach wireguard-go's UAPI socket: {exc}") from None
     if "errno=0" not in reply:
         # The reply carries only an errno, never the request (and so no key).
-        raise KernelError(f"{iface}: wireguard-go refused its configuration ({reply.strip()})")
+        raise KernelError(f"{iface}: wireguard-go refused its configuration "
+                          f"({reply.strip()[:80]})")
     return True
 
 
@@ -155,13 +160,94 @@ def parse_get(reply: str) -> DeviceStats:
     return DeviceStats(listen_port, fwmark, tuple(peers))
 
 
-def stats(iface: str) -> DeviceStats | None:
+@dataclass(frozen=True)
+class PeerConfig:
+    public_key: str  # base64
+    preshared_key_hex: str
+    allowed_ips: frozenset[str]
+    keepalive: int
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """What a device is configured with, from ``get=1`` (the private key only as hex,
+    to compare; never logged)."""
+
+    private_key_hex: str = field(repr=False)
+    listen_port: int
+    fwmark: int
+    peers: dict[str, PeerConfig]
+
+
+def parse_config(reply: str) -> DeviceConfig:
+    device: dict[str, str] = {}
+    peers: dict[str, PeerConfig] = {}
+    cur: dict[str, list[str]] | None = None
+
+    def close() -> None:
+        if cur is not None:
+            key = hex_key(cur["public_key"][0])
+            peers[key] = PeerConfig(
+                key, (cur.get("preshared_key") or [ZERO_KEY_HEX])[0],
+                frozenset(cur.get("allowed_ip", [])),
+                int((cur.get("persistent_keepalive_interval") or ["0"])[0]))
+
+    for line in reply.splitlines():
+        key, _, value = line.partition("=")
+        if key == "public_key":
+            close()
+            cur = {"public_key": [value]}
+        elif cur is not None:
+            cur.setdefault(key, []).append(value)
+        else:
+            device[key] = value
+    close()
+    return DeviceConfig(device.get("private_key", ""), int(device.get("listen_port", "0")),
+                        int(device.get("fwmark", "0")), peers)
+
+
+def get(iface: str) -> str | None:
+    """The device's ``get=1`` reply (None: it does not answer). It holds the private key
+    (in hex): parse it, never log it."""
     try:
         reply = exchange(iface, "get=1\n\n", timeout=2.0)
     except OSError:
         return None
+    return reply if "errno=0" in reply else None
+
+
+def config(iface: str) -> DeviceConfig | None:
+    reply = get(iface)
+    return parse_config(reply) if reply is not None else None
+
+
+def drift(want: TunnelState, have: DeviceConfig) -> list[str]:
+    """How ``have`` differs from ``want``, in words that never hold a key. Endpoints
+    are not compared: WireGuard moves them itself when a peer roams."""
+    out: list[str] = []
+    if have.private_key_hex != key_hex(want.private_key):
+        out.append("private key")
+    if want.listen_port is not None and have.listen_port != want.listen_port:
+        out.append("listen port")
+    if have.fwmark != (want.fwmark or 0):
+        out.append("fwmark")
+    peers = {p.public_key: p for p in want.peers}
+    if set(peers) != set(have.peers):
+        out.append("peers")
+        return out
+    for key, peer in peers.items():
+        got = have.peers[key]
+        psk = key_hex(peer.preshared_key) if peer.preshared_key else ZERO_KEY_HEX
+        if (got.preshared_key_hex != psk or got.allowed_ips != frozenset(peer.allowed_ips)
+                or got.keepalive != (peer.persistent_keepalive or 0)):
+            out.append("peer settings")
+    return out
+
+
+def stats(iface: str) -> DeviceStats | None:
+    reply = get(iface)
     # get=1 also returns private_key=...; parse_get drops it, and it is never logged.
-    return parse_get(reply) if "errno=0" in reply else None
+    return parse_get(reply) if reply is not None else None
 
 
 def handshake_age(peer: PeerStats, now: float | None = None) -> float | None:

@@ -7,12 +7,26 @@ are written with these, so a wrong field reads the same everywhere:
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from app.wire.fields import FieldError
 
 T = TypeVar("T")
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 48
+_QUOTE.maxlevel = 2
+_QUOTE.maxlist = _QUOTE.maxdict = 4
+
+
+def quote(value: Any) -> str:
+    """A caller's value as an error or a log line may show it: repr, at most ~60
+    characters and two levels deep, whatever was sent (a 1 MB string, a list nested
+    a thousand deep), so that quoting a bad value never costs more than the refusal."""
+    return _QUOTE.repr(value)
 
 
 class StateError(ValueError):

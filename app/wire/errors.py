@@ -29,6 +29,7 @@ class Code(enum.StrEnum):
     INTERNAL = "internal"  # a bug in the helper; rolled back
     NO_BACKEND = "no_backend"  # no WireGuard available (start-up only)
     BAD_SOCKET = "bad_socket"  # the socket path is in use (start-up only)
+    BAD_STATE_DIR = "bad_state_dir"  # --state-dir is a symlink or not root's (start-up only)
 
     @property
     def transient(self) -> bool:

@@ -15,6 +15,10 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 VERBS: tuple[str, ...] = ("hello", "apply", "status", "down")
 MAX_MESSAGE_BYTES = 1 << 20  # one request or reply, newline included
+# A connection that sends no complete request for this long is closed (Code.IDLE), except
+# the one whose state is in force: its silence is how a steady engine looks, and its
+# closing is what starts the grace period. The engine's status poll asks every second.
+IDLE_SECONDS = 60.0
 DEFAULT_SOCKET = "/run/braid/helper.sock"
 DEFAULT_STATE_DIR = "/run/braid/helper-state"
 

@@ -31,6 +31,15 @@ BYPASS_MARK = 0x0F000000
 # Path marks 0x01000000 … 0x0E000000: one per route target (table).
 PATH_MARKS: frozenset[int] = frozenset(n << MARK_SHIFT for n in range(1, 15))
 NFT_FAMILY, NFT_TABLE = "inet", "braid"
+# The guard (kill switch) owns a table, a range of rule priorities and an nft table of its
+# own; a caller's tables and rules may not use them (docs/helper-protocol.md, "Guard").
+GUARD_TABLE = 52099
+GUARD_PRIORITY_MIN, GUARD_PRIORITY_MAX = 5290, 5298
+GUARD_ALLOW_PRIORITY = 5290  # to <allowed network> lookup main
+GUARD_BLOCK_PRIORITY = 5298  # not fwmark bypass lookup GUARD_TABLE
+NFT_GUARD_TABLE = "braid_guard"
+MAX_GUARD_ALLOW = 64
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 # Size limits: generous for any real profile, small enough that a state is cheap
 # to validate and reconcile.
@@ -43,6 +52,7 @@ MAX_ROUTES = 64
 MAX_NEXTHOPS = 16
 MAX_RULES = 256
 MAX_CLASSES = 14
+DEFAULT_CLASS = "default"
 WEIGHT_MIN, WEIGHT_MAX = 1, 256
 DEFAULT_MTU = 1420  # wireguard-go's and wg-quick's default
 
@@ -98,13 +108,15 @@ class RuleState:
     fwmask: int | None
     action: str  # "lookup" | "unreachable"
     table: int | None
+    dst: str | None = None  # a destination network (probes to one gateway address)
 
     def families(self) -> tuple[int, ...]:
-        """IP versions the rule is installed for: a rule without src covers both,
-        so a fail-closed mark rule also closes IPv6."""
-        if self.src is None:
-            return (4, 6)
-        return (ipaddress.ip_network(self.src).version,)
+        """IP versions the rule is installed for: a rule without an address selector
+        covers both, so a fail-closed mark rule also closes IPv6."""
+        for net in (self.src, self.dst):
+            if net is not None:
+                return (ipaddress.ip_network(net).version,)
+        return (4, 6)
 
 
 @dataclass(frozen=True)
@@ -122,12 +134,27 @@ class Marking:
 
 
 @dataclass(frozen=True)
+class GuardState:
+    """The kill switch: nothing leaves outside the tunnels but ``allow``'s destinations
+    (and what keeps the uplink alive). ``via``: the tunnel unmarked traffic is routed
+    into before nft marks it (a TCP connect's first route lookup), or None."""
+
+    allow: tuple[str, ...] = ()  # strict networks, IPv4 and IPv6
+    via: str | None = None
+
+    def held(self) -> GuardState:
+        """The guard as it stays when the tunnels go (client left, helper restarted)."""
+        return GuardState(self.allow, None)
+
+
+@dataclass(frozen=True)
 class DesiredState:
     persistent: bool = False
     tunnels: tuple[TunnelState, ...] = ()
     tables: tuple[TableState, ...] = ()
     rules: tuple[RuleState, ...] = ()
     marking: Marking | None = None
+    guard: GuardState | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (the inverse of :func:`parse_state`)."""
@@ -155,7 +182,7 @@ EMPTY_STATE = DesiredState()
 def parse_state(doc: Any) -> DesiredState:
     """Validate a decoded JSON document field by field; raise StateError on the first
     wrong field."""
-    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking"})
+    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard"})
     persistent = d.boolean(top.get("persistent", False), "persistent")
     tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
     d.unique([t.name for t in tunnels], "tunnels", "name")
@@ -169,7 +196,33 @@ def parse_state(doc: Any) -> DesiredState:
     d.unique(rules, "rules", "rule (same priority, selectors and action)")
     marking_doc = top.get("marking")
     marking = None if marking_doc is None else _marking(marking_doc, "marking")
-    return DesiredState(persistent, tunnels, tables, rules, marking)
+    guard_doc = top.get("guard")
+    guard = None if guard_doc is None else parse_guard(guard_doc, "guard", names)
+    return DesiredState(persistent, tunnels, tables, rules, marking, guard)
+
+
+def parse_guard(doc: Any, path: str, tunnels: set[str]) -> GuardState:
+    """The guard's fields (also how a restarted helper reads the one it journaled)."""
+    obj = d.obj(doc, path, {"allow", "via"})
+    allow = d.each(obj.get("allow", []), f"{path}.allow", MAX_GUARD_ALLOW, _allowed_network)
+    d.unique(list(allow), f"{path}.allow", "network")
+    via_doc = obj.get("via")
+    via = None
+    if via_doc is not None:
+        via = check_iface(via_doc, f"{path}.via")
+        if via not in tunnels:
+            raise StateError(f"{path}.via", f"{via!r} is not one of this state's tunnels")
+    return GuardState(allow, via)
+
+
+def _allowed_network(value: Any, path: str) -> str:
+    net = _network(value, path, strict=True)
+    parsed = ipaddress.ip_network(net)
+    if parsed.prefixlen == 0:
+        raise StateError(path, f"{net} is everything: the guard would guard nothing")
+    if any(parsed.version == lo.version and parsed.overlaps(lo) for lo in _LOOPBACK):
+        raise StateError(path, f"{net} is or holds loopback (always allowed, never routed)")
+    return net
 
 
 def check_iface(value: Any, path: str) -> str:
@@ -192,8 +245,10 @@ def _mark(value: Any, path: str, allowed: frozenset[int] | None = None) -> int:
 def _interface_address(value: Any, path: str) -> str:
     text = d.string(value, path, 64)
     if "/" not in text:
-        raise StateError(path, f"{text[:64]!r} needs a prefix length (like 198.19.0.2/32)")
-    return d.field(text, path, fields.check_interface_address)
+        raise StateError(path, f"{text!r} needs a prefix length (like 198.19.0.2/32)")
+    # One host, added without a prefix route: a /24 would route a whole network onto
+    # the tunnel behind the rules' back (and claim addresses that are not Braid's).
+    return d.field(text, path, fields.check_host_address)
 
 
 def _network(value: Any, path: str, *, strict: bool) -> str:
@@ -269,19 +324,29 @@ def _table(doc: Any, path: str, tunnels: set[str]) -> TableState:
     routes = d.each(obj.get("routes", []), f"{path}.routes", MAX_ROUTES,
                     lambda r, p: _route(r, p, tunnels))
     d.unique([r.dst for r in routes], f"{path}.routes", "dst")
-    return TableState(d.integer(obj["id"], f"{path}.id", TABLE_MIN, TABLE_MAX), routes)
+    table = d.integer(obj["id"], f"{path}.id", TABLE_MIN, TABLE_MAX)
+    if table == GUARD_TABLE:
+        raise StateError(f"{path}.id", f"{table} is the guard's table (use {TABLE_MIN}.."
+                                       f"{GUARD_TABLE - 1})")
+    return TableState(table, routes)
 
 
 def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
     obj = d.obj(
         doc,
         path,
-        {"priority", "src", "fwmark", "fwmask", "action", "table"},
+        {"priority", "src", "dst", "fwmark", "fwmask", "action", "table"},
         {"priority", "action"},
     )
     priority = d.integer(obj["priority"], f"{path}.priority", PRIORITY_MIN, PRIORITY_MAX)
-    src_doc = obj.get("src")
-    src = None if src_doc is None else _network(src_doc, f"{path}.src", strict=True)
+    if GUARD_PRIORITY_MIN <= priority <= GUARD_PRIORITY_MAX:
+        raise StateError(f"{path}.priority", f"{priority} is the guard's ({GUARD_PRIORITY_MIN}.."
+                                             f"{GUARD_PRIORITY_MAX} are reserved for it)")
+    src = _selector(obj.get("src"), f"{path}.src")
+    dst = _selector(obj.get("dst"), f"{path}.dst")
+    if src is not None and dst is not None and (
+            ipaddress.ip_network(src).version != ipaddress.ip_network(dst).version):
+        raise StateError(f"{path}.dst", "src and dst must be of one IP version")
     fwmark_doc, fwmask_doc = obj.get("fwmark"), obj.get("fwmask")
     fwmark = None if fwmark_doc is None else _mark(fwmark_doc, f"{path}.fwmark")
     fwmask = None if fwmask_doc is None else _mark(fwmask_doc, f"{path}.fwmask")
@@ -292,9 +357,13 @@ def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
             raise StateError(f"{path}.fwmask", "must not be 0")
         if fwmark & ~fwmask:
             raise StateError(f"{path}.fwmark", "has bits outside fwmask")
-    if src is None and fwmark is None:
+        if fwmark == 0:
+            # Mark 0 is every packet nobody marked: a catch-all by another name.
+            raise StateError(f"{path}.fwmark", "must not be 0 (it matches all unmarked "
+                                               "traffic)")
+    if src is None and dst is None and fwmark is None:
         # A rule without selectors would capture all of the machine's traffic.
-        raise StateError(path, "needs a selector: src, or fwmark with fwmask")
+        raise StateError(path, "needs a selector: src, dst, or fwmark with fwmask")
     action = d.string(obj["action"], f"{path}.action", 16)
     table_doc = obj.get("table")
     if action == "lookup":
@@ -309,7 +378,17 @@ def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
         table = None
     else:
         raise StateError(f"{path}.action", f"{action!r} is not one of: lookup, unreachable")
-    return RuleState(priority, src, fwmark, fwmask, action, table)
+    return RuleState(priority, src, fwmark, fwmask, action, table, dst)
+
+
+def _selector(value: Any, path: str) -> str | None:
+    """A rule's src or dst: a strict network, never everything (a catch-all)."""
+    if value is None:
+        return None
+    net = _network(value, path, strict=True)
+    if ipaddress.ip_network(net).prefixlen == 0:
+        raise StateError(path, f"{net} matches everything (no catch-all rules)")
+    return net
 
 
 def _mark_class(doc: Any, path: str) -> MarkClass:
@@ -327,6 +406,10 @@ def _marking(doc: Any, path: str) -> Marking:
         raise StateError(f"{path}.bypass_mark", f"must be Braid's bypass mark {BYPASS_MARK:#010x}")
     classes = d.each(obj.get("classes", []), f"{path}.classes", MAX_CLASSES, _mark_class)
     d.unique([c.name for c in classes], f"{path}.classes", "name")
+    if DEFAULT_CLASS not in {c.name for c in classes}:
+        # Without it nothing would be classified: every flow would leave unmarked.
+        raise StateError(f"{path}.classes", f"needs the class {DEFAULT_CLASS!r} (what every "
+                                            "flow no classifier claims gets)")
     flush_marks = d.each(obj.get("flush_marks", []), f"{path}.flush_marks", len(PATH_MARKS),
                          lambda m, p: _mark(m, p, PATH_MARKS))
     d.unique(list(flush_marks), f"{path}.flush_marks", "mark")
@@ -340,18 +423,26 @@ def _marking(doc: Any, path: str) -> Marking:
 
 __all__ = [
     "BYPASS_MARK",
+    "DEFAULT_CLASS",
     "EMPTY_STATE",
+    "GUARD_ALLOW_PRIORITY",
+    "GUARD_BLOCK_PRIORITY",
+    "GUARD_PRIORITY_MAX",
+    "GUARD_PRIORITY_MIN",
+    "GUARD_TABLE",
     "IFACE_RE",
     "MARK_MASK",
     "MARK_SHIFT",
     "MTU_MAX",
     "MTU_MIN",
+    "NFT_GUARD_TABLE",
     "PATH_MARKS",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "TABLE_MAX",
     "TABLE_MIN",
     "DesiredState",
+    "GuardState",
     "MarkClass",
     "Marking",
     "Nexthop",
@@ -361,5 +452,6 @@ __all__ = [
     "StateError",
     "TableState",
     "TunnelState",
+    "parse_guard",
     "parse_state",
 ]

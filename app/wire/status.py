@@ -32,6 +32,33 @@ class TunnelStatus:
 
 
 @dataclass(frozen=True)
+class GuardStatus:
+    """The kill switch as the kernel holds it (docs/helper-protocol.md, "Guard")."""
+
+    active: bool  # both layers are in the kernel as the helper rendered them
+    held: str | None  # None: part of the applied state; "client_left" | "adopted"
+    allow: tuple[str, ...]
+    via: str | None
+    dropped_packets: int  # the nft layer's drop counter
+    nft: bool = True  # table inet braid_guard is loaded, intact
+    routing: bool = True  # the rules and table 52099 are in place
+
+    @classmethod
+    def from_json(cls, doc: Any) -> GuardStatus | None:
+        if not isinstance(doc, dict):
+            return None
+        return cls(
+            active=bool(doc.get("active", False)),
+            held=None if doc.get("held") is None else str(doc["held"]),
+            allow=tuple(str(a) for a in doc.get("allow") or ()),
+            via=None if doc.get("via") is None else str(doc["via"]),
+            dropped_packets=int(doc.get("dropped_packets") or 0),
+            nft=bool(doc.get("nft", False)),
+            routing=bool(doc.get("routing", False)),
+        )
+
+
+@dataclass(frozen=True)
 class HelperStatus:
     backend: str
     persistent: bool
@@ -40,8 +67,9 @@ class HelperStatus:
     tunnels: tuple[TunnelStatus, ...]
     tables: tuple[int, ...]
     rules: int
-    marking: bool  # the nft table inet braid is loaded
+    marking: bool  # the nft table inet braid is loaded, as the helper rendered it
     recovered: tuple[str, ...] = ()  # leftovers found and removed at start
+    guard: GuardStatus | None = None  # the kill switch, when one is held
     extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
 
     def tunnel(self, name: str) -> TunnelStatus | None:
@@ -78,6 +106,8 @@ class HelperStatus:
             rules=int(doc["rules"]),
             marking=bool(doc["marking"]),
             recovered=tuple(str(x) for x in doc.get("recovered", [])),
+            # An older helper sends no guard: none is held.
+            guard=GuardStatus.from_json(doc.get("guard")),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

@@ -7,6 +7,7 @@ characters), so other engineers' labs running at the same time are never touched
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from app.core.helper_client import HelperStatus, SyncHelperClient
+from app.helper import uapi
 from app.lab import topology
 from app.lab.topology import LabInfo
 from tests.util import wait_until
@@ -55,6 +57,7 @@ class Helper:
     state_dir: Path
     log: Path
     grace: float = 30.0
+    extra: tuple[str, ...] = ()  # more braid-helper options
     proc: subprocess.Popen[bytes] | None = None
     clients: list[SyncHelperClient] = field(default_factory=list)
 
@@ -66,7 +69,7 @@ class Helper:
         return [
             "ip", "netns", "exec", self.ns, sys.executable, "-m", "app.helper.main",
             "--socket", str(self.socket), "--state-dir", str(self.state_dir),
-            "--grace-seconds", str(self.grace), *extra,
+            "--grace-seconds", str(self.grace), *self.extra, *extra,
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -92,6 +95,12 @@ class Helper:
         c = SyncHelperClient(self.socket)
         self.clients.append(c)
         return c
+
+    def sigterm(self) -> int:
+        """SIGTERM, as systemd stops it; its exit status."""
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(20)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -139,7 +148,11 @@ def sock_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def helper(lab: LabInfo, tmp_path: Path, sock_dir: Path) -> Iterator[Helper]:
-    h = Helper(lab, sock_dir / "helper.sock", tmp_path / "state", tmp_path / "helper.log")
+    # The drift timer every second, not 5: tests that drift WireGuard's configuration
+    # wait less, and every other test runs with the checks going on (a check that
+    # "repaired" what was fine would show in their before/after comparisons).
+    h = Helper(lab, sock_dir / "helper.sock", tmp_path / "state", tmp_path / "helper.log",
+               extra=("--verify-seconds", "1"))
     h.start()
     try:
         yield h
@@ -152,10 +165,11 @@ def helper(lab: LabInfo, tmp_path: Path, sock_dir: Path) -> Iterator[Helper]:
 # ---- states ---------------------------------------------------------------------------
 def lab_state(
     lab: LabInfo, gateways: tuple[str, ...] | None = None, *, marking: bool = True,
-    persistent: bool = False,
+    persistent: bool = False, guard: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The state the engine would send for ``lab``: one tunnel, table and src rule per
-    gateway, class default on the first gateway (mark rule + fail-closed rule)."""
+    gateway, class default on the first gateway (mark rule + fail-closed rule); with
+    ``guard``, that kill switch."""
     gws = [g for g in lab.gateways if gateways is None or g.name in gateways]
     tunnels, tables, rules = [], [], []
     for g in gws:
@@ -187,7 +201,7 @@ def lab_state(
         )  # fmt: skip
     doc: dict[str, Any] = {
         "persistent": persistent, "tunnels": tunnels, "tables": tables, "rules": rules,
-        "marking": None,
+        "marking": None, "guard": guard,
     }  # fmt: skip
     if marking and gws:
         first = 52001 + gws[0].index
@@ -250,7 +264,8 @@ def wireguard_go_in(ns: str) -> dict[str, int]:
 
 def braid_leftovers(ns: str) -> list[str]:
     """Anything of Braid's in ``ns``: br-* links, rules 5200-5299, routes in tables
-    52000-52099, the nft table inet braid, wireguard-go processes."""
+    52000-52099, the nft tables inet braid and inet braid_guard, wireguard-go
+    processes."""
     left: list[str] = []
     for line in ns_run(ns, "ip", "-o", "link", "show").splitlines():
         name = line.split(":")[1].strip().split("@")[0]
@@ -265,8 +280,8 @@ def braid_leftovers(ns: str) -> list[str]:
             m = re.search(r"\btable (\d+)\b", line)
             if m and 52000 <= int(m.group(1)) <= 52099:
                 left.append(f"route {line.strip()}")
-    if "table inet braid" in ns_run(ns, "nft", "list", "tables"):
-        left.append("nft table inet braid")
+    tables = ns_run(ns, "nft", "list", "tables").splitlines()
+    left += [f"nft {t}" for t in ("table inet braid", "table inet braid_guard") if t in tables]
     left += [f"wireguard-go {k} ({v})" for k, v in wireguard_go_in(ns).items()]
     return left
 
@@ -305,3 +320,73 @@ def ping(ns: str, dst: str, src: str | None = None) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"no echo reply from {dst} (src {src}) in {ns}: {done.stderr}"
+
+
+def _public(private_hex: str) -> str:
+    """The public half of a hex private key (`wg pubkey`, the key on stdin)."""
+    private = base64.b64encode(bytes.fromhex(private_hex)).decode()
+    return subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def device_configs(names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each device's WireGuard configuration as `wg show` would tell it, over its UAPI
+    socket: listen port, fwmark, the public half of its key, peers (public key, whether
+    a preshared key is set, endpoint, allowed IPs, keepalive). Never a private key."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for name in names:
+        reply = uapi.get(name)
+        if reply is None:
+            out[name] = None
+            continue
+        device: dict[str, Any] = {"peers": {}}
+        peer: dict[str, Any] | None = None
+        for line in reply.splitlines():
+            key, _, value = line.partition("=")
+            if key == "private_key":
+                device["public_key"] = _public(value)
+            elif key in ("listen_port", "fwmark") and peer is None:
+                device[key] = value
+            elif key == "public_key":
+                peer = {"allowed_ips": []}
+                device["peers"][value] = peer
+            elif peer is not None and key == "preshared_key":
+                peer["psk"] = value != "0" * 64
+            elif peer is not None and key == "allowed_ip":
+                peer["allowed_ips"].append(value)
+            elif peer is not None and key in ("endpoint", "persistent_keepalive_interval"):
+                peer[key] = value
+        out[name] = device
+    return out
+
+
+_BRAID_LINE = re.compile(
+    r"\bbr-|\btable 52\d\d\b|^52\d\d:|\btable inet braid(_guard)?\b")
+
+
+def outside_braid(dump: dict[str, str]) -> dict[str, list[str]]:
+    """A kernel_dump without what is Braid's (br-* links and their addresses, rules
+    5200-5299, routes in tables 52000-52099, Braid's nft tables): what no request may
+    ever change. Link indexes and nft handles renumber; lines are compared as sets."""
+    out: dict[str, list[str]] = {}
+    for key, text in dump.items():
+        if key == "nft":
+            kept, skip = [], False
+            for line in text.splitlines():
+                if line.startswith("table "):
+                    skip = bool(_BRAID_LINE.search(line))
+                if not skip:
+                    kept.append(re.sub(r" # handle \d+", "", line))
+            out[key] = kept
+            continue
+        blocks, cur = [], ""
+        for line in text.splitlines():
+            # links and addresses: a block per link; rules and routes: a line each
+            if key not in ("links", "addrs") or re.match(r"^\d+: ", line):
+                blocks.append(cur)
+                cur = ""
+            cur += line + "\n"
+        blocks.append(cur)
+        blocks = [re.sub(r"^\d+: ", "", b) for b in blocks]
+        out[key] = sorted(b for b in blocks if b and not _BRAID_LINE.search(b))
+    return out

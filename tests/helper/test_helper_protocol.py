@@ -21,6 +21,7 @@ import pytest
 
 from app.core.errors import BraidError
 from app.core.helper_client import SyncHelperClient
+from app.lab.topology import LabInfo
 from app.wire.protocol import MAX_MESSAGE_BYTES
 from tests.helper.conftest import Helper, all_handshaken, kernel_dump, lab_state, raw_request
 from tests.util import wait_until
@@ -35,6 +36,7 @@ def request(helper: Helper, msg: dict[str, Any]) -> dict[str, Any]:
 def test_hello_negotiates_a_version(helper: Helper) -> None:
     hello = helper.client().hello()
     assert hello["version"] == 1 and set(hello["verbs"]) == {"hello", "apply", "status", "down"}
+    assert hello["idle_seconds"] == 60
     reply = request(helper, {"v": 1, "id": 3, "verb": "hello", "versions": [7, 8]})
     assert reply["id"] == 3 and not reply["ok"] and reply["error"]["code"] == "bad_version"
 
@@ -180,17 +182,92 @@ def test_client_errors_say_what_to_do(tmp_path: Path) -> None:
     assert "systemctl start braid-helper" in info.value.fix
 
 
-def test_connections_are_bounded(helper: Helper) -> None:
-    idle = []
+_HOLD = r"""
+import json, os, socket, sys, time
+os.setgroups([int(sys.argv[2])])
+os.setgid(int(sys.argv[3]))
+os.setuid(int(sys.argv[4]))
+held, busy = [], 0
+for _ in range(64):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.settimeout(0.2)
     try:
-        for _ in range(64):
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(str(helper.socket))
-            idle.append(s)
+        line = s.recv(4096)
+    except TimeoutError:
+        held.append(s)  # admitted: the helper waits for a request
+        continue
+    busy += b'"busy"' in line
+print(json.dumps({"held": len(held), "busy": busy}), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_group_member_cannot_lock_out_root(helper: Helper) -> None:
+    """Silent connections count per uid: one member's 64 take 16 slots, and root (or
+    anyone else) still gets in."""
+    nobody = pwd.getpwnam("nobody")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(helper.socket), str(grp.getgrnam("braid").gr_gid),
+         str(nobody.pw_gid), str(nobody.pw_uid)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        counts = json.loads(child.stdout.readline())
+        assert counts == {"held": 16, "busy": 48}, counts
         reply = raw_request(helper.socket, b'{"v": 1, "verb": "status"}\n')
-        assert reply is not None and reply["error"]["code"] == "busy"
+        assert reply is not None and reply["ok"], reply
     finally:
-        for s in idle:
-            s.close()
-    wait_until(lambda: (r := raw_request(helper.socket, b'{"v": 1, "verb": "status"}\n'))
-               and r["ok"], 10)  # fmt: skip
+        child.kill()
+        child.wait()
+
+
+def test_a_silent_connection_is_closed_but_the_owners_is_not(
+    lab: LabInfo, tmp_path: Path, sock_dir: Path,
+) -> None:
+    h = Helper(lab, sock_dir / "i.sock", tmp_path / "state", tmp_path / "i.log",
+               extra=("--idle-seconds", "0.3"))
+    h.start()
+    try:
+        owner = h.client()
+        owner.apply(lab_state(lab, ("hk",), marking=False))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(h.socket))
+            reply = json.loads(s.makefile().readline())  # sent nothing: closed
+            assert reply["error"]["code"] == "idle" and reply["error"]["fatal"], reply
+            assert s.recv(1) == b""
+        # The owner said nothing for longer than that and is still connected.
+        watcher = h.client()
+        wait_until(lambda: "closed after 0.3s" in h.log.read_text(), 5)
+        assert watcher.status().owner_connected
+        assert owner.status().tunnels
+    finally:
+        h.stop()
+        h.cleanup()
+
+
+def test_only_the_owner_changes_the_state_while_it_is_connected(
+    lab: LabInfo, tmp_path: Path, sock_dir: Path,
+) -> None:
+    h = Helper(lab, sock_dir / "o.sock", tmp_path / "state", tmp_path / "o.log", grace=30)
+    h.start()
+    try:
+        owner, other = h.client(), h.client()
+        state = lab_state(lab, ("hk",), marking=False)
+        owner.apply(state)
+        for verb in ("apply", "down"):
+            with pytest.raises(BraidError, match=r"another client's state is in force "
+                                                 rf"\(pid {os.getpid()}, uid 0\)") as info:
+                other.apply(state) if verb == "apply" else other.down()
+            assert "disconnect it first" in info.value.fix
+        assert other.status().owner_connected  # status from anyone
+        owner.close()
+        wait_until(lambda: other.status().grace_remaining_s is not None, 5)
+        other.apply(state)  # the owner left: the grace period runs, anyone takes over
+        st = other.status()
+        assert st.owner_connected and st.grace_remaining_s is None
+    finally:
+        h.stop()
+        h.cleanup()

@@ -64,5 +64,10 @@ def test_nft_ruleset_from_marking() -> None:
     assert "type route hook output priority mangle" in text
     assert "meta mark & 0x0f000000 == 0x0f000000 return" in text
     assert "meta mark set 0x02000000 ct mark set ct mark & 0xf0ffffff | 0x02000000" in text
-    assert 'oifname "br-*" masquerade' in text
-    assert "masquerade" not in nft.render(dataclasses.replace(marking, masquerade=False))
+    # No tunnels, nothing to masquerade; with tunnels, exactly theirs (br-* is also
+    # Docker's bridges).
+    assert "masquerade" not in text and "br-*" not in text
+    named = nft.render(marking, ["br-b", "br-a"])
+    assert 'oifname { "br-a", "br-b" } masquerade' in named and "br-*" not in named
+    assert "masquerade" not in nft.render(dataclasses.replace(marking, masquerade=False),
+                                          ["br-a"])

@@ -51,6 +51,7 @@ def good() -> dict[str, Any]:
                 "fwmask": None,
                 "action": "lookup",
                 "table": 52001,
+                "dst": None,
             },
             {
                 "priority": 5250,
@@ -59,6 +60,7 @@ def good() -> dict[str, Any]:
                 "fwmask": 0x0F000000,
                 "action": "lookup",
                 "table": 52001,
+                "dst": None,
             },
             {
                 "priority": 5251,
@@ -67,6 +69,7 @@ def good() -> dict[str, Any]:
                 "fwmask": 0x0F000000,
                 "action": "unreachable",
                 "table": None,
+                "dst": None,
             },
         ],
         "marking": {
@@ -75,6 +78,7 @@ def good() -> dict[str, Any]:
             "masquerade": True,
             "flush_marks": [],
         },
+        "guard": None,
     }
 
 
@@ -158,6 +162,39 @@ BAD: list[tuple[str, Any, str]] = [
     ("marking.masquerade", "yes", "marking.masquerade"),
     ("persistent", 1, "persistent"),
     ("extra", 1, "extra"),
+    # confinement holes (issue 9)
+    ("tunnels.0.addresses", ["198.19.0.2/24"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.addresses", ["127.0.0.2/32"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.addresses", ["fe80::2/128"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.addresses", ["fd00::2%3/128"], "tunnels[0].addresses[0]"),
+    ("tunnels.0.name", "br-lab-hk\n", "tunnels[0].name"),
+    ("tunnels.0.peers.0.endpoint", "[fe80::1%3]:1\nremove=true", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.endpoint", "198.18.0.1:5100²", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.endpoint", "198.18.0.1:51000\n", "tunnels[0].peers[0].endpoint"),
+    ("tunnels.0.peers.0.allowed_ips", ["fe80::%1/64"], "tunnels[0].peers[0].allowed_ips[0]"),
+    ("rules.0.src", "0.0.0.0/0", "rules[0].src"),
+    ("rules.0.src", "::/0", "rules[0].src"),
+    ("rules.0.dst", "0.0.0.0/0", "rules[0].dst"),
+    ("rules.0.dst", "2001:db8::/32", "rules[0].dst"),  # src is IPv4
+    ("rules.0.dst", "198.19.0.1/24", "rules[0].dst"),
+    ("rules.1.fwmark", 0, "rules[1].fwmark"),
+    ("rules.0.priority", 5290, "rules[0].priority"),
+    ("rules.0.priority", 5298, "rules[0].priority"),
+    ("tables.0.id", 52099, "tables[0].id"),
+    ("marking.classes.0.name", "bulk", "marking.classes"),
+    ("guard", {"allow": ["0.0.0.0/0"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["::/0"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["127.0.0.0/8"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["64.0.0.0/2"]}, "guard.allow[0]"),  # holds 127/8
+    ("guard", {"allow": ["::1/128"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["192.168.1.1/24"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["fe80::%2/64"]}, "guard.allow[0]"),
+    ("guard", {"allow": ["10.0.0.0/8", "10.0.0.0/8"]}, "guard.allow[1]"),
+    ("guard", {"allow": [f"10.{i}.0.0/16" for i in range(65)]}, "guard.allow"),
+    ("guard", {"allow": [], "via": "br-other"}, "guard.via"),
+    ("guard", {"allow": [], "via": "eth0"}, "guard.via"),
+    ("guard", {"allow": [], "colour": 1}, "guard.colour"),
+    ("guard", ["10.0.0.0/8"], "guard"),
 ]
 
 
@@ -201,3 +238,62 @@ def test_not_an_object() -> None:
 def test_ipv6_endpoint_normalised() -> None:
     doc = mutate("tunnels.0.peers.0.endpoint", "[2001:db8:0::1]:51820")
     assert parse_state(doc).tunnels[0].peers[0].endpoint == "[2001:db8::1]:51820"
+
+
+def test_a_guard_and_a_dst_rule_round_trip() -> None:
+    doc = good()
+    doc["guard"] = {"allow": ["192.168.1.0/24", "fd00:1::/64"], "via": "br-lab-hk"}
+    doc["rules"].append({"priority": 5240, "src": None, "dst": "198.19.0.1/32",
+                         "fwmark": None, "fwmask": None, "action": "lookup",
+                         "table": 52001})
+    state = parse_state(doc)
+    assert state.guard is not None and state.guard.via == "br-lab-hk"
+    assert state.guard.held().via is None and state.guard.held().allow == state.guard.allow
+    assert state.rules[-1].families() == (4,)
+    assert parse_state(json.loads(state.dumps())) == state
+    assert state.to_json() == doc
+
+
+def test_a_state_without_the_new_fields_is_what_main_sends() -> None:
+    """Backward compatible: no guard, no dst: the engine on main's states parse as before."""
+    doc = good()
+    del doc["guard"]
+    for rule in doc["rules"]:
+        del rule["dst"]
+    state = parse_state(doc)
+    assert state.guard is None and all(r.dst is None for r in state.rules)
+
+
+def test_field_rules_are_strict() -> None:
+    from app.wire import fields
+
+    for bad in ("br-x\n", "br-x\r", " br-x"):
+        with pytest.raises(fields.FieldError):
+            fields.check_iface(bad)
+    for bad in ("²", "1²", "٣", "0x10", "+1", "1 ", ""):
+        with pytest.raises(fields.FieldError):
+            fields.parse_port(bad)
+    assert fields.parse_port("51820") == 51820
+    for bad in ("[fe80::1%3]:1", "[fe80::1%eth0]:51820"):
+        with pytest.raises(fields.FieldError, match="scope"):
+            fields.check_endpoint_literal(bad)
+        with pytest.raises(fields.FieldError, match="scope"):
+            fields.check_endpoint(bad)
+
+
+def test_a_status_reply_with_or_without_a_guard() -> None:
+    """Both sides read the status with one definition; a reply from a helper that knows
+    no guard reads as "no guard", and fields this side does not know are kept aside."""
+    from app.wire.status import GuardStatus, HelperStatus
+
+    old = {"backend": "userspace", "persistent": False, "owner_connected": True,
+           "grace_remaining_s": None, "tunnels": [], "tables": [52001], "rules": 3,
+           "marking": True, "recovered": []}
+    status = HelperStatus.from_json(old)
+    assert status.guard is None and status.extra == {}
+    guard = {"active": True, "held": "client_left", "allow": ["192.168.1.0/24"], "via": None,
+             "dropped_packets": 7, "nft": True, "routing": True}
+    status = HelperStatus.from_json({**old, "guard": guard, "later": 1})
+    assert status.guard == GuardStatus(True, "client_left", ("192.168.1.0/24",), None, 7)
+    assert status.extra == {"later": 1}
+    assert HelperStatus.from_json(status.to_json()) == status

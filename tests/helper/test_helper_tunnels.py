@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.core.errors import BraidError
-from app.core.helper_client import TunnelStatus
+from app.core.helper_client import SyncHelperClient, TunnelStatus
 from app.lab.topology import LabInfo
 from tests.helper.conftest import (
     Helper,
@@ -35,7 +36,9 @@ def names(lab: LabInfo, gws: tuple[str, ...] = ALL) -> list[str]:
     return [g.client_interface for g in lab.gateways if g.name in gws]
 
 
-def up(helper: Helper, gws: tuple[str, ...] = ALL, **kw: bool) -> None:
+def up(helper: Helper, gws: tuple[str, ...] = ALL, **kw: bool) -> SyncHelperClient:
+    """Apply the lab's state and wait for the handshakes; returns the owner's client
+    (only it may change the state while it is connected)."""
     client = helper.client()
     client.apply(lab_state(helper.lab, gws, **kw))
     wait_until(
@@ -43,13 +46,14 @@ def up(helper: Helper, gws: tuple[str, ...] = ALL, **kw: bool) -> None:
         15,
         message="tunnels never handshook",
     )
+    return client
 
 
 def test_three_tunnels_each_through_its_own_table_then_down_leaves_nothing(
     helper: Helper,
 ) -> None:
     lab = helper.lab
-    up(helper)
+    owner = up(helper)
     status = helper.client().status()
     assert [t.name for t in status.tunnels] == names(lab)
     assert all(t.up and t.pid for t in status.tunnels)
@@ -63,7 +67,7 @@ def test_three_tunnels_each_through_its_own_table_then_down_leaves_nothing(
     t = helper.client().status().tunnel(lab.gateways[0].client_interface)
     assert t is not None and t.rx_bytes > 0 and t.tx_bytes > 0
 
-    helper.client().down()
+    owner.down()
     assert braid_leftovers(helper.ns) == []
 
 
@@ -78,8 +82,7 @@ def test_unbound_traffic_is_marked_into_the_first_tunnel(helper: Helper) -> None
 
 
 def test_applying_the_same_state_twice_changes_nothing(helper: Helper) -> None:
-    up(helper)
-    client = helper.client()
+    client = up(helper)
     before_dump = kernel_dump(helper.ns)
     before_procs = wireguard_go_in(helper.ns)
     before = client.status()
@@ -95,8 +98,7 @@ def test_applying_the_same_state_twice_changes_nothing(helper: Helper) -> None:
 
 
 def test_a_smaller_state_removes_exactly_the_rest(helper: Helper) -> None:
-    up(helper)
-    client = helper.client()
+    client = up(helper)
     hk = helper.lab.gateways[0].client_interface
     before = client.status().tunnel(hk)
     hk_index = ns_run(helper.ns, "cat", f"/sys/class/net/{hk}/ifindex")
@@ -148,8 +150,7 @@ def test_cleanup_flag_leaves_nothing(helper: Helper) -> None:
 
 
 def test_a_dead_wireguard_go_is_restarted(helper: Helper) -> None:
-    up(helper)
-    client = helper.client()
+    client = up(helper)
     victim = helper.lab.gateways[1].client_interface
     old = client.status().tunnel(victim)
     assert old is not None and old.pid is not None
@@ -194,12 +195,33 @@ def test_grace_period_removes_the_state_of_a_client_that_left(lab: LabInfo, tmp_
 
 
 def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
-    up(helper)
+    """Every place a key could land: argv and environments, the helper's log (drift
+    repairs, refusals, rollbacks and the guard included), its journal and wireguard-go's
+    logs in the state directory, and every reply."""
+    lab = helper.lab
+    hk = lab.gateways[0].client_interface
+    owner = helper.client()
+    replies = [owner.apply(lab_state(lab, guard={"allow": ["192.0.2.0/24"], "via": hk}))]
+    wait_until(lambda: all_handshaken(owner.status(), names(lab)), 15)
     # A key pasted into the wrong field is refused without being logged.
-    misplaced = lab_state(helper.lab, ("hk",))
-    misplaced["tunnels"][0]["name"] = helper.lab.gateways[0].client_private_key
-    with pytest.raises(BraidError, match=r"tunnels\[0\]\.name"):
-        helper.client().apply(misplaced)
+    for where in ("name", "addresses"):
+        misplaced = lab_state(lab, ("hk",))
+        misplaced["tunnels"][0][where] = (lab.gateways[0].client_private_key if where == "name"
+                                          else [lab.gateways[0].client_private_key])
+        with pytest.raises(BraidError, match=rf"tunnels\[0\]\.{where}"):
+            owner.apply(misplaced)
+    # A device whose configuration drifted is configured again (private key included).
+    ns_run(helper.ns, "wg", "set", hk, "peer", lab.gateways[0].public_key, "remove")
+    wait_until(lambda: "WireGuard configuration" in helper.log.read_text(), 15,
+               message="the removed peer was not noticed")
+    wait_until(lambda: all_handshaken(owner.status(), names(lab)), 15)
+    # A rollback (two tunnels on one port).
+    bad = lab_state(lab, guard={"allow": [], "via": hk})
+    for t in bad["tunnels"]:
+        t["listen_port"] = 40112
+    with pytest.raises(BraidError):
+        owner.apply(bad)
+    replies.append(owner.request("status"))
     secrets: list[bytes] = []
     for g in helper.lab.gateways:
         secrets.append(g.client_private_key.encode())
@@ -209,6 +231,8 @@ def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
         if entry.name.isdigit():
             places += [entry / "cmdline", entry / "environ"]
     places += [helper.log, *helper.state_dir.iterdir()]
+    assert any(p.name.startswith("wireguard-go-") for p in places)
+    assert (helper.state_dir / "journal.json").exists()
     for place in places:
         try:
             data = place.read_bytes()
@@ -216,6 +240,9 @@ def test_no_private_key_in_argv_environment_or_logs(helper: Helper) -> None:
             continue
         for s in secrets:
             assert s not in data, f"a private key is readable in {place}"
+    for reply in replies:
+        text = json.dumps(reply).encode()
+        assert not any(s in text for s in secrets), "a private key is in a reply"
     for f in helper.state_dir.iterdir():
         assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
 
@@ -232,8 +259,7 @@ def test_state_file_survives_round_trip_unchanged(helper: Helper) -> None:
 def test_a_state_the_kernel_refuses_is_rolled_back(helper: Helper) -> None:
     """Valid fields, impossible together (two tunnels on one UDP port): the helper
     reports the failure and returns to the state it held."""
-    up(helper, ("hk",))
-    client = helper.client()
+    client = up(helper, ("hk",))
     before = kernel_dump(helper.ns)
     bad = lab_state(helper.lab, ("hk", "tyo"))
     for t in bad["tunnels"]:
@@ -252,8 +278,7 @@ def test_other_br_links_are_never_touched(helper: Helper) -> None:
     mine, peer = f"br-{lab.name}-fx", f"br-{lab.name}-fy"
     ns_run(helper.ns, "ip", "link", "add", mine, "type", "veth", "peer", "name", peer)
     try:
-        up(helper, ("hk",))
-        client = helper.client()
+        client = up(helper, ("hk",))
         bad = lab_state(lab, ("hk",))
         bad["tunnels"][0]["name"] = mine
         bad["tables"][0]["routes"][0]["nexthops"][0]["dev"] = mine
@@ -437,8 +462,7 @@ def test_a_rules_only_switch_changes_that_rule_alone_and_moves_the_class(
     """The fast path: with the same tunnels, an apply that points class default's
     lookup rule at tyo's table replaces that rule (the new one in before the old one
     goes) and touches nothing else; new flows of the class leave through tyo."""
-    up(helper)
-    client = helper.client()
+    client = up(helper)
     state = lab_state(helper.lab)
     before = kernel_dump(helper.ns)
     switched = copy.deepcopy(state)
