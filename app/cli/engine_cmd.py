@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     up.add_argument("--margin", type=float, metavar="POINTS",
                     help="for every class: score points (0..1) a better path must lead by"
                          + tuning)
+    up.add_argument("--persistent", action="store_true",
+                    help="always on: if this engine stops without a disconnect (a crash, "
+                         "a kill, a logout), the helper keeps the tunnels up and the kill "
+                         "switch on instead of removing them after its grace period; the "
+                         "profile's always_on setting does the same")
     up.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(handler=run_up)
 
@@ -148,13 +153,14 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The profile's per-class tuning, unless the command line sets one for all."""
     given = {k: v for k, v in (("margin", args.margin), ("dwell_s", args.dwell),
                                ("hold_down_s", args.hold_down)) if v is not None}
+    persistent = bool(getattr(args, "persistent", False))
     if not given:
-        return EngineConfig()
+        return EngineConfig(persistent=persistent)
     try:
         decide = DecideConfig(**given)
     except ValueError as exc:
         raise BraidError(f"bad tuning option: {exc}", "see `braid up --help`") from None
-    return EngineConfig(decide=decide)
+    return EngineConfig(decide=decide, persistent=persistent)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -188,6 +194,8 @@ def _child_argv(args: argparse.Namespace, target: ConnectTarget) -> list[str]:
                         ("--margin", args.margin)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.persistent:
+        argv.append("--persistent")
     return argv
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.core import lan
 from app.core.connection import Connection, Transition
 from app.core.decide import DecideConfig
 from app.core.errors import BraidError
@@ -84,7 +85,10 @@ class EngineConfig:
     publish_interval_s: float = 0.1  # snapshots at 10 Hz
     status_interval_s: float = 1.0  # helper status poll
     max_events: int = 200
+    # Keep the tunnels and the kill switch when the engine goes ("always on"); the
+    # profile's always_on setting turns it on too.
     persistent: bool = False
+    lan_refresh_s: float = 2.0  # how often the LAN the kill switch lets out is read again
 
 
 OnSnapshot = Callable[[EngineSnapshot], None]
@@ -159,10 +163,12 @@ class Engine:
         raises: there is nothing to protect yet, and the caller says why. Later faults
         are the ERROR state (module docstring)."""
         loop = self._loop = asyncio.get_running_loop()
+        settings = self.profile.settings
         self._steering = Steering(self.paths, self.cfg.classes, self.class_config,
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
-                                  persistent=self.cfg.persistent)
+                                  persistent=self.cfg.persistent or settings.always_on)
+        self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
         self._transition(self.conn.start(loop.time()))
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -191,8 +197,13 @@ class Engine:
             await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
             self._probes.stop()
             try:
-                if self.counters.applies:
+                # Only the user takes the tunnels down. An engine that fails on a bug
+                # closes its connection instead: the helper's grace period ends in the
+                # kill switch holding, not in traffic let out unprotected.
+                if self.counters.applies and stop.is_set():
                     await self._helper.down()
+                elif self.counters.applies:
+                    log.error("the engine stopped on a fault: leaving the kill switch on")
             except BraidError as exc:
                 # The helper is gone: its kill switch holds until it is back and told
                 # (`braid down`, or the next connect).
@@ -406,9 +417,27 @@ class Engine:
                 self._take_status(status)
 
     async def _status_loop(self) -> None:
+        assert self._loop is not None
+        lan_read = self._loop.time()
         while True:
             await self._status_once()
+            if self._loop.time() - lan_read >= self.cfg.lan_refresh_s:
+                lan_read = self._loop.time()
+                await self._refresh_lan()
             await asyncio.sleep(self.cfg.status_interval_s)
+
+    async def _refresh_lan(self) -> None:
+        """The LAN may have changed (another Wi-Fi, a cable): the kill switch follows."""
+        settings = self.profile.settings
+        try:
+            allow = await lan.allowed(settings.lan_access, settings.exclude)
+        except OSError as exc:
+            log.warning("reading the LAN: %s", exc)
+            return
+        if allow != self.steering.guard_allow:
+            log.info("the LAN is now %s", ", ".join(allow) or "nothing")
+            self.steering.guard_allow = allow
+            self._dirty.set()
 
     def _take_status(self, status: HelperStatus) -> None:
         take_status(self.paths, {t.name: (t.handshake_age_s, t.rx_bytes, t.tx_bytes)

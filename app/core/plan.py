@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.core.errors import BraidError
 from app.wire.state import (
@@ -33,6 +33,7 @@ from app.wire.state import (
     MARK_MASK,
     MARK_SHIFT,
     DesiredState,
+    GuardState,
     MarkClass,
     Marking,
     Nexthop,
@@ -45,9 +46,11 @@ from app.wire.state import (
 
 TABLE_BASE = 52000
 SRC_RULE_BASE = 5200
+SPLIT_RULE_BASE = 5230  # 5230 + i: a split gateway's prefixes
 MARK_RULE_BASE = 5250
 CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
 CLOSED_RULE_PRIORITY = 5299
+ICMP = 1
 MAX_PATHS = 13  # marks 1..13; 14 is the closed mark
 
 
@@ -89,6 +92,32 @@ class PathSpec:
             a).version == 4 else "/128") for a in self.addresses)
 
     @property
+    def full(self) -> bool:
+        """Whether this gateway takes all IPv4 traffic (AllowedIPs 0.0.0.0/0): only those
+        carry the steered classes; the others take just their prefixes (split tunnel)."""
+        return "0.0.0.0/0" in self.allowed_ips
+
+    @property
+    def has_ipv6(self) -> bool:
+        return any(ipaddress.ip_interface(a).version == 6 for a in self.addresses)
+
+    def routes(self) -> tuple[str, ...]:
+        """What this tunnel's table routes into it: its AllowedIPs (IPv6 ones only when
+        the tunnel has an IPv6 address: IPv6 goes through the tunnels where the gateway
+        gives it, and is blocked, not leaked, where it does not), then the networks of
+        its own addresses."""
+        out = [n for n in self.allowed_ips
+               if ipaddress.ip_network(n).version == 4 or self.has_ipv6]
+        return tuple(dict.fromkeys((*out, *self.subnets)))
+
+    @property
+    def split_prefixes(self) -> tuple[str, ...]:
+        """A split gateway's prefixes: traffic to them goes to it, whatever its class."""
+        if self.full:
+            return ()
+        return tuple(n for n in self.routes() if ipaddress.ip_network(n).prefixlen > 0)
+
+    @property
     def subnets(self) -> tuple[str, ...]:
         """The networks of addresses written with a prefix (``Address = 10.7.0.5/24``, as
         wg-easy and PiVPN write it): reached through this tunnel, by a route."""
@@ -115,7 +144,7 @@ def source_address(addresses: Sequence[str], name: str) -> str:
     )
 
 
-def check_paths(paths: Sequence[PathSpec]) -> None:
+def check_paths(paths: Sequence[PathSpec], shared_exit: bool = False) -> None:
     if not paths:
         raise BraidError("the profile has no gateways", "import at least one with braid import")
     if len(paths) > MAX_PATHS:
@@ -125,6 +154,15 @@ def check_paths(paths: Sequence[PathSpec]) -> None:
         )
     if sorted(p.index for p in paths) != list(range(len(paths))):
         raise ValueError("path indices must be 0..n-1")
+    if shared_exit:
+        targets = [p.probe_target for p in paths]
+        dup = next((t for t in targets if targets.count(t) > 1), None)
+        if dup is not None:
+            names = ", ".join(p.name for p in paths if p.probe_target == dup)
+            raise BraidError(
+                f"gateways {names} of a shared-exit profile would all be probed at {dup}",
+                "every tunnel has the same inner address, so each gateway needs its own "
+                "probe address: set `probe` per gateway in the profile (docs/profiles.md)")
 
 
 def build_state(
@@ -135,15 +173,18 @@ def build_state(
     flush_closed: bool = False,
     persistent: bool = False,
     shared_exit: bool = False,
+    guard: GuardState | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
     ``usable``: paths whose lookup rule is installed. ``flush``: paths whose mark is
     flushed from conntrack with this apply; ``flush_closed``: also the closed mark.
     ``shared_exit``: the gateways route the tunnels' one inner address to a shared exit
-    that translates it: no client-side masquerade.
+    that translates it: no client-side masquerade, and each path's probes are routed by
+    their destination (its gateway's probe address), since every tunnel has the same
+    source address. ``guard``: the kill switch (docs/helper-protocol.md, "Guard").
     """
-    check_paths(paths)
+    check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
     tunnels = tuple(
         TunnelState(
@@ -159,15 +200,29 @@ def build_state(
         for p in paths
     )
     tables = tuple(
-        TableState(p.table, tuple(
-            RouteState(dst, (Nexthop(p.interface, 1),))
-            for dst in dict.fromkeys(("0.0.0.0/0", *p.subnets))))
+        TableState(p.table, tuple(RouteState(dst, (Nexthop(p.interface, 1),))
+                                  for dst in p.routes()))
         for p in paths
     )
+    # Each path's probes (ICMP only: a rule of any protocol would also pin every flow
+    # that took that tunnel's address as its source to that tunnel, whatever its mark).
     rules: list[RuleState] = [
-        RuleState(SRC_RULE_BASE + p.index, f"{p.source}/32", None, None, "lookup", p.table)
+        RuleState(SRC_RULE_BASE + p.index, None, None, None, "lookup", p.table,
+                  dst=f"{p.probe_target}/32", ipproto=ICMP) if shared_exit else
+        RuleState(SRC_RULE_BASE + p.index, f"{p.source}/32", None, None, "lookup", p.table,
+                  ipproto=ICMP)
         for p in paths
     ]
+    for p in paths:
+        # A split gateway's prefixes go to it whatever the class (unreachable while it is
+        # down: into another tunnel that may not route them is no better).
+        for prefix in p.split_prefixes:
+            if p.name in usable:
+                rules.append(RuleState(SPLIT_RULE_BASE + p.index, None, None, None, "lookup",
+                                       p.table, dst=prefix))
+            else:
+                rules.append(RuleState(SPLIT_RULE_BASE + p.index, None, None, None,
+                                       "unreachable", None, dst=prefix))
     for p in paths:
         prio = MARK_RULE_BASE + 2 * p.index
         if p.name in usable:
@@ -184,14 +239,17 @@ def build_state(
     flush_marks = sorted(by_name[n].mark for n in flush)
     if flush_closed:
         flush_marks.append(CLOSED_MARK)
-    marking = Marking(BYPASS_MARK, tuple(classes), not shared_exit, tuple(flush_marks))
-    return DesiredState(persistent, tunnels, tables, tuple(rules), marking)
+    marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
+                                      tuple(flush_marks))
+    if not any(p.full for p in paths):
+        # Only split gateways: what is not theirs goes outside the tunnels on purpose,
+        # so nothing is classified and there is no kill switch to hold it back.
+        marking, guard = None, None
+    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard)
 
 
 def without_flush(state: DesiredState) -> DesiredState:
     """The state minus its one-off flush list: what to compare plans by."""
     if state.marking is None or not state.marking.flush_marks:
         return state
-    m = state.marking
-    return DesiredState(state.persistent, state.tunnels, state.tables, state.rules,
-                        Marking(m.bypass_mark, m.classes, m.masquerade, ()))
+    return replace(state, marking=replace(state.marking, flush_marks=()))

@@ -242,6 +242,14 @@ def notices(events: Sequence[Event], snapshot: EngineSnapshot) -> list[Notice]:
     return out
 
 
+def blocked_notice(snapshot: EngineSnapshot) -> Notice:
+    """No engine runs, but the kill switch a dead one left still blocks traffic."""
+    what = snapshot.error.what if snapshot.error else "Braid's kill switch blocks traffic"
+    fix = snapshot.error.fix if snapshot.error else ""
+    return Notice("Braid: traffic is blocked", f"{what}.\n{fix.capitalize()}.".replace(
+        "..", "."), critical=True)
+
+
 # -- the CLI's text forms -------------------------------------------------------------
 
 def _num(value: float | None, fmt: str = "{:.1f}") -> str:

@@ -26,19 +26,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.core import runtime
 from app.core.control import ControlClient, ControlServer, EngineInfo
 from app.core.engine import Engine, EngineConfig
 from app.core.errors import BraidError
-from app.core.helper_client import DEFAULT_SOCKET_PATH
+from app.core.helper_client import DEFAULT_SOCKET_PATH, SyncHelperClient
 from app.core.model import ConnState, EngineSnapshot, ErrorInfo
 from app.core.netns import enter_netns
 from app.core.profiles.model import GatewaySecrets, Profile
 from app.core.profiles.store import ProfileStore
 from app.core.targets import ConnectTarget, Placement, placement
+from app.wire.status import GuardStatus
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +294,35 @@ class AttachedEngine:
             self.thread.join(timeout)
 
 
+def held_guard(target: ConnectTarget, store: ProfileStore) -> GuardStatus | None:
+    """The kill switch a helper still holds for a client that left (its grace period
+    over, or adopted after a restart), if ``target``'s helper holds one."""
+    try:
+        where = placement(target, store.load(target.profile))
+        with SyncHelperClient(where.helper_socket) as helper:
+            status = helper.status()
+    except BraidError:
+        return None
+    guard = status.guard
+    if guard is None or status.owner_connected or guard.held is None:
+        return None
+    return guard
+
+
+BLOCKED_ERROR = ErrorInfo(
+    "Braid's kill switch is blocking all traffic: the app that connected went away "
+    "without disconnecting",
+    "connect to resume, or disconnect to let traffic out without the VPN")
+
+
 class EngineHub:
     """The tray's engine: attaches to the engine of a target that is already up, runs
     one itself otherwise. Quit detaches from an engine it did not start (that engine
-    stays connected) and stops one it did."""
+    stays connected) and stops one it did. While no engine runs it watches the helpers
+    for a kill switch left holding (the client died): the tray then says traffic is
+    blocked, and Disconnect releases it."""
+
+    WATCH_S = 2.0
 
     def __init__(self, on_snapshot: OnSnapshot, *, config: EngineConfig | None = None,
                  store: ProfileStore | None = None, runner: str = "the tray app") -> None:
@@ -304,6 +330,37 @@ class EngineHub:
         self.local = EngineService(on_snapshot, config=config, store=store, runner=runner)
         self.attached: AttachedEngine | None = None
         self._lock = threading.Lock()
+        self.blocked: ConnectTarget | None = None
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_blocks, name="braid-blocked",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _idle(self) -> bool:
+        return self.attached is None and not self.local.running
+
+    def check_blocked(self) -> ConnectTarget | None:
+        """Look for a held kill switch now; say so (or that it cleared)."""
+        found = None
+        if self._idle():
+            store = self.local.store
+            found = next((t for t in saved_targets(store) if held_guard(t, store)), None)
+        if found != self.blocked and self._idle():
+            self.blocked = found
+            if found is not None:
+                snap = replace(idle_snapshot(ConnState.BLOCKED, found.profile, BLOCKED_ERROR,
+                                             lab=found.lab), blocked=True)
+            else:
+                snap = idle_snapshot(ConnState.DISCONNECTED, None)
+            self._on_snapshot(snap)
+        return found
+
+    def _watch_blocks(self) -> None:
+        while not self._closing.wait(self.WATCH_S):
+            try:
+                self.check_blocked()
+            except Exception:  # a view's watcher must never take the app down
+                log.exception("watching for a held kill switch")
 
     def _attach(self, target: ConnectTarget, info: EngineInfo) -> None:
         self._detach()
@@ -318,13 +375,15 @@ class EngineHub:
             view.detach()
 
     def attach_running(self, targets: list[ConnectTarget] | None = None) -> bool:
-        """At start: show the engine that already runs, if there is one."""
+        """At start: show the engine that already runs, if there is one (or a kill
+        switch a dead one left holding)."""
         for target in targets if targets is not None else self.targets():
             info = running_engine(target)
             if info is not None and info.profile == target.profile:
                 with self._lock:
                     self._attach(target, info)
                 return True
+        self.check_blocked()
         return False
 
     def connect(self, target: ConnectTarget) -> None:
@@ -338,16 +397,29 @@ class EngineHub:
                 self._attach(target, info)
                 return
             self._detach()
+            self.blocked = None
             self.local.connect(target)
 
     def disconnect(self) -> None:
         with self._lock:
             if self.attached is not None:
                 self.attached.disconnect()
-            else:
+            elif self.local.running:
                 self.local.disconnect()
+            elif self.blocked is not None:
+                self._release(self.blocked)
+
+    def _release(self, target: ConnectTarget) -> None:
+        """Disconnect with no engine: the helper removes the kill switch it held."""
+        where = placement(target, self.local.store.load(target.profile))
+        with SyncHelperClient(where.helper_socket) as helper:
+            helper.down()
+        self.blocked = None
+        self._on_snapshot(idle_snapshot(ConnState.DISCONNECTED, target.profile,
+                                        lab=target.lab))
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        self._closing.set()
         with self._lock:
             self._detach()
         self.local.shutdown(timeout)

@@ -30,7 +30,7 @@ from app.core.paths import PathRuntime
 from app.core.plan import build_state, without_flush
 from app.core.profiles.model import Weights
 from app.core.scoring import ScoreInput, score_paths
-from app.wire.state import DesiredState
+from app.wire.state import DesiredState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
 
@@ -52,6 +52,7 @@ class Plan:
     decided: frozenset[str]  # classes whose decision this state carries
     pending: tuple[Pending, ...]
     must_send: bool  # False: the helper holds this already; commit without sending
+    flushed: frozenset[str] = frozenset()  # paths whose flows this state flushes
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Steering:
         self.shared_exit = shared_exit
         self.persistent = persistent
         config = cfg if callable(cfg) else (lambda _c: cfg)
+        if not any(p.spec.full for p in self.paths):
+            classes = ()  # only split gateways: nothing to steer (plan.py)
         # In priority order (model.CLASSES): a class placed later may be kept off the
         # path of one placed earlier.
         order = sorted(classes, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES))
@@ -78,6 +81,9 @@ class Steering:
         self._held: _Held | None = None
         self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
         self._movers: set[str] = set()  # paths a class left whose flows go along (once)
+        # The kill switch's destinations outside the tunnels (LAN, exclusions); None: no
+        # kill switch at all (engine.py sets it from the profile and lan.py).
+        self.guard_allow: tuple[str, ...] | None = None
         self.settled: set[str] = set()  # classes whose first decision the kernel holds
 
     # -- measurements -> decisions --------------------------------------------------
@@ -91,12 +97,14 @@ class Steering:
         return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
 
     def candidates(self) -> list[Candidate]:
+        """The paths a class may ride: the full gateways (a split one takes only its
+        prefixes, by their own rules)."""
         scores = self.scores()
         return [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
                       p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
                       samples=p.stats.samples)
-            for p in self.paths
+            for p in self.paths if p.spec.full
         ]
 
     def step(self, now: float) -> list[Decision]:
@@ -164,17 +172,30 @@ class Steering:
             return {c: None for c in self.deciders}
         return dict(self._held.targets)
 
+    def guard(self) -> GuardState | None:
+        """The kill switch for the plan: its ``via`` is default's tunnel (or any usable
+        one), where a new flow's first route lookup lands before nft marks it."""
+        if self.guard_allow is None:
+            return None
+        by_name = {p.name: p for p in self.paths}
+        usable = self.usable()
+        via_path = self.targets().get("default") or next(
+            (p.name for p in self.paths if p.name in usable and p.spec.full), None)
+        via = by_name[via_path].spec.interface if via_path in by_name else None
+        return GuardState(self.guard_allow, via)
+
     def dirty(self) -> bool:
         if self._held is None:
             return True
-        return (self.usable(), self.targets()) != (self._held.usable, self._held.targets)
+        return (self.usable(), self.targets(), self.guard()) != (
+            self._held.usable, self._held.targets, self._held.state.guard)
 
     def forget_held(self) -> None:
         """The helper lost what it held (it restarted): send the whole state again."""
         self._held = None
 
-    def next_plan(self, specs_paths: Sequence[PathRuntime] | None = None) -> Plan:
-        paths = list(specs_paths or self.paths)
+    def next_plan(self) -> Plan:
+        paths = self.paths
         usable, targets = self.usable(), self.targets()
         decided = frozenset(c for c, d in self.deciders.items()
                             if d.state is not ClassState.WAITING)
@@ -186,27 +207,27 @@ class Steering:
         flush: set[str] = set()
         somewhere = any(t is not None for t in targets.values())
         if somewhere:
-            flush = unflushed | (self._movers - {t for t in targets.values() if t})
+            # A path another class still rides is flushed too: its flows are classified
+            # afresh onto their own class's path, which for that class is the same one.
+            flush = unflushed | self._movers
         left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
                           for c, t in targets.items())
         state = build_state([p.spec for p in paths], targets, usable, flush=flush,
                             flush_closed=left_closed, persistent=self.persistent,
-                            shared_exit=self.shared_exit)
+                            shared_exit=self.shared_exit, guard=self.guard())
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
-        return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send)
+        return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,
+                    frozenset(flush))
 
     def committed(self, plan: Plan) -> None:
-        """The helper holds ``plan`` (or already did)."""
+        """The helper holds ``plan`` (or already did). Only what the plan carried is
+        settled: decisions made while it was on its way wait for the next one."""
         prev = self._held
         if prev is not None:
             self._unflushed |= prev.usable - plan.usable
-        self._unflushed -= plan.usable
-        if any(t is not None for t in plan.targets.values()):
-            self._unflushed = set()
-            self._movers = set()
-        else:
-            self._movers = set()
+        self._unflushed -= plan.usable | plan.flushed
+        self._movers -= plan.flushed
         self._held = _Held(plan.plain, plan.usable, plan.targets)
         self.settled |= plan.decided
         done = {id(p) for p in plan.pending}

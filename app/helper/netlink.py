@@ -343,7 +343,9 @@ class KernelRule:
         if self.fwmark is not None:
             sel.append(f"fwmark {self.fwmark:#x}/{(self.fwmask or 0):#x}")
         if self.ip_proto is not None:
-            sel.append(f"ipproto {self.ip_proto} sport {self.sport} dport {self.dport}")
+            sel.append(f"ipproto {self.ip_proto}")
+        if self.sport is not None or self.dport is not None:
+            sel.append(f"sport {self.sport} dport {self.dport}")
         return f"{fam} rule {self.priority} {' '.join(sel)} {what}"
 
 
@@ -416,6 +418,7 @@ def want_rules(rules: Iterable[RuleState]) -> list[KernelRule]:
                     action=FR_ACT_TO_TBL if rule.action == "lookup" else FR_ACT_UNREACHABLE,
                     table=rule.table,
                     dst=rule.dst,
+                    ip_proto=rule.ipproto,
                 )
             )
     return out
@@ -440,7 +443,9 @@ def _rule_args(rule: KernelRule) -> dict[str, Any]:
         args["flags"] = FIB_RULE_INVERT
     if rule.ip_proto is not None:
         args["ip_proto"] = rule.ip_proto
+    if rule.sport is not None:
         args["sport_range"] = f"{rule.sport}:{rule.sport}"
+    if rule.dport is not None:
         args["dport_range"] = f"{rule.dport}:{rule.dport}"
     return args
 

@@ -85,6 +85,18 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
             out.append(f"\t\tmeta mark set {mark} ct mark set ct mark & {keep} | {mark}")
     out.append("\t}")
     tunnels = sorted(tunnels)
+    if tunnels:
+        out += [
+            "\tchain input {",
+            "\t\ttype filter hook input priority filter; policy accept;",
+            # Nothing connects in through a tunnel (the gateways, or the exit, translate
+            # the client's address). A first packet from one is a straggler of a flow
+            # whose entry a flush just removed: answering it would record the flow the
+            # wrong way round, and its replies would then skip classification and stay
+            # on the path the flow was leaving.
+            f"\t\tiifname {names(tunnels)} ct state new drop",
+            "\t}",
+        ]
     if marking.masquerade and tunnels:
         out += [
             "\tchain postrouting {",

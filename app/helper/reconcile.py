@@ -220,7 +220,7 @@ class Reconciler:
                 want_routes = netlink.want_routes(new.tables, index)
                 want_rules = netlink.want_rules(new.rules)
                 if new.guard is not None:
-                    want_routes |= guard.routes(new.guard, index, fams)
+                    want_routes |= guard.routes(new.guard, index, fams, new.tunnels)
                     want_rules += guard.rules(new.guard, fams)
                 # What moves traffic first, each step in place before the next relies on
                 # it: routes, then rules pointing at them (new before old: no gap), then
@@ -406,7 +406,7 @@ class Reconciler:
             if complete and look("link", "route"):
                 want_routes = netlink.want_routes(state.tables, index)
                 if state.guard is not None:
-                    want_routes |= guard.routes(state.guard, index, fams)
+                    want_routes |= guard.routes(state.guard, index, fams, state.tunnels)
                 if await netlink.dump_routes(ipr) != want_routes:
                     out.append("routes in Braid's tables")
             if look("rule"):

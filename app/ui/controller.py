@@ -81,6 +81,8 @@ class AppController(QObject):
             self.error.emit(present.UserMessage.from_info(snapshot.error))
         for notice in present.notices(self._events.new_events(snapshot), snapshot):
             self.notice.emit(notice)
+        if snapshot.state is ConnState.BLOCKED and previous.state is not ConnState.BLOCKED:
+            self.notice.emit(present.blocked_notice(snapshot))
         self.snapshot_changed.emit(snapshot)
 
     def targets(self) -> list[Any]:

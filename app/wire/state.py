@@ -31,6 +31,8 @@ BYPASS_MARK = 0x0F000000
 # Path marks 0x01000000 … 0x0E000000: one per route target (table).
 PATH_MARKS: frozenset[int] = frozenset(n << MARK_SHIFT for n in range(1, 15))
 NFT_FAMILY, NFT_TABLE = "inet", "braid"
+RULE_IPPROTOS = (1, 58)  # ICMP, ICMPv6: a rule may narrow to the engine's probes
+
 # The guard (kill switch) owns a table, a range of rule priorities and an nft table of its
 # own; a caller's tables and rules may not use them (docs/helper-protocol.md, "Guard").
 GUARD_TABLE = 52099
@@ -109,6 +111,9 @@ class RuleState:
     action: str  # "lookup" | "unreachable"
     table: int | None
     dst: str | None = None  # a destination network (probes to one gateway address)
+    # Only packets of this IP protocol: ICMP (1) or ICMPv6 (58), so that a path's probe
+    # rule steers its probes and not every flow that happens to have its source address.
+    ipproto: int | None = None
 
     def families(self) -> tuple[int, ...]:
         """IP versions the rule is installed for: a rule without an address selector
@@ -335,9 +340,13 @@ def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
     obj = d.obj(
         doc,
         path,
-        {"priority", "src", "dst", "fwmark", "fwmask", "action", "table"},
+        {"priority", "src", "dst", "fwmark", "fwmask", "action", "table", "ipproto"},
         {"priority", "action"},
     )
+    ipproto = obj.get("ipproto")
+    if ipproto is not None and ipproto not in RULE_IPPROTOS:
+        raise StateError(f"{path}.ipproto", f"{str(ipproto)[:16]} is not one of "
+                                            f"{', '.join(map(str, RULE_IPPROTOS))} (ICMP)")
     priority = d.integer(obj["priority"], f"{path}.priority", PRIORITY_MIN, PRIORITY_MAX)
     if GUARD_PRIORITY_MIN <= priority <= GUARD_PRIORITY_MAX:
         raise StateError(f"{path}.priority", f"{priority} is the guard's ({GUARD_PRIORITY_MIN}.."
@@ -378,7 +387,7 @@ def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
         table = None
     else:
         raise StateError(f"{path}.action", f"{action!r} is not one of: lookup, unreachable")
-    return RuleState(priority, src, fwmark, fwmask, action, table, dst)
+    return RuleState(priority, src, fwmark, fwmask, action, table, dst, ipproto)
 
 
 def _selector(value: Any, path: str) -> str | None:

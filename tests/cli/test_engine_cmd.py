@@ -70,7 +70,8 @@ def test_up_status_down_in_the_background(make_lab: Callable[..., LabInfo],
         return doc
 
     doc = wait_until(lambda: (d := status())["state"] == "connected" and d, timeout=20)
-    assert doc["classes"] == {"default": ["hk"]}
+    assert doc["classes"]["default"] == ["hk"] and doc["classes"]["realtime"] == ["hk"]
+    assert doc["classes"]["bulk"] not in ([], ["hk"])  # kept off realtime's path
     paths = doc["paths"]
     assert isinstance(paths, list) and [p["name"] for p in paths] == ["hk", "tyo", "sgp"]
     for p in paths:
@@ -106,8 +107,8 @@ def test_foreground_prints_events_and_stops_cleanly_on_sigterm(
                              "--foreground"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=Path(__file__).parents[2])
     try:
-        wait_until(lambda: ": connected (default -> " in braid("status", "--lab", lab.name,
-                                                                env=env).stdout,
+        wait_until(lambda: re.search(r": connected \(.*default -> ", braid(
+            "status", "--lab", lab.name, env=env).stdout),
                    timeout=20, message="the foreground engine never connected")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

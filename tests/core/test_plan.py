@@ -15,7 +15,7 @@ from app.core.plan import (
     path_mark,
     without_flush,
 )
-from app.wire.state import BYPASS_MARK, MARK_MASK, parse_state
+from app.wire.state import BYPASS_MARK, MARK_MASK, GuardState, parse_state
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -104,6 +104,63 @@ def test_an_address_with_a_prefix_becomes_a_host_address_and_a_route() -> None:
     assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0", "10.7.0.0/24", "fd00::/64"]
 
 
-def test_a_shared_exit_profile_is_not_masqueraded() -> None:
-    state = build_state(PATHS, {"default": "hk"}, usable={"hk"}, shared_exit=True)
+def test_a_shared_exit_profile_probes_by_destination_and_is_not_masqueraded() -> None:
+    """Every tunnel has the same inner address: a path's probes are routed to it by
+    their destination, its gateway's own probe address."""
+    shared = [PathSpec(**{**p.__dict__, "addresses": ("10.77.0.2/32",),
+                          "probe_target": f"10.77.{10 + p.index}.1"}) for p in PATHS]
+    state = build_state(shared, {"default": "hk"}, usable={"hk"}, shared_exit=True)
+    assert parse_state(state.to_json()) == state
     assert state.marking is not None and state.marking.masquerade is False
+    probes = [(r.priority, r.src, r.dst, r.table) for r in state.rules if r.priority < 5250]
+    assert probes == [(5200, None, "10.77.10.1/32", 52000), (5201, None, "10.77.11.1/32", 52001),
+                      (5202, None, "10.77.12.1/32", 52002)]
+    same = [PathSpec(**{**p.__dict__, "probe_target": "10.77.0.1"}) for p in shared]
+    with pytest.raises(BraidError, match=r"would all be probed at 10\.77\.0\.1") as err:
+        build_state(same, {"default": "hk"}, usable={"hk"}, shared_exit=True)
+    assert "probe" in err.value.fix
+
+
+def test_the_kill_switch_rides_along() -> None:
+    guard = GuardState(("192.168.1.0/24",), "br-t-hk")
+    state = build_state(PATHS, {"default": "hk"}, usable={"hk"}, guard=guard, flush={"tyo"})
+    assert parse_state(state.to_json()) == state
+    assert without_flush(state).guard == guard
+
+
+def split(p: PathSpec, *prefixes: str) -> PathSpec:
+    return PathSpec(**{**p.__dict__, "allowed_ips": prefixes})
+
+
+def test_a_split_gateway_gets_only_its_prefixes_and_the_rest_takes_the_full_ones() -> None:
+    """A corporate file with AllowedIPs = 10.20.0.0/16: that prefix goes to it, whatever
+    the class; everything else rides the classes' full gateways."""
+    corp = split(PATHS[2], "10.20.0.0/16", "fd20::/48")
+    paths = [PATHS[0], PATHS[1], corp]
+    state = build_state(paths, {"default": "hk"}, usable={"hk", "tyo", "sgp"})
+    assert parse_state(state.to_json()) == state
+    assert [r.dst for r in state.tables[2].routes] == ["10.20.0.0/16"]  # no IPv6 address
+    assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0"]
+    assert (5232, "10.20.0.0/16", "lookup", 52002) in [
+        (r.priority, r.dst, r.action, r.table) for r in state.rules]
+    assert state.marking is not None and state.guard is None
+    down = build_state(paths, {"default": "hk"}, usable={"hk", "tyo"})
+    assert (5232, "10.20.0.0/16", "unreachable") in [
+        (r.priority, r.dst, r.action) for r in down.rules]
+
+
+def test_only_split_gateways_leave_the_rest_outside_on_purpose() -> None:
+    corp = split(PATHS[0], "10.20.0.0/16")
+    guard = GuardState((), "br-t-hk")
+    state = build_state([corp], {}, usable={"hk"}, guard=guard)
+    assert parse_state(state.to_json()) == state
+    assert state.marking is None and state.guard is None
+
+
+def test_ipv6_goes_into_a_tunnel_only_where_the_gateway_gives_it() -> None:
+    v6 = PathSpec(**{**PATHS[0].__dict__, "addresses": ("198.19.0.2/32", "fd19::2/128"),
+                     "allowed_ips": ("0.0.0.0/0", "::/0")})
+    v4 = PathSpec(**{**PATHS[1].__dict__, "allowed_ips": ("0.0.0.0/0", "::/0")})
+    state = build_state([v6, v4], {"default": "hk"}, usable={"hk", "tyo"})
+    assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0", "::/0"]
+    assert [r.dst for r in state.tables[1].routes] == ["0.0.0.0/0"]  # no IPv6 address

@@ -7,17 +7,21 @@ from app.core.decide import DecideConfig
 from app.core.liveness import LivenessConfig, ProbeTracker
 from app.core.paths import PathRuntime
 from app.core.pathstats import PathStats
-from app.core.plan import path_mark
+from app.core.plan import PathSpec, path_mark
 from app.core.profiles.model import Weights
 from app.core.steering import Steering
 from tests.core.test_plan import PATHS
 
+# Shared-exit paths have one inner address; each gateway its own probe address.
+SHARED = [PathSpec(**{**p.__dict__, "probe_target": f"10.77.{10 + p.index}.1"})
+          for p in PATHS]
+
 CFG = DecideConfig(margin=0.1, dwell_s=1.0, hold_down_s=2.0, warmup_s=0.5, min_samples=3)
 
 
-def paths() -> list[PathRuntime]:
+def paths(specs: list[PathSpec] = PATHS) -> list[PathRuntime]:
     out = []
-    for spec in PATHS:
+    for spec in specs:
         stats = PathStats()
         out.append(PathRuntime(spec, 1.0, stats, ProbeTracker(stats, LivenessConfig())))
     return out
@@ -62,7 +66,7 @@ def test_a_dead_paths_flows_move_once_a_class_has_somewhere_to_go() -> None:
 
 def test_on_a_shared_exit_every_move_takes_the_running_flows_along() -> None:
     for shared, flushed in ((False, ()), (True, (path_mark(1),))):
-        ps = paths()
+        ps = paths(SHARED if shared else PATHS)
         answer(ps[1], 0.0, 0.04)
         answer(ps[2], 0.0, 0.06)
         st = Steering(ps, ("default",), CFG, Weights(), 0.0, shared_exit=shared)

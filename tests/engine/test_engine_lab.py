@@ -125,7 +125,8 @@ def test_leaving_a_lossy_path_moves_its_running_flows_too(
         assert new is not None
         # The running flow follows: hk carries only probes, the new path the stream.
         wait_until(lambda: tx_bps("hk") < 100_000 and tx_bps(new) > 300_000, timeout=6,
-                   message="the running stream stayed on hk")
+                   message=f"the running stream stayed on hk: {c.rec.events()} "
+                           f"{[(p.name, p.tx_bps) for p in c.rec.last.paths]}")  # type: ignore[union-attr]
         running.result(timeout=30)
     leave = next(e for e in c.rec.events(EventKind.BETTER_PATH, EventKind.FAILOVER)
                  if e.from_path == "hk")

@@ -30,6 +30,7 @@ from app.core.helper_client import HelperStatus, SyncHelperClient
 from app.helper import uapi
 from app.lab import topology
 from app.lab.topology import LabInfo
+from tests.faults import ns_run
 from tests.util import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,15 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def lab_name() -> str:
     return "t" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(4))
-
-
-def ns_run(ns: str, *argv: str, check: bool = True) -> str:
-    done = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=False
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv} failed in {ns}: {done.stderr.strip()}")
-    return done.stdout
 
 
 @dataclass

@@ -1,21 +1,13 @@
 """The guard (kill switch) against the real thing: nothing leaves the client's ISP link
 unencrypted through every fault the issue names, and only a disconnect removes it.
 
-Leaks are counted where they would land: in the lab's wan namespace, on the client's
-link (cl0), everything but the tunnels' own UDP to the relays and IPv6 neighbour
-discovery. The client's ISP link gets an IPv6 address and default route here, so that
-an IPv6 leak can be seen at all. The counter lives outside the client namespace, so
-`nft flush ruleset` there cannot reset it.
+Leaks are counted in the lab's wan namespace (tests/faults.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +15,8 @@ from typing import Any
 import pytest
 
 from app.core.helper_client import HelperStatus, SyncHelperClient
-from app.lab import topology
 from app.lab.topology import LabInfo
+from tests.faults import blaster, leaked, no_leak, reset_leaks, uplink
 from tests.helper.conftest import (
     Helper,
     all_handshaken,
@@ -35,8 +27,6 @@ from tests.helper.conftest import (
 from tests.util import wait_until
 
 ALLOW = ["192.0.2.0/24", "2001:db8:aa::/48"]  # a "LAN" of each family
-V6_FAR = "2001:db8:200::1"  # somewhere past the client's IPv6 default route
-LEAK_TABLE = "braidtest_leak"
 
 
 def guarded(lab: LabInfo, **kw: Any) -> dict[str, Any]:
@@ -50,111 +40,13 @@ def tunnel_names(lab: LabInfo) -> list[str]:
 
 @pytest.fixture
 def ipv6_uplink(lab: LabInfo) -> Iterator[None]:
-    """The client's ISP link with IPv6 (address, default route), and the leak counter."""
-    client, wan = topology.netns(lab.name, "client"), topology.netns(lab.name, "wan")
-    ns_run(client, "ip", "-6", "addr", "add", "2001:db8:ff::2/64", "dev", "wan0", "nodad")
-    ns_run(wan, "ip", "-6", "addr", "add", "2001:db8:ff::1/64", "dev", "cl0", "nodad")
-    ns_run(client, "ip", "-6", "route", "add", "default", "via", "2001:db8:ff::1")
-    nd = "nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report"
-    script = (
-        f"table inet {LEAK_TABLE} {{\n"
-        " counter leak4 {}\n counter leak6 {}\n"
-        " chain in { type filter hook prerouting priority -300;\n"
-        '  iifname != "cl0" return\n'
-        "  meta nfproto ipv4 udp dport 51000-51099 return\n"  # WireGuard to the relays
-        f"  icmpv6 type {{ {nd} }} return\n"
-        '  meta nfproto ipv4 counter name "leak4"\n'
-        '  meta nfproto ipv6 counter name "leak6"\n'
-        " }\n}\n"
-    )
-    subprocess.run(["ip", "netns", "exec", wan, "nft", "-f", "-"], input=script, text=True,
-                   check=True)  # fmt: skip
-    try:
+    with uplink(lab):
         yield
-    finally:
-        ns_run(wan, "nft", "delete", "table", "inet", LEAK_TABLE, check=False)
-        ns_run(client, "ip", "-6", "route", "del", "default", check=False)
-        ns_run(client, "ip", "-6", "addr", "del", "2001:db8:ff::2/64", "dev", "wan0", check=False)
-        ns_run(wan, "ip", "-6", "addr", "del", "2001:db8:ff::1/64", "dev", "cl0", check=False)
-
-
-def leaked(lab: LabInfo) -> dict[str, int]:
-    wan = topology.netns(lab.name, "wan")
-    out = {}
-    for name in ("leak4", "leak6"):
-        text = ns_run(wan, "nft", "list", "counter", "inet", LEAK_TABLE, name)
-        m = re.search(r"packets (\d+)", text)
-        assert m, text
-        out[name] = int(m.group(1))
-    return out
-
-
-def reset_leaks(lab: LabInfo) -> None:
-    ns_run(topology.netns(lab.name, "wan"), "nft", "reset", "counters", "table", "inet",
-           LEAK_TABLE)
-
-
-_BLAST = r"""
-import os, socket, sys, time
-server, far, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-for s in (u4, u6):
-    s.setblocking(False)
-tcp = []
-n = 0
-while not os.path.exists(stop):
-    for s, dst in ((u4, (server, 9001)), (u6, (far, 9001))):
-        try:
-            s.sendto(b"braid-leak-test" * 4, dst)
-        except OSError:
-            pass
-    if n % 25 == 0:  # a TCP connect every ~50 ms per family: SYNs, retransmits
-        for old in tcp:
-            old.close()
-        tcp = []
-        for fam, dst in ((socket.AF_INET, (server, 9003)), (socket.AF_INET6, (far, 9003))):
-            c = socket.socket(fam, socket.SOCK_STREAM)
-            c.setblocking(False)
-            try:
-                c.connect(dst)
-            except OSError:
-                pass
-            tcp.append(c)
-    n += 1
-    time.sleep(0.002)
-"""
-
-
-@contextlib.contextmanager
-def blaster(lab: LabInfo, tmp: Path) -> Iterator[None]:
-    """UDP and TCP at the far-side server (and an IPv6 address past the default route),
-    from the client namespace, unbound: what an app does."""
-    stop = tmp / "blast.stop"
-    child = subprocess.Popen(
-        ["ip", "netns", "exec", topology.netns(lab.name, "client"), sys.executable, "-c",
-         _BLAST, lab.server_address, V6_FAR, str(stop)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        yield
-    finally:
-        stop.touch()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def guard_of(status: HelperStatus) -> Any:
     assert status.guard is not None, status
     return status.guard
-
-
-def no_leak(lab: LabInfo, step: str) -> None:
-    counts = leaked(lab)
-    assert counts == {"leak4": 0, "leak6": 0}, f"{step}: packets left unencrypted: {counts}"
 
 
 def handshaken(client: SyncHelperClient, lab: LabInfo) -> None:

@@ -71,3 +71,6 @@ def test_nft_ruleset_from_marking() -> None:
     assert 'oifname { "br-a", "br-b" } masquerade' in named and "br-*" not in named
     assert "masquerade" not in nft.render(dataclasses.replace(marking, masquerade=False),
                                           ["br-a"])
+    # Nothing connects in through a tunnel: a flow's first packet from one is dropped.
+    assert 'iifname { "br-a", "br-b" } ct state new drop' in named
+    assert "chain input" not in text

@@ -52,6 +52,7 @@ def good() -> dict[str, Any]:
                 "action": "lookup",
                 "table": 52001,
                 "dst": None,
+                "ipproto": None,
             },
             {
                 "priority": 5250,
@@ -61,6 +62,7 @@ def good() -> dict[str, Any]:
                 "action": "lookup",
                 "table": 52001,
                 "dst": None,
+                "ipproto": None,
             },
             {
                 "priority": 5251,
@@ -70,6 +72,7 @@ def good() -> dict[str, Any]:
                 "action": "unreachable",
                 "table": None,
                 "dst": None,
+                "ipproto": None,
             },
         ],
         "marking": {
@@ -245,7 +248,7 @@ def test_a_guard_and_a_dst_rule_round_trip() -> None:
     doc["guard"] = {"allow": ["192.168.1.0/24", "fd00:1::/64"], "via": "br-lab-hk"}
     doc["rules"].append({"priority": 5240, "src": None, "dst": "198.19.0.1/32",
                          "fwmark": None, "fwmask": None, "action": "lookup",
-                         "table": 52001})
+                         "table": 52001, "ipproto": None})
     state = parse_state(doc)
     assert state.guard is not None and state.guard.via == "br-lab-hk"
     assert state.guard.held().via is None and state.guard.held().allow == state.guard.allow
@@ -297,3 +300,15 @@ def test_a_status_reply_with_or_without_a_guard() -> None:
     assert status.guard == GuardStatus(True, "client_left", ("192.168.1.0/24",), None, 7)
     assert status.extra == {"later": 1}
     assert HelperStatus.from_json(status.to_json()) == status
+
+
+def test_a_rule_may_narrow_to_icmp_and_nothing_else() -> None:
+    from app.core.plan import build_state
+    from tests.core.test_plan import PATHS
+
+    doc = build_state(PATHS, {"default": "hk"}, usable={"hk"}).to_json()
+    probe = next(r for r in doc["rules"] if r["priority"] == 5200)
+    assert probe["ipproto"] == 1 and parse_state(doc).rules[0].ipproto == 1
+    probe["ipproto"] = 6
+    with pytest.raises(StateError, match=r"rules\[0\]\.ipproto: 6 is not one of 1, 58"):
+        parse_state(doc)

@@ -4,6 +4,7 @@ import threading
 
 from pytestqt.qtbot import QtBot
 
+from app.core import present
 from app.core.errors import BraidError
 from app.core.model import ConnState, EngineSnapshot, ErrorInfo
 from app.core.present import Notice, UserMessage
@@ -82,3 +83,17 @@ def test_a_failing_target_list_becomes_a_dialog(qtbot: QtBot) -> None:
     box.e.targets_error = BraidError("cannot read profile x", "fix or delete it")
     assert c.targets() == []
     assert errors == [UserMessage("cannot read profile x", "fix or delete it")]
+
+
+def test_a_kill_switch_left_holding_is_one_critical_notice(qtbot: QtBot) -> None:
+    from app.core.service import BLOCKED_ERROR
+
+    c = AppController(EngineBox())
+    notices: list[Notice] = []
+    c.notice.connect(notices.append)
+    blocked = snap(ConnState.BLOCKED, error=BLOCKED_ERROR)
+    c.apply(blocked)
+    c.apply(blocked)
+    assert [n.title for n in notices] == ["Braid: traffic is blocked"]
+    assert notices[0].critical and "disconnect" in notices[0].message.lower()
+    assert present.tooltip(blocked).splitlines()[0] == "Braid — Blocked · lab-t1"

@@ -14,15 +14,17 @@ import string
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from app.core.helper_client import SyncHelperClient
 from app.core.model import ConnState, Event, EventKind
 from app.core.service import EngineHub
 from app.lab import control, stream, topology
+from app.lab.topology import LabInfo
 from app.ui.app import BraidApp
 from tests.ui.snapshots import dispose
 from tests.util import wait_until
@@ -240,3 +242,37 @@ def test_one_engine_many_views(lab: str, qtbot: QtBot, tmp_path: Path,
     assert result.received >= 0.9 * result.sent
     assert braid_cli("down").returncode == 0
     wait_until(lambda: tunnels(lab) == [], timeout=10)
+
+
+def test_a_kill_switch_left_holding_shows_blocked_and_disconnect_releases_it(
+        make_lab: Callable[..., LabInfo], qtbot: QtBot, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine dies without a disconnect (kill -9): past the helper's grace period
+    the tunnels are gone but the kill switch holds. The tray says traffic is blocked and
+    why; its Disconnect asks the helper to let go."""
+    lab = make_lab("clean", helper_grace_seconds=1)
+    monkeypatch.setenv("BRAID_RUNTIME_DIR", str(tmp_path / "run"))
+    env = os.environ.copy()
+    up = subprocess.run([sys.executable, "-m", "app.cli.main", "up", "--lab", lab.name],
+                        text=True, capture_output=True, timeout=60, env=env)
+    assert up.returncode == 0, up.stderr
+    status = subprocess.run([sys.executable, "-m", "app.cli.main", "status", "--json"],
+                            text=True, capture_output=True, timeout=60, env=env)
+    os.kill(json.loads(status.stdout)["pid"], signal.SIGKILL)
+    app = BraidApp(EngineHub, use_tray=True)
+    try:
+        c = app.controller
+        c.attach_running()
+        qtbot.waitUntil(lambda: c.latest.state is ConnState.BLOCKED, timeout=20_000)
+        assert c.latest.profile == f"lab-{lab.name}" and c.latest.blocked
+        tray = app.tray
+        assert tray is not None and tray.icon.toolTip().startswith("Braid — Blocked")
+        assert any(n.title == "Braid: traffic is blocked" for n in tray.notices)
+        assert app.menu.disconnect_action.isEnabled()
+        app.menu.disconnect_action.trigger()
+        qtbot.waitUntil(lambda: c.latest.state is ConnState.DISCONNECTED, timeout=10_000)
+        with SyncHelperClient(lab.helper_socket) as helper:
+            assert helper.status().guard is None
+        app.quit()
+    finally:
+        dispose(app)
