@@ -25,9 +25,12 @@ APT_PACKAGES=(
   # packaging/build-deb.sh and its test: dpkg-deb is in dpkg; these check the result
   desktop-file-utils systemd
 )
+# One dpkg-query for all: a package it does not know is simply not in what it prints.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null \
+  | awk '/ ok installed$/ { print $1 }' || true)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  grep -qxF "$p" <<<"$installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
