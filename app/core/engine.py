@@ -58,6 +58,7 @@ from app.core.model import (
     EventKind,
     PathSnapshot,
 )
+from app.core.netns import NETNS_DIR
 from app.core.paths import PathRuntime, make_paths, path_specs, stall_suspected, take_status
 from app.core.probe import ProbeRates
 from app.core.probing import ProbeSet
@@ -114,11 +115,13 @@ class Engine:
         config: EngineConfig | None = None,
         lab: str | None = None,
         runner: str | None = None,
+        netns: str | None = None,
     ) -> None:
         self.profile = profile
         self.cfg = config or EngineConfig()
         self.lab = lab
         self.runner = runner
+        self.netns = netns  # the namespace the engine's thread runs in, if not its own
         self.paths: list[PathRuntime] = make_paths(
             profile, path_specs(profile, secrets, probe_targets), self.cfg.liveness)
         self._by_name = {p.name: p for p in self.paths}
@@ -314,6 +317,10 @@ class Engine:
             while True:
                 await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
                 attempt += 1
+                if self.netns is not None and not (NETNS_DIR / self.netns).exists():
+                    # The lab was taken down under us: nothing is left to protect.
+                    raise BraidError(f"the network namespace {self.netns} is gone",
+                                     "bring the lab up again, then connect")
                 try:
                     await self._helper.hello()
                     self.steering.forget_held()
