@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source scripts/venv.sh
 
 if [[ "${1:-}" != "--inside-keyring" ]]; then
   # Braid keeps WireGuard keys in a Secret Service; a headless root shell has none,

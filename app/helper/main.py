@@ -15,6 +15,7 @@ from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
 from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR, IDLE_SECONDS
+from app.wire.version import package_version
 
 log = logging.getLogger("braid.helper")
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "included, and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    p.add_argument("--version", action="version", version=f"braid-helper {package_version()}")
     return p
 
 
@@ -122,8 +124,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # BRAID_VERBOSE=1, as for `braid` (app/core/logs.py): a lab's helper started from a
+    # verbose shell logs debug too.
+    verbose = args.verbose or os.environ.get("BRAID_VERBOSE", "") not in ("", "0")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s braid-helper %(levelname)s %(message)s",
     )
     # pyroute2 logs whole netlink messages at debug level; a WireGuard one holds a key.
