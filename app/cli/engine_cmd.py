@@ -194,7 +194,8 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _child_argv(args: argparse.Namespace, target: ConnectTarget) -> list[str]:
-    argv = [sys.executable, "-m", "app.cli.main", "up", "--detached"]
+    argv = [sys.executable, "-m", "app.cli.main",
+             *(["-v"] if getattr(args, "verbose", False) else []), "up", "--detached"]
     argv += ["--lab", target.lab] if target.lab else ["--profile", target.profile]
     for flag, value in (("--hold-down", args.hold_down), ("--dwell", args.dwell),
                         ("--margin", args.margin)):
