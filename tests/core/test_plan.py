@@ -86,8 +86,8 @@ def test_plans_compare_without_their_flush_list() -> None:
 def test_profile_limits_are_clear_errors() -> None:
     with pytest.raises(BraidError, match="no gateways"):
         build_state([], {}, usable=set())
-    many = [spec(i, f"g{i}") for i in range(14)]
-    with pytest.raises(BraidError, match="at most 13"):
+    many = [spec(i, f"g{i}") for i in range(13)]
+    with pytest.raises(BraidError, match="at most 12"):
         build_state(many, {}, usable=set())
     v6only = PathSpec(**{**PATHS[0].__dict__, "addresses": ("fd00::2/128",)})
     with pytest.raises(BraidError, match="no IPv4 address"):
