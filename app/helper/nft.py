@@ -79,6 +79,34 @@ def mark_chain(cls: str) -> str:
     return f"to_{cls}"
 
 
+_MARK_CHAIN = re.compile(r"^\tchain (to_[a-z][a-z0-9_-]*) \{\n\t\t(.*)\n\t\}$", re.M)
+
+
+def mark_update(loaded: str, wanted: str, table: str = TABLE) -> str | None:
+    """The commands that turn ``loaded`` into ``wanted`` when they differ only in the
+    marks their ``to_<class>`` chains set (a switch: a class takes another path): each
+    changed chain flushed and given its one rule again, in one transaction (~3x cheaper
+    than reloading the whole table, and the flow counters carry on). None when anything
+    else differs: then the table is loaded whole."""
+    def split(text: str) -> tuple[str, dict[str, str]]:
+        return _MARK_CHAIN.sub(r"\tchain \1 {}", text), dict(_MARK_CHAIN.findall(text))
+
+    old_rest, old_marks = split(loaded)
+    new_rest, new_marks = split(wanted)
+    if old_rest != new_rest or old_marks.keys() != new_marks.keys():
+        return None
+    changed = [c for c in sorted(new_marks) if new_marks[c] != old_marks[c]]
+    return "".join(f"flush chain {table} {c}\nadd rule {table} {c} {new_marks[c]}\n"
+                   for c in changed)
+
+
+def update(commands: str, table: str = TABLE) -> None:
+    """Run ``commands`` (from :func:`mark_update`) as one transaction."""
+    ok, _, err = _run(commands)
+    if not ok:
+        raise KernelError(f"nft refused a change of table {table}: {err}")
+
+
 def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] = (),
            groups: tuple[Mapping[str, str], int] | None = None,
            addresses: Iterable[str] = ()) -> str:

@@ -33,6 +33,7 @@ from app.wire.errors import Code
 from app.wire.state import (
     EMPTY_STATE,
     GUARD_ALLOW_PRIORITY,
+    GUARD_BLOCK_PRIORITY,
     GUARD_PRIORITY_MAX,
     GUARD_PRIORITY_MIN,
     GUARD_TABLE,
@@ -60,9 +61,16 @@ class _Held:
     rules: list[netlink.KernelRule]
 
 
-def _is_guard_rule(rule: netlink.KernelRule) -> bool:
-    """One of the helper's own rules (the guard's, the bypass class's): 5290..5298."""
+def _is_own_rule(rule: netlink.KernelRule) -> bool:
+    """One of the helper's own rules (the guard's, the bypass class's): 5290..5298,
+    never counted as the caller's."""
     return GUARD_PRIORITY_MIN <= rule.priority <= GUARD_PRIORITY_MAX
+
+
+def _is_guard_rule(rule: netlink.KernelRule) -> bool:
+    """The guard's (5290, 5298): what a restarted helper adopts. The bypass class's
+    5291 is not: it goes with the classes."""
+    return rule.priority in (GUARD_ALLOW_PRIORITY, GUARD_BLOCK_PRIORITY)
 
 
 class Reconciler:
@@ -312,13 +320,17 @@ class Reconciler:
                     changes.append(f"removed nft table {table}")
                 self._listed.pop(table, None)
             # Unchanged and loaded by us: trust it (drift checks see to the kernel's).
-            elif ruleset != self._loaded.get(table):
+            elif ruleset != (loaded := self._loaded.get(table)):
                 self._loaded.pop(table, None)
-                with self.classes.for_nft():
-                    nft.load(ruleset, table)
+                marks = None if loaded is None else nft.mark_update(loaded, ruleset, table)
+                if marks is not None:  # a switch: only the classes' marks changed
+                    nft.update(marks, table)
+                else:
+                    with self.classes.for_nft():
+                        nft.load(ruleset, table)
                 self._loaded[table] = ruleset
                 self._listed[table] = nft.listing(table)
-                changes.append(f"loaded nft table {table}")
+                changes.append(f"{'changed marks in' if marks else 'loaded'} nft table {table}")
         return changes
 
     async def _flush(self, state: DesiredState) -> list[str]:
@@ -671,7 +683,7 @@ class Reconciler:
             grace_remaining_s=None,
             tunnels=tuple(tunnels),
             tables=tuple(sorted({r.table for r in routes if r.table != GUARD_TABLE})),
-            rules=sum(1 for r in rules if not _is_guard_rule(r)),
+            rules=sum(1 for r in rules if not _is_own_rule(r)),
             marking=state.marking is not None and intact(nft.TABLE),
             recovered=tuple(self.recovered),
             guard=self._guard_status(rules, routes, intact(guard.TABLE)),
