@@ -130,11 +130,12 @@ def _acked(sock: socket.socket) -> bool:
 
 
 class ProcEvents:
-    """Calls ``on_exec(pid)`` on the running loop for each program started (``pid``
-    is the process, thread group id); ``on_lost()`` when the socket overflowed and
+    """Calls ``on_exec(pid, t)`` on the running loop for each program started (``pid``
+    is the process, thread group id; ``t`` when it exec'd, CLOCK_MONOTONIC seconds);
+    ``on_lost()`` when the socket overflowed and
     events were lost (the caller then looks at what runs now)."""
 
-    def __init__(self, on_exec: Callable[[int], None], on_lost: Callable[[], None],
+    def __init__(self, on_exec: Callable[[int, float], None], on_lost: Callable[[], None],
                  netns: str | None) -> None:
         self._on_exec = on_exec
         self._on_lost = on_lost
@@ -205,10 +206,10 @@ class ProcEvents:
         offset = 0
         while offset + _EVENT_AT + _EVENT.size <= len(data):
             length = struct.unpack_from("=I", data, offset)[0]
-            what, _cpu, _ts, _pid, tgid = _EVENT.unpack_from(data, offset + _EVENT_AT)
+            what, _cpu, ts, _pid, tgid = _EVENT.unpack_from(data, offset + _EVENT_AT)
             if what == PROC_EVENT_EXEC:
                 self.events += 1
-                self._on_exec(tgid)
+                self._on_exec(tgid, ts / 1e9)
             if length < 16:
                 return
             offset += (length + 3) & ~3

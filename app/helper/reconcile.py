@@ -691,13 +691,14 @@ class Reconciler:
         )
 
     def _classes_status(self, uid: int, *, read: bool) -> ClassesStatus:
-        """``read``: count the flows (one nft listing; not on an apply's reply)."""
+        """``read``: count the flows (one nft listing) and the groups' members: not on
+        an apply's reply, which a switch waits for."""
         flows = {}
         if read:
             flows = {k: v for k, v in nft.counters().items()
                      if k.startswith("app_") or k in (nft.COUNTER_SELECTOR,
                                                        nft.COUNTER_VOLUME, nft.COUNTER_DEFAULT)}
-        return self.classes.status(uid, flows)
+        return self.classes.status(uid, flows, members=read)
 
     def _guard_status(self, rules: list[netlink.KernelRule],
                       routes: list[netlink.KernelRoute], nft_ok: bool) -> GuardStatus | None:
