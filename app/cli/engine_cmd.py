@@ -103,7 +103,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def resolve_target(args: argparse.Namespace) -> ConnectTarget:
     if args.lab is not None:
-        return ConnectTarget.for_lab(args.lab)
+        target = ConnectTarget.for_lab(args.lab)
+        if not ProfileStore().exists(target.profile):
+            raise BraidError(f"lab {args.lab!r} is not up (it has no profile "
+                             f"{target.profile})",
+                             f"build it first: braid lab up --name {args.lab}; then "
+                             f"braid up --lab {args.lab}")
+        return target
     store = ProfileStore()
     if args.profile is not None:
         return ConnectTarget(args.profile, store.load(args.profile).lab)

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     lab = sub.add_parser(
         "lab", help="the emulated cross-border network (namespaces, relays, gateways)",
         description="The lab: network namespaces that play the client, the international "
-                    "links, the regional gateways and the far-side server. Needs root. "
-                    "See docs/lab.md.")
+                    "links, the regional gateways, their backbone to a shared exit and the "
+                    "far-side server. Needs root. See docs/lab.md.")
     cmds = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
 
     def name_arg(p: argparse.ArgumentParser) -> None:
@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                    help="a built-in scenario (cn-us, clean, flaky) or a scenario file")
     p.add_argument("--baseline", metavar="PATH",
                    help="also a plain single-path WireGuard tunnel through PATH (node base)")
+    p.add_argument("--exit", choices=("shared", "separate"), default="shared",
+                   help="shared (default): the gateways carry the client's one address over "
+                        "their backbone to one exit, the only NAT; separate: each gateway "
+                        "is its own exit")
+    p.add_argument("--ipv6", action="store_true",
+                   help="IPv6 too: on the client's ISP link (so a leak shows), the tunnels "
+                        "and the far side (docs/lab.md, IPv6)")
     p.add_argument("--grace-seconds", type=int, default=10,
                    help="how long the lab's helper keeps tunnels after its client leaves")
     p.add_argument("--no-helper", action="store_true",
@@ -59,8 +66,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser("impair", help="change a path now (both directions unless --dir)")
     name_arg(p)
     p.add_argument("--path", required=True, help="the path (gateway) name, e.g. hk")
+    p.add_argument("--link", choices=("wan", "backbone"), default="wan",
+                   help="wan (default): the international link, client to gateway; "
+                        "backbone: the gateway's onward link (to the shared exit, or with "
+                        "separate exits its own way to the far side)")
     p.add_argument("--dir", choices=("up", "down", "both"), default="both",
-                   help="up: client to gateway; down: gateway to client (default both)")
+                   help="up: towards the far side; down: back (default both)")
     p.add_argument("--delay-ms", type=float, help="one-way delay")
     p.add_argument("--jitter-ms", type=float, help="standard deviation of the delay")
     p.add_argument("--loss", type=float, metavar="PCT", help="random loss, percent")
@@ -94,6 +105,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                    help="mark the stream as this class (DSCP)")
     p.add_argument("--baseline", action="store_true",
                    help="from the baseline tunnel's namespace instead of the client")
+    p.add_argument("--sticky", action="store_true",
+                   help="to a far end that answers only the address the stream's first "
+                        "packet came from (as a call's peer does)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="to the server's IPv6 address (a lab built with --ipv6)")
     json_arg(p)
     p.set_defaults(handler=cmd_stream)
 
@@ -127,16 +143,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         scenario = Path(args.scenario)
     info = topology.build(args.name, scenario, baseline=args.baseline,
                           start_helper=not args.no_helper, write_profile=not args.no_helper,
-                          helper_grace_seconds=args.grace_seconds)
+                          helper_grace_seconds=args.grace_seconds, exit=args.exit,
+                          ipv6=args.ipv6)
     if args.json:
         _print_json(topology.info_json(info))
         return 0
-    print(f"lab {info.name!r} is up on scenario {info.scenario!r}")
-    print(f"  server {info.server_address} (UDP echo 9000, sink 9001; TCP bulk 9002, "
-          f"sink 9003; HTTP 8080)")
+    exits = ("one shared exit (the only NAT)" if info.exit == "shared"
+             else "separate exits (each gateway its own NAT)")
+    print(f"lab {info.name!r} is up on scenario {info.scenario!r}, {exits}")
+    print(f"  server {info.server_address} (UDP echo 9000, sink 9001, sticky echo 9004; "
+          f"TCP bulk 9002, sink 9003; HTTP 8080)")
     for gw in info.gateways:
         print(f"  path {gw.name:<4} endpoint {gw.endpoint:<17} gateway {gw.gateway_address:<11}"
-              f" client {gw.client_address:<15} tunnel {gw.client_interface}")
+              f" client {gw.client_address:<15} probe {gw.probe:<11} "
+              f"tunnel {gw.client_interface}")
     if info.baseline:
         print(f"  baseline: {topology.baseline_iface(info.name)} through {info.baseline} "
               f"(braid lab stream --baseline)")
@@ -190,11 +210,16 @@ def _profile_text(p: dict[str, Any]) -> str:
 
 def _path_lines(p: dict[str, Any]) -> list[str]:
     lines = []
-    for d in ("up", "down"):
-        c = p[d]["counters"]
-        lost = c["lost_random"] + c["lost_burst"] + c["lost_queue"] + c["lost_down"]
-        lines.append(f"    {d:<4} {_profile_text(p[d]['profile'])}; {c['in_pkts']} in, "
-                     f"{c['out_pkts']} out, {lost} lost, queue {p[d]['queue_ms']:g} ms")
+    links: list[tuple[str, dict[str, Any]]] = [("wan", p)]
+    if p.get("backbone"):
+        links.append(("backbone", p["backbone"]))
+    for link, doc in links:
+        for d in ("up", "down"):
+            c = doc[d]["counters"]
+            lost = c["lost_random"] + c["lost_burst"] + c["lost_queue"] + c["lost_down"]
+            lines.append(f"    {link:<8} {d:<4} {_profile_text(doc[d]['profile'])}; "
+                         f"{c['in_pkts']} in, {c['out_pkts']} out, {lost} lost, "
+                         f"queue {doc[d]['queue_ms']:g} ms")
     return lines
 
 
@@ -205,8 +230,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return 0
-    print(f"lab {doc['name']!r}: scenario {doc['scenario']!r}, t = {doc['t']:.1f} s, "
-          f"{doc['timeline_left']} timeline entries to come")
+    print(f"lab {doc['name']!r}: scenario {doc['scenario']!r}, {doc['exit']} exit, "
+          f"t = {doc['t']:.1f} s, {doc['timeline_left']} timeline entries to come")
     nodes = ", ".join(f"{n} ({v['processes']} proc)" if v["exists"] else f"{n} MISSING"
                       for n, v in doc["nodes"].items())
     print(f"  nodes: {nodes}")
@@ -214,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in doc["paths"]:
         wg = "up" if p["gateway_wireguard"] else "NOT ANSWERING"
         print(f"  path {p['name']}: {p['endpoint']} -> gateway {p['gateway_address']} "
-              f"(wireguard {wg}), {p['flows']} client flow(s)")
+              f"(wireguard {wg}), probe {p['probe']}, {p['flows']} client flow(s)")
         print("\n".join(_path_lines(p)))
     return 0
 
@@ -251,7 +276,8 @@ def cmd_impair(args: argparse.Namespace) -> int:
     from app.lab.link import DIRECTIONS
 
     dirs = DIRECTIONS if args.dir == "both" else (args.dir,)
-    doc = impair(args.name, args.path, impair_changes(args), dirs, reset=args.reset)
+    doc = impair(args.name, args.path, impair_changes(args), dirs, reset=args.reset,
+                 link=args.link)
     if args.json:
         _print_json(doc)
     else:
@@ -278,11 +304,33 @@ def _stats(label: str, s: dict[str, float] | None) -> str:
             f"p99 {s['p99']:7.2f}  max {s['max']:7.2f} ms")
 
 
+def require_braid_up(lab: str, baseline: bool) -> None:
+    """A stream or transfer through a lab with nothing connected would only report 100 %
+    loss or wait for its timeout: say what is wrong instead."""
+    if baseline:
+        return
+    from app.core.helper_client import SyncHelperClient
+    from app.lab import topology
+
+    info = topology.load(lab)
+    try:
+        with SyncHelperClient(info.helper_socket) as helper:
+            tunnels = helper.status().tunnels
+    except BraidError:
+        tunnels = ()
+    if not tunnels:
+        raise BraidError(f"Braid is not up on lab {lab!r}: nothing would carry the traffic",
+                         f"connect first: braid up --lab {lab} (or measure the plain tunnel "
+                         "with --baseline, on a lab built with --baseline PATH)")
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     from app.lab.stream import stream
 
+    require_braid_up(args.name, args.baseline)
     result = stream(args.name, pps=args.pps, duration=args.duration, size=args.size,
-                    cls=args.cls, baseline=args.baseline).to_json()
+                    cls=args.cls, baseline=args.baseline, sticky=args.sticky,
+                    ipv6=args.ipv6).to_json()
     if args.json:
         _print_json(result)
         return 0
@@ -297,14 +345,29 @@ def cmd_stream(args: argparse.Namespace) -> int:
     print(_stats("round trip", r["rtt"]))
     jitter = "-" if r["jitter_ms"] is None else f"{r['jitter_ms']:.2f} ms"
     gap = "-" if r["max_gap_ms"] is None else f"{r['max_gap_ms']:.1f} ms"
-    print(f"  jitter {jitter}, longest gap {gap}, stutter {r['stutter_frames']} of "
-          f"{r['frames']} frames ({r['stutter_pct']:.1f} %)")
+    print(f"  jitter {jitter}, longest gap {gap} (round trip), stutter "
+          f"{r['stutter_frames']} of {r['frames']} frames ({r['stutter_pct']:.1f} %)")
+    if r["up_gap_ms"] is None and r["down_gap_ms"] is None:
+        print("  per direction: - (the far end's statistics did not come back)")
+    else:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f} ms"
+
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f} %"
+
+        print(f"  longest gap up {ms(r['up_gap_ms'])} (at the far end), down "
+              f"{ms(r['down_gap_ms'])} (at the client); loss up {pct(r['up_loss_pct'])}, "
+              f"down {pct(r['down_loss_pct'])}")
+        sticky = f", {r['ignored']} ignored (not from its first)" if r["port"] == 9004 else ""
+        print(f"  the far end saw it from {r['server_sources']} address(es){sticky}")
     return 0
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     from app.lab.transfer import transfer
 
+    require_braid_up(args.name, args.baseline)
     result = transfer(args.name, size_mb=args.size, flows=args.flows, reverse=args.reverse,
                       timeout=args.timeout, baseline=args.baseline)
     if args.json:

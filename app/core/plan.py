@@ -51,6 +51,7 @@ from app.wire.state import (
 
 TABLE_BASE = 52000
 SRC_RULE_BASE = 5200
+SPLIT_RULE_BASE = 5230  # 5230 + i: a split gateway's prefixes
 MARK_RULE_BASE = 5250
 CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
 CLOSED_RULE_PRIORITY = 5299
@@ -95,6 +96,32 @@ class PathSpec:
         """The tunnel's own addresses as the helper installs them: one host each."""
         return tuple(str(ipaddress.ip_interface(a).ip) + ("/32" if ipaddress.ip_interface(
             a).version == 4 else "/128") for a in self.addresses)
+
+    @property
+    def full(self) -> bool:
+        """Whether this gateway takes all IPv4 traffic (AllowedIPs 0.0.0.0/0): only those
+        carry the steered classes; the others take just their prefixes (split tunnel)."""
+        return "0.0.0.0/0" in self.allowed_ips
+
+    @property
+    def has_ipv6(self) -> bool:
+        return any(ipaddress.ip_interface(a).version == 6 for a in self.addresses)
+
+    def routes(self) -> tuple[str, ...]:
+        """What this tunnel's table routes into it: its AllowedIPs (IPv6 ones only when
+        the tunnel has an IPv6 address: IPv6 goes through the tunnels where the gateway
+        gives it, and is blocked, not leaked, where it does not), then the networks of
+        its own addresses."""
+        out = [n for n in self.allowed_ips
+               if ipaddress.ip_network(n).version == 4 or self.has_ipv6]
+        return tuple(dict.fromkeys((*out, *self.subnets)))
+
+    @property
+    def split_prefixes(self) -> tuple[str, ...]:
+        """A split gateway's prefixes: traffic to them goes to it, whatever its class."""
+        if self.full:
+            return ()
+        return tuple(n for n in self.routes() if ipaddress.ip_network(n).prefixlen > 0)
 
     @property
     def subnets(self) -> tuple[str, ...]:
@@ -183,9 +210,8 @@ def build_state(
         for p in paths
     )
     tables = tuple(
-        TableState(p.table, tuple(
-            RouteState(dst, (Nexthop(p.interface, 1),))
-            for dst in dict.fromkeys(("0.0.0.0/0", *p.subnets))))
+        TableState(p.table, tuple(RouteState(dst, (Nexthop(p.interface, 1),))
+                                  for dst in p.routes()))
         for p in paths
     )
     # Each path's probes (ICMP only: a rule of any protocol would also pin every flow
@@ -197,6 +223,16 @@ def build_state(
                   ipproto=ICMP)
         for p in paths
     ]
+    for p in paths:
+        # A split gateway's prefixes go to it whatever the class (unreachable while it is
+        # down: into another tunnel that may not route them is no better).
+        for prefix in p.split_prefixes:
+            if p.name in usable:
+                rules.append(RuleState(SPLIT_RULE_BASE + p.index, None, None, None, "lookup",
+                                       p.table, dst=prefix))
+            else:
+                rules.append(RuleState(SPLIT_RULE_BASE + p.index, None, None, None,
+                                       "unreachable", None, dst=prefix))
     for p in paths:
         prio = MARK_RULE_BASE + 2 * p.index
         if p.name in usable:
@@ -215,8 +251,12 @@ def build_state(
         flush_marks.append(CLOSED_MARK)
     bulk_after = None if bulk_after_mb is None else min(round(bulk_after_mb * MB),
                                                         MAX_BULK_AFTER_BYTES)
-    marking = Marking(BYPASS_MARK, tuple(classes), not shared_exit, tuple(flush_marks),
-                      bulk_after_bytes=bulk_after)
+    marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
+                                      tuple(flush_marks), bulk_after_bytes=bulk_after)
+    if not any(p.full for p in paths):
+        # Only split gateways: what is not theirs goes outside the tunnels on purpose,
+        # so nothing is classified and there is no kill switch to hold it back.
+        marking, guard = None, None
     return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard)
 
 

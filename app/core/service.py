@@ -203,7 +203,8 @@ class EngineService:
 
             engine = Engine(prepared.profile, prepared.secrets, where.helper_socket, publish,
                             probe_targets=where.probe_targets,
-                            config=self.config, lab=target.lab, runner=self.runner)
+                            config=self.config, lab=target.lab, runner=self.runner,
+                            netns=where.netns)
             asyncio.run(self._main(engine, session, lock, sinks))
         except BraidError as exc:
             self._emit(idle_snapshot(ConnState.ERROR, target.profile, ErrorInfo.of(exc),

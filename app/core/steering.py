@@ -29,7 +29,7 @@ from app.core.model import CLASSES
 from app.core.paths import PathRuntime
 from app.core.plan import build_state, without_flush
 from app.core.profiles.model import Weights
-from app.core.scoring import ScoreInput, score_paths
+from app.core.scoring import score_paths
 from app.wire.state import DesiredState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
@@ -71,6 +71,8 @@ class Steering:
         self.shared_exit = shared_exit
         self.persistent = persistent
         config = cfg if callable(cfg) else (lambda _c: cfg)
+        if not any(p.spec.full for p in self.paths):
+            classes = ()  # only split gateways: nothing to steer (plan.py)
         # In priority order (model.CLASSES): a class placed later may be kept off the
         # path of one placed earlier.
         order = sorted(classes, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES))
@@ -90,20 +92,18 @@ class Steering:
     # -- measurements -> decisions --------------------------------------------------
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        inputs = []
-        for p in self.paths:
-            m = p.stats.metrics()
-            inputs.append(ScoreInput(p.name, p.usable, m.rtt_smoothed_ms, m.loss,
-                                     m.jitter_ms, p.cost, p.tracker.recent_lost))
+        inputs = [p.score_input() for p in self.paths]
         return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
 
     def candidates(self) -> list[Candidate]:
+        """The paths a class may ride: the full gateways (a split one takes only its
+        prefixes, by their own rules)."""
         scores = self.scores()
         return [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
                       p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
-                      samples=p.stats.samples)
-            for p in self.paths
+                      samples=p.stats.samples, degrading=p.degrading)
+            for p in self.paths if p.spec.full
         ]
 
     def step(self, now: float) -> list[Decision]:
@@ -179,7 +179,7 @@ class Steering:
         by_name = {p.name: p for p in self.paths}
         usable = self.usable()
         via_path = self.targets().get("default") or next(
-            (p.name for p in self.paths if p.name in usable), None)
+            (p.name for p in self.paths if p.name in usable and p.spec.full), None)
         via = by_name[via_path].spec.interface if via_path in by_name else None
         return GuardState(self.guard_allow, via)
 

@@ -69,15 +69,22 @@ def rules(guard: GuardState, families: Iterable[int]) -> list[KernelRule]:
     return out
 
 
-def routes(guard: GuardState, links: dict[str, int],
-           families: Iterable[int]) -> dict[RouteKey, KernelRoute]:
+def routes(guard: GuardState, links: dict[str, int], families: Iterable[int],
+           tunnels: Iterable[TunnelState] = ()) -> dict[RouteKey, KernelRoute]:
     """Table 52099: the unreachable defaults and, while ``via``'s link is there, the
-    IPv4 default into it (its absence is no error: the tunnel may be restarting)."""
+    IPv4 default into it (its absence is no error: the tunnel may be restarting), and the
+    IPv6 one too where ``via`` has an IPv6 address (IPv6 through the tunnel)."""
+    fams = list(families)
     out = [KernelRoute(fam, GUARD_TABLE, "0.0.0.0/0" if fam == socket.AF_INET else "::/0",
-                       (), RTN_UNREACHABLE, UNREACHABLE_METRIC) for fam in families]
+                       (), RTN_UNREACHABLE, UNREACHABLE_METRIC) for fam in fams]
     if guard.via is not None and guard.via in links:
         out.append(KernelRoute(socket.AF_INET, GUARD_TABLE, "0.0.0.0/0",
                                ((links[guard.via], 1),)))
+        via = next((t for t in tunnels if t.name == guard.via), None)
+        if socket.AF_INET6 in fams and via is not None and any(
+                ipaddress.ip_interface(a).version == 6 for a in via.addresses):
+            out.append(KernelRoute(socket.AF_INET6, GUARD_TABLE, "::/0",
+                                   ((links[guard.via], 1),)))
     return {r.key: r for r in out}
 
 

@@ -242,7 +242,7 @@ class Reconciler:
                 want_routes = netlink.want_routes(new.tables, index)
                 want_rules = netlink.want_rules(new.rules) + self._own_rules(new, fams)
                 if new.guard is not None:
-                    want_routes |= guard.routes(new.guard, index, fams)
+                    want_routes |= guard.routes(new.guard, index, fams, new.tunnels)
                 # What moves traffic first, each step in place before the next relies on
                 # it: routes, then rules pointing at them (new before old: no gap), then
                 # the nft tables (the marking stamps the new path's mark), then the flush
@@ -445,7 +445,7 @@ class Reconciler:
             if complete and look("link", "route"):
                 want_routes = netlink.want_routes(state.tables, index)
                 if state.guard is not None:
-                    want_routes |= guard.routes(state.guard, index, fams)
+                    want_routes |= guard.routes(state.guard, index, fams, state.tunnels)
                 if await netlink.dump_routes(ipr) != want_routes:
                     out.append("routes in Braid's tables")
             if look("rule"):

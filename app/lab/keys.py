@@ -1,19 +1,7 @@
-"""WireGuard keys for the lab, made by `wg` with keys on stdin/stdout, never in argv."""
+"""WireGuard keys for the lab: the node roles' (`wg` with keys on stdin, never argv)."""
 
 from __future__ import annotations
 
-from app.lab.proc import run_tool
+from app.node.keys import genkey, keypair, pubkey
 
-
-def genkey() -> str:
-    return run_tool(["wg", "genkey"]).strip()
-
-
-def pubkey(private_key: str) -> str:
-    return run_tool(["wg", "pubkey"], private_key + "\n").strip()
-
-
-def keypair() -> tuple[str, str]:
-    """(private, public), both base64."""
-    private = genkey()
-    return private, pubkey(private)
+__all__ = ["genkey", "keypair", "pubkey"]

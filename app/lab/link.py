@@ -12,7 +12,11 @@ from typing import Any
 
 from app.core.errors import BraidError
 
-DIRECTIONS: tuple[str, ...] = ("up", "down")  # up: client -> gateway; down: gateway -> client
+DIRECTIONS: tuple[str, ...] = ("up", "down")  # up: towards the far side; down: back
+# A path's links: the international one (client to gateway) and the backbone behind the
+# gateway (to the shared exit, or with separate exits the gateway's own way to the far side).
+WAN, BACKBONE = "wan", "backbone"
+LINKS: tuple[str, ...] = (WAN, BACKBONE)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 `recv`: listen on a UDP port, record every stamped packet (sequence, send time, kernel
 receive time, size), optionally echo it stamped; print "ready" at once and the record
-as JSON when done. `send`: pace stamped packets to a target, collect echoes, print the
-send times and echoes as JSON. The self-test turns these records into figures.
+as JSON when done. `send`: print "ready", pace stamped packets to a target, collect
+echoes, print the send times and echoes as JSON. The self-test turns these records into
+figures.
 
     python -m app.lab.measure recv --port 52000 --seconds 8 [--echo]
     python -m app.lab.measure send --to 198.18.0.1:52000 --pps 1000 --count 5000 --size 200
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(receive(args.port, args.seconds, args.echo), sys.stdout)
     else:
         host, _, port = args.to.rpartition(":")
+        print("ready", flush=True)  # the caller times its events from here, not our start
         sent, got = send_loop((host, int(port)), args.pps, args.count, args.size, args.wait)
         json.dump({"sent": sent, "got": {str(k): list(v) for k, v in got.items()}}, sys.stdout)
     return 0

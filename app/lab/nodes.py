@@ -1,5 +1,6 @@
-"""Starting a lab's parts: links and addresses, gateways, relay, server apps, baseline
-and helper. Each start waits until the part answers, so a build that returns is usable.
+"""Starting a lab's parts: links and addresses, relay, server apps, baseline and helper
+(the gateways and the exit are node roles: roles.py). Each start waits until the part
+answers, so a build that returns is usable.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from app.lab import proc
 from app.lab.model import (
     BASE_WAN,
     CLIENT_WAN,
+    CLIENT_WAN6,
+    EXIT_UNDERLAY,
+    EXIT_UPLINK,
+    EXIT_UPLINK_PEER,
+    EXIT_WAN,
     RELAY_BASE_PORT,
     SERVER_ADDRESS,
-    WG_PORT,
+    SERVER_ADDRESS6,
+    SHARED,
     LabGateway,
     LabInfo,
     baseline_iface,
-    gateway_iface,
     netns,
 )
 from app.lab.scenario import Scenario
@@ -31,6 +37,7 @@ from app.lab.wait import wait_until
 from app.lab.wgpeer import UapiPeer, configure, uapi_answers, uapi_path
 
 START_TIMEOUT = 10.0
+UPLINK = "srv0"  # a separate-exit gateway's and the exit's link towards the server
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,8 +52,11 @@ def no_link_local(ns: str) -> None:
         proc.run_in_ns(ns, ["sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"])
 
 
-def wire(lab: str, scen: Scenario, baseline: str | None) -> None:
-    """Veths and addresses of the address plan; wan does not forward, only its relays do."""
+def wire(lab: str, scen: Scenario, baseline: str | None, exit: str,
+         ipv6: bool = False) -> None:
+    """Veths, addresses and the nodes' own (underlay) routes of the address plan; the wan
+    forwards nothing, only its relays carry packets across. What the gateways and the
+    exit do with their tunnels is their roles' (roles.py), not set here."""
     client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
     proc.ip(ns=client, batch=[
         f"link add wan0 type veth peer name cl0 netns {wan}",
@@ -64,34 +74,75 @@ def wire(lab: str, scen: Scenario, baseline: str | None) -> None:
         ])
         wan_cmds += ["link set bs0 up", "addr add 198.18.1.1/24 dev bs0"]
     server_cmds = ["link set lo up", f"addr add {SERVER_ADDRESS}/32 dev lo"]
+    shared = exit == SHARED
     for i, path in enumerate(scen.paths):
         gw = netns(lab, f"gw-{path.name}")
-        proc.ip(ns=gw, batch=[
-            f"link add wan0 type veth peer name gw-{path.name} netns {wan}",
-            f"link add srv0 type veth peer name gw-{path.name} netns {server}",
-            "link set lo up", "link set wan0 up", "link set srv0 up",
-            f"addr add 198.18.{10 + i}.2/24 dev wan0",
-            f"addr add 198.18.{100 + i}.1/24 dev srv0",
-            f"route add {SERVER_ADDRESS}/32 via 198.18.{100 + i}.2",
-        ])
+        cmds = [f"link add wan0 type veth peer name gw-{path.name} netns {wan}",
+                "link set lo up", "link set wan0 up", f"addr add 198.18.{10 + i}.2/24 dev wan0"]
+        if shared:
+            # Its uplink, as a real gateway has one; the wan forwards nothing, and the
+            # gateway role routes its clients into the backbone, never here.
+            cmds.append(f"route add default via 198.18.{10 + i}.1")
+        else:
+            cmds += [f"link add {UPLINK} type veth peer name gw-{path.name} netns {server}",
+                     f"link set {UPLINK} up", f"addr add 198.18.{100 + i}.1/24 dev {UPLINK}",
+                     f"route add {SERVER_ADDRESS}/32 via 198.18.{100 + i}.2"]
+            server_cmds += [f"link set gw-{path.name} up",
+                            f"addr add 198.18.{100 + i}.2/24 dev gw-{path.name}"]
+        proc.ip(ns=gw, batch=cmds)
         wan_cmds += [f"link set gw-{path.name} up",
                      f"addr add 198.18.{10 + i}.1/24 dev gw-{path.name}"]
-        server_cmds += [f"link set gw-{path.name} up",
-                        f"addr add 198.18.{100 + i}.2/24 dev gw-{path.name}"]
-        proc.run_in_ns(gw, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        # Masquerade towards the server, so the server answers the gateway it came through.
-        proc.run_in_ns(gw, ["nft", "-f", "-"], stdin=(
-            "table ip braidlab {\n"
-            " chain post { type nat hook postrouting priority srcnat; "
-            'oifname "srv0" masquerade; }\n}\n'
-        ))
+    if shared:
+        proc.ip(ns=netns(lab, "exit"), batch=[
+            f"link add wan0 type veth peer name exit netns {wan}",
+            f"link add {UPLINK} type veth peer name exit netns {server}",
+            "link set lo up", "link set wan0 up", f"link set {UPLINK} up",
+            f"addr add {EXIT_UNDERLAY}/24 dev wan0",
+            f"addr add {EXIT_UPLINK}/24 dev {UPLINK}",
+            # The far side is its internet.
+            f"route add default via {EXIT_UPLINK_PEER}",
+        ])
+        wan_cmds += ["link set exit up", f"addr add {EXIT_WAN}/24 dev exit"]
+        server_cmds += ["link set exit up", f"addr add {EXIT_UPLINK_PEER}/24 dev exit"]
     proc.ip(ns=wan, batch=wan_cmds)
     proc.ip(ns=server, batch=server_cmds)
+    if ipv6:
+        wire6(lab, scen, baseline, exit)
     # Said, not assumed (a host may make new namespaces inherit its own settings): the
     # only way across the wan is a relay, and the server routes nothing.
     for node in (wan, server):
         proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        if Path("/proc/sys/net/ipv6").exists():
+            proc.run_in_ns(node, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
 
+
+def wire6(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
+    """The IPv6 of `--ipv6` (docs/internals.md), on the links wire() made. Static
+    addresses without duplicate address detection and no link-local ones: nothing keeps
+    changing after the build. The client's ISP gets a default route too, as a dual-stack
+    ISP gives one: IPv6 that leaves outside the tunnels reaches the wan (which forwards
+    nothing), where a leak test can see it."""
+    client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
+    proc.ip("-6", ns=client, batch=["addr add 2001:2::2/64 dev wan0 nodad",
+                                    f"route add default via {CLIENT_WAN6}"])
+    wan_cmds = [f"addr add {CLIENT_WAN6}/64 dev cl0 nodad"]
+    if baseline:
+        proc.ip("-6", ns=netns(lab, "base"), batch=["addr add 2001:2:0:1::2/64 dev wan0 nodad"])
+        wan_cmds.append("addr add 2001:2:0:1::1/64 dev bs0 nodad")
+    server_cmds = [f"addr add {SERVER_ADDRESS6}/128 dev lo"]
+    if exit == SHARED:
+        proc.ip("-6", ns=netns(lab, "exit"), batch=[
+            f"addr add 2001:2:0:99::1/64 dev {UPLINK} nodad",
+            "route add default via 2001:2:0:99::2"])
+        server_cmds.append("addr add 2001:2:0:99::2/64 dev exit nodad")
+    else:
+        for i, path in enumerate(scen.paths):
+            proc.ip("-6", ns=netns(lab, f"gw-{path.name}"), batch=[
+                f"addr add 2001:2:0:b{i}::1/64 dev {UPLINK} nodad",
+                f"route add {SERVER_ADDRESS6}/128 via 2001:2:0:b{i}::2"])
+            server_cmds.append(f"addr add 2001:2:0:b{i}::2/64 dev gw-{path.name} nodad")
+    proc.ip("-6", ns=wan, batch=wan_cmds)
+    proc.ip("-6", ns=server, batch=server_cmds)
 
 
 def _logdir(info: LabInfo) -> Path:
@@ -128,36 +179,26 @@ def _start_wg(info: LabInfo, node: str, iface: str) -> None:
            env={**os.environ, "LOG_LEVEL": "error"})
 
 
-def start_gateway(info: LabInfo, gw: LabGateway, gw_priv: str, cl_pub: str,
-                   base_pub: str) -> None:
-    node, iface = f"gw-{gw.name}", gateway_iface(info.name, gw.name)
-    _start_wg(info, node, iface)
-    configure(iface, gw_priv, WG_PORT, [
-        UapiPeer(cl_pub, (f"198.19.{gw.index}.2/32",)),
-        UapiPeer(base_pub, (f"198.19.{gw.index}.3/32",)),
-    ])
-    proc.ip(ns=netns(info.name, node), batch=[
-        f"addr add {gw.gateway_address}/24 dev {iface}",
-        f"link set {iface} up",
-    ])
-
-
-def start_baseline(info: LabInfo, gw: LabGateway, base_priv: str) -> None:
+def start_baseline(info: LabInfo, gw: LabGateway, base_priv: str,
+                   addresses: tuple[str, ...]) -> None:
     """A plain WireGuard tunnel with a default route, as wg-quick would set it up."""
     iface, ns = baseline_iface(info.name), netns(info.name, "base")
     _start_wg(info, "base", iface)
     configure(iface, base_priv, None, [UapiPeer(
         gw.public_key,
-        ("0.0.0.0/0",), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
+        ("0.0.0.0/0", "::/0"), endpoint=f"{BASE_WAN}:{RELAY_BASE_PORT + gw.index}",
         persistent_keepalive=25,
     )])
     proc.ip(ns=ns, batch=[
-        f"addr add 198.19.{gw.index}.3/32 dev {iface}",
+        f"addr add {addresses[0]} dev {iface}",
         f"link set {iface} mtu 1420 up",
         # The endpoint stays on the underlay; everything else goes into the tunnel.
         f"route add {BASE_WAN}/32 dev wan0",
         f"route add default dev {iface}",
     ])
+    if len(addresses) > 1:
+        proc.ip("-6", ns=ns, batch=[f"addr add {addresses[1]} dev {iface} nodad",
+                                    f"route add default dev {iface}"])
 
 
 def python_argv(module: str, *args: str) -> list[str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from app.core.errors import BraidError
 from app.core.profiles.model import Gateway, GatewaySecrets, Peer, Profile
 from app.core.profiles.store import ProfileStore
+from app.lab.model import SHARED
 from app.lab.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -24,23 +25,30 @@ def profile_name(lab: str) -> str:
 
 
 def lab_profile(info: LabInfo, scen: Scenario) -> tuple[Profile, dict[str, GatewaySecrets]]:
+    """With a shared exit every gateway has the same address (198.19.100.2/32) and a probe
+    address that answers through its own path alone: the exit's end of its backbone."""
+    shared = info.exit == SHARED
     gateways = tuple(
         Gateway(
             name=gw.name,
             interface=gw.client_interface,
-            addresses=(gw.client_address,),
+            addresses=(gw.client_address,) + ((gw.client_address6,) if gw.client_address6
+                                               else ()),
             dns=(),
             mtu=TUNNEL_MTU,
             listen_port=None,
             peer=Peer(public_key=gw.public_key, endpoint=gw.endpoint,
-                      allowed_ips=("0.0.0.0/0",), persistent_keepalive=25),
+                      allowed_ips=("0.0.0.0/0", "::/0") if info.ipv6 else ("0.0.0.0/0",),
+                      persistent_keepalive=25),
             cost=scen.path(gw.name).cost,
+            probe=gw.probe_address if shared else None,
         )
         for gw in info.gateways
     )
     secrets = {gw.name: GatewaySecrets(private_key=gw.client_private_key, preshared_key=None)
                for gw in info.gateways}
-    return Profile(name=profile_name(info.name), gateways=gateways, lab=info.name), secrets
+    return Profile(name=profile_name(info.name), gateways=gateways, lab=info.name,
+                   shared_exit=shared), secrets
 
 
 def write_lab_profile(info: LabInfo, scen: Scenario, store: ProfileStore | None = None) -> None:

@@ -14,7 +14,9 @@ def _placement(lab: str, profile: Profile) -> targets.Placement:
     return targets.Placement(
         helper_socket=info.helper_socket,
         netns=topology.netns(lab, "client"),
-        probe_targets={gw.name: gw.gateway_address for gw in info.gateways},
+        # Each path's probe answers through that path alone: the gateway itself, or with
+        # a shared exit the exit's end of the gateway's backbone (the whole way there).
+        probe_targets={gw.name: gw.probe for gw in info.gateways},
     )
 
 

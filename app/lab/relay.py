@@ -9,6 +9,15 @@ Each path is a NAT-like forwarder: a packet from a new client source address get
 upstream socket towards the gateway, so the Braid client and the baseline client share a
 path's relay (and its rate limit) and each still gets its own answers.
 
+A path has two links, each emulated on its own, with its own profile per direction:
+``wan`` (the international link, client to gateway) and ``backbone`` (gateway to the
+exit). A forward names the links its packets cross, in order going up: with a shared
+exit the client's forward crosses ``wan`` and the gateway's own forward to the exit
+crosses ``backbone``; with separate exits the client's forward crosses both in series
+(the gateway's own way to the far side, whose plain IP no UDP relay could carry).
+A packet leaving one link enters the next at the moment it left, so delays add up and
+each link's timeline and queue apply where the packet is.
+
 Run as `python -m app.lab.relay /run/braid/lab/<lab>/relay.json`.
 """
 
@@ -31,7 +40,7 @@ from typing import Any
 
 from app.core.errors import BraidError
 from app.lab.emulate import Link, ProfileState
-from app.lab.link import DIRECTIONS, LinkProfile, check_changes, profile_from
+from app.lab.link import DIRECTIONS, LINKS, WAN, LinkProfile, check_changes, profile_from
 from app.lab.scenario import TimelineEntry
 
 BUFSIZE = 4 * 1024 * 1024
@@ -61,6 +70,9 @@ def _udp(bind: tuple[str, int]) -> socket.socket:
     return sock
 
 
+LinkKey = tuple[str, str]  # (link, direction): ("wan", "up")
+
+
 @dataclass
 class Flow:
     """One client source address on one forward: its own upstream socket."""
@@ -70,39 +82,62 @@ class Flow:
     client: tuple[str, int]
     upstream: socket.socket
     last_used: float
+    up: tuple[Link, ...]  # the links a packet crosses going up, in order
+    down: tuple[Link, ...]  # and coming back
+
+
+@dataclass(frozen=True)
+class Forward:
+    path: Path_
+    sock: socket.socket
+    target: tuple[str, int]
+    bind: str
+    links: tuple[str, ...]  # crossed in this order going up
 
 
 @dataclass
 class Path_:
     name: str
-    links: dict[str, Link]
-    states: dict[str, ProfileState]
-    scenario: dict[str, LinkProfile]  # what the scenario set, for "reset"
+    links: dict[LinkKey, Link]
+    states: dict[LinkKey, ProfileState]
+    scenario: dict[LinkKey, LinkProfile]  # what the scenario set, for "reset"
     flows: dict[tuple[int, tuple[str, int]], Flow] = field(default_factory=dict)
+
+    def chain(self, links: tuple[str, ...], direction: str) -> tuple[Link, ...]:
+        order = links if direction == "up" else tuple(reversed(links))
+        return tuple(self.links[(name, direction)] for name in order)
+
+
+Pending = tuple[float, int, socket.socket, bytes, tuple[str, int] | None, tuple[Link, ...]]
 
 
 class Relay:
     def __init__(self, config: dict[str, Any]) -> None:
-        self.started_at = float(config["started_at"])
-        # The timeline counts from the lab's start, on the monotonic clock from here on.
-        self.t0 = time.monotonic() - (time.time() - self.started_at)
+        # The timeline counts from the lab's start, on the monotonic clock from here on;
+        # without one it waits for the "start" request (the lab is still being built).
+        self.started_at: float | None = None
+        self.t0 = float("inf")
+        if config.get("started_at") is not None:
+            self._start_timeline(float(config["started_at"]))
         self.paths: dict[str, Path_] = {}
-        self.listeners: dict[int, tuple[Path_, socket.socket, tuple[str, int], str]] = {}
+        self.listeners: dict[int, Forward] = {}
         self.upstreams: dict[int, Flow] = {}
-        self.heap: list[tuple[float, int, socket.socket, bytes, tuple[str, int] | None]] = []
+        self.heap: list[Pending] = []
         self.seq = 0
         for p in config["paths"]:
-            states = {d: ProfileState(profile_from(p[d], f"path {p['name']} {d}"))
-                      for d in DIRECTIONS}
-            links = {d: Link(states[d].base, zlib.crc32(f"{p['name']}/{d}".encode()))
-                     for d in DIRECTIONS}
-            path = Path_(p["name"], links, states,
-                         {d: states[d].base for d in DIRECTIONS})
+            states = {(link, d): ProfileState(profile_from(p["links"][link][d],
+                                                           f"path {p['name']} {link} {d}"))
+                      for link in LINKS for d in DIRECTIONS}
+            # The wan link keeps the seed it always had: the same scenario, the same run.
+            links = {key: Link(states[key].base, zlib.crc32(
+                (f"{p['name']}/{key[1]}" if key[0] == WAN else f"{p['name']}/{key[0]}/"
+                 f"{key[1]}").encode())) for key in states}
+            path = Path_(p["name"], links, states, {k: v.base for k, v in states.items()})
             self.paths[path.name] = path
-            for listen_port, host, port in p["forwards"]:
+            for listen_port, host, port, bind, crossed in p["forwards"]:
                 sock = _udp(("0.0.0.0", int(listen_port)))
-                self.listeners[sock.fileno()] = (path, sock, (host, int(port)),
-                                                 p["upstream_bind"])
+                self.listeners[sock.fileno()] = Forward(path, sock, (host, int(port)), bind,
+                                                        tuple(crossed))
         self.timeline = [TimelineEntry.from_json(e) for e in config["timeline"]]
         self.timeline.sort(key=lambda e: e.at_s)
         self.next_event = 0
@@ -123,29 +158,27 @@ class Relay:
     # --- packets -------------------------------------------------------------------
 
     def _from_client(self, fd: int, now: float) -> None:
-        path, sock, target, bind_addr = self.listeners[fd]
-        link = path.links["up"]
+        fwd = self.listeners[fd]
+        path = fwd.path
         for _ in range(BATCH):
             try:
-                data, anc, _, addr = sock.recvmsg(65535, ANC_SIZE)
+                data, anc, _, addr = fwd.sock.recvmsg(65535, ANC_SIZE)
             except BlockingIOError:
                 return
             arrived = self._arrival(anc, now)
             flow = path.flows.get((fd, addr))
             if flow is None:
-                up = _udp((bind_addr, 0))
-                up.connect(target)
-                flow = Flow(path, sock, addr, up, arrived)
+                up = _udp((fwd.bind, 0))
+                up.connect(fwd.target)
+                flow = Flow(path, fwd.sock, addr, up, arrived, path.chain(fwd.links, "up"),
+                            path.chain(fwd.links, "down"))
                 path.flows[(fd, addr)] = flow
                 self.upstreams[up.fileno()] = flow
             flow.last_used = arrived
-            release = link.admit(arrived, len(data))
-            if release is not None:
-                self._push(release, flow.upstream, data, None)
+            self._admit(flow.up, arrived, flow.upstream, data, None)
 
     def _from_gateway(self, fd: int, now: float) -> None:
         flow = self.upstreams[fd]
-        link = flow.path.links["down"]
         for _ in range(BATCH):
             try:
                 data, anc, _, _ = flow.upstream.recvmsg(65535, ANC_SIZE)
@@ -155,9 +188,15 @@ class Relay:
                 continue  # an ICMP error from the gateway side; the relay carries on
             arrived = self._arrival(anc, now)
             flow.last_used = arrived
-            release = link.admit(arrived, len(data))
-            if release is not None:
-                self._push(release, flow.listener, data, flow.client)
+            self._admit(flow.down, arrived, flow.listener, data, flow.client)
+
+    def _admit(self, chain: tuple[Link, ...], t: float, sock: socket.socket, data: bytes,
+               addr: tuple[str, int] | None) -> None:
+        """Into the first link of ``chain`` at ``t``; it enters the next when it leaves."""
+        release = chain[0].admit(t, len(data))
+        if release is not None:
+            self.seq += 1
+            heapq.heappush(self.heap, (release, self.seq, sock, data, addr, chain[1:]))
 
     def _arrival(self, anc: list[tuple[int, int, bytes]], fallback: float) -> float:
         """The packet's kernel receive time on the monotonic clock; timeline caught up to it."""
@@ -170,16 +209,16 @@ class Relay:
             self._run_timeline(t)
         return t
 
-    def _push(self, release: float, sock: socket.socket, data: bytes,
-              addr: tuple[str, int] | None) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (release, self.seq, sock, data, addr))
-
     def _release_due(self) -> None:
         heap = self.heap
         now = time.monotonic()
         while heap and heap[0][0] <= now:
-            _, _, sock, data, addr = heapq.heappop(heap)
+            left, _, sock, data, addr, rest = heapq.heappop(heap)
+            if rest:  # on to the next link, at the time it left this one
+                if left >= self.due:
+                    self._run_timeline(left)
+                self._admit(rest, left, sock, data, addr)
+                continue
             with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
                 if addr is None:
                     sock.send(data)
@@ -189,8 +228,12 @@ class Relay:
     # --- profiles and timeline -----------------------------------------------------
 
     def _apply(self, path: Path_, now: float) -> None:
-        for d in DIRECTIONS:
-            path.links[d].set_profile(path.states[d].effective(now))
+        for key, link in path.links.items():
+            link.set_profile(path.states[key].effective(now))
+
+    def _start_timeline(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.t0 = time.monotonic() - (time.time() - started_at)
 
     def _run_timeline(self, now: float) -> None:
         t = now - self.t0
@@ -202,10 +245,10 @@ class Relay:
             late = t - e.at_s
             for_s = None if e.for_s is None else max(0.0, e.for_s - late)
             for d in e.dirs:
-                path.states[d].add(now, dict(e.changes), for_s, e.ramp)
+                path.states[(e.link, d)].add(now, dict(e.changes), for_s, e.ramp)
             self._apply(path, now)
-            print(f"t={t:.3f} timeline: {e.path} {','.join(e.dirs)} {dict(e.changes)}"
-                  f" for {e.for_s}", flush=True)
+            print(f"t={t:.3f} timeline: {e.path} {e.link} {','.join(e.dirs)} "
+                  f"{dict(e.changes)} for {e.for_s}", flush=True)
         for path in self.paths.values():
             if any(s.expire(now) for s in path.states.values()):
                 self._apply(path, now)
@@ -292,7 +335,16 @@ class Relay:
             if op == "set":
                 self.set(req)
                 return {"ok": True, **self.status()}
-            raise BraidError(f"unknown relay request {op!r}", "use ping, status or set")
+            if op == "start":
+                if self.started_at is None:
+                    at = req.get("started_at")
+                    if isinstance(at, bool) or not isinstance(at, int | float):
+                        raise BraidError("start needs started_at (unix time)",
+                                         'send {"op": "start", "started_at": T}')
+                    self._start_timeline(float(at))
+                    self.due = 0.0  # catch up at once
+                return {"ok": True, **self.status()}
+            raise BraidError(f"unknown relay request {op!r}", "use ping, status, set or start")
         except BraidError as exc:
             return {"ok": False, "error": exc.what, "fix": exc.fix}
         except (ValueError, KeyError, TypeError) as exc:
@@ -306,20 +358,23 @@ class Relay:
         dirs = req.get("dirs", list(DIRECTIONS))
         if not isinstance(dirs, list) or not dirs or any(d not in DIRECTIONS for d in dirs):
             raise BraidError(f"bad directions {dirs!r}", "use up, down or both")
+        link = req.get("link", WAN)
+        if link not in LINKS:
+            raise BraidError(f"no link {link!r} on a path", f"use one of: {', '.join(LINKS)}")
         changes = req.get("changes", {})
         reset = req.get("reset", False) is True
         if not isinstance(changes, dict) or not (changes or reset):
             raise BraidError("nothing to change", "give at least one setting")
-        checked = check_changes(changes, f"path {name}")
+        checked = check_changes(changes, f"path {name} {link}")
         now = time.monotonic()
         path = self.paths[name]
         for d in dirs:
             if reset:  # back to the scenario's profile; running episodes end too
-                path.states[d] = ProfileState(path.scenario[d])
-            path.states[d].set_now(checked)
+                path.states[(link, d)] = ProfileState(path.scenario[(link, d)])
+            path.states[(link, d)].set_now(checked)
         self._apply(path, now)
         self.due = self._next_change()
-        print(f"t={now - self.t0:.3f} set: {name} {','.join(dirs)} "
+        print(f"t={max(0.0, now - self.t0):.3f} set: {name} {link} {','.join(dirs)} "
               f"{'reset ' if reset else ''}{checked}", flush=True)
 
     def status(self) -> dict[str, Any]:
@@ -327,16 +382,19 @@ class Relay:
         out = []
         for path in self.paths.values():
             doc: dict[str, Any] = {"name": path.name, "flows": len(path.flows)}
-            for d in DIRECTIONS:
-                link = path.links[d]
-                doc[d] = {
-                    "profile": link.profile.to_json(),
-                    "base": path.states[d].base.to_json(),
-                    "counters": asdict(link.counters),
-                    "queue_ms": round(link.queue_delay(now) * 1000.0, 3),
-                }
+            for name in LINKS:
+                # The wan link's directions stay at the top, as before links were two.
+                where = doc if name == WAN else doc.setdefault(name, {})
+                for d in DIRECTIONS:
+                    link = path.links[(name, d)]
+                    where[d] = {
+                        "profile": link.profile.to_json(),
+                        "base": path.states[(name, d)].base.to_json(),
+                        "counters": asdict(link.counters),
+                        "queue_ms": round(link.queue_delay(now) * 1000.0, 3),
+                    }
             out.append(doc)
-        return {"started_at": self.started_at, "t": now - self.t0, "paths": out,
+        return {"started_at": self.started_at, "t": max(0.0, now - self.t0), "paths": out,
                 "timeline_left": len(self.timeline) - self.next_event}
 
     # --- loop ----------------------------------------------------------------------

@@ -16,25 +16,46 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from app.core.errors import BraidError
-from app.lab.link import DIRECTIONS, RAMPABLE, LinkProfile, check_changes, profile_from
+from app.lab.link import (
+    BACKBONE,
+    DIRECTIONS,
+    LINKS,
+    RAMPABLE,
+    WAN,
+    LinkProfile,
+    check_changes,
+    profile_from,
+)
 
 GATEWAY_NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
 MAX_PATHS = 8
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 
 
+CLEAR = LinkProfile()  # no delay, no loss: a link a scenario does not describe
+
+
 @dataclass(frozen=True)
 class PathSpec:
     name: str
     cost: float
-    up: LinkProfile  # client -> gateway
+    up: LinkProfile  # client -> gateway (the wan link)
     down: LinkProfile  # gateway -> client
     note: str = ""
+    # The backbone behind the gateway: to the shared exit, or (separate exits) the
+    # gateway's own way to the far side. Unset: no delay, no loss.
+    backbone_up: LinkProfile = CLEAR
+    backbone_down: LinkProfile = CLEAR
+
+    def profile(self, link: str, direction: str) -> LinkProfile:
+        if link == WAN:
+            return self.up if direction == "up" else self.down
+        return self.backbone_up if direction == "up" else self.backbone_down
 
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """At `at_s` (seconds from lab start) change `path` in `dirs`.
+    """At `at_s` (seconds from lab start) change `path`'s `link` in `dirs`.
 
     With `for_s` and not `ramp`: the change holds for for_s seconds, then what was
     there before comes back. With `ramp`: the fields move linearly from their value at
@@ -47,11 +68,13 @@ class TimelineEntry:
     changes: tuple[tuple[str, Any], ...]
     for_s: float | None = None
     ramp: bool = False
+    link: str = WAN
 
     def to_json(self) -> dict[str, Any]:
         return {
             "at_s": self.at_s,
             "path": self.path,
+            "link": self.link,
             "dirs": list(self.dirs),
             "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in self.changes},
             "for_s": self.for_s,
@@ -68,6 +91,7 @@ class TimelineEntry:
             changes=tuple(sorted(changes.items())),
             for_s=None if doc.get("for_s") is None else float(doc["for_s"]),
             ramp=bool(doc.get("ramp", False)),
+            link=str(doc.get("link", WAN)),
         )
 
 
@@ -186,15 +210,27 @@ def _parse_path(raw: Any, where: str) -> PathSpec:
     note = raw.get("note", "")
     if not isinstance(note, str):
         raise BraidError(f"{where}: note must be a string", 'write note = "..."')
-    both = {k: v for k, v in raw.items() if k not in {"name", "cost", "note", *DIRECTIONS}}
-    base = profile_from(both, where)
+    wan = _link_profiles({k: v for k, v in raw.items() if k not in {"name", "cost", "note"}},
+                         where, "path")
+    backbone = raw.get(BACKBONE, {})
+    if not isinstance(backbone, dict):
+        raise BraidError(f"{where}: backbone must be a table", "write [path.backbone]")
+    bb = _link_profiles(backbone, f"{where} backbone", "path.backbone")
+    return PathSpec(name=name, cost=float(cost), up=wan["up"], down=wan["down"], note=note,
+                    backbone_up=bb["up"], backbone_down=bb["down"])
+
+
+def _link_profiles(raw: dict[str, Any], where: str, table: str) -> dict[str, LinkProfile]:
+    """One link's two directions: settings for both, then [table.up] / [table.down]."""
+    base = profile_from({k: v for k, v in raw.items() if k not in {BACKBONE, *DIRECTIONS}},
+                        where)
     per_dir: dict[str, LinkProfile] = {}
     for d in DIRECTIONS:
         sub = raw.get(d, {})
         if not isinstance(sub, dict):
-            raise BraidError(f"{where}: {d} must be a table", f"write [path.{d}]")
+            raise BraidError(f"{where}: {d} must be a table", f"write [{table}.{d}]")
         per_dir[d] = profile_from(sub, f"{where} {d}", base)
-    return PathSpec(name=name, cost=float(cost), up=per_dir["up"], down=per_dir["down"], note=note)
+    return per_dir
 
 
 def _dirs(raw: Any, where: str) -> tuple[str, ...]:
@@ -211,8 +247,16 @@ def _seconds(raw: Any, where: str, key: str) -> float:
     return float(raw)
 
 
+def _link(raw: Any, where: str) -> str:
+    if raw is None:
+        return WAN
+    if raw not in LINKS:
+        raise BraidError(f"{where}: link = {raw!r}", f"use one of: {', '.join(LINKS)}")
+    return str(raw)
+
+
 def _parse_entry(raw: dict[str, Any], where: str, paths: list[str]) -> TimelineEntry:
-    _only(raw, {"at", "path", "dir", "for", "set", "ramp"}, where)
+    _only(raw, {"at", "path", "link", "dir", "for", "set", "ramp"}, where)
     if "at" not in raw:
         raise BraidError(f"{where}: no 'at'", "say when, in seconds from lab start: at = 30")
     path = raw.get("path")
@@ -242,6 +286,7 @@ def _parse_entry(raw: dict[str, Any], where: str, paths: list[str]) -> TimelineE
         changes=tuple(sorted(checked.items())),
         for_s=for_s,
         ramp=ramp,
+        link=_link(raw.get("link"), where),
     )
 
 
@@ -260,7 +305,7 @@ def _range(raw: Any, where: str, key: str) -> tuple[float, float]:
 
 def _expand_random(raw: dict[str, Any], where: str, paths: list[str]) -> list[TimelineEntry]:
     """Seeded random episodes: on each listed path, episodes with random gaps and lengths."""
-    _only(raw, {"seed", "paths", "start", "until", "gap", "length", "dir", "set"}, where)
+    _only(raw, {"seed", "paths", "start", "until", "gap", "length", "link", "dir", "set"}, where)
     seed = raw.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BraidError(f"{where}: seed must be an integer", "write seed = 1")
@@ -283,6 +328,7 @@ def _expand_random(raw: dict[str, Any], where: str, paths: list[str]) -> list[Ti
         check_changes({key: low}, where)
         check_changes({key: high}, where)
     dirs = _dirs(raw.get("dir"), where)
+    link = _link(raw.get("link"), where)
     rng = random.Random(seed)
     out: list[TimelineEntry] = []
     for path in chosen:
@@ -293,6 +339,6 @@ def _expand_random(raw: dict[str, Any], where: str, paths: list[str]) -> list[Ti
                 drawn[key] = round(rng.uniform(value[0], value[1]), 3)
             span = rng.uniform(*length)
             out.append(TimelineEntry(round(t, 3), path, dirs, tuple(sorted(drawn.items())),
-                                     round(span, 3)))
+                                     round(span, 3), link=link))
             t += span + rng.uniform(*gap)
     return out

@@ -3,7 +3,11 @@
 UDP 9000 echo (stamps its receive time into stream packets, so both one-way delays are
 known), UDP 9001 sink, TCP 9002 bulk source (send the number of bytes wanted as one line;
 it sends them and closes), TCP 9003 sink (reads to EOF, answers "received N"), HTTP 8080
-(GET / and GET /bytes/N).
+(GET / and GET /bytes/N), UDP 9004 sticky echo (a far end that, like a call's peer after
+ICE, answers only the address a stream's first packet came from, and ignores the rest),
+UDP 9005 stream statistics (send "BRSQ" and a stream's flow id; the answer is JSON: what
+the far end saw of it, per the stream's own arrivals: count, the longest gap between two,
+and the source addresses it came from).
 
 Run as `python -m app.lab.servers --ready-file PATH`.
 """
@@ -13,28 +17,69 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from app.lab.packet import stamp_server, unpack
 
 # Bound to the server's address, not 0.0.0.0: a UDP answer from a wildcard socket would
 # leave from the link's address, and neither the client's socket nor NAT would match it.
 SERVER_ADDRESS = "198.18.200.1"
+SERVER_ADDRESS6 = "2001:2:0:200::1"  # with --ipv6: every app answers there too
 ECHO_PORT, SINK_PORT, BULK_PORT, TCP_SINK_PORT, HTTP_PORT = 9000, 9001, 9002, 9003, 8080
+STICKY_PORT, STATS_PORT = 9004, 9005
+STATS_QUERY = b"BRSQ"
+MAX_SOURCES = 16  # per flow, in the statistics
 CHUNK = bytes(256 * 1024)
 MAX_BULK = 1 << 40
 MAX_FLOWS = 4096  # stream flows the echo keeps counts for (oldest forgotten first)
 
 
-class Echo(asyncio.DatagramProtocol):
-    """Echoes every datagram; stamps stream packets with its time and the flow's count."""
+@dataclass
+class FlowRecord:
+    """What the far end saw of one stream (its flow id), from its own arrival times."""
+
+    count: int = 0  # packets it took (and answered)
+    first: float = 0.0
+    last: float = 0.0
+    max_gap_s: float = 0.0  # longest time between two arrivals it took
+    max_gap_at: float = 0.0  # when that gap began (unix time)
+    ignored: int = 0  # the sticky echo's: packets from another address than the first
+    first_source: tuple[str, int] | None = None
+    sources: dict[str, int] = field(default_factory=dict)  # "ip:port" -> packets
+
+    def to_json(self, flow: int) -> dict[str, Any]:
+        return {"flow": flow, "count": self.count, "first": self.first, "last": self.last,
+                "max_gap_ms": self.max_gap_s * 1000.0, "max_gap_at": self.max_gap_at,
+                "ignored": self.ignored, "sources": self.sources}
+
+
+class Flows:
+    """Records of the last MAX_FLOWS streams, shared by the echoes and the statistics."""
 
     def __init__(self) -> None:
-        self.counts: OrderedDict[int, int] = OrderedDict()
+        self.records: OrderedDict[int, FlowRecord] = OrderedDict()
+
+    def get(self, flow: int) -> FlowRecord:
+        rec = self.records.pop(flow, None) or FlowRecord()
+        self.records[flow] = rec
+        if len(self.records) > MAX_FLOWS:
+            self.records.popitem(last=False)
+        return rec
+
+
+class Echo(asyncio.DatagramProtocol):
+    """Echoes every datagram; stamps stream packets with its time and the flow's count.
+    ``sticky``: a stream's packets from any address but its first are ignored."""
+
+    def __init__(self, flows: Flows, sticky: bool = False) -> None:
+        self.flows = flows
+        self.sticky = sticky
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -42,12 +87,40 @@ class Echo(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         stamp = unpack(data)
         if stamp is not None:
-            count = self.counts.pop(stamp.flow, 0) + 1
-            self.counts[stamp.flow] = count
-            if len(self.counts) > MAX_FLOWS:
-                self.counts.popitem(last=False)
-            data = stamp_server(data, time.time(), count)
+            now = time.time()
+            rec = self.flows.get(stamp.flow)
+            source = f"{addr[0]}:{addr[1]}"
+            if source in rec.sources or len(rec.sources) < MAX_SOURCES:
+                rec.sources[source] = rec.sources.get(source, 0) + 1
+            if rec.first_source is None:
+                rec.first_source = addr
+            elif self.sticky and addr != rec.first_source:
+                rec.ignored += 1
+                return
+            if rec.count and now - rec.last > rec.max_gap_s:
+                rec.max_gap_s, rec.max_gap_at = now - rec.last, rec.last
+            rec.count += 1
+            rec.first = rec.first or now
+            rec.last = now
+            data = stamp_server(data, now, rec.count)
         self.transport.sendto(data, addr)
+
+
+class Stats(asyncio.DatagramProtocol):
+    """Answers "BRSQ" + a flow id (u32, network order) with that stream's record."""
+
+    def __init__(self, flows: Flows) -> None:
+        self.flows = flows
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) != 8 or not data.startswith(STATS_QUERY):
+            return
+        flow = int.from_bytes(data[4:8], "big")
+        rec = self.flows.records.get(flow, FlowRecord())
+        self.transport.sendto(json.dumps(rec.to_json(flow)).encode(), addr)
 
 
 class Sink(asyncio.DatagramProtocol):
@@ -102,15 +175,25 @@ async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def serve(ready_file: Path | None) -> None:
+async def _listen(address: str, flows: Flows) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(Echo, local_addr=(SERVER_ADDRESS, ECHO_PORT))
-    await loop.create_datagram_endpoint(Sink, local_addr=(SERVER_ADDRESS, SINK_PORT))
-    servers = [
-        await asyncio.start_server(bulk_source, SERVER_ADDRESS, BULK_PORT),
-        await asyncio.start_server(tcp_sink, SERVER_ADDRESS, TCP_SINK_PORT),
-        await asyncio.start_server(http, SERVER_ADDRESS, HTTP_PORT),
+    await loop.create_datagram_endpoint(lambda: Echo(flows), local_addr=(address, ECHO_PORT))
+    await loop.create_datagram_endpoint(lambda: Echo(flows, sticky=True),
+                                        local_addr=(address, STICKY_PORT))
+    await loop.create_datagram_endpoint(lambda: Stats(flows), local_addr=(address, STATS_PORT))
+    await loop.create_datagram_endpoint(Sink, local_addr=(address, SINK_PORT))
+    return [
+        await asyncio.start_server(bulk_source, address, BULK_PORT),
+        await asyncio.start_server(tcp_sink, address, TCP_SINK_PORT),
+        await asyncio.start_server(http, address, HTTP_PORT),
     ]
+
+
+async def serve(ready_file: Path | None) -> None:
+    flows = Flows()
+    servers = await _listen(SERVER_ADDRESS, flows)
+    with contextlib.suppress(OSError):  # the lab has no IPv6 (no --ipv6)
+        servers += await _listen(SERVER_ADDRESS6, flows)
     if ready_file is not None:
         ready_file.write_text("ready\n")
     print("servers up", flush=True)

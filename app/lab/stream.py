@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,12 @@ from app.core.errors import BraidError
 from app.lab.packet import MIN_SIZE, pack, unpack
 
 SERVER = "198.18.200.1"
-ECHO_PORT = 9000
+SERVER6 = "2001:2:0:200::1"  # a lab built with --ipv6
+ECHO_PORT, STICKY_PORT, STATS_PORT = 9000, 9004, 9005
+STATS_QUERY = b"BRSQ"
+# The way there and back may be lossy, in bursts: ask again, twice each time (a bursty
+# link's state moves per packet, so a lone question can sit in a burst for long).
+STATS_TRIES, STATS_WAIT_S = 12, 0.25
 FRAME_S = 1.0 / 30.0  # the 30 fps stream stutter is counted on
 STUTTER_MS = 150.0  # a frame later than this is as bad as a lost one
 # DSCP per class, as conferencing apps mark their media (RFC 4594): how a stream that is
@@ -78,6 +84,15 @@ class StreamResult:
     frames: int
     stutter_frames: int  # 30 fps frames with a packet lost or later than 150 ms (one-way)
     stutter_pct: float
+    # Each direction on its own (None when the far end's statistics did not come back):
+    # upstream at the far end, from its own arrival times; downstream at the client, the
+    # longest run of answers the far end sent that never arrived, times the spacing.
+    port: int = ECHO_PORT  # the far end's: 9000 echo, 9004 sticky echo
+    up_gap_ms: float | None = None  # longest gap between arrivals at the far end, less spacing
+    down_gap_ms: float | None = None
+    down_loss_pct: float | None = None  # of the answers the far end sent
+    server_sources: int | None = None  # source addresses the far end saw the stream from
+    ignored: int | None = None  # sticky echo: packets from another address than the first
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,22 +118,55 @@ def check_args(pps: int, duration: float, size: int, cls: str | None) -> None:
 
 
 def stream(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
-           cls: str | None = None, baseline: bool = False, wait: float = 2.0) -> StreamResult:
-    """Run a stream in lab ``lab`` (from its baseline namespace with ``baseline``)."""
+           cls: str | None = None, baseline: bool = False, wait: float = 2.0,
+           sticky: bool = False, ipv6: bool = False) -> StreamResult:
+    """Run a stream in lab ``lab`` (from its baseline namespace with ``baseline``; to the
+    sticky echo, which answers only the stream's first source address, with ``sticky``;
+    to the server's IPv6 address with ``ipv6``, in a lab built with it)."""
+    return start(lab, pps=pps, duration=duration, size=size, cls=cls, baseline=baseline,
+                 wait=wait, sticky=sticky, ipv6=ipv6).result()
+
+
+@dataclass
+class RunningStream:
+    """A stream started in the background: do things to the lab meanwhile, then result()."""
+
+    lab: str
+    node: str
+    child: subprocess.Popen[bytes]
+    timeout: float
+
+    def result(self) -> StreamResult:
+        from app.lab.topology import communicate_json
+
+        return StreamResult.from_json(communicate_json(self.child, self.node,
+                                                       ["stream"], self.timeout))
+
+
+def start(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
+          cls: str | None = None, baseline: bool = False, wait: float = 2.0,
+          sticky: bool = False, ipv6: bool = False) -> RunningStream:
     from app.lab import topology
 
     check_args(pps, duration, size, cls)
     info = topology.load(lab)
+    if ipv6 and not info.ipv6:
+        raise BraidError(f"lab {lab!r} has no IPv6",
+                         f"build it with IPv6: braid lab up --name {lab} --ipv6")
+    server = SERVER6 if ipv6 else SERVER
     node = "base" if baseline else "client"
     if baseline and info.baseline is None:
         raise BraidError(f"lab {lab!r} has no baseline tunnel",
                          f"bring it up with one: braid lab up --name {lab} --baseline PATH")
     argv = topology.python_argv("app.lab.stream", "--pps", str(pps), "--duration",
                                 str(duration), "--size", str(size), "--wait", str(wait),
-                                "--node", node)
+                                "--node", node,
+                                "--target", f"{server}:{STICKY_PORT if sticky else ECHO_PORT}")
     if cls:
         argv += ["--class", cls]
-    return StreamResult.from_json(topology.run_json(lab, node, argv))
+    child = topology.run_in(lab, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=topology.python_env())
+    return RunningStream(lab, node, child, duration + wait + STATS_TRIES * STATS_WAIT_S + 30)
 
 
 # --- the sender, inside the namespace ----------------------------------------------
@@ -143,20 +191,26 @@ def _recv_all(sock: socket.socket, got: dict[int, tuple[float, float, int]]) -> 
 
 
 def send_loop(target: tuple[str, int], pps: int, count: int, size: int, wait: float,
-              cls: str | None = None) -> tuple[list[float], dict[int, tuple[float, float, int]]]:
-    """Send ``count`` stamped packets at ``pps``; collect echoes until ``wait`` s after.
+              cls: str | None = None, flow: int | None = None,
+              ) -> tuple[list[float], dict[int, tuple[float, float, int]]]:
+    """Send ``count`` stamped packets at ``pps`` as stream ``flow`` (random if None);
+    collect echoes until ``wait`` s after.
 
     Returns the send times (index = sequence) and, per echoed sequence, (client receive
     time, server receive time, server's count).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(target[0]), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     if cls:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, CLASS_DSCP[cls] << 2)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, CLASS_DSCP[cls] << 2)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, CLASS_DSCP[cls] << 2)
     sock.connect(target)
     sock.setblocking(False)
-    flow = int.from_bytes(os.urandom(4), "big")
+    if flow is None:
+        flow = new_flow()
     interval = 1.0 / pps
     sent: list[float] = []
     got: dict[int, tuple[float, float, int]] = {}
@@ -182,14 +236,55 @@ def send_loop(target: tuple[str, int], pps: int, count: int, size: int, wait: fl
     return sent, got
 
 
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def new_flow() -> int:
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def far_end_stats(host: str, flow: int) -> dict[str, Any] | None:
+    """What the far end saw of stream ``flow`` (servers.py, "BRSQ"), or None if it did not
+    answer: asked again a few times, as the way there or back may lose the question."""
+    query = STATS_QUERY + flow.to_bytes(4, "big")
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as sock:
+        sock.connect((host, STATS_PORT))
+        for _ in range(STATS_TRIES):
+            for _ in range(2):
+                with contextlib.suppress(OSError):
+                    sock.send(query)
+            deadline = time.monotonic() + STATS_WAIT_S
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                try:
+                    doc = json.loads(sock.recv(65536))
+                except (OSError, ValueError):
+                    continue
+                if isinstance(doc, dict) and doc.get("flow") == flow:
+                    return doc
+    return None
+
+
 def run_sender(pps: int, duration: float, size: int, cls: str | None, wait: float,
                node: str, target: tuple[str, int] = (SERVER, ECHO_PORT)) -> StreamResult:
-    sent, got = send_loop(target, pps, max(1, round(pps * duration)), size, wait, cls)
-    return summarise(sent, got, pps=pps, size=size, duration=duration, cls=cls, node=node)
+    flow = new_flow()
+    sent, got = send_loop(target, pps, max(1, round(pps * duration)), size, wait, cls, flow)
+    return summarise(sent, got, pps=pps, size=size, duration=duration, cls=cls, node=node,
+                     port=target[1], far_end=far_end_stats(target[0], flow))
+
+
+def _down_gap(counts: list[int]) -> int:
+    """The longest run of answers the far end sent (numbered in the order it sent them)
+    that did not arrive, between two that did: ``counts`` are those that did."""
+    seen = sorted(set(counts))
+    return max((b - a - 1 for a, b in itertools.pairwise(seen)), default=0)
 
 
 def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pps: int,
-              size: int, duration: float, cls: str | None, node: str) -> StreamResult:
+              size: int, duration: float, cls: str | None, node: str, port: int = ECHO_PORT,
+              far_end: dict[str, Any] | None = None) -> StreamResult:
     up, down, rtt = [], [], []
     for seq, (rx, server, _) in got.items():
         rtt.append((rx - sent[seq]) * 1000.0)
@@ -204,7 +299,19 @@ def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pp
     gap = (max(b - a for a, b in itertools.pairwise(arrivals)) - 1.0 / pps) * 1000.0 \
         if len(arrivals) > 1 else None
     server_seen = max((c for _, _, c in got.values()), default=0)
-    up_loss = 100.0 * (1 - server_seen / len(sent)) if got else None
+    if far_end is not None:
+        server_seen = max(server_seen, int(far_end["count"]))
+    up_loss = 100.0 * (1 - server_seen / len(sent)) if got or far_end else None
+    spacing_ms = 1000.0 / pps
+    up_gap = down_gap = down_loss = None
+    if far_end is not None:
+        # Between arrivals, as max_gap_ms: a way that never came back shows as loss.
+        if int(far_end["count"]) > 1:
+            up_gap = max(0.0, float(far_end["max_gap_ms"]) - spacing_ms)
+        answers = int(far_end["count"])
+        if len(got) > 1:
+            down_gap = _down_gap([c for _, _, c in got.values()]) * spacing_ms
+        down_loss = 100.0 * (1 - len(got) / answers) if answers else None
     frames: dict[int, bool] = {}
     t0 = sent[0] if sent else 0.0
     for seq, t in enumerate(sent):
@@ -220,6 +327,9 @@ def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pp
         up_loss_pct=up_loss, delay_up=DelayStats.of(up), delay_down=DelayStats.of(down),
         rtt=DelayStats.of(rtt), jitter_ms=jitter, max_gap_ms=gap, frames=len(frames),
         stutter_frames=stutter, stutter_pct=100.0 * stutter / len(frames) if frames else 0.0,
+        port=port, up_gap_ms=up_gap, down_gap_ms=down_gap, down_loss_pct=down_loss,
+        server_sources=None if far_end is None else len(far_end["sources"]),
+        ignored=None if far_end is None else int(far_end["ignored"]),
     )
 
 

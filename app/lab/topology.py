@@ -8,6 +8,7 @@ without any record of what was built.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import BraidError
-from app.lab import nodes, proc
-from app.lab.keys import keypair
+from app.lab import nodes, proc, roles
 from app.lab.model import (
     CLIENT_WAN,
+    EXITS,
     PROBE_BASE_PORT,
     RELAY_BASE_PORT,
     RUN_ROOT,
+    SEPARATE,
     SERVER_ADDRESS,
+    SHARED,
     WG_PORT,
     LabGateway,
     LabInfo,
@@ -40,8 +43,11 @@ from app.lab.model import (
     runtime_dir,
 )
 from app.lab.nodes import python_argv, python_env
+from app.lab.relay_client import relay_request
 from app.lab.scenario import Scenario, load_scenario
 from app.lab.wgpeer import uapi_answers, uapi_path
+from app.node.describe import client_tunnels
+from app.node.keys import genkey, pubkey
 
 # The contract (docs/internals.md, Lab) is this module's: its names stay importable here.
 __all__ = [
@@ -63,9 +69,19 @@ def build(
     write_profile: bool = True,
     baseline: str | None = None,
     helper_grace_seconds: int = 10,
+    exit: str = SEPARATE,
+    ipv6: bool = False,
 ) -> LabInfo:
-    """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise."""
+    """Build lab ``lab`` on ``scenario``; on any failure, remove what was built and raise.
+
+    ``exit``: "shared" (the gateways carry the client's one address to one exit, the only
+    NAT) or "separate" (each gateway its own exit). The CLI's default is shared; this
+    default stays separate until the engine drives shared-exit profiles. ``ipv6``: the
+    client's ISP, the tunnels and the far side speak IPv6 too (docs/lab.md, "IPv6").
+    """
     check_lab_name(lab)
+    if exit not in EXITS:
+        raise BraidError(f"--exit {exit!r} is not a topology", f"use {' or '.join(EXITS)}")
     scen = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     proc.require_root()
     if baseline is not None:
@@ -79,7 +95,8 @@ def build(
             f"use another --name, or remove it first: braid lab down --name {lab}",
         )
     try:
-        info = _build(lab, scen, baseline, start_helper, write_profile, helper_grace_seconds)
+        info = _build(lab, scen, baseline, start_helper, write_profile, helper_grace_seconds,
+                      exit, ipv6)
     except BaseException:
         destroy(lab, forget_profile=write_profile)
         raise
@@ -87,43 +104,55 @@ def build(
 
 
 def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
-           write_profile: bool, grace: int) -> LabInfo:
+           write_profile: bool, grace: int, exit: str, ipv6: bool) -> LabInfo:
     rdir = runtime_dir(lab)
     rdir.mkdir(parents=True, exist_ok=False)
     os.chmod(rdir, 0o700)  # holds the client's private keys (keys.json, 0600)
+    shared = exit == SHARED
     names = ["client", "wan", "server"] + [f"gw-{p.name}" for p in scen.paths]
-    if baseline:
-        names.append("base")
+    names += ["exit"] if shared else []
+    names += ["base"] if baseline else []
     for node in names:
         proc.ip("netns", "add", netns(lab, node))
         nodes.no_link_local(netns(lab, node))
-    nodes.wire(lab, scen, baseline)
+    nodes.wire(lab, scen, baseline, exit, ipv6)
 
-    started_at = time.time()
-    base_priv, base_pub = keypair()
-    gateways: list[LabGateway] = []
-    gw_keys: list[tuple[str, str]] = []
-    for i, path in enumerate(scen.paths):
-        gw_priv, gw_pub = keypair()
-        cl_priv, cl_pub = keypair()
-        gw_keys.append((gw_priv, cl_pub))
-        gateways.append(LabGateway(
-            name=path.name, index=i, endpoint=f"{CLIENT_WAN}:{RELAY_BASE_PORT + i}",
-            public_key=gw_pub, client_private_key=cl_priv,
-            client_address=f"198.19.{i}.2/32", gateway_address=f"198.19.{i}.1",
-            client_interface=client_iface(lab, path.name),
-        ))
-    info = LabInfo(name=lab, scenario=scen.name, gateways=tuple(gateways),
+    description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths},
+                                  ipv6)
+    client = description.client(roles.CLIENT)
+    gateways = tuple(LabGateway(
+        name=gw.name, index=i, endpoint=gw.endpoint, public_key=pubkey(gw.private_key),
+        client_private_key=client.key(gw.name),
+        client_address=description.client_address(client, gw),
+        gateway_address=gw.address.split("/")[0],
+        client_interface=client_iface(lab, gw.name),
+        probe_address=tunnel.probe if shared else None,
+        client_address6=tunnel.address6,
+    ) for i, (gw, tunnel) in enumerate(zip(
+        description.gateways, client_tunnels(description, roles.CLIENT), strict=True)))
+    info = LabInfo(name=lab, scenario=scen.name, gateways=gateways,
                    server_address=SERVER_ADDRESS, runtime_dir=rdir,
-                   helper_socket=rdir / "helper.sock", baseline=baseline,
-                   started_at=started_at)
+                   helper_socket=rdir / "helper.sock", baseline=baseline, exit=exit,
+                   ipv6=ipv6)
 
-    for gw, (gw_priv, cl_pub) in zip(gateways, gw_keys, strict=True):
-        nodes.start_gateway(info, gw, gw_priv, cl_pub, base_pub)
-    nodes.start_relay(info, scen)
-    nodes.start_servers(info)
+    # The nodes' roles apply in the background while the relay and the server apps start
+    # (the roles touch neither). The relay first: the gateways' first handshakes with the
+    # exit then cross it at once (a lost one would be retried only 5 s later).
+    applying = roles.start_apply(info, description)
+    try:
+        nodes.start_relay(info, scen)
+        nodes.start_servers(info)
+    finally:
+        applying.finish()
+    roles.wait_backbones(info, description)
     if baseline:
-        nodes.start_baseline(info, info.gateway(baseline), base_priv)
+        base = description.client(roles.BASELINE)
+        gw = description.gateway(baseline)
+        nodes.start_baseline(info, info.gateway(baseline), base.key(baseline),
+                             description.client_addresses(base, gw))
+    # The scenario's clock starts now that everything carries traffic.
+    info = dataclasses.replace(info, started_at=time.time())
+    relay_request(info.relay_socket, {"op": "start", "started_at": info.started_at})
     _save(info)
     if start_helper:
         nodes.start_helper(info, grace)
@@ -192,6 +221,12 @@ def run_json(lab: str, node: str, argv: list[str], timeout: float | None = None)
     """Run a lab tool in ``node`` that prints one JSON document; BraidError if it fails."""
     child = run_in(lab, node, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                    env=python_env())
+    return communicate_json(child, node, argv, timeout)
+
+
+def communicate_json(child: subprocess.Popen[bytes], node: str, argv: list[str],
+                     timeout: float | None = None) -> Any:
+    """The one JSON document a lab tool started in ``node`` prints; BraidError if it fails."""
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -243,7 +278,7 @@ def _remove_stale_uapi(lab: str) -> None:
         socks = list(uapi_path("x").parent.iterdir())
     except FileNotFoundError:
         return
-    mine = re.compile(rf"^(lg-{lab}-[a-z0-9]+|lb-{lab}|br-{lab}-[a-z0-9]+)\.sock$")
+    mine = re.compile(rf"^((bg|bx|br)-{lab}-[a-z0-9-]+|lb-{lab})\.sock$")
     for sock in socks:
         if mine.match(sock.name) and not uapi_answers(sock.name[: -len(".sock")]):
             with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,9 @@ class Series:
         self._v: FloatArray = np.empty((len(METRICS), capacity))
         self._start = 0
         self._end = 0
+        # Samples appended since the start, trimmed or not: a reader that took the first
+        # `k` of them finds the rest as the last `appended - k` (while that is <= len).
+        self.appended = 0
 
     def __len__(self) -> int:
         return self._end - self._start
@@ -55,6 +58,7 @@ class Series:
         self._t[self._end] = t
         self._v[:, self._end] = row
         self._end += 1
+        self.appended += 1
         self.trim(keep_after)
 
     def last_is_gap(self) -> bool:
@@ -81,6 +85,10 @@ class Series:
 
     def values(self, metric: str) -> FloatArray:
         return self._v[METRICS.index(metric), self._start:self._end]
+
+    def rows(self) -> FloatArray:
+        """Every metric at once, `rows()[METRICS.index(m), i]` (a view, no copy)."""
+        return self._v[:, self._start:self._end]
 
 
 # Events that get a marker on the graph, and its style.

@@ -3,7 +3,9 @@
 - app/core imports no Qt, ever (directly or through another module), and neither the
   helper nor the lab;
 - app/helper imports only itself and the contract (app/wire);
-- app/wire, the contract, imports only itself: both sides may import it.
+- app/wire, the contract, imports only itself: both sides may import it;
+- app/node, the gateway and exit roles, imports the contract and the helper's kernel
+  modules (netlink, nft, uapi, procs), nothing of the client: a node runs no client code.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "app.wire": (),
     "app.helper": ("app.wire",),
     "app.core": ("app.wire",),
+    "app.node": ("app.wire", "app.helper"),
 }
 
 

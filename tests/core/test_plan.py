@@ -150,3 +150,41 @@ def test_classes_get_their_paths_marks_and_the_volume_threshold() -> None:
     huge = build_state(PATHS, {"default": "hk"}, usable={"hk"}, bulk_after_mb=1e12)
     assert huge.marking.bulk_after_bytes == MAX_BULK_AFTER_BYTES  # type: ignore[union-attr]
     assert parse_state(huge.to_json()) == huge  # the helper takes what the plan sends
+
+
+def split(p: PathSpec, *prefixes: str) -> PathSpec:
+    return PathSpec(**{**p.__dict__, "allowed_ips": prefixes})
+
+
+def test_a_split_gateway_gets_only_its_prefixes_and_the_rest_takes_the_full_ones() -> None:
+    """A corporate file with AllowedIPs = 10.20.0.0/16: that prefix goes to it, whatever
+    the class; everything else rides the classes' full gateways."""
+    corp = split(PATHS[2], "10.20.0.0/16", "fd20::/48")
+    paths = [PATHS[0], PATHS[1], corp]
+    state = build_state(paths, {"default": "hk"}, usable={"hk", "tyo", "sgp"})
+    assert parse_state(state.to_json()) == state
+    assert [r.dst for r in state.tables[2].routes] == ["10.20.0.0/16"]  # no IPv6 address
+    assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0"]
+    assert (5232, "10.20.0.0/16", "lookup", 52002) in [
+        (r.priority, r.dst, r.action, r.table) for r in state.rules]
+    assert state.marking is not None and state.guard is None
+    down = build_state(paths, {"default": "hk"}, usable={"hk", "tyo"})
+    assert (5232, "10.20.0.0/16", "unreachable") in [
+        (r.priority, r.dst, r.action) for r in down.rules]
+
+
+def test_only_split_gateways_leave_the_rest_outside_on_purpose() -> None:
+    corp = split(PATHS[0], "10.20.0.0/16")
+    guard = GuardState((), "br-t-hk")
+    state = build_state([corp], {}, usable={"hk"}, guard=guard)
+    assert parse_state(state.to_json()) == state
+    assert state.marking is None and state.guard is None
+
+
+def test_ipv6_goes_into_a_tunnel_only_where_the_gateway_gives_it() -> None:
+    v6 = PathSpec(**{**PATHS[0].__dict__, "addresses": ("198.19.0.2/32", "fd19::2/128"),
+                     "allowed_ips": ("0.0.0.0/0", "::/0")})
+    v4 = PathSpec(**{**PATHS[1].__dict__, "allowed_ips": ("0.0.0.0/0", "::/0")})
+    state = build_state([v6, v4], {"default": "hk"}, usable={"hk", "tyo"})
+    assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0", "::/0"]
+    assert [r.dst for r in state.tables[1].routes] == ["0.0.0.0/0"]  # no IPv6 address

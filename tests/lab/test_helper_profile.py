@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core import targets
 from app.core.helper_client import SyncHelperClient
 from app.core.profiles.store import ProfileStore
 from app.lab import proc, topology
@@ -51,3 +52,30 @@ def test_a_users_own_profile_of_that_name_is_left_alone(lab_factory: LabFactory,
 def test_builtin_scenarios_build(lab_factory: LabFactory, scenario: str) -> None:
     info = lab_factory(scenario)
     assert len(info.gateways) == 3
+
+
+def test_a_shared_exit_lab_writes_a_shared_exit_profile(lab_factory: LabFactory,
+                                                         config_dir: Path) -> None:
+    info = lab_factory("clean", write_profile=True, exit="shared")
+    profile = ProfileStore().load(f"lab-{info.name}")
+    assert profile.shared_exit and profile.lab == info.name
+    # One address on every tunnel; each path probed at the exit's end of its backbone.
+    assert {g.addresses for g in profile.gateways} == {("198.19.100.2/32",)}
+    assert [g.probe for g in profile.gateways] == ["198.19.32.1", "198.19.33.1", "198.19.34.1"]
+    assert {g.peer.allowed_ips for g in profile.gateways} == {("0.0.0.0/0",)}
+    placement = targets.placement(targets.ConnectTarget.for_lab(info.name), profile)
+    assert placement.probe_targets == {"hk": "198.19.32.1", "tyo": "198.19.33.1",
+                                       "sgp": "198.19.34.1"}
+
+
+def test_a_separate_exit_lab_writes_the_profile_it_always_did(lab_factory: LabFactory,
+                                                             config_dir: Path) -> None:
+    info = lab_factory("clean", write_profile=True)
+    profile = ProfileStore().load(f"lab-{info.name}")
+    assert not profile.shared_exit
+    assert [g.addresses for g in profile.gateways] == [
+        ("198.19.0.2/32",), ("198.19.1.2/32",), ("198.19.2.2/32",)]
+    assert {g.probe for g in profile.gateways} == {None}
+    placement = targets.placement(targets.ConnectTarget.for_lab(info.name), profile)
+    assert placement.probe_targets == {"hk": "198.19.0.1", "tyo": "198.19.1.1",
+                                       "sgp": "198.19.2.1"}

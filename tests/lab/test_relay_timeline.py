@@ -14,13 +14,14 @@ SCENARIO = {
     "timeline": [
         {"at": 0, "path": "hk", "for": 3, "ramp": True, "set": {"delay_ms": 100}},
         {"at": 0.5, "path": "tyo", "for": 1, "dir": "up", "set": {"loss_pct": 50}},
+        {"at": 0.5, "path": "tyo", "link": "backbone", "for": 1, "set": {"down": True}},
     ],
 }
 
 
-def profile(lab: str, path: str, direction: str) -> dict[str, float]:
+def profile(lab: str, path: str, direction: str, link: str = "wan") -> dict[str, float]:
     doc = next(p for p in status(lab)["paths"] if p["name"] == path)
-    prof: dict[str, float] = doc[direction]["profile"]
+    prof: dict[str, float] = (doc if link == "wan" else doc[link])[direction]["profile"]
     return prof
 
 
@@ -30,10 +31,14 @@ def test_episodes_and_drifts_follow_the_clock(lab_factory: LabFactory) -> None:
     wait_until(lambda: profile(lab, "tyo", "up")["loss_pct"] == 50, timeout=5,
                message="tyo's loss episode never started")
     assert profile(lab, "tyo", "down")["loss_pct"] == 0  # up only
+    wait_until(lambda: profile(lab, "tyo", "down", "backbone")["down"], timeout=5,
+               message="tyo's backbone outage never started")
+    assert not profile(lab, "tyo", "up")["down"]  # the backbone's, not the wan's
     wait_until(lambda: 20 < profile(lab, "hk", "up")["delay_ms"] < 90, timeout=5,
                message="hk's delay never drifted through the middle")
     wait_until(lambda: profile(lab, "tyo", "up")["loss_pct"] == 0, timeout=5,
                message="tyo's loss episode never ended")
+    assert not profile(lab, "tyo", "up", "backbone")["down"]
     wait_until(lambda: profile(lab, "hk", "up")["delay_ms"] == 100, timeout=6,
                message="hk's drift never reached its target")
     assert profile(lab, "hk", "down")["delay_ms"] == 100

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.core.errors import BraidError
-from app.lab.scenario import builtin_names, load_scenario, parse_scenario
+from app.lab.scenario import TimelineEntry, builtin_names, load_scenario, parse_scenario
 
 
 def parse(doc: dict[str, Any]) -> Any:
@@ -33,6 +33,34 @@ def test_per_direction_tables_override_the_path() -> None:
     hk = scen.path("hk")
     assert (hk.up.delay_ms, hk.up.loss_pct) == (10, 2)
     assert (hk.down.delay_ms, hk.down.loss_pct) == (10, 0)
+
+
+def test_a_path_has_a_backbone_behind_its_gateway() -> None:
+    scen = parse({"path": [{"name": "hk", "delay_ms": 10,
+                            "backbone": {"delay_ms": 70, "down": {"loss_pct": 1}}},
+                           {"name": "tyo"}],
+                  "timeline": [{"at": 5, "path": "hk", "link": "backbone", "for": 2,
+                                "set": {"down": True}}],
+                  "random": [{"seed": 1, "link": "backbone", "gap": [5, 10],
+                              "length": [1, 2], "until": 30, "set": {"loss_pct": 3}}]})
+    hk = scen.path("hk")
+    assert (hk.up.delay_ms, hk.backbone_up.delay_ms, hk.backbone_down.delay_ms) == (10, 70, 70)
+    assert (hk.backbone_up.loss_pct, hk.backbone_down.loss_pct) == (0, 1)
+    assert scen.path("tyo").backbone_up.delay_ms == 0  # undescribed: clear
+    assert {e.link for e in scen.timeline} == {"backbone"}
+    assert TimelineEntry.from_json(scen.timeline[0].to_json()) == scen.timeline[0]
+
+
+def test_cn_us_splits_each_path_and_keeps_its_totals() -> None:
+    cn = load_scenario("cn-us")
+    # The whole way, client to Los Angeles, as the sources in the file give it.
+    total = {p.name: p.up.delay_ms + p.backbone_up.delay_ms for p in cn.paths}
+    assert total == pytest.approx({"us": 140.3, "hk": 88, "tyo": 75, "sgp": 120})
+    assert all(cn.path(p).backbone_up.delay_ms > 50 for p in ("hk", "tyo", "sgp"))
+    assert cn.path("us").backbone_up.delay_ms < 1  # the direct path's gateway is in LA
+    drift = next(e for e in cn.timeline if e.path == "sgp" and e.ramp)
+    assert drift.link == "backbone"
+    assert cn.path("sgp").up.delay_ms + dict(drift.changes)["delay_ms"] == 150
 
 
 def test_random_episodes_are_the_same_for_the_same_seed() -> None:
@@ -67,6 +95,10 @@ def test_random_episodes_are_the_same_for_the_same_seed() -> None:
     ({"path": [{"name": "hk"}], "random": [{"gap": [1, 2], "length": [1, 2],
                                             "set": {"down": True}}]}, "seed must be an integer"),
     ({"path": [{"name": "hk"}], "wobble": 1}, "unknown key 'wobble'"),
+    ({"path": [{"name": "hk", "backbone": {"delay": 5}}]}, "backbone: unknown link setting"),
+    ({"path": [{"name": "hk", "backbone": 5}]}, "backbone must be a table"),
+    ({"path": [{"name": "hk"}], "timeline": [{"at": 1, "path": "hk", "link": "lan",
+                                              "set": {"down": True}}]}, "link = 'lan'"),
 ])
 def test_errors_name_what_is_wrong_and_what_to_do(doc: dict[str, Any], says: str) -> None:
     with pytest.raises(BraidError) as err:

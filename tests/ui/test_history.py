@@ -64,3 +64,14 @@ def test_first_placement_is_not_a_switch_marker() -> None:
     first = type(first)(**{**first.__dict__, "from_path": None})
     h.add(snap(events=(first,), t=2.0))
     assert h.markers() == []
+
+
+def test_series_counts_every_sample_appended_so_readers_find_the_new_ones() -> None:
+    s = Series(capacity=4)
+    for i in range(30):
+        s.append(float(i), (i, 2 * i, 0, 0), keep_after=i - 9.5)
+    assert s.appended == 30 and len(s) == 10
+    taken = 27  # a reader that took 27 samples finds the other 3 at the end
+    new = s.appended - taken
+    assert s.times()[-new:].tolist() == [27.0, 28.0, 29.0]
+    assert s.rows()[:, -new:][1].tolist() == [54.0, 56.0, 58.0]

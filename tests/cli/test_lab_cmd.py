@@ -26,10 +26,16 @@ def test_up_status_impair_exec_stream_down(capsys: pytest.CaptureFixture[str],
         assert rc == 0
         up = json.loads(out)
         assert up["name"] == lab and len(up["gateways"]) == 3
+        assert up["exit"] == "shared"  # the CLI's default
         assert "client_private_key" not in out  # keys are never printed
 
         rc, out, _ = run(capsys, "lab", "status", "--name", lab)
-        assert rc == 0 and "path hk" in out and "helper" in out
+        assert rc == 0 and "path hk" in out and "helper" in out and "shared exit" in out
+        assert "probe 198.19.32.1" in out and "exit (" in out
+
+        rc, out, _ = run(capsys, "lab", "impair", "--name", lab, "--path", "tyo",
+                         "--link", "backbone", "--delay-ms", "25")
+        assert rc == 0 and "backbone up   delay 25 ms" in out and "wan      up   delay 30 ms" in out
 
         rc, out, _ = run(capsys, "lab", "impair", "--name", lab, "--path", "hk",
                          "--delay-ms", "40", "--burst-loss", "1,30", "--dir", "up")
@@ -48,13 +54,38 @@ def test_up_status_impair_exec_stream_down(capsys: pytest.CaptureFixture[str],
 
         rc, out, _ = run(capsys, "lab", "stream", "--name", lab, "--baseline", "--pps", "100",
                          "--duration", "0.5", "--json")
-        assert rc == 0 and json.loads(out)["sent"] == 50
+        doc = json.loads(out)
+        assert rc == 0 and doc["sent"] == 50 and doc["server_sources"] == 1
+        assert doc["up_gap_ms"] is not None and doc["down_loss_pct"] is not None
+
+        rc, out, _ = run(capsys, "lab", "stream", "--name", lab, "--baseline", "--pps", "100",
+                         "--duration", "0.5", "--sticky")
+        assert rc == 0 and "longest gap up" in out and "from 1 address(es), 0 ignored" in out
+
+        # Wrong order: nothing is connected, so say so instead of 100 % loss or a timeout.
+        for argv in (("stream", "--duration", "0.5"), ("transfer", "--size", "1")):
+            rc, out, err = run(capsys, "lab", *argv, "--name", lab)
+            assert rc == 2 and f"Braid is not up on lab '{lab}'" in err
+            assert f"braid up --lab {lab}" in err
 
         rc, out, _ = run(capsys, "lab", "list")
         assert lab in out and "cn-us" in out
     finally:
         rc, out, _ = run(capsys, "lab", "down", "--name", lab)
     assert rc == 0 and lab not in topology.lab_names()
+
+
+def test_up_with_separate_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    lab = unique_lab()
+    try:
+        rc, out, _ = run(capsys, "lab", "up", "--name", lab, "--exit", "separate",
+                         "--no-helper")
+        assert rc == 0 and "separate exits (each gateway its own NAT)" in out
+        rc, out, _ = run(capsys, "lab", "status", "--name", lab, "--json")
+        doc = json.loads(out)
+        assert doc["exit"] == "separate" and "exit" not in doc["nodes"]
+    finally:
+        topology.destroy(lab)
 
 
 def test_errors_go_to_stderr_with_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from app.node.main import main
+
+sys.exit(main())
