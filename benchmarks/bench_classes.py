@@ -40,6 +40,7 @@ from typing import Any
 from app.core.helper_client import SyncHelperClient
 from app.core.netns import CLONE_NEWNET, _libc, enter_netns
 from app.lab import topology
+from benchmarks.record import Run
 from tests.helper.conftest import REPO, all_handshaken, lab_state
 
 # Each opens a UDP socket and sends one packet first thing, then lingers a moment (so
@@ -230,6 +231,23 @@ def main() -> int:
         topology.destroy(lab, forget_profile=False)
         moves = MOVED.findall((work / "helper.log").read_text())
         shutil.rmtree(work, ignore_errors=True)
+    with Run("bench_classes", vars(args)) as run:
+        for kind, (times, in_class, default) in results.items():
+            run.figures[kind] = {"to_class_ms": statistics.median(times),
+                                 "to_class_p90_ms": pct(times, 0.9),
+                                 "to_class_worst_ms": max(times), "first_in_class": in_class,
+                                 "first_sockets": in_class + default}
+        if moves:
+            run.figures["helper"] = {
+                "seen_ms": statistics.median([float(m[1]) for m in moves]),
+                "moved_ms": statistics.median([float(m[0]) for m in moves]),
+                "moved_p90_ms": pct([float(m[0]) for m in moves], 0.9)}
+        run.figures["switch_ms"] = {"default_alone": statistics.median(sw_plain),
+                                    "classes": statistics.median(sw_full)}
+        for row in loads.strip().splitlines():
+            name, median, _worst, listing = row.split()
+            run.figures.setdefault("nft", {})[name] = {"load_ms": float(median),
+                                                       "listing_ms": float(listing)}
     print(f"classes by app, lab {lab}, load average {os.getloadavg()[0]:.1f} "
           f"({os.cpu_count()} cores)")
     for kind, (times, in_class, default) in results.items():
