@@ -180,8 +180,8 @@ def classes_table() -> str:
     lines += [f"| switch, default alone: apply -> reply | {ms(sw.get('default_alone'), 1)} | | |",
               f"| switch, 3 classes + volume: apply -> reply | {ms(sw.get('classes'), 1)} | | |"]
     for name, v in (f.get("nft") or {}).items():
-        lines.append(f"| nft, {name.replace('_', ' ')} | {ms(v.get('load_ms'), 2)} "
-                     f"(then its listing {ms(v.get('listing_ms'), 2)}) | | |")
+        listing = f" (then its listing {ms(v['listing_ms'], 2)})" if v.get("listing_ms") else ""
+        lines.append(f"| nft, {name.replace('_', ' ')} | {ms(v.get('load_ms'), 2)}{listing} | | |")
     firsts = "; ".join(f"{k}: {f[k].get('first_in_class')} of {f[k].get('first_sockets')}"
                        for k in ("bash", "python") if k in f)
     return ("\n".join(lines) + f"\n\nFirst sockets in their class (counted by nft): {firsts} "
