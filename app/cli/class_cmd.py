@@ -20,6 +20,7 @@ from app.wire.classes import APP_CLASSES
 
 CLASS_HELP = ("realtime (calls: the best path), bulk (transfers: off realtime's path), "
               "default, or bypass (outside the tunnels, on purpose)")
+APP_HELP = "a program's path, a command on PATH, or a .desktop file"
 MPTCP_HELP = ("bulk only: record the wish for MPTCP (one flow over every path); MPTCP "
               "itself is not implemented yet, so the program runs as plain bulk")
 
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "running process of that program of yours into the class at once. A "
                     "socket keeps the class it was opened in, so connections the app "
                     "already has stay where they are: restart it to move all of them.")
-    p.add_argument("app", metavar="APP")
+    p.add_argument("app", metavar="APP", help=APP_HELP)
     p.add_argument("--class", dest="cls", required=True, metavar="CLASS", help=CLASS_HELP)
     p.add_argument("--mptcp", action="store_true", help=MPTCP_HELP)
     _lab_arg(p, "move its running processes")
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Remove the saved rule for APP and take its running processes out of "
                     "their class (back where they came from); their open sockets keep the "
                     "class they were opened in.")
-    p.add_argument("app", metavar="APP")
+    p.add_argument("app", metavar="APP", help=APP_HELP)
     _lab_arg(p, "move its running processes")
     p.set_defaults(handler=run_unpin)
 

@@ -117,6 +117,16 @@ def test_groups_live_with_the_marking_and_leave_nothing_behind(helper: Helper) -
     assert helper.sigterm() == 0
     assert not root.parent.exists()
     helper.start()
+    client = helper.client()
+    client.apply(lab_state(helper.lab))
+    with sender(helper) as child:
+        move(client, [child.pid], "realtime")
+        helper.kill9()  # a crash: the groups stay, with the process in one
+        assert root.exists() and "braid/realtime" in send(child)
+        helper.start()  # the leftover scan knows them: the process comes out, they go
+        assert not root.parent.exists() and "braid" not in send(child)
+        recovered = helper.client().status().recovered
+        assert any("removed cgroup" in r for r in recovered), recovered
     helper.client().apply(lab_state(helper.lab))
     helper.kill9()
     assert root.exists()
