@@ -20,6 +20,7 @@ from benchmarks.record import ROOT
 ALL = [
     ("bench_tunnels", ["--runs", "7"], ["--runs", "2"]),
     ("bench_drift", ["--runs", "11"], ["--runs", "2"]),
+    ("bench_classes", ["--starts", "200", "--runs", "30"], ["--starts", "10", "--runs", "3"]),
     ("bench_fuzz", [], ["--parse", "500", "--protocol", "100"]),
     ("bench_relay", ["--runs", "3"], ["--runs", "1", "--size", "5"]),
     ("bench_switchover", ["--runs", "5"], ["--runs", "1"]),

@@ -31,6 +31,7 @@ ROWS = [
     ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
     ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
     ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
+    ("bench_classes", "--starts 200 --runs 30"),
 ]
 
 
@@ -143,6 +144,50 @@ def fuzz(f: dict[str, Any]) -> str:
             "requests to a real helper (no internal error, refusals change nothing)")
 
 
+def classes(f: dict[str, Any]) -> str:
+    h, sw, n = f.get("helper") or {}, f.get("switch_ms") or {}, f.get("nft") or {}
+    kinds = "; ".join(
+        f"{k}: fork -> in its class {ms(f[k].get('to_class_ms'), 1)}, first sockets in it "
+        f"{f[k].get('first_in_class')} of {f[k].get('first_sockets')}"
+        for k in ("bash", "python") if k in f)
+    marks = n.get("switch:_marks_only,_all_class_rules") or {}
+    whole = n.get("all_class_rules") or {}
+    alone = n.get("default_alone,_no_class_rules") or {}
+    return (f"a saved rule's program, {kinds}; the helper sees the exec after "
+            f"{ms(h.get('seen_ms'), 2)} and has moved it after {ms(h.get('moved_ms'), 1)} "
+            f"(a cgroup move waits for an RCU grace period); a switch with every class rule "
+            f"{ms(marks.get('load_ms'), 2)} in nft (whole table {ms(whole.get('load_ms'), 2)}, "
+            f"without class rules {ms(alone.get('load_ms'), 2)}), apply -> reply "
+            f"{ms(sw.get('classes'), 1)} (default alone {ms(sw.get('default_alone'), 1)})")
+
+
+def classes_table() -> str:
+    doc = load("bench_classes")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_classes`.\n"
+    f = doc["figures"]
+    lines = ["| figure | median | p90 | worst |", "| --- | --- | --- | --- |"]
+    for k in ("bash", "python"):
+        if k in f:
+            lines.append(f"| saved rule: launcher's fork -> {k} in its class | "
+                         f"{ms(f[k].get('to_class_ms'), 1)} | {ms(f[k].get('to_class_p90_ms'), 1)}"
+                         f" | {ms(f[k].get('to_class_worst_ms'), 1)} |")
+    h = f.get("helper") or {}
+    lines += [f"| helper: exec -> event seen | {ms(h.get('seen_ms'), 2)} | | |",
+              f"| helper: exec -> process moved | {ms(h.get('moved_ms'), 1)} | "
+              f"{ms(h.get('moved_p90_ms'), 1)} | |"]
+    sw = f.get("switch_ms") or {}
+    lines += [f"| switch, default alone: apply -> reply | {ms(sw.get('default_alone'), 1)} | | |",
+              f"| switch, 3 classes + volume: apply -> reply | {ms(sw.get('classes'), 1)} | | |"]
+    for name, v in (f.get("nft") or {}).items():
+        listing = f" (then its listing {ms(v['listing_ms'], 2)})" if v.get("listing_ms") else ""
+        lines.append(f"| nft, {name.replace('_', ' ')} | {ms(v.get('load_ms'), 2)}{listing} | | |")
+    firsts = "; ".join(f"{k}: {f[k].get('first_in_class')} of {f[k].get('first_sockets')}"
+                       for k in ("bash", "python") if k in f)
+    return ("\n".join(lines) + f"\n\nFirst sockets in their class (counted by nft): {firsts} "
+            f"({origin(doc)}).\n")
+
+
 def generic(f: dict[str, Any]) -> str:
     def flat(prefix: str, v: Any) -> list[str]:
         if isinstance(v, dict):
@@ -155,7 +200,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_switchover": switchover, "bench_false_alarms": false_alarms, "bench_flaps": flaps,
     "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
-    "bench_drift": drift, "bench_fuzz": fuzz,
+    "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
 }
 
 
@@ -211,7 +256,7 @@ def engine_cost_table() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme-table": readme_table, "bench_switchover": switchover_table,
-    "bench_engine_cost": engine_cost_table,
+    "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
 }
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 import app.lab.register  # noqa: F401  (the lab's targets: app/core/targets.py)
-from app.cli import app_cmd, engine_cmd, gateway_cmd, lab_cmd, profile_cmd
+from app.cli import app_cmd, class_cmd, engine_cmd, gateway_cmd, lab_cmd, profile_cmd
 from app.cli.helptext import polish
 from app.core import logs
 from app.core.errors import BraidError
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"braid {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (profile_cmd, engine_cmd, lab_cmd, gateway_cmd, app_cmd):
+    for module in (profile_cmd, engine_cmd, class_cmd, lab_cmd, gateway_cmd, app_cmd):
         module.register(sub)
     polish(parser)
     return parser

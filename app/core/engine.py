@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core import lan
+from app.core.classes import send_saved_rules
 from app.core.connection import Connection, Transition
 from app.core.decide import DecideConfig
 from app.core.errors import BraidError
@@ -174,12 +175,14 @@ class Engine:
                                   shared_exit=self.profile.shared_exit,
                                   persistent=self.cfg.persistent or settings.always_on)
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
+        self._steering.bulk_after_mb = settings.bulk_after_mb
         self._transition(self.conn.start(loop.time()))
         tasks: list[asyncio.Task[None]] = []
         try:
             try:
                 await self._helper.hello()
                 await self._send(self.steering.next_plan())  # tunnels up, classes closed
+                await send_saved_rules(self._helper)  # the class groups exist now
             except BraidError as exc:
                 self._fail(ErrorInfo.of(exc))  # said to every view before we go
                 raise
@@ -348,6 +351,8 @@ class Engine:
                     await self._helper.hello()
                     self.steering.forget_held()
                     await self._send(self.steering.next_plan())
+                    # A restarted helper lost the user's rules with its state.
+                    await send_saved_rules(self._helper)
                 except BraidError as exc:
                     self._fail(ErrorInfo(f"braid-helper went away: {exc.what}",
                                          "traffic stays blocked until it is back; start it "

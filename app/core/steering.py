@@ -84,6 +84,9 @@ class Steering:
         # The kill switch's destinations outside the tunnels (LAN, exclusions); None: no
         # kill switch at all (engine.py sets it from the profile and lan.py).
         self.guard_allow: tuple[str, ...] | None = None
+        # A default flow past this many MB becomes bulk (the helper counts it): the
+        # profile's settings.bulk_after_mb, set by engine.py; None: never.
+        self.bulk_after_mb: float | None = None
         self.settled: set[str] = set()  # classes whose first decision the kernel holds
 
     # -- measurements -> decisions --------------------------------------------------
@@ -210,7 +213,8 @@ class Steering:
                           for c, t in targets.items())
         state = build_state([p.spec for p in paths], targets, usable, flush=flush,
                             flush_closed=left_closed, persistent=self.persistent,
-                            shared_exit=self.shared_exit, guard=self.guard())
+                            shared_exit=self.shared_exit, guard=self.guard(),
+                            bulk_after_mb=self.bulk_after_mb)
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,

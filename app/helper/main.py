@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.helper import cgroups
+from app.helper.classes import Classes
 from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
@@ -27,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
             "tables, rules, packet marking) over a unix socket and reconciles the kernel "
             "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
-            "priorities 5200-5299, marks under 0x0f000000 and the nft tables inet braid and "
-            "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298). "
-            "Runs as root."
+            "priorities 5200-5299, marks under 0x0f000000, the nft tables inet braid and "
+            "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298) "
+            "and the cgroup v2 class groups under its Braid root (braid/<class>). Runs as "
+            "root, in a mount namespace of its own (docs/classes.md)."
         ),
     )
     p.add_argument(
@@ -91,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def run(args: argparse.Namespace) -> int:
-    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds)
+async def run(args: argparse.Namespace, view: cgroups.View) -> int:
+    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds,
+                            classes=Classes(view))
     if args.cleanup:
         found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
@@ -146,8 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = "--" + name.replace("_", "-")
             print(f"braid-helper: error: {flag} is too small", file=sys.stderr)
             return 2
+    # Before any thread exists: the mount namespace is the whole process's.
+    view = cgroups.open_view()
+    if view.why is not None:
+        log.warning("traffic classes by app are off: %s", view.why)
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, view))
     except HelperError as exc:
         print(f"braid-helper: error: {exc.what}\n  what to do: {exc.fix}", file=sys.stderr)
         return 2
