@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from app.lab import topology
+from benchmarks.record import Run
 from tests.helper.conftest import Helper, all_handshaken, lab_name, lab_state
 from tests.util import wait_until
 
@@ -97,6 +98,7 @@ def main() -> None:
         wait_until(lambda: all_handshaken(client.status(), names), 15)
         print(f"repair after a deletion, ms (median, max of {args.runs}; from the command's "
               "return to the object's return)")
+        repairs: dict[str, dict[str, float | int]] = {}
         for fault in FAULTS:
             done = subprocess.run(
                 ["ip", "netns", "exec", helper.ns, sys.executable, "-c", _PROBE, fault, hk,
@@ -107,6 +109,10 @@ def main() -> None:
             lost = len(times) - len(ok)
             print(f"  {fault:30s} median {statistics.median(ok):7.1f}  max {max(ok):7.1f}"
                   + (f"  ({lost} not repaired within 10 s)" if lost else ""))
+            repairs[fault] = {"median_ms": statistics.median(ok), "max_ms": max(ok),
+                              "not_repaired": lost}
+        with Run("bench_drift", vars(args)) as run:
+            run.figures.update(repairs)
         if args.log:
             for line in helper.log.read_text().splitlines():
                 if "drift" in line or "repair" in line or "events" in line:

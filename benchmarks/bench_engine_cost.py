@@ -1,31 +1,60 @@
-"""The engine's cost: CPU and memory with three paths probing at the default rates.
+"""The engine's cost: CPU and bits per second of probing, three and eight paths, with
+fast probing on (the shipped defaults) and off (the baseline) in the same run.
 
 As root, with a keyring:
     bash scripts/with-keyring.sh python3 -m benchmarks.bench_engine_cost [--seconds S]
 
-In one process: measures the process's CPU and resident memory idle (the baseline, same
-run), then connects the engine to a fresh clean lab (three paths: the active one
-probed every 50 ms, the standbys every 200 ms, snapshots at 10 Hz, helper status once
-a second) and measures again over S seconds. Prints CPU in % of one core, RSS, the
-probes sent per second, and the engine thread's own CPU time.
+In one process: the process's CPU idle first, then for each of 3 and 8 paths (clean
+delays; the 8-path lab is generated) and each engine, a fresh lab, the engine
+connected, a call-like stream (50 packets/s) on the default class, and S seconds
+measured:
+- **braid**: the busy carried path every 10 ms, the other carried paths and the backup
+  every 50 ms, standbys every 200 ms, the tunnels' counters every 20 ms;
+- **baseline**: the probing before this issue, 50 ms on the carried path, no counters;
+- and the shipped engine with other active intervals (``--also-active-ms``, 20 ms).
+Prints the engine thread's CPU in % of one core (what the aims are about: at most 3 %
+for three paths and 6 % for eight), the process's, probes per second and what they
+cost on the wire, one way, WireGuard included (probe.py: 92 bytes per probe). Then
+where the time goes: the cost of each step of a probe, measured alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
-import threading
+import tempfile
 import time
+import timeit
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
+from app.core.engine import EngineConfig
+from app.core.liveness import LivenessConfig, ProbeTracker
+from app.core.pathstats import PathStats
+from app.core.probe import WIRE_BYTES, ProbeRates, echo_request
+from app.lab import stream
 from benchmarks.enginelab import engine_on_lab, wait_for
+from benchmarks.record import Run
+
+STREAM_PPS = 50
+ENGINES = {
+    "braid": EngineConfig(),
+    "baseline": replace(EngineConfig(), rates=ProbeRates(active_s=0.050, backup_s=0.200),
+                        liveness=LivenessConfig(late_step_s=0.0, passive=False)),
+}
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def scenario_file(n: int, where: Path) -> Path | str:
+    if n == 3:
+        return "clean"
+    body = [f'description = "{n} quiet paths"']
+    for i in range(n):
+        body += ["[[path]]", f'name = "p{i + 1}"', f"delay_ms = {15 + 5 * i}"]
+    path = where / f"paths{n}.toml"
+    path.write_text("\n".join(body) + "\n")
+    return path
 
 
 def cpu_s() -> float:
@@ -35,16 +64,13 @@ def cpu_s() -> float:
 
 def thread_cpu_s(name_prefix: str) -> float:
     """CPU seconds of this process's threads whose name starts with ``name_prefix``."""
-    import os
-
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
-                comm = f.read().strip()
-            if not comm.startswith(name_prefix[:15]):
-                continue
+                if not f.read().strip().startswith(name_prefix[:15]):
+                    continue
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
@@ -53,36 +79,88 @@ def thread_cpu_s(name_prefix: str) -> float:
     return total
 
 
-def measure(seconds: float) -> tuple[float, float]:
-    c0, t0 = cpu_s(), time.monotonic()
-    time.sleep(seconds)
-    return (cpu_s() - c0) / (time.monotonic() - t0) * 100, rss_mb()
+def measure(scenario: Path | str, cfg: EngineConfig, seconds: float) -> dict[str, float]:
+    with engine_on_lab(scenario, config=cfg) as s:
+        wait_for(lambda: s.watch.last is not None and s.watch.last.state.value == "connected",
+                 60, "connected")
+        assert s.watch.last is not None
+        # Traffic on one class, so that its path is probed at the active rate (a path
+        # whose classes send nothing is probed at the backup rate: probing.py).
+        with ThreadPoolExecutor(1) as pool:
+            talk = pool.submit(stream.stream, s.lab.name, pps=STREAM_PPS,
+                               duration=seconds + 4, size=200)
+            time.sleep(2.0)
+            sent0 = s.watch.last.counters.probes_sent
+            c0, th0, t0 = cpu_s(), thread_cpu_s("braid-engine"), time.monotonic()
+            time.sleep(seconds)
+            dt = time.monotonic() - t0
+            talk.result()
+        probes = (s.watch.last.counters.probes_sent - sent0) / dt
+        return {
+            "engine_cpu_pct": (thread_cpu_s("braid-engine") - th0) / dt * 100,
+            "process_cpu_pct": (cpu_s() - c0) / dt * 100,
+            "probes_per_s": probes,
+            "wire_kbit_s": probes * WIRE_BYTES * 8 / 1000,
+            "paths": len(s.watch.last.paths),
+        }
+
+
+def steps_us() -> dict[str, float]:
+    """Where a probe's time goes, each step alone (microseconds)."""
+    t = ProbeTracker(PathStats())
+    seq = [0]
+
+    def cycle() -> None:
+        seq[0] = (seq[0] + 1) & 0xFFFF
+        now = seq[0] * 0.01
+        t.sent(seq[0], now)
+        t.reply(seq[0], now + 0.03)
+        t.check(now + 0.03)
+        t.next_deadline(now + 0.03)
+
+    n = 20000
+    return {
+        "tracker_sent_reply_check_us": timeit.timeit(cycle, number=n) / n * 1e6,
+        "build_echo_us": timeit.timeit(lambda: echo_request(1, 2, b"abcd"), number=n) / n * 1e6,
+        "metrics_us": timeit.timeit(t.stats.metrics, number=2000) / 2000 * 1e6,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--paths", default="3,8")
+    ap.add_argument("--also-active-ms", default="20",
+                    help="also measure the shipped engine with these active intervals")
     args = ap.parse_args()
-    idle_cpu, idle_rss = measure(min(10.0, args.seconds))
-    with engine_on_lab("clean") as s:
-        wait_for(lambda: s.watch.last is not None and s.watch.last.state.value == "connected",
-                 30, "connected")
-        assert s.watch.last is not None
-        sent0 = s.watch.last.counters.probes_sent
-        th0 = thread_cpu_s("braid-engine")
-        t0 = time.monotonic()
-        cpu, rss = measure(args.seconds)
-        dt = time.monotonic() - t0
-        probes = (s.watch.last.counters.probes_sent - sent0) / dt
-        engine_cpu = (thread_cpu_s("braid-engine") - th0) / dt * 100
-        threads = threading.active_count()
-    print(f"engine cost over {args.seconds:g} s, 3 paths at default rates "
-          f"(active 50 ms, standby 200 ms)")
-    print(f"  process CPU: {cpu:.2f} % of a core (idle baseline {idle_cpu:.2f} %, "
-          f"engine adds {cpu - idle_cpu:.2f} points)")
-    print(f"  engine thread CPU: {engine_cpu:.2f} % of a core")
-    print(f"  RSS: {rss:.1f} MB (idle baseline {idle_rss:.1f} MB, +{rss - idle_rss:.1f} MB)")
-    print(f"  probes sent: {probes:.1f} per second; threads: {threads}")
+    with Run("bench_engine_cost", vars(args)) as run, tempfile.TemporaryDirectory() as tmp:
+        c0, t0 = cpu_s(), time.monotonic()
+        time.sleep(min(10.0, args.seconds))
+        run.figures["idle_cpu_pct"] = (cpu_s() - c0) / (time.monotonic() - t0) * 100
+        print(f"engine cost over {args.seconds:g} s per engine; idle process "
+              f"{run.figures['idle_cpu_pct']:.2f} % of a core")
+        print(f"{'paths':>5} {'engine':14} {'engine CPU':>11} {'process':>9} {'probes/s':>9} "
+              f"{'wire kbit/s':>12}")
+        engines = dict(ENGINES)
+        for active_ms in [float(x) for x in args.also_active_ms.split(",") if x]:
+            engines[f"braid@{active_ms:g}ms"] = replace(
+                EngineConfig(), rates=ProbeRates(active_s=active_ms / 1000))
+        for n in [int(x) for x in args.paths.split(",")]:
+            scen = scenario_file(n, Path(tmp))
+            out = {name: measure(scen, cfg, args.seconds) for name, cfg in engines.items()}
+            for name, m in out.items():
+                print(f"{n:>5} {name:14} {m['engine_cpu_pct']:>9.2f} % "
+                      f"{m['process_cpu_pct']:>7.2f} % {m['probes_per_s']:>9.1f} "
+                      f"{m['wire_kbit_s']:>12.1f}")
+            b, o = out["braid"], out["baseline"]
+            aim = 3.0 if n <= 3 else 6.0
+            print(f"      braid: {b['probes_per_s'] / o['probes_per_s']:.1f}x the probes for "
+                  f"{b['engine_cpu_pct'] / o['engine_cpu_pct']:.2f}x the CPU; "
+                  f"{b['engine_cpu_pct']:.2f} % vs the {aim:g} % aim")
+            run.figures[f"paths_{n}"] = out
+        run.figures["steps"] = steps_us()
+        print("where a probe's time goes (us): " + ", ".join(
+            f"{k[:-3]} {v:.1f}" for k, v in run.figures["steps"].items()))
 
 
 if __name__ == "__main__":

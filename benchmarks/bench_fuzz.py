@@ -18,6 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, seed, settings
 
 from app.lab import topology
+from benchmarks.record import Run
 from tests.helper.conftest import Helper, lab_name
 from tests.helper.fuzzing import check_parse, mutated
 from tests.helper.test_helper_fuzz import fuzz_protocol
@@ -73,6 +74,9 @@ def main() -> None:
     print(f"protocol: {tried} requests in {t2 - t1:.1f} s against a real helper: no "
           "internal error, no reply missing, refusals changed nothing, nothing outside "
           "Braid's confinement changed")
+    with Run("bench_fuzz", vars(args)) as run:
+        run.figures.update({"parse_inputs": counts["tried"], "parse_refused": counts["refused"],
+                            "parse_accepted": counts["accepted"], "protocol_requests": tried})
 
 
 if __name__ == "__main__":

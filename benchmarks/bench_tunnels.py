@@ -30,6 +30,7 @@ from pathlib import Path
 
 from app.core.helper_client import SyncHelperClient
 from app.lab import topology
+from benchmarks.record import Run
 from tests.helper.conftest import REPO, all_handshaken, lab_state, ns_run, wireguard_go_in
 
 
@@ -143,6 +144,12 @@ def main() -> int:
         f"3 tunnels at once vs 1 alone: "
         f"{statistics.median(handshaken) / statistics.median(single):.2f}x"
     )
+    with Run("bench_tunnels", vars(args)) as run:
+        for key, values in (("reply_ms", reply), ("handshaken_ms", handshaken),
+                            ("gone_ms", gone), ("single_handshaken_ms", single),
+                            ("switch_ms", switch), ("switch_flush_ms", switch_flush),
+                            ("switch_rules_ms", switch_rules)):
+            run.figures[key] = statistics.median(values) * 1000
     return 0
 
 

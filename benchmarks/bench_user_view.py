@@ -23,6 +23,7 @@ from app.core.model import EventKind
 from app.lab import stream
 from app.lab.stream import StreamResult
 from benchmarks.enginelab import engine_on_lab, fmt, wait_for
+from benchmarks.record import Run
 
 
 def row(name: str, r: StreamResult) -> str:
@@ -58,6 +59,14 @@ def main() -> None:
               + (f"{rb.rtt.p50 / rs.rtt.p50:>11.2f}" if rb.rtt and rs.rtt else f"{'-':>11}")
               + (f" {rb.loss_pct / rs.loss_pct:>9.2f}" if rs.loss_pct else ""))
     print("seed      280 ms -> 182 ms (round trip), 8 % -> under 0.5 % loss")
+    with Run("bench_user_view", vars(args)) as run:
+        for name, r in (("baseline", rs), ("braid", rb)):
+            run.figures[name] = {
+                "delay_mean_ms": r.delay_up.mean if r.delay_up else None,
+                "delay_p95_ms": r.delay_up.p95 if r.delay_up else None,
+                "rtt_p50_ms": r.rtt.p50 if r.rtt else None,
+                "loss_pct": r.loss_pct, "stutter_pct": r.stutter_pct}
+        run.figures["switches"] = len(switches)
     print(f"engine switches during the run: {len(switches)} "
           + ", ".join(f"{e.from_path}->{e.to_path}" for e in switches))
 

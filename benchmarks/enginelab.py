@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.engine import EngineConfig
+from app.core.model import EngineSnapshot
 from app.core.service import EngineService
 from app.core.targets import ConnectTarget
 from app.lab import topology
@@ -45,16 +47,25 @@ class Session:
 
 @contextmanager
 def engine_on_lab(scenario: str | Path, *, baseline: str | None = None,
-                  config: EngineConfig | None = None) -> Iterator[Session]:
-    """Build a lab, connect the engine (default settings unless ``config``), clean up."""
+                  config: EngineConfig | None = None,
+                  watch: Callable[[EngineSnapshot], None] | None = None,
+                  **build: Any) -> Iterator[Session]:
+    """Build a lab (``build``: more of topology.build's options), connect the engine
+    (default settings unless ``config``), clean up. ``watch`` also gets every snapshot."""
     name = lab_name()
-    lab = topology.build(name, scenario, baseline=baseline)
-    watch = Watch()
-    service = EngineService(watch, config=config)
+    lab = topology.build(name, scenario, baseline=baseline, **build)
+    rec = Watch()
+
+    def both(snap: EngineSnapshot) -> None:
+        rec(snap)
+        if watch is not None:
+            watch(snap)
+
+    service = EngineService(both, config=config)
     try:
         service.connect(ConnectTarget.for_lab(name))
-        wait_for(lambda: watch.carrier() is not None, 30, "the engine to choose a path")
-        yield Session(lab, service, watch)
+        wait_for(lambda: rec.carrier() is not None, 30, "the engine to choose a path")
+        yield Session(lab, service, rec)
     finally:
         service.shutdown()
         topology.destroy(name)

@@ -81,7 +81,8 @@ def shoot(out: Path, scenario: str, history_s: float) -> None:
         settle(history_s * 0.15)
         save_widget(braid.graph, out / "paths.png")
 
-        window = MainWindow(c, braid.show_paths, lambda: None)
+        window = MainWindow(c, braid.show_paths, lambda: None, on_log=braid.show_log,
+                            on_autostart=lambda _on: None)
         window.resize(420, 220)
         window.show()
         wait_for("the main window", window.isVisible, 5)

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source scripts/venv.sh
 
 if [[ "${1:-}" != "--inside-keyring" ]]; then
   # Braid keeps WireGuard keys in a Secret Service; a headless root shell has none,
@@ -42,8 +43,7 @@ wait "$base_pid"
 
 echo "== live paths (Ctrl-C to stop)"
 if [[ -n "${DISPLAY:-}" ]]; then
-  # The tray app runs its own engine: hand the lab over to it.
-  braid down --lab "$LAB"
+  # The tray app attaches to the engine `braid up` runs (one engine, many views).
   braid app --lab "$LAB" --paths
 elif ((SECONDS_TO_RUN > 0)); then
   timeout "$SECONDS_TO_RUN" braid status --lab "$LAB" --watch || true

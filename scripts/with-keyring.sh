@@ -11,7 +11,11 @@
 # gone when CMD ends (keys imported meanwhile go with it). To keep it, set
 # BRAID_KEYRING_DIR to a directory and BRAID_KEYRING_PASSWORD to its password (the
 # keyring is created with that password the first time).
+#
+# Where scripts/setup.sh made the checkout's venv, CMD runs with it first on PATH, so
+# `bash scripts/with-keyring.sh python3 -m benchmarks.NAME` is the venv's python.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 
 if (($# == 0)); then
   echo "usage: $0 CMD [ARG...]" >&2

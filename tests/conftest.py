@@ -6,7 +6,8 @@ dir and whose password is random. Braid finds it the ordinary way (keyring picks
 Secret Service backend because it answers on $DBUS_SESSION_BUS_ADDRESS), so tests
 exercise exactly the code path a desktop user gets. It also points BRAID_CONFIG_DIR and
 the XDG dirs at temp dirs, so no test reads or writes the real user's profiles, and
-sets QT_QPA_PLATFORM=offscreen.
+sets QT_QPA_PLATFORM=offscreen. XDG_STATE_HOME too: Braid's log file
+(app/core/logs.py) goes to the session's temp dir, never to ~/.local/state.
 
 Subprocesses (``braid ...``) inherit all of this through the environment. The bus
 listens on a filesystem socket (not an abstract one), so it is reachable from inside
@@ -143,15 +144,16 @@ def _start_keyring(root: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
 def keyring_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringSession]:
     """The session's private keyring, config and XDG dirs (see the module docstring)."""
     root = tmp_path_factory.mktemp("braid-session")
-    for sub in ("data", "run", "config", "xdg-config", "xdg-data"):
+    for sub in ("data", "run", "config", "xdg-config", "xdg-data", "xdg-state"):
         (root / sub).mkdir(mode=0o700)
     saved = {k: os.environ.get(k) for k in (
         "DBUS_SESSION_BUS_ADDRESS", "BRAID_CONFIG_DIR", "PYTHON_KEYRING_BACKEND",
-        "XDG_CONFIG_HOME", "XDG_DATA_HOME")}
+        "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")}
     # A backend chosen in the developer's environment or keyringrc.cfg must not leak in.
     os.environ.pop("PYTHON_KEYRING_BACKEND", None)
     os.environ["XDG_CONFIG_HOME"] = str(root / "xdg-config")
     os.environ["XDG_DATA_HOME"] = str(root / "xdg-data")
+    os.environ["XDG_STATE_HOME"] = str(root / "xdg-state")
     os.environ["BRAID_CONFIG_DIR"] = str(root / "config")
     address, procs = _start_keyring(root)
     try:

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -115,3 +117,21 @@ def unique_name(prefix: str = "t", length: int = 4) -> str:
     """A name no other test (or engineer) running now will pick: prefix + [a-z0-9]."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return prefix + "".join(random.SystemRandom().choice(alphabet) for _ in range(length))
+
+
+@contextlib.contextmanager
+def root_logging_restored() -> Iterator[None]:
+    """Undo what a logging set-up (app.core.logs.setup) does to the root logger: the
+    handlers it added are removed and closed, the levels put back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    pyroute2 = logging.getLogger("pyroute2").level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        logging.getLogger("pyroute2").setLevel(pyroute2)

@@ -103,7 +103,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def resolve_target(args: argparse.Namespace) -> ConnectTarget:
     if args.lab is not None:
-        return ConnectTarget.for_lab(args.lab)
+        target = ConnectTarget.for_lab(args.lab)
+        if not ProfileStore().exists(target.profile):
+            raise BraidError(f"lab {args.lab!r} is not up (it has no profile "
+                             f"{target.profile})",
+                             f"build it first: braid lab up --name {args.lab}; then "
+                             f"braid up --lab {args.lab}")
+        return target
     store = ProfileStore()
     if args.profile is not None:
         return ConnectTarget(args.profile, store.load(args.profile).lab)
@@ -188,7 +194,8 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _child_argv(args: argparse.Namespace, target: ConnectTarget) -> list[str]:
-    argv = [sys.executable, "-m", "app.cli.main", "up", "--detached"]
+    argv = [sys.executable, "-m", "app.cli.main",
+             *(["-v"] if getattr(args, "verbose", False) else []), "up", "--detached"]
     argv += ["--lab", target.lab] if target.lab else ["--profile", target.profile]
     for flag, value in (("--hold-down", args.hold_down), ("--dwell", args.dwell),
                         ("--margin", args.margin)):

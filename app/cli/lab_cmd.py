@@ -304,9 +304,30 @@ def _stats(label: str, s: dict[str, float] | None) -> str:
             f"p99 {s['p99']:7.2f}  max {s['max']:7.2f} ms")
 
 
+def require_braid_up(lab: str, baseline: bool) -> None:
+    """A stream or transfer through a lab with nothing connected would only report 100 %
+    loss or wait for its timeout: say what is wrong instead."""
+    if baseline:
+        return
+    from app.core.helper_client import SyncHelperClient
+    from app.lab import topology
+
+    info = topology.load(lab)
+    try:
+        with SyncHelperClient(info.helper_socket) as helper:
+            tunnels = helper.status().tunnels
+    except BraidError:
+        tunnels = ()
+    if not tunnels:
+        raise BraidError(f"Braid is not up on lab {lab!r}: nothing would carry the traffic",
+                         f"connect first: braid up --lab {lab} (or measure the plain tunnel "
+                         "with --baseline, on a lab built with --baseline PATH)")
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     from app.lab.stream import stream
 
+    require_braid_up(args.name, args.baseline)
     result = stream(args.name, pps=args.pps, duration=args.duration, size=args.size,
                     cls=args.cls, baseline=args.baseline, sticky=args.sticky,
                     ipv6=args.ipv6).to_json()
@@ -346,6 +367,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def cmd_transfer(args: argparse.Namespace) -> int:
     from app.lab.transfer import transfer
 
+    require_braid_up(args.name, args.baseline)
     result = transfer(args.name, size_mb=args.size, flows=args.flows, reverse=args.reverse,
                       timeout=args.timeout, baseline=args.baseline)
     if args.json:

@@ -21,11 +21,11 @@ import platformdirs
 import tomli_w
 
 from app.core.errors import BraidError
+from app.wire.classes import APP_CLASSES, MAX_APP_RULES
 from app.wire.files import write_atomically
 
 RULES_VERSION = 1
-APP_CLASSES = ("realtime", "bulk", "default", "bypass")
-MAX_RULES = 256
+MAX_RULES = MAX_APP_RULES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ States:
     down (a bounded wait, see liveness.py). When the current path scores 0 (its loss
     is over 5 %, or it is in a loss episode: scoring.py) the dwell is ``unusable_dwell_s``
     (0.5 s) instead: it is already unusable, so a usable challenger need not prove
-    itself for long (the hold-down still applies).
+    itself for long (the hold-down still applies); when it is degrading (the early
+    warning, detect.py) it is ``degrading_dwell_s`` (1 s).
 - ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
   Leaves by itself as soon as a path is UP again ("restored").
 
@@ -45,6 +46,7 @@ class DecideConfig:
     margin: float = 0.10  # score points (0..1) a challenger must lead by
     dwell_s: float = 5.0  # ... continuously, for this long
     unusable_dwell_s: float = 0.5  # the dwell when the current path scores 0 (lossy)
+    degrading_dwell_s: float = 1.0  # the dwell when the current path is degrading
     hold_down_s: float = 15.0  # quiet time after a switch, and up-time before a path is eligible
     warmup_s: float = 2.0  # longest wait for first measurements after connecting
     min_samples: int = 10  # probe outcomes per path that end the warm-up early
@@ -52,7 +54,8 @@ class DecideConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.margin <= 1:
             raise ValueError(f"margin must be within 0..1, got {self.margin}")
-        if min(self.dwell_s, self.unusable_dwell_s, self.hold_down_s, self.warmup_s) < 0:
+        if min(self.dwell_s, self.unusable_dwell_s, self.degrading_dwell_s, self.hold_down_s,
+               self.warmup_s) < 0:
             raise ValueError("dwell, hold-down and warm-up must be >= 0")
 
 
@@ -67,6 +70,7 @@ class Candidate:
     up_since: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     samples: int = 0  # probe outcomes in the path's loss window
+    degrading: bool = False  # the early warning (detect.py): RTT or loss rising
 
     @property
     def usable(self) -> bool:
@@ -174,7 +178,8 @@ class ClassDecider:
         assert self.challenger_since is not None
         held = now - self.challenger_since
         quiet = self.last_switch is None or now - self.last_switch >= self.cfg.hold_down_s
-        dwell = self.cfg.unusable_dwell_s if cur.score <= 0 else self.cfg.dwell_s
+        dwell = self.cfg.unusable_dwell_s if cur.score <= 0 else (
+            self.cfg.degrading_dwell_s if cur.degrading else self.cfg.dwell_s)
         if held < dwell or not quiet:
             return None
         return self._move(

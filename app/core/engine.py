@@ -4,17 +4,19 @@ One ``Engine`` runs one connection on one asyncio loop (service.py gives it a th
 its own). The parts, each with one job:
 
 - paths.py: the profile's gateways as paths (resolved, with their measurements);
-- probe.py + liveness.py + pathstats.py: probes, health, RTT, loss per path;
+- probing.py + probe.py + liveness.py + pathstats.py + detect.py: probes, the tunnels'
+  counters, health, RTT, loss and the early warning per path;
 - steering.py: scores, one decider per class, the desired state and whose flows move;
 - connection.py: the state the user sees (connecting ... error), a state machine;
 - events.py: what happened, with kinds and sequence numbers;
 - this module: the loops that tie them together and the helper supervision.
 
-Event driven: each probe reply or missed deadline re-scores the paths and steps every
-class's decider; when the plan differs from what the helper holds, the new desired
-state is sent, and only then. A tick (10 Hz) lets dwell and hold-down timers expire and
-publishes a snapshot; a second helper connection polls tunnel status once a second so
-a slow status call never delays a switch.
+Event driven: each health change of a path (probing.py: a path suspected, declared down
+or back) re-scores the paths and steps every class's decider at once; a tick (10 Hz)
+does the same for the slow changes (scores, dwell and hold-down timers) and publishes a
+snapshot. When the plan differs from what the helper holds, the new desired state is
+sent, and only then. A second helper connection polls tunnel status once a second so a
+slow status call never delays a switch.
 
 Faults, and what the engine does (issue: fail closed, always):
 - the helper refuses or fails an apply: ERROR (the helper rolled back; what it held
@@ -43,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from app.core import lan
+from app.core.classes import send_saved_rules
 from app.core.connection import Connection, Transition
 from app.core.decide import DecideConfig
 from app.core.errors import BraidError
 from app.core.events import EventLog
 from app.core.helper_client import HelperClient, HelperGone, HelperStatus
-from app.core.liveness import Health, HealthChange, LivenessConfig
+from app.core.liveness import PASSIVE, Health, HealthChange, LivenessConfig
 from app.core.model import (
     CLASSES,
     ConnState,
@@ -63,7 +66,7 @@ from app.core.paths import PathRuntime, make_paths, path_specs, stall_suspected,
 from app.core.probe import ProbeRates
 from app.core.probing import ProbeSet
 from app.core.profiles.model import GatewaySecrets, Profile
-from app.core.scoring import LOSS_LIMIT, RECENT_LOST_LIMIT
+from app.core.scoring import LOSS_LIMIT, in_episode
 from app.core.steering import Plan, Steering
 from app.core.steering import metrics as _metrics
 
@@ -172,12 +175,14 @@ class Engine:
                                   shared_exit=self.profile.shared_exit,
                                   persistent=self.cfg.persistent or settings.always_on)
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
+        self._steering.bulk_after_mb = settings.bulk_after_mb
         self._transition(self.conn.start(loop.time()))
         tasks: list[asyncio.Task[None]] = []
         try:
             try:
                 await self._helper.hello()
                 await self._send(self.steering.next_plan())  # tunnels up, classes closed
+                await send_saved_rules(self._helper)  # the class groups exist now
             except BraidError as exc:
                 self._fail(ErrorInfo.of(exc))  # said to every view before we go
                 raise
@@ -219,9 +224,14 @@ class Engine:
     # -- measurements -> decisions ------------------------------------------------
 
     def _on_probe(self, path: PathRuntime, change: HealthChange | None) -> None:
+        """Every reply and every health change of a path. Only a change re-steers at
+        once (a failover must not wait for the tick); otherwise the 10 Hz tick does,
+        except while the classes warm up (the first decision comes with its reply)."""
         if change is not None:
             self._on_health(path, change)
-        self._evaluate()
+            self._evaluate()
+        elif self._steering is not None and self._steering.warming:
+            self._evaluate()
 
     def _on_probe_error(self, path: PathRuntime, error: str | None) -> None:
         path.probe_error = error
@@ -232,12 +242,19 @@ class Engine:
             self._poke_status()
 
     def _on_health(self, path: PathRuntime, change: HealthChange) -> None:
+        if change.new is Health.SUSPECT:
+            self._publish()  # a suspicion can be short: let every view see it
+            return
         m = _metrics(path)
         if change.new is Health.DOWN:
             path.last_detection_s = change.detection_s
+            m["silence_limit_ms"] = round(path.tracker.late_limit_s() * 1000, 3)
+            silent = "" if change.detection_s is None else \
+                f"silent for {change.detection_s * 1000:.0f} ms, "
             self.events.add(EventKind.PATH_DOWN,
-                            f"{path.name}: no answer to {path.tracker.consecutive_missed} probes "
-                            "in a row", from_path=path.name, metrics=m,
+                            f"{path.name}: {silent}no reply to "
+                            f"{path.tracker.consecutive_missed} probes in a row and nothing "
+                            "received", from_path=path.name, metrics=m,
                             detection_ms=None if change.detection_s is None
                             else change.detection_s * 1000)
         elif change.new is Health.UP and change.old is Health.DOWN:
@@ -253,9 +270,18 @@ class Engine:
         for d in self.steering.step(now):
             if d.kind == "failover":
                 self._transition(self.conn.failover_started(now))
-        self._probes.set_rates(self.steering.carried(), self.steering.warming)
+        self._probes.set_rates(self.steering.carried(), self.steering.warming,
+                               self._backup())
         if self.steering.dirty():
             self._dirty.set()
+
+    def _backup(self) -> str | None:
+        """The best healthy path that carries nothing: probed faster (probing.py), as
+        the likely failover target and the witness that tells a dead path from a stall."""
+        carried = self.steering.carried()
+        scores = self.steering.scores()
+        spare = [p for p in self.paths if p.name not in carried and p.tracker.health is Health.UP]
+        return max(spare, key=lambda p: scores[p.name]).name if spare else None
 
     # -- plan -> helper -----------------------------------------------------------
 
@@ -325,6 +351,8 @@ class Engine:
                     await self._helper.hello()
                     self.steering.forget_held()
                     await self._send(self.steering.next_plan())
+                    # A restarted helper lost the user's rules with its state.
+                    await send_saved_rules(self._helper)
                 except BraidError as exc:
                     self._fail(ErrorInfo(f"braid-helper went away: {exc.what}",
                                          "traffic stays blocked until it is back; start it "
@@ -488,6 +516,7 @@ class Engine:
                 rx_bps=p.rx_bps, tx_bps=p.tx_bps,
                 classes=tuple(c for c, t in targets.items() if t == p.name),
                 note=_note(p, scores[p.name][0], now, hold),
+                degrading=p.degrading_reason if p.degrading else None,
             ))
         state = self.conn.state
         blocked = state is ConnState.ERROR or any(t is None for t in targets.values())
@@ -516,11 +545,18 @@ def _note(p: PathRuntime, score: float, now: float, hold_s: float) -> str | None
         return "down"
     if h is Health.UNKNOWN:
         return "connecting"
+    if h is Health.SUSPECT and p.tracker.suspect_reason == PASSIVE:
+        return "suspect: its tunnel stopped receiving"
+    if p.saturated:
+        return (f"saturated: a {p.queue_ms or 0:.0f} ms queue of Braid's own traffic "
+                "(a worse score, not an outage)")
     if p.stats.loss > LOSS_LIMIT:
         return f"loss {p.stats.loss * 100:.1f} % > {LOSS_LIMIT * 100:.0f} %: scores 0"
-    if p.tracker.recent_lost >= RECENT_LOST_LIMIT:
+    if in_episode(p.score_input()):
         return (f"loss episode ({p.tracker.recent_lost} of the last "
-                f"{p.tracker.cfg.recent_window} probes lost): scores 0")
+                f"{p.tracker.recent_size} probes lost): scores 0")
+    if p.degrading:
+        return f"degrading: {p.degrading_reason}"
     up = p.tracker.up_since
     if up is not None and now - up < hold_s and p.last_detection_s is not None:
         return f"back up: may carry traffic in {hold_s - (now - up):.0f} s (hold-down)"

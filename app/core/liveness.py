@@ -1,54 +1,69 @@
-"""Is a path alive? Outstanding probes, their deadlines, and the path's health state.
+"""Is a path alive? Outstanding probes, the silence after them, and the path's health.
 
 Pure logic driven by the prober with explicit times (seconds, monotonic), so the
 detection rules are unit tested without a network.
 
-A probe sent at ``t`` is **missed** when no reply has come by ``t + srtt + margin``,
-where ``margin = max(min_margin, 4 * rttvar)`` (RFC 6298's RTO shape) — before the
-first reply the deadline is ``initial_timeout``. It is **lost** (for the loss window)
-when no reply has come by its hard timeout, ``max(hard_timeout_floor, 3 * srtt)``; a
-reply between the two counts as an answer but does not undo the miss. Probes lost
-while the path is declared DOWN do not count as loss: an outage is the DOWN state (and
-the hold-down after it), not a loss rate that would keep a recovered path scored 0
-until its window forgets the outage.
+**Late is not lost.** A reply that comes late still proves the path alive, and so does
+any packet the tunnel receives (its rx counter, read every 20 ms by the prober: a
+flow's downstream, TCP's ACKs of an upload). A path is declared down only on evidence
+of *silence*: nothing at all has arrived from it for longer than its own recent delays
+make likely.
+
+Per probe sent at ``s`` (``ref = max(srtt, last RTT)``: a path whose delay just rose is
+expected at its new delay):
+- it is **missed** when no reply has come by ``s + srtt + max(20 ms, 4 * rttvar)``
+  (RFC 6298's RTO shape; 1 s before the first RTT): the path becomes SUSPECT and the
+  probe counts in the recent-loss window (taken back if its reply comes after all);
+- it is **lost** (the long loss window) when no reply has come by its hard timeout,
+  ``max(1 s, 3 * srtt)``.
+
+**Silence.** ``quiet_since`` is the later of the first unanswered probe's expected
+arrival (``s + ref``) and the last time anything arrived (a reply, or the tunnel's rx
+counter rising). The path is declared DOWN when
+- it has been quiet for ``late_limit = late_step + max(20 ms, late)`` — ``late_step``
+  (50 ms) is the delay step, in either direction, that the engine rides out as a worse
+  score rather than an outage, ``late`` the most a reply of this path came after its
+  smoothed RTT in the last 10 s (pathstats.py: its own recent delay distribution);
+- and ``K`` probes in a row are missed, ``K = max(4, ceil(log(1e-4) / log(loss)))``, at
+  most 8, where ``loss`` is the long window's or, when higher, the recent window's as
+  of the last reply (an episode that has just begun raises K within a second), so that
+  random loss alone declares a slowly probed path down less often than once in 10^6
+  probes: 14 hours at 20 probes a second (cn-us's us, 8 % round-trip loss: K = 6; with
+  1e-4, K = 4 declared it down about once in 10 minutes at the backup rate). On a
+  carried path, probed every 10 ms, the silence comes last: 8 probes fit in 80 ms.
+
+**Detection bound.** A path that stops forwarding at time ``f`` at a point whose delay
+back to the client is ``d`` delivers its last reply by ``f + d``; the next probe was
+sent one interval ``I`` after the one answered, so it is expected by ``f + d + I``, and
+the path is declared down by ``f + d + I + late_limit``: on a carried path (I = 10 ms)
+on a quiet machine ``d + 80 ms``. The round trip does not enter.
+
+**Passive suspicion.** A path whose rx counter rose at each of the last 5 polls (it
+carries a stream, probe replies included) and then at none of 2 polls is SUSPECT at
+once, before its probes say so; rx rising again clears that suspicion. The counters
+never declare a path down by themselves: only the silence above does, and rx arriving
+vetoes it.
 
 Health:
 - ``UNKNOWN`` until the first reply; then ``UP``. A path that has never answered is not
   declared down before ``connect_timeout_s`` (8 s) after its first probe: its tunnel's
-  first handshake takes a round trip before any probe can, so a 280 ms path answers its
-  first probe only after about a second, and when that handshake is lost (8 % of the
-  time on a path with 8 % loss) WireGuard retries only after REKEY_TIMEOUT (5 s, plus
-  up to 1/3 s of jitter), then needs two more round trips of a slow path with full
-  queues. Probes sent before the first reply are neither loss nor RTT samples (they
-  waited for the handshake).
-- ``SUSPECT`` at once on a missed probe (the prober speeds up: see probe.py).
-- ``DOWN`` after ``K`` consecutive missed probes with no reply in between, where
-  ``K = max(3, ceil(log(1e-4) / log(loss)))``, at most 8: three on a clean path, more on
-  a lossy one so that random loss alone declares a path down less often than once in
-  10 000 probes (8 % loss: K = 4).
-- back ``UP`` from ``DOWN`` after ``recover_after`` consecutive answered probes.
+  first handshake takes a round trip before any probe can, and a lost handshake is
+  retried only after REKEY_TIMEOUT (5 s, plus up to 1/3 s). Probes sent before the first
+  reply are neither loss nor RTT samples (they waited for the handshake).
+- ``SUSPECT`` on a missed probe or passive suspicion; ``UP`` again on a reply.
+- ``DOWN`` on silence (above); back ``UP`` after ``recover_after`` answered probes.
 
-Recent loss (a loss episode on the path, seen in a second or two rather than in the
-long window's ten): the fate of the last ``recent_window`` probes (40: 2 s on the active
-path), where a probe counts as lost as soon as it is missed and is taken back if its
-reply comes late after all. ``recent_lost`` is how many of them are lost now; scoring.py
-turns 4 or more into score 0 (see there for why 4).
+Recent loss (a loss episode, seen in a second rather than in the long window's ten): the
+fate of the probes of the last 2 s (at least the last 40), where a probe counts as lost
+as soon as it is missed and is taken back if its reply comes late; ``recent_lost`` of
+``recent_size``. Probes lost while DOWN are not loss: an outage is the DOWN state.
 
-Local stalls: when every path goes silent at once, a stall on this machine (CPU
-starved, a userspace tunnel or relay not scheduled) is likelier than several paths
-failing together. So a path that reaches K misses while ``stall_suspected`` (set by the
-engine: no other live path has answered since this one last did) stays SUSPECT: it is
-declared DOWN at its next miss once another path has answered (there is then somewhere
-to fail over to), or ``stall_max_s`` (2 s) after its K-th miss if none does (the whole
-link is gone, and waiting longer would only delay failing closed).
-
-Detection bound: a path that stops forwarding at time ``f`` is declared down by
-``f + d + (K - 1 + 1) * I + margin`` at the latest, where ``d`` is the one-way delay from
-the failure point back to the client and ``I`` the probe interval in force (the active
-rate: 50 ms by default): the first probe whose reply the failure swallows was sent at
-most one interval before its reply would have crossed the failure point, the K-th is
-``K - 1`` intervals later, and it is declared missed one ``srtt + margin`` after it was
-sent.
+Local stalls: when every path goes silent at once, a stall on this machine is likelier
+than several paths failing together. A path whose silence is due while
+``stall_suspected`` (the engine: no other live path has answered since this one last
+was heard) stays SUSPECT, for at most ``stall_max_s`` (2 s). The backup path, probed
+every 50 ms, answers within the silence a carried path needs, so a real failure is not
+held.
 """
 
 from __future__ import annotations
@@ -58,6 +73,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.core.pathstats import PathStats
 
@@ -72,18 +88,28 @@ class Health(enum.Enum):
 @dataclass(frozen=True)
 class LivenessConfig:
     min_margin_s: float = 0.020  # floor of the "late" margin over srtt: scheduling noise
+    late_step_s: float = 0.050  # a delay step up to this is late, not lost
+    late_cap_s: float = 1.0  # the recent-lateness allowance never exceeds this
     initial_timeout_s: float = 1.0  # deadline of a probe before the path has any RTT
     hard_timeout_floor_s: float = 1.0  # a reply later than this counts as lost
-    base_down_after: int = 3  # K on a clean path
+    base_down_after: int = 4  # K on a clean path
     max_down_after: int = 8
-    false_alarm_rate: float = 1e-4  # target chance of K random losses in a row
+    false_alarm_rate: float = 1e-6  # target chance of K random losses in a row
     recover_after: int = 3  # answered probes in a row to come back from DOWN
     # A path that never answered stays UNKNOWN this long after its first probe: one
     # WireGuard handshake retry (REKEY_TIMEOUT 5 s + 1/3 s jitter), then a handshake
     # and a probe round trip on a slow, queued path.
     connect_timeout_s: float = 8.0
-    stall_max_s: float = 2.0  # longest deferral of DOWN while every path misses at once
-    recent_window: int = 40  # probes in the recent-loss window (2 s at the active rate)
+    stall_max_s: float = 2.0  # longest deferral of DOWN while every path is silent
+    recent_s: float = 2.0  # the recent-loss window: the probes of the last 2 s ...
+    recent_min: int = 40  # ... but at least the last 40
+    passive: bool = True  # the tunnel's rx counter vetoes silence and raises suspicion
+    rx_steady_polls: int = 5  # polls in a row with rx rising: the path carries a stream
+    rx_quiet_polls: int = 2  # ... then polls without: suspect
+
+    def __post_init__(self) -> None:
+        if min(self.min_margin_s, self.late_step_s, self.late_cap_s) < 0:
+            raise ValueError("liveness margins must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -91,7 +117,16 @@ class HealthChange:
     old: Health
     new: Health
     t: float
-    detection_s: float | None = None  # DOWN: from the last reply to the declaration
+    detection_s: float | None = None  # DOWN: how long the path had been silent
+    why: str | None = None
+
+
+class ProbeObserver(Protocol):
+    """Fed every probe outcome as it is known (the change detector, detect.py)."""
+
+    def rtt(self, t: float, rtt_ms: float) -> None: ...
+    def fate(self, t: float, lost: bool) -> None: ...
+    def taken_back(self, t: float) -> None: ...  # a probe counted lost was answered late
 
 
 @dataclass
@@ -108,12 +143,13 @@ class _Outstanding:
 
 def down_after(loss: float, cfg: LivenessConfig) -> int:
     """How many consecutive misses declare a path down, given its recent loss rate."""
-    if loss <= 0.0:
-        return cfg.base_down_after
-    if loss >= 1.0:
+    if loss <= 0.0 or loss >= 1.0:
         return cfg.base_down_after
     k = math.ceil(math.log(cfg.false_alarm_rate) / math.log(loss))
     return max(cfg.base_down_after, min(cfg.max_down_after, k))
+
+
+PASSIVE = "passive"
 
 
 class ProbeTracker:
@@ -123,19 +159,29 @@ class ProbeTracker:
         self.stats = stats
         self.cfg = cfg or LivenessConfig()
         self.health = Health.UNKNOWN
-        self._out: dict[int, _Outstanding] = {}
+        self._out: dict[int, _Outstanding] = {}  # in send order
         self.consecutive_missed = 0
         self.consecutive_ok = 0
         self.last_reply: float | None = None
+        self.last_rx: float | None = None  # rx counter evidence: something arrived after
+        self._answered_sent: float | None = None  # send time of the newest answered probe
+        # the oldest probe sent after the newest answered one, forgotten at its hard
+        # timeout while still owed: the silence goes on from it
+        self._owed_lost: float | None = None
         self.up_since: float | None = None
         self.changed_at: float | None = None
         self._loss_when_answering = 0.0
         self.first_sent: float | None = None
-        # True while every other path misses too (a local stall, likely): engine.py
+        self.suspect_reason: str | None = None
+        # True while every other path is silent too (a local stall, likely): engine.py
         self.stall_suspected: Callable[[], bool] = lambda: False
+        self.observer: ProbeObserver | None = None
         self._deferred_since: float | None = None
-        # (seq, lost) of the probes whose fate is known, newest last
-        self._recent: deque[tuple[int, bool]] = deque(maxlen=self.cfg.recent_window)
+        self._rx_run = 0
+        self._rx_quiet = 0
+        # (seq, sent, lost) of the probes whose fate is known, newest last
+        self._recent: deque[tuple[int, float, bool]] = deque()
+        self._recent_lost = 0
 
     # -- inputs -------------------------------------------------------------------
 
@@ -147,33 +193,42 @@ class ProbeTracker:
             deadline = now + self.cfg.initial_timeout_s
             hard = now + max(self.cfg.hard_timeout_floor_s, self.cfg.initial_timeout_s)
         else:
-            deadline = now + (srtt + max(self.cfg.min_margin_s * 1000,
-                                         4 * (self.stats.rttvar_ms or 0.0))) / 1000
+            deadline = now + (srtt / 1000 + self.margin_s())
             hard = now + max(self.cfg.hard_timeout_floor_s, 3 * srtt / 1000)
         self._out[seq] = _Outstanding(sent=now, deadline=deadline, hard=hard,
                                       while_down=self.health is Health.DOWN,
                                       connecting=self.health is Health.UNKNOWN)
 
     def reply(self, seq: int, now: float) -> tuple[float | None, HealthChange | None]:
-        """A reply to ``seq`` arrived: its RTT in ms (None if unknown, too late, or
-        sent before the path first answered), and the health change it made."""
+        """A reply to ``seq`` arrived at ``now``: its RTT in ms (None if unknown, too
+        late, or sent before the path first answered), and the health change it made.
+        A reply to a probe already forgotten still proves the path delivers."""
         probe = self._out.pop(seq, None)
         if probe is None:
-            return None, None
+            return None, self.heard(now)
         rtt_ms = None  # a connecting probe's time includes the wait for the handshake
-        if not (probe.connecting or probe.while_down):
-            self._recent_fate(seq, lost=False, late=probe.missed)
+        counted = not (probe.connecting or probe.while_down)
+        if counted:
+            self._recent_fate(seq, probe.sent, lost=False, late=probe.missed)
         if not probe.connecting:
-            rtt_ms = (now - probe.sent) * 1000
-            self.stats.add_reply(rtt_ms)
+            rtt_ms = max(0.0, now - probe.sent) * 1000
+            self.stats.add_reply(rtt_ms, now)
+            if self.observer is not None and counted:
+                self.observer.rtt(now, rtt_ms)
         if self.health is Health.UNKNOWN:
             # The other probes queued behind the first handshake: their replies, if
             # they come, would only repeat this news, and their misses are not the path's.
             self._out = {s: p for s, p in self._out.items() if not p.connecting}
-        self.last_reply = now
+        self.last_reply = now if self.last_reply is None else max(self.last_reply, now)
+        if self._answered_sent is None or probe.sent > self._answered_sent:
+            self._answered_sent = probe.sent
+        if self._owed_lost is not None and probe.sent > self._owed_lost:
+            self._owed_lost = None
         self._deferred_since = None
-        # K is set by the loss seen while the path answered, not by the outage itself.
-        self._loss_when_answering = self.stats.loss
+        # K is set by the loss seen while the path answered, not by the outage itself:
+        # the long window's, or the recent window's when an episode has just begun.
+        recent = self._recent_lost / len(self._recent) if self._recent else 0.0
+        self._loss_when_answering = max(self.stats.loss, recent)
         self.consecutive_missed = 0
         self.consecutive_ok += 1
         change = None
@@ -186,73 +241,180 @@ class ProbeTracker:
             change = self._set(Health.UP, now)
         return rtt_ms, change
 
+    def heard(self, t: float) -> HealthChange | None:
+        """Something arrived through the path by ``t`` (passive evidence: its tunnel's
+        rx counter rose). Clears a passive suspicion; never ends DOWN (only probes do)."""
+        if self.last_rx is None or t > self.last_rx:
+            self.last_rx = t
+        self._deferred_since = None
+        if self.health is Health.SUSPECT and self.suspect_reason == PASSIVE:
+            return self._set(Health.UP, t)
+        return None
+
+    def rx_reset(self) -> None:
+        """Forget the steady run: the path's probes just slowed, so a counter that rose at
+        every read only because they were fast will now pause, and that is no silence."""
+        self._rx_run = 0
+
+    def rx_poll(self, now: float, since: float, rose: bool) -> HealthChange | None:
+        """The tunnel's rx counter was read at ``now`` (last read at ``since``)."""
+        if not self.cfg.passive:
+            return None
+        if rose:
+            if self._rx_quiet >= self.cfg.rx_quiet_polls:
+                self._rx_run = 0
+            self._rx_run += 1
+            self._rx_quiet = 0
+            return self.heard(since)  # it arrived after the last read, not before
+        self._rx_quiet += 1
+        if self._rx_run >= self.cfg.rx_steady_polls and \
+                self._rx_quiet == self.cfg.rx_quiet_polls and self.health is Health.UP:
+            return self._set(Health.SUSPECT, now, why=PASSIVE)
+        return None
+
     def check(self, now: float) -> HealthChange | None:
-        """Apply every deadline and hard timeout that has passed by ``now``."""
-        change: HealthChange | None = None
-        for seq in sorted(self._out):
-            probe = self._out[seq]
-            if probe.missed or min(probe.deadline, probe.hard) > now:
+        """Apply every deadline, hard timeout and silence that has passed by ``now``."""
+        missed = False
+        for seq, probe in self._out.items():
+            if probe.missed or probe.deadline > now:
                 continue
             probe.missed = True
             if not (probe.connecting or probe.while_down):
-                self._recent_fate(seq, lost=True, late=False)
+                self._recent_fate(seq, probe.sent, lost=True, late=False)
             self.consecutive_missed += 1
             self.consecutive_ok = 0
-            change = self._on_miss(now) or change
-        for seq in [s for s, p in self._out.items() if p.hard <= now]:
-            probe = self._out[seq]
+            missed = True
+        change = self._verdict(now)  # before the hard timeouts: an outage is not loss
+        gone = [s for s, p in self._out.items() if p.hard <= now]
+        for seq in gone:
+            probe = self._out.pop(seq)
             if self.health is not Health.DOWN and not (probe.while_down or probe.connecting):
-                self.stats.add_loss()
-            del self._out[seq]
+                self.stats.add_loss(now)
+                if (self._answered_sent is None or probe.sent > self._answered_sent) and (
+                        self._owed_lost is None or probe.sent < self._owed_lost):
+                    self._owed_lost = probe.sent
+        if change is None and missed and self.health is Health.UP:
+            change = self._set(Health.SUSPECT, now, why="probe late")
         return change
 
-    def _recent_fate(self, seq: int, *, lost: bool, late: bool) -> None:
+    def _recent_fate(self, seq: int, sent: float, *, lost: bool, late: bool) -> None:
         if late:  # a missed probe answered after all: not lost
-            for i, (s, _) in enumerate(self._recent):
-                if s == seq:
-                    self._recent[i] = (seq, False)
+            for i, (s, t, was_lost) in enumerate(self._recent):
+                if s == seq and was_lost:
+                    self._recent[i] = (seq, t, False)
+                    self._recent_lost -= 1
+                    if self.observer is not None:
+                        self.observer.taken_back(sent)
                     return
             return
-        self._recent.append((seq, lost))
+        self._recent.append((seq, sent, lost))
+        self._recent_lost += lost
+        if self.observer is not None:
+            self.observer.fate(sent, lost)
+        while len(self._recent) > self.cfg.recent_min and \
+                self._recent[0][1] < sent - self.cfg.recent_s:
+            self._recent_lost -= self._recent.popleft()[2]
 
-    def _on_miss(self, now: float) -> HealthChange | None:
+    def _verdict(self, now: float) -> HealthChange | None:
+        """DOWN when the silence rules say so (module docstring)."""
         if self.health is Health.DOWN:
             return None
-        if self.health is Health.UNKNOWN and (
-                self.first_sent is None
-                or now - self.first_sent < self.cfg.connect_timeout_s):
-            return None  # still connecting: no verdict before the connect timeout
-        if self.consecutive_missed >= down_after(self._loss_when_answering, self.cfg):
-            if self.stall_suspected():
-                if self._deferred_since is None:
-                    self._deferred_since = now
-                if now - self._deferred_since < self.cfg.stall_max_s:
-                    return self._set(Health.SUSPECT, now) if self.health is Health.UP else None
-            self._deferred_since = None
-            detection = None if self.last_reply is None else now - self.last_reply
-            self.up_since = None
-            return self._set(Health.DOWN, now, detection)
-        if self.health is Health.UP:
-            return self._set(Health.SUSPECT, now)
-        return None
+        k = down_after(self._loss_when_answering, self.cfg)
+        if self.consecutive_missed < k:
+            return None
+        if self.health is Health.UNKNOWN:
+            if self.first_sent is None or now - self.first_sent < self.cfg.connect_timeout_s:
+                return None  # still connecting: no verdict before the connect timeout
+            return self._set(Health.DOWN, now)
+        quiet = self.quiet_since()
+        if quiet is None or now - quiet < self.late_limit_s():
+            return None
+        if self.stall_suspected():
+            if self._deferred_since is None:
+                self._deferred_since = now
+            if now - self._deferred_since < self.cfg.stall_max_s:
+                if self.health is Health.UP:
+                    return self._set(Health.SUSPECT, now, why="every path is silent")
+                return None
+        self._deferred_since = None
+        self.up_since = None
+        return self._set(Health.DOWN, now, detection=now - self.last_heard_or(quiet))
 
-    def _set(self, new: Health, now: float, detection: float | None = None) -> HealthChange:
-        change = HealthChange(old=self.health, new=new, t=now, detection_s=detection)
+    def _set(self, new: Health, now: float, detection: float | None = None,
+             why: str | None = None) -> HealthChange:
+        change = HealthChange(old=self.health, new=new, t=now, detection_s=detection, why=why)
         self.health = new
         self.changed_at = now
+        self.suspect_reason = why if new is Health.SUSPECT else None
         return change
 
     # -- outputs ------------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
-        """The earliest time at which ``check`` would change something."""
-        times = [p.hard if p.missed else p.deadline for p in self._out.values()]
+    def margin_s(self) -> float:
+        return max(self.cfg.min_margin_s, 4 * (self.stats.rttvar_ms or 0.0) / 1000)
+
+    def late_limit_s(self) -> float:
+        """How long a path may be silent past its expected reply before it is down."""
+        late = min(self.cfg.late_cap_s, self.stats.late_ms() / 1000)
+        return self.cfg.late_step_s + max(self.cfg.min_margin_s, late)
+
+    @property
+    def last_heard(self) -> float | None:
+        """The last time anything arrived from the path: a reply or rx evidence."""
+        times = [t for t in (self.last_reply, self.last_rx) if t is not None]
+        return max(times) if times else None
+
+    def last_heard_or(self, default: float) -> float:
+        heard = self.last_heard
+        return default if heard is None else heard
+
+    def quiet_since(self) -> float | None:
+        """Since when the path owes an answer and nothing has arrived (None: it owes
+        none: every probe sent since the last answered one is still within its RTT)."""
+        first = next((p for p in self._out.values()
+                      if not (p.connecting or p.while_down)
+                      and (self._answered_sent is None or p.sent > self._answered_sent)),
+                     None)
+        sent = [t for t in (first.sent if first else None, self._owed_lost) if t is not None]
+        if not sent:
+            return None
+        ref_ms = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0)
+        due = min(sent) + ref_ms / 1000
+        heard = self.last_heard
+        return due if heard is None else max(due, heard)
+
+    def next_deadline(self, now: float | None = None) -> float | None:
+        """The earliest time after ``now`` at which ``check`` could change something (a
+        silence already past without a verdict is judged again at the next miss).
+        Deadlines grow with the send order, so the first probe not yet missed and the
+        first missed one (its hard timeout) are enough: O(1) on a steady path."""
+        times = []
+        need_miss = need_hard = True
+        for p in self._out.values():
+            if p.missed and need_hard:
+                times.append(p.hard)
+                need_hard = False
+            elif not p.missed and need_miss:
+                times.append(p.deadline)
+                need_miss = False
+            if not (need_miss or need_hard):
+                break
+        if self.health in (Health.UP, Health.SUSPECT):
+            quiet = self.quiet_since()
+            if quiet is not None and (now is None or quiet + self.late_limit_s() > now):
+                times.append(quiet + self.late_limit_s())
+            if self._deferred_since is not None:
+                times.append(self._deferred_since + self.cfg.stall_max_s)
         return min(times) if times else None
 
     @property
     def recent_lost(self) -> int:
-        """Probes lost (missed and not answered since) among the last ``recent_window``."""
-        return sum(1 for _, lost in self._recent if lost)
+        """Probes lost (missed and not answered since) in the recent window."""
+        return self._recent_lost
+
+    @property
+    def recent_size(self) -> int:
+        return len(self._recent)
 
     @property
     def outstanding(self) -> int:

@@ -90,6 +90,9 @@ class PathSnapshot:
     # Why the score is what it is when that is not obvious: "hold-down 9 s",
     # "loss 6.1 % > 5 %", "loss episode (5 of the last 40 probes lost)", "probe error: ..."
     note: str | None = None
+    # The early warning (detect.py), while the path's RTT or loss is rising: why, e.g.
+    # "RTT 182 ms, +31 ms over its 151 ms baseline". None when it is not degrading.
+    degrading: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,13 @@ Layout (ranges from docs/internals.md), for gateway number ``i`` of the profile:
   conntrack when traffic moves, so those flows are re-classified onto the new best.
 - the *closed* mark ``0x0E000000`` has only an unreachable rule (priority 5299): a
   class with no usable path carries it — fail closed, nothing reaches the main table.
+- ``0x0D000000`` is the bypass class's, the helper's own (its group's traffic, routed to
+  main by the helper): so at most 12 paths.
 
 ``marking.classes`` gives each steered class the mark of its path (or the closed
-mark); nft stamps it on each new flow and keeps it in conntrack (stickiness).
+mark); nft stamps it on each new flow and keeps it in conntrack (stickiness). Which
+class a flow is of (its app's group, the conferencing selectors, its volume past
+``bulk_after_mb``) the helper decides in its nft table (docs/classes.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from app.wire.state import (
     BYPASS_MARK,
     MARK_MASK,
     MARK_SHIFT,
+    MAX_BULK_AFTER_BYTES,
     MAX_DNS_DOMAINS,
     MAX_DNS_SERVERS,
     MAX_GUARD_ALLOW,
@@ -57,7 +62,8 @@ MARK_RULE_BASE = 5250
 CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
 CLOSED_RULE_PRIORITY = 5299
 ICMP = 1
-MAX_PATHS = 13  # marks 1..13; 14 is the closed mark
+MAX_PATHS = 12  # marks 1..12; 13 is the bypass class's, 14 the closed mark
+MB = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,8 @@ def build_state(
     persistent: bool = False,
     shared_exit: bool = False,
     guard: GuardState | None = None,
+    *,
+    bulk_after_mb: float | None = None,
     dns: DnsState | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
@@ -260,6 +268,8 @@ def build_state(
     source address. ``guard``: the kill switch (docs/helper-protocol.md, "Guard").
     ``dns``: the system's DNS while connected (:func:`dns_state`); the guard then lets
     no DNS server out beside the tunnels (:func:`outside_dns`).
+    ``bulk_after_mb``: a flow of class default that has moved this many megabytes
+    (10^6 bytes, both ways) becomes bulk, when bulk is one of ``targets`` (None: never).
     """
     check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
@@ -316,8 +326,10 @@ def build_state(
     flush_marks = sorted(by_name[n].mark for n in flush)
     if flush_closed:
         flush_marks.append(CLOSED_MARK)
+    bulk_after = None if bulk_after_mb is None else min(round(bulk_after_mb * MB),
+                                                        MAX_BULK_AFTER_BYTES)
     marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
-                                      tuple(flush_marks))
+                                      tuple(flush_marks), bulk_after_bytes=bulk_after)
     if not any(p.full for p in paths):
         # Only split gateways: what is not theirs goes outside the tunnels on purpose,
         # so nothing is classified and there is no kill switch to hold it back.

@@ -14,30 +14,36 @@ with each term normalised to 0..1, 1 = best:
   the RTT). Its weight is 0 by default: shown, and usable by setting a weight.
 
 A path that is down, or whose loss exceeds 5 %, gets score 0 (the seed's rule: "a path
-whose loss exceeds 5 % gets weight 0"). So does a path in a **loss episode**: 4 or more
-of its last 40 probes lost (``recent_lost``, liveness.py; 2 s on the active path). The
-long window (200 probes, 10 s on the active path) needs about 3 s of cn-us's episode on
-tyo (15 % each way, 28 % round trip) to cross 5 % (11 losses, each known only at its
-1 s hard timeout); 4 of 40 are missed after about 0.9 s of it. Why 4: on a path with the 0.6 %
-round-trip loss of a good regional route, 4 losses within 40 probes happen by chance
-about once in 90 minutes of active probing, 3 would happen once or twice in 10 minutes;
-a path with 8 % loss is already at score 0 by the long window. A probe counts as lost
+whose loss exceeds 5 % gets weight 0"). So does a path in a **loss episode**: at least
+4, and at least 10 %, of the probes of its recent window lost (``recent_lost`` of
+``recent_size``, liveness.py: the last 2 s, at least 40 probes). On a standby (200 ms
+probes) that is 4 of the last 40, as before; on a carried path (10 ms probes: 200 in
+2 s) 20 of 200, which the 0.6 % round-trip loss of a good regional route never reaches
+by chance, while cn-us's episode on tyo (28 % round trip) reaches it in well under a
+second (the long window, 10 s, needs about 3 s to cross 5 %). A probe counts as lost
 from its miss deadline (about one RTT), so a delay spike can look like loss for a
-moment; the decider's dwell on a path that scores 0 (0.5 s) outlasts that. The same
-formula without these rules is kept as ``raw``, so that when every live path is over
-5 % the least bad one can still be ranked.
+moment; the decider's dwell on a path that scores 0 (0.5 s) outlasts that.
+
+A **saturated** path (paths.py: full of Braid's own traffic, at least 2 Mbit/s of it
+while its RTT is 10 ms and 30 % over its base) loses probes to its own queue: that loss stays in
+the loss term but does not zero the score, so the classes that mind the queue move away
+by the margin and the dwell, and nobody's flows are flushed for it. The same formula
+without the zero rules is kept as ``raw``, so that when every live path is over 5 % the
+least bad one can still be ranked.
 Default weights: latency 0.4, loss 0.3, cost 0.3, jitter 0 (the profile's ``Weights``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.core.profiles.model import Weights
 
 LOSS_LIMIT = 0.05
-RECENT_LOST_LIMIT = 4  # of the last 40 probes: a loss episode
+RECENT_LOST_LIMIT = 4  # lost probes in the recent window: a loss episode ...
+RECENT_LOST_SHARE = 0.10  # ... and at least this share of it
 JITTER_REF_MS = 20.0
 
 
@@ -50,6 +56,17 @@ class ScoreInput:
     jitter_ms: float | None
     cost: float
     recent_lost: int = 0  # probes lost among the recent window (liveness.py)
+    recent_size: int = 40
+    saturated: bool = False  # full of Braid's own traffic (paths.py)
+
+
+def episode_limit(recent_size: int) -> int:
+    """Lost probes in a recent window of ``recent_size`` that make a loss episode."""
+    return max(RECENT_LOST_LIMIT, math.ceil(RECENT_LOST_SHARE * recent_size))
+
+
+def in_episode(p: ScoreInput) -> bool:
+    return p.recent_lost >= episode_limit(p.recent_size)
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,7 @@ def score_paths(paths: Sequence[ScoreInput], weights: Weights) -> dict[str, Scor
         jit = 1.0 / (1.0 + (p.jitter_ms or 0.0) / JITTER_REF_MS)
         raw = (weights.latency * lat + weights.loss * los + weights.cost * cst
                + weights.jitter * jit) / total
-        episode = p.recent_lost >= RECENT_LOST_LIMIT
-        score = 0.0 if p.loss > LOSS_LIMIT or episode else raw
+        lossy = p.loss > LOSS_LIMIT or in_episode(p)
+        score = 0.0 if lossy and not p.saturated else raw
         out[p.name] = Score(p.name, score, raw, lat, los, cst, jit)
     return out

@@ -29,7 +29,7 @@ from app.core.model import CLASSES
 from app.core.paths import PathRuntime
 from app.core.plan import build_state, dns_state, outside_dns, without_flush
 from app.core.profiles.model import Weights
-from app.core.scoring import ScoreInput, score_paths
+from app.core.scoring import score_paths
 from app.wire.state import DesiredState, DnsState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
@@ -84,16 +84,15 @@ class Steering:
         # The kill switch's destinations outside the tunnels (LAN, exclusions); None: no
         # kill switch at all (engine.py sets it from the profile and lan.py).
         self.guard_allow: tuple[str, ...] | None = None
+        # A default flow past this many MB becomes bulk (the helper counts it): the
+        # profile's settings.bulk_after_mb, set by engine.py; None: never.
+        self.bulk_after_mb: float | None = None
         self.settled: set[str] = set()  # classes whose first decision the kernel holds
 
     # -- measurements -> decisions --------------------------------------------------
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        inputs = []
-        for p in self.paths:
-            m = p.stats.metrics()
-            inputs.append(ScoreInput(p.name, p.usable, m.rtt_smoothed_ms, m.loss,
-                                     m.jitter_ms, p.cost, p.tracker.recent_lost))
+        inputs = [p.score_input() for p in self.paths]
         return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
 
     def candidates(self) -> list[Candidate]:
@@ -103,7 +102,7 @@ class Steering:
         return [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
                       p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
-                      samples=p.stats.samples)
+                      samples=p.stats.samples, degrading=p.degrading)
             for p in self.paths if p.spec.full
         ]
 
@@ -227,7 +226,7 @@ class Steering:
         state = build_state([p.spec for p in paths], targets, usable, flush=flush,
                             flush_closed=left_closed, persistent=self.persistent,
                             shared_exit=self.shared_exit, guard=self.guard(),
-                            dns=self.dns())
+                            dns=self.dns(), bulk_after_mb=self.bulk_after_mb)
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,

@@ -2,9 +2,11 @@
 
 - **nft**: table ``inet braid_guard``, filter chains on output and forward with policy
   drop; only loopback, this state's tunnels (by exact name), the tunnels' own UDP to
-  their peers' endpoints (bypass mark), the allowed destinations, DHCP and ICMPv6
-  neighbour/router discovery get out. Gone after ``nft flush ruleset``.
-- **routing**: rules at 5290 (allowed destinations and DHCP to main) and 5298 (all but
+  their peers' endpoints (bypass mark), the allowed destinations, the bypass class's
+  packets (while its group exists), DHCP and ICMPv6 neighbour/router discovery get out.
+  Gone after ``nft flush ruleset``.
+- **routing**: rules at 5290 (allowed destinations and DHCP to main), 5291 (the bypass
+  class, to main: app/helper/classes.py, while the class groups exist) and 5298 (all but
   the bypass mark to table 52099), where 52099 holds ``default dev <via>`` (IPv4) and an
   ``unreachable default`` (both families). Survives any nft change; an unreachable rule
   at 5298 would not do: a TCP connect() routes its first packet before nft marks it,
@@ -29,6 +31,7 @@ from app.helper.netlink import (
     RouteKey,
 )
 from app.wire.state import (
+    BYPASS_CLASS_MARK,
     BYPASS_MARK,
     GUARD_ALLOW_PRIORITY,
     GUARD_BLOCK_PRIORITY,
@@ -99,9 +102,12 @@ def _endpoints(tunnels: Iterable[TunnelState]) -> tuple[list[str], list[str]]:
     return sorted(v4), sorted(v6)
 
 
-def render(guard: GuardState, tunnels: Iterable[TunnelState], dns: bool = False) -> str:
+def render(guard: GuardState, tunnels: Iterable[TunnelState],
+           bypass_class: bool = False, dns: bool = False) -> str:
     """The nft layer. Rules whose set would be empty are left out (nft refuses an
     empty anonymous set); what they would accept is then dropped, as it should be.
+    ``bypass_class``: the class groups exist, so the bypass class's packets (marked by the
+    marking table, which only a group's sockets get) are let out too.
     ``dns`` (the state sets the system's DNS): DNS, DNS over TLS and over QUIC to any
     resolver outside the tunnels is dropped too, the LAN's included: the tunnels'
     servers answer, and a LAN router's resolver is the ISP's (app/helper/dns.py)."""
@@ -122,6 +128,9 @@ def render(guard: GuardState, tunnels: Iterable[TunnelState], dns: bool = False)
         *([f"{bypass} ip6 daddr . udp dport {nft.element_set(ep6)} accept"] if ep6 else []),
         *dns_block,
         *allow,
+        # The bypass class: outside the tunnels on purpose (docs/classes.md).
+        *([f"meta mark & {mask} == {BYPASS_CLASS_MARK:#010x} accept"] if bypass_class
+          else []),
         # The uplink stays alive: its DHCP lease and IPv6 neighbour/router discovery
         # (MLD reports: switches that snoop drop ND to groups nobody joined).
         "meta nfproto ipv4 udp sport 68 udp dport 67 accept",

@@ -11,11 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.helper import cgroups
+from app.helper.classes import Classes
 from app.helper.dns import CHOICES as DNS_CHOICES
 from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
 from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR, IDLE_SECONDS
+from app.wire.version import package_version
 
 log = logging.getLogger("braid.helper")
 
@@ -27,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
             "tables, rules, packet marking, DNS) over a unix socket and reconciles the kernel "
             "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
-            "priorities 5200-5299, marks under 0x0f000000 and the nft tables inet braid and "
-            "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298). "
-            "Runs as root."
+            "priorities 5200-5299, marks under 0x0f000000, the nft tables inet braid and "
+            "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298) "
+            "and the cgroup v2 class groups under its Braid root (braid/<class>). Runs as "
+            "root, in a mount namespace of its own (docs/classes.md)."
         ),
     )
     p.add_argument(
@@ -95,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "included, put the system's DNS back, and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    p.add_argument("--version", action="version", version=f"braid-helper {package_version()}")
     return p
 
 
-async def run(args: argparse.Namespace) -> int:
-    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds, args.dns)
+async def run(args: argparse.Namespace, view: cgroups.View) -> int:
+    reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds,
+                            classes=Classes(view), dns=args.dns)
     if args.cleanup:
         found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
@@ -131,8 +137,11 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # BRAID_VERBOSE=1, as for `braid` (app/core/logs.py): a lab's helper started from a
+    # verbose shell logs debug too.
+    verbose = args.verbose or os.environ.get("BRAID_VERBOSE", "") not in ("", "0")
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s braid-helper %(levelname)s %(message)s",
     )
     # pyroute2 logs whole netlink messages at debug level; a WireGuard one holds a key.
@@ -150,8 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = "--" + name.replace("_", "-")
             print(f"braid-helper: error: {flag} is too small", file=sys.stderr)
             return 2
+    # Before any thread exists: the mount namespace is the whole process's.
+    view = cgroups.open_view()
+    if view.why is not None:
+        log.warning("traffic classes by app are off: %s", view.why)
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, view))
     except HelperError as exc:
         print(f"braid-helper: error: {exc.what}\n  what to do: {exc.fix}", file=sys.stderr)
         return 2

@@ -14,10 +14,18 @@ import functools
 import ipaddress
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from app.helper.errors import KernelError
-from app.wire.state import DEFAULT_CLASS, MARK_MASK, NFT_FAMILY, NFT_TABLE, Marking
+from app.wire.classes import APP_CLASSES, BULK, BYPASS, REALTIME
+from app.wire.state import (
+    BYPASS_CLASS_MARK,
+    DEFAULT_CLASS,
+    MARK_MASK,
+    NFT_FAMILY,
+    NFT_TABLE,
+    Marking,
+)
 
 TABLE = f"{NFT_FAMILY} {NFT_TABLE}"
 
@@ -48,42 +56,144 @@ def allow_rules(allow: Iterable[str], verdict: str) -> list[str]:
     return out
 
 
-def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] = ()) -> str:
+# ---- classes (docs/classes.md) ---------------------------------------------------------
+# Conntrack label bits Braid owns: a flow classified as default because nothing claimed it
+# (the volume rule may make it bulk), and one that became bulk by volume.
+LABEL_FALLTHROUGH = 112
+LABEL_BULK_BY_VOLUME = 113
+LABEL_BITS = (112, 113, 114, 115)  # 114, 115: reserved for Braid
+# Conferencing selectors for flows of apps nobody pinned, to realtime (each range's
+# source is in docs/classes.md): STUN/TURN, Teams, Zoom, Google Meet; DSCP EF and AF4x.
+REALTIME_UDP_PORTS = ("3478-3481", "8801-8810", "19302-19309")
+REALTIME_TCP_PORTS = ("3478-3481", "8801-8802")
+REALTIME_DSCP = ("ef", "af41", "af42", "af43")
+# Named counters: packets classified each way since the table was loaded.
+COUNTER_SELECTOR, COUNTER_VOLUME, COUNTER_DEFAULT = "selector", "volume", "default"
+
+
+def app_counter(cls: str) -> str:
+    return f"app_{cls}"
+
+
+def mark_chain(cls: str) -> str:
+    return f"to_{cls}"
+
+
+_MARK_CHAIN = re.compile(r"^\tchain (to_[a-z][a-z0-9_-]*) \{\n\t\t(.*)\n\t\}$", re.M)
+
+
+def mark_update(loaded: str, wanted: str, table: str = TABLE) -> str | None:
+    """The commands that turn ``loaded`` into ``wanted`` when they differ only in the
+    marks their ``to_<class>`` chains set (a switch: a class takes another path): each
+    changed chain flushed and given its one rule again, in one transaction (~3x cheaper
+    than reloading the whole table, and the flow counters carry on). None when anything
+    else differs: then the table is loaded whole."""
+    def split(text: str) -> tuple[str, dict[str, str]]:
+        return _MARK_CHAIN.sub(r"\tchain \1 {}", text), dict(_MARK_CHAIN.findall(text))
+
+    old_rest, old_marks = split(loaded)
+    new_rest, new_marks = split(wanted)
+    if old_rest != new_rest or old_marks.keys() != new_marks.keys():
+        return None
+    changed = [c for c in sorted(new_marks) if new_marks[c] != old_marks[c]]
+    return "".join(f"flush chain {table} {c}\nadd rule {table} {c} {new_marks[c]}\n"
+                   for c in changed)
+
+
+def update(commands: str, table: str = TABLE) -> None:
+    """Run ``commands`` (from :func:`mark_update`) as one transaction."""
+    ok, _, err = _run(commands)
+    if not ok:
+        raise KernelError(f"nft refused a change of table {table}: {err}")
+
+
+def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] = (),
+           groups: tuple[Mapping[str, str], int] | None = None,
+           addresses: Iterable[str] = ()) -> str:
     """The table in nft's native syntax (nft 1.0.6 cannot express everything in JSON).
     ``tunnels``: this state's tunnel names (the masquerade's interfaces); ``allow``: the
-    guard's allowed destinations, left unmarked so they route to main."""
+    guard's allowed destinations, left unmarked so they route to main; ``groups``: the
+    class groups (class -> path nft resolves, and their level), while they exist;
+    ``addresses``: the tunnels' own addresses (a bypass flow routed with one as its
+    source is masqueraded to the uplink's).
+
+    Each class's mark is set in a chain of its own (``to_<class>``), which the
+    classification jumps to: precedence, strongest first, is the app's group, the
+    conferencing selectors, volume (only for a flow that fell through to default),
+    default."""
     mask = f"{MARK_MASK:#010x}"
     keep = f"{0xFFFFFFFF & ~MARK_MASK:#010x}"
-    out = [
-        f"table {TABLE} {{",
-        "\tchain output {",
+    marks = {c.name: c.mark for c in marking.classes}
+    if groups is not None:
+        marks[BYPASS] = BYPASS_CLASS_MARK
+
+    def to(cls: str) -> str:
+        """Where a flow of ``cls`` goes (a class the state does not steer: default's)."""
+        return f"goto {mark_chain(cls if cls in marks else DEFAULT_CLASS)}"
+
+    volume = BULK in marks and marking.bulk_after_bytes is not None
+    counters: list[str] = []
+    body = [
         # The route hook re-routes a packet whose mark changed here.
-        "\t\ttype route hook output priority mangle; policy accept;",
+        "type route hook output priority mangle; policy accept;",
         # WireGuard's own UDP sockets carry the bypass mark: never classify them.
-        f"\t\tmeta mark & {mask} == {marking.bypass_mark:#010x} return",
+        f"meta mark & {mask} == {marking.bypass_mark:#010x} return",
         # Someone else's mark (another VPN, a container runtime): not ours to change.
-        "\t\tmeta mark != 0x00000000 return",
-        '\t\toifname "lo" return',
+        "meta mark != 0x00000000 return",
+        'oifname "lo" return',
         # Replies of inbound connections must leave the way their requests came.
-        "\t\tct direction reply return",
+        "ct direction reply return",
         # The guard's allowed destinations (the LAN, exclusions) stay unmarked: the
         # guard's rule 5290 sends them to the main table, outside the tunnels.
-        *(f"\t\t{r}" for r in allow_rules(allow, "return")),
-        # Stickiness: a flow keeps the path mark saved when it started.
-        f"\t\tct mark & {mask} != 0x00000000 meta mark set ct mark & {mask} return",
-        # Everything else is classified: new flows, but also flows that predate Braid and
-        # packets conntrack has no entry for (untracked, or invalid such as the FIN of a
-        # flow whose entry a flush removed). Letting those keep their route would send
-        # them out through the main table, unencrypted: they go into a tunnel or meet the
-        # class's unreachable rule instead. `ct mark set` is a no-op where there is no ct.
+        *allow_rules(allow, "return"),
     ]
-    for cls in marking.classes:
-        # Until classifiers arrive, every flow is of class "default" (which state.py
-        # requires: without it nothing would be classified).
-        if cls.name == DEFAULT_CLASS:
-            mark = f"{cls.mark:#010x}"
-            out.append(f"\t\tmeta mark set {mark} ct mark set ct mark & {keep} | {mark}")
-    out.append("\t}")
+    if volume:
+        counters.append(COUNTER_VOLUME)
+        # A default flow that has moved this much (both ways, conntrack's count) is bulk.
+        # With masquerade (separate exits) a running flow cannot change path without
+        # breaking: it is labelled bulk and keeps its path. On a shared exit it moves.
+        body += [
+            # Already bulk by volume: sticky, never counted again.
+            f"ct label {LABEL_BULK_BY_VOLUME} ct mark & {mask} != 0x00000000 "
+            f"meta mark set ct mark & {mask} return",
+            f"ct label {LABEL_FALLTHROUGH} ct bytes > {marking.bulk_after_bytes} "
+            f'counter name "{COUNTER_VOLUME}" ct label set {LABEL_BULK_BY_VOLUME}'
+            + ("" if marking.masquerade else f" {to(BULK)}"),
+        ]
+    # Stickiness: a flow keeps the path mark saved when it started.
+    body.append(f"ct mark & {mask} != 0x00000000 meta mark set ct mark & {mask} return")
+    # Everything else is classified: new flows, but also flows that predate Braid and
+    # packets conntrack has no entry for (untracked, or invalid such as the FIN of a flow
+    # whose entry a flush removed). Letting those keep their route would send them out
+    # through the main table, unencrypted: they go into a tunnel or meet the class's
+    # unreachable rule instead. `ct mark set` is a no-op where there is no ct.
+    if groups is not None:
+        paths, level = groups
+        for cls in APP_CLASSES:
+            counters.append(app_counter(cls))
+            # The group the socket was created in (it keeps it: docs/classes.md).
+            body.append(f'socket cgroupv2 level {level} "{paths[cls]}" '
+                        f'counter name "{app_counter(cls)}" {to(cls)}')
+    if REALTIME in marks:
+        counters.append(COUNTER_SELECTOR)
+        rt = f'counter name "{COUNTER_SELECTOR}" {to(REALTIME)}'
+        body += [
+            f"udp dport {element_set(REALTIME_UDP_PORTS)} {rt}",
+            f"tcp dport {element_set(REALTIME_TCP_PORTS)} {rt}",
+            f"ip dscp {element_set(REALTIME_DSCP)} {rt}",
+            f"ip6 dscp {element_set(REALTIME_DSCP)} {rt}",
+        ]
+    counters.append(COUNTER_DEFAULT)
+    body.append(f'counter name "{COUNTER_DEFAULT}" '
+                + (f"ct label set {LABEL_FALLTHROUGH} " if volume else "") + to(DEFAULT_CLASS))
+    out = [f"table {TABLE} {{"]
+    for name in counters:
+        out += [f"\tcounter {name} {{", "\t}"]
+    for cls, mark in sorted(marks.items()):
+        m = f"{mark:#010x}"
+        out += [f"\tchain {mark_chain(cls)} {{",
+                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}", "\t}"]
+    out += ["\tchain output {", *(f"\t\t{line}" for line in body), "\t}"]
     tunnels = sorted(tunnels)
     if tunnels:
         out += [
@@ -97,13 +207,24 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
             f"\t\tiifname {names(tunnels)} ct state new drop",
             "\t}",
         ]
+    nat = []
     if marking.masquerade and tunnels:
+        # A flow routed into a tunnel after its source was chosen gets the tunnel's.
+        # This state's tunnels by name: "br-*" is also Docker's bridges (br-<id>).
+        nat.append(f"oifname {names(tunnels)} masquerade")
+    if groups is not None:
+        # A bypass flow whose first route lookup went into the guard's tunnel (its
+        # source is that tunnel's address) leaves by the uplink: with the uplink's.
+        bypass = f"meta mark & {mask} == {BYPASS_CLASS_MARK:#010x}"
+        for version, selector in ((4, "ip saddr"), (6, "ip6 saddr")):
+            own = networks(addresses, version)
+            if own:
+                nat.append(f"{bypass} {selector} {element_set(own)} masquerade")
+    if nat:
         out += [
             "\tchain postrouting {",
             "\t\ttype nat hook postrouting priority srcnat; policy accept;",
-            # A flow routed into a tunnel after its source was chosen gets the tunnel's.
-            # This state's tunnels by name: "br-*" is also Docker's bridges (br-<id>).
-            f"\t\toifname {names(tunnels)} masquerade",
+            *(f"\t\t{line}" for line in nat),
             "\t}",
         ]
     out.append("}")
@@ -190,6 +311,15 @@ def listing(table: str = TABLE) -> str | None:
     values blanked: what a load is compared with afterwards to see drift."""
     ok, out, _ = _run(f"list table {table}\n")
     return _COUNTS.sub("packets - bytes -", out) if ok else None
+
+
+def counters(table: str = TABLE) -> dict[str, int]:
+    """Packets each named counter of ``table`` has counted (one listing)."""
+    ok, out, _ = _run(f"list counters table {table}\n")
+    if not ok:
+        return {}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"counter (\S+) \{\s*packets (\d+)", out)}
 
 
 def counter(table: str, name: str) -> int | None:

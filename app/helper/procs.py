@@ -104,3 +104,34 @@ def stop(proc: ProcId, timeout: float = 5.0) -> bool:
                 return True
             time.sleep(0.01)
     return True
+
+
+def real_uid(pid: int) -> int | None:
+    """The real uid of ``pid`` (who started it; a setuid program's is its caller's)."""
+    try:
+        with open(PROC / str(pid) / "status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def exe(pid: int) -> str | None:
+    """The program ``pid`` runs, as the kernel names it (a replaced file's " (deleted)"
+    suffix removed: it is still that program). None: gone, or a kernel thread."""
+    try:
+        path = os.readlink(PROC / str(pid) / "exe")
+    except OSError:
+        return None
+    return path.removesuffix(" (deleted)")
+
+
+def pids() -> list[int]:
+    out = []
+    with os.scandir(PROC) as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                out.append(int(entry.name))
+    return out

@@ -23,6 +23,7 @@ from pyroute2 import AsyncIPRoute
 
 from app.helper import conntrack, guard, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
+from app.helper.classes import Classes
 from app.helper.dns import DnsManager
 from app.helper.errors import HelperError, KernelError
 from app.helper.journal import Journal
@@ -33,6 +34,7 @@ from app.wire.errors import Code
 from app.wire.state import (
     EMPTY_STATE,
     GUARD_ALLOW_PRIORITY,
+    GUARD_BLOCK_PRIORITY,
     GUARD_PRIORITY_MAX,
     GUARD_PRIORITY_MIN,
     GUARD_TABLE,
@@ -41,7 +43,14 @@ from app.wire.state import (
     GuardState,
     parse_guard,
 )
-from app.wire.status import DnsStatus, GuardStatus, HelperStatus, PeerStatus, TunnelStatus
+from app.wire.status import (
+    ClassesStatus,
+    DnsStatus,
+    GuardStatus,
+    HelperStatus,
+    PeerStatus,
+    TunnelStatus,
+)
 
 log = logging.getLogger("braid.helper")
 
@@ -60,14 +69,27 @@ class _Held:
     rules: list[netlink.KernelRule]
 
 
-def _is_guard_rule(rule: netlink.KernelRule) -> bool:
+def _is_own_rule(rule: netlink.KernelRule) -> bool:
+    """One of the helper's own rules (the guard's, the bypass class's): 5290..5298,
+    never counted as the caller's."""
     return GUARD_PRIORITY_MIN <= rule.priority <= GUARD_PRIORITY_MAX
+
+
+def _is_guard_rule(rule: netlink.KernelRule) -> bool:
+    """The guard's (5290, 5298): what a restarted helper adopts. The bypass class's
+    5291 is not: it goes with the classes."""
+    return rule.priority in (GUARD_ALLOW_PRIORITY, GUARD_BLOCK_PRIORITY)
 
 
 class Reconciler:
     def __init__(self, backend: str, state_dir: Path,
-                 verify_interval: float = VERIFY_INTERVAL_S, dns: str = "auto") -> None:
+                 verify_interval: float = VERIFY_INTERVAL_S, *,
+                 classes: Classes | None = None, dns: str = "auto") -> None:
         self.dir = StateDir(state_dir)
+        # Traffic classes by app (the groups live while a marking is held); without a
+        # view of cgroup v2 (main.py makes it) they are off and the marking works alone.
+        self.classes = classes if classes is not None else Classes(None)
+        self._acct = conntrack.Accounting()
         self.journal = Journal(self.dir)
         self.dns = DnsManager(self.dir, dns)  # the system's DNS (app/helper/dns.py)
         self.backend: Backend = choose(backend, self.dir, self._died)
@@ -220,17 +242,25 @@ class Reconciler:
                     index = {t.name: links[t.name].index for t in new.tunnels}
                     have_routes = await netlink.dump_routes(ipr)
                     have_rules = await netlink.braid_rules(ipr)
+                if new.marking is not None:
+                    # The class groups first: the nft table names them. Any made anew
+                    # has a new id, so the table loads again.
+                    made = self.classes.ensure()
+                    if made:
+                        self._loaded.pop(nft.TABLE, None)
+                        changes += made
                 want_routes = netlink.want_routes(new.tables, index)
-                want_rules = netlink.want_rules(new.rules)
+                want_rules = netlink.want_rules(new.rules) + self._own_rules(new, fams)
                 if new.guard is not None:
                     want_routes |= guard.routes(new.guard, index, fams, new.tunnels)
-                    want_rules += guard.rules(new.guard, fams)
                 # What moves traffic first, each step in place before the next relies on
                 # it: routes, then rules pointing at them (new before old: no gap), then
                 # the nft tables (the marking stamps the new path's mark), then the flush
                 # that sends old flows through it. Only then what is gone.
                 changes += await netlink.put_routes(ipr, want_routes, have_routes)
                 changes += await netlink.add_rules(ipr, want_rules, have_rules)
+                changes += self._acct.want(new.marking is not None
+                                           and new.marking.bulk_after_bytes is not None)
                 changes += self._ensure_nft(new)
                 changes += await self._flush(new)
                 # DNS once its servers are routed (and while links it reverts still exist).
@@ -241,6 +271,9 @@ class Reconciler:
                 stale = sorted(({t.name for t in self.state.tunnels} | set(links)) - wanted)
                 gone = await asyncio.gather(*(self.backend.remove(ipr, n) for n in stale))
                 changes += [f"{n}: removed" for n, g in zip(stale, gone, strict=True) if g]
+        if new.marking is None:
+            # The marking is gone: so are the classes (processes go back, rules go).
+            changes += self.classes.remove()
         self.state = new
         self._held = _Held(index, want_routes, want_rules)
         return changes
@@ -269,16 +302,25 @@ class Reconciler:
             )
         return changes
 
-    @staticmethod
-    def _rulesets(state: DesiredState) -> dict[str, str | None]:
+    def _own_rules(self, state: DesiredState, fams: tuple[int, ...]) -> list[netlink.KernelRule]:
+        """The helper's own rules for ``state``: the guard's, the bypass class's."""
+        out = guard.rules(state.guard, fams) if state.guard is not None else []
+        if state.marking is not None:
+            out += self.classes.route_rules(fams)
+        return out
+
+    def _rulesets(self, state: DesiredState) -> dict[str, str | None]:
         """Each of Braid's nft tables as ``state`` wants it (None: absent)."""
         allow = state.guard.allow if state.guard is not None else ()
         names = [t.name for t in state.tunnels]
+        groups = self.classes.nft_groups() if state.marking is not None else None
+        addresses = [a for t in state.tunnels for a in t.addresses]
         return {
-            nft.TABLE: None if state.marking is None else nft.render(state.marking, names,
-                                                                      allow),
+            nft.TABLE: None if state.marking is None else nft.render(
+                state.marking, names, allow, groups, addresses),
             guard.TABLE: None if state.guard is None else guard.render(
-                state.guard, state.tunnels, dns=state.dns is not None),
+                state.guard, state.tunnels, bypass_class=groups is not None,
+                dns=state.dns is not None),
         }
 
     def _ensure_nft(self, state: DesiredState) -> list[str]:
@@ -291,12 +333,17 @@ class Reconciler:
                     changes.append(f"removed nft table {table}")
                 self._listed.pop(table, None)
             # Unchanged and loaded by us: trust it (drift checks see to the kernel's).
-            elif ruleset != self._loaded.get(table):
+            elif ruleset != (loaded := self._loaded.get(table)):
                 self._loaded.pop(table, None)
-                nft.load(ruleset, table)
+                marks = None if loaded is None else nft.mark_update(loaded, ruleset, table)
+                if marks is not None:  # a switch: only the classes' marks changed
+                    nft.update(marks, table)
+                else:
+                    with self.classes.for_nft():
+                        nft.load(ruleset, table)
                 self._loaded[table] = ruleset
                 self._listed[table] = nft.listing(table)
-                changes.append(f"loaded nft table {table}")
+                changes.append(f"{'changed marks in' if marks else 'loaded'} nft table {table}")
         return changes
 
     async def _flush(self, state: DesiredState) -> list[str]:
@@ -415,15 +462,15 @@ class Reconciler:
                 if await netlink.dump_routes(ipr) != want_routes:
                     out.append("routes in Braid's tables")
             if look("rule"):
-                want_rules = netlink.want_rules(state.rules)
-                if state.guard is not None:
-                    want_rules += guard.rules(state.guard, fams)
+                want_rules = netlink.want_rules(state.rules) + self._own_rules(state, fams)
                 if Counter(await netlink.braid_rules(ipr)) != Counter(want_rules):
                     out.append("rules at Braid's priorities")
         if look("nft"):
             out += self._nft_drift(state)
         if kinds is None and await self.dns.drifted():  # the timer: nothing announces it
             out.append("DNS (someone changed what the helper set)")
+        if kinds is None:  # no event announces a group removed
+            out += self.classes.drift()
         return out, tunnels
 
     def _nft_drift(self, state: DesiredState) -> list[str]:
@@ -474,6 +521,7 @@ class Reconciler:
             self._watch.close()
             self._watch = None
         self._conntrack.close()
+        self.classes.close()
 
     # ---- journal, leftovers, adoption ------------------------------------------------
     async def _write_journal(self) -> None:
@@ -492,11 +540,14 @@ class Reconciler:
             # What a restarted helper needs to keep the kill switch: never a key.
             "guard": None if state.guard is None else {"allow": list(state.guard.allow)},
             "dns": self.dns.journal(),
+            "cgroups": self.classes.root if self.classes.active else None,
+            "acct_was": self._acct.was,
         }
         if doc == self._journaled:
             return
         if not (doc["links"] or doc["rules"] or doc["wireguard_go"] or doc["nft"]
-                or doc["guard"] or doc["dns"]):
+                or doc["guard"] or doc["dns"] or doc["cgroups"]
+                or doc["acct_was"] is not None):
             self.journal.clear()
         else:
             self.journal.write(doc)
@@ -582,6 +633,13 @@ class Reconciler:
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
         # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
         found += (await self.dns.leftovers(doc, keep=keep_guard))[0]
+        # The class groups (processes back where they came from) and the byte counters'
+        # sysctl as it was before an earlier run turned it on.
+        found += self.classes.leftovers()
+        was = doc.get("acct_was")
+        if isinstance(was, int) and not isinstance(was, bool) and was in (0, 1):
+            with contextlib.suppress(HelperError):
+                found += self._acct.restore(was)
         for name in sorted(names):
             sock = uapi.socket_path(name)
             if IFACE_RE.match(name) and sock.exists() and not uapi.answers(name):
@@ -596,12 +654,12 @@ class Reconciler:
         return found
 
     # ---- status ----------------------------------------------------------------------
-    async def status(self, *, just_applied: bool = False) -> HelperStatus:
+    async def status(self, *, just_applied: bool = False, uid: int = 0) -> HelperStatus:
         """What the kernel holds. ``just_applied``: the reply to an apply, which has just
         put the links up, the rules in and the tables loaded: counted from that record
         rather than read back (dumps, ~2 ms of a ~4 ms switch). The status verb always
         reads the kernel. ``owner_connected`` and ``grace_remaining_s`` are the
-        server's to fill in."""
+        server's to fill in; ``uid``: the asking peer's (its rules are counted)."""
         now = time.time()
         tunnels = []
         state = self.state
@@ -645,10 +703,11 @@ class Reconciler:
             grace_remaining_s=None,
             tunnels=tuple(tunnels),
             tables=tuple(sorted({r.table for r in routes if r.table != GUARD_TABLE})),
-            rules=sum(1 for r in rules if not _is_guard_rule(r)),
+            rules=sum(1 for r in rules if not _is_own_rule(r)),
             marking=state.marking is not None and intact(nft.TABLE),
             recovered=tuple(self.recovered),
             guard=self._guard_status(rules, routes, intact(guard.TABLE)),
+            classes=self._classes_status(uid, read=not just_applied and intact(nft.TABLE)),
             dns=self._dns_status(intact(guard.TABLE)),
         )
 
@@ -666,6 +725,16 @@ class Reconciler:
             via=dns.via,
             blocked_queries=blocked or 0,
         )
+
+    def _classes_status(self, uid: int, *, read: bool) -> ClassesStatus:
+        """``read``: count the flows (one nft listing) and the groups' members: not on
+        an apply's reply, which a switch waits for."""
+        flows = {}
+        if read:
+            flows = {k: v for k, v in nft.counters().items()
+                     if k.startswith("app_") or k in (nft.COUNTER_SELECTOR,
+                                                       nft.COUNTER_VOLUME, nft.COUNTER_DEFAULT)}
+        return self.classes.status(uid, flows, members=read)
 
     def _guard_status(self, rules: list[netlink.KernelRule],
                       routes: list[netlink.KernelRoute], nft_ok: bool) -> GuardStatus | None:

@@ -20,6 +20,7 @@ from typing import Any
 from app.helper.errors import HelperError
 from app.helper.reconcile import Reconciler
 from app.wire import protocol
+from app.wire.classes import parse_move, parse_rules
 from app.wire.doc import quote
 from app.wire.errors import Code
 from app.wire.protocol import IDLE_SECONDS, MAX_MESSAGE_BYTES, SUPPORTED_VERSIONS, VERBS
@@ -347,11 +348,32 @@ class HelperServer:
         )
         await self.reconciler.apply(state)
         self.owner = conn
-        return await self._status(just_applied=True)
+        return await self._status(conn, just_applied=True)
 
     async def _verb_status(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
         self._only(args, set())
-        return await self._status()
+        return await self._status(conn)
+
+    # Classes by app are anyone's who may talk to the helper, each for their own
+    # processes: not the owner's only (a user pins an app while their engine runs).
+    async def _verb_move(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            req = parse_move(args)
+        except StateError as exc:
+            raise HelperError(Code.BAD_REQUEST, str(exc), "fix that argument; nothing was "
+                              "moved") from None
+        return self.reconciler.classes.move(conn.uid, req)
+
+    async def _verb_rules(self, conn: Conn, args: dict[str, Any]) -> dict[str, Any]:
+        self._only(args, {"rules"})
+        if "rules" not in args:
+            raise HelperError(Code.BAD_REQUEST, "rules needs rules (a list, [] for none)")
+        try:
+            rules = parse_rules(args["rules"])
+        except StateError as exc:
+            raise HelperError(Code.BAD_REQUEST, str(exc), "fix that rule; the rules held "
+                              "are unchanged") from None
+        return self.reconciler.classes.set_rules(conn.uid, rules)
 
     def _check_owner(self, conn: Conn) -> None:
         """Only the connection whose state is in force may replace or remove it while it
@@ -372,10 +394,10 @@ class HelperServer:
         log.info("%s: down", conn)
         await self.reconciler.down()
         self.owner = None
-        return await self._status()
+        return await self._status(conn)
 
-    async def _status(self, *, just_applied: bool = False) -> dict[str, Any]:
-        status = await self.reconciler.status(just_applied=just_applied)
+    async def _status(self, conn: Conn, *, just_applied: bool = False) -> dict[str, Any]:
+        status = await self.reconciler.status(just_applied=just_applied, uid=conn.uid)
         status = dataclasses.replace(
             status,
             owner_connected=self.owner is not None,

@@ -3,25 +3,32 @@ there is no tray), the graph window and the error dialogs."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
+from app.core import logs
 from app.core.errors import BraidError
 from app.core.model import EngineSnapshot
 from app.core.present import UserMessage
+from app.ui import autostart
 from app.ui.controller import AppController, EngineFactory
 from app.ui.dialogs import ErrorPresenter, install_excepthook
 from app.ui.graph_window import PathGraphWindow
 from app.ui.history import PathHistory
 from app.ui.icons import state_icon
+from app.ui.log_view import LogView
 from app.ui.main_window import MainWindow
 from app.ui.menu import ControlMenu
 from app.ui.port import target_label
 from app.ui.tray import TrayView
+from app.wire.version import package_version
+
+log = logging.getLogger(__name__)
 
 
 class BraidApp(QObject):
@@ -41,7 +48,9 @@ class BraidApp(QObject):
         # The history is fed first, so every view drawing a snapshot finds it there.
         self.controller.snapshot_changed.connect(self._record)
         self.controller.error.connect(self.errors.show)
-        self.menu = ControlMenu(self.controller, self.show_paths, self.quit)
+        self.log_view: LogView | None = None  # made on first "Show log"
+        self.menu = ControlMenu(self.controller, self.show_paths, self.quit,
+                                on_log=self.show_log, on_autostart=self.set_autostart)
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
         self.tray: TrayView | None = None
@@ -49,7 +58,8 @@ class BraidApp(QObject):
         if use_tray:
             self.tray = TrayView(self.controller, self.menu, self.toggle_paths)
         else:
-            self.window = MainWindow(self.controller, self.show_paths, self.quit)
+            self.window = MainWindow(self.controller, self.show_paths, self.quit,
+                                     on_log=self.show_log, on_autostart=self.set_autostart)
             self.errors.parent_widget = self.window
             self.window.show()
 
@@ -58,12 +68,24 @@ class BraidApp(QObject):
         self.graph.show_snapshot(snapshot)
 
     def show_paths(self) -> None:
-        graph = self.graph
-        # Un-minimize (keeping maximized, if it was): "Paths…" must bring it into view.
-        graph.setWindowState(graph.windowState() & ~Qt.WindowState.WindowMinimized)
-        graph.show()
-        graph.raise_()
-        graph.activateWindow()
+        _bring_up(self.graph)
+
+    def show_log(self) -> None:
+        if self.log_view is None:
+            self.log_view = LogView(logs.log_path())
+        _bring_up(self.log_view)
+
+    def set_autostart(self, on: bool) -> None:
+        """The "Start at login" tick: write or remove the autostart entry; if that fails,
+        say why and show the tick as it really is."""
+        try:
+            autostart.set_enabled(on)
+            log.info("start at login %s (%s)", "on" if on else "off", autostart.autostart_path())
+        except BraidError as exc:
+            self.errors.show(UserMessage.from_error(exc))
+        self.menu.refresh_autostart()
+        if self.window is not None:
+            self.window.refresh_autostart()
 
     def toggle_paths(self) -> None:
         if self.graph.on_screen():
@@ -90,13 +112,25 @@ class BraidApp(QObject):
             return
         self.quitting = True
         self.graph.hide()
+        if self.log_view is not None:
+            self.log_view.hide()
         if self.tray is not None:
             self.tray.hide()
         if self.window is not None:
             self.window.hide()
         self.errors.close_all()
         self.controller.shutdown()
+        log.info("the app quit")
         QApplication.quit()
+
+
+def _bring_up(window: QWidget) -> None:
+    # Un-minimize (keeping maximized, if it was): "Paths…" or "Show log" must bring the
+    # window into view, not just flash its taskbar entry.
+    window.setWindowState(window.windowState() & ~Qt.WindowState.WindowMinimized)
+    window.show()
+    window.raise_()
+    window.activateWindow()
 
 
 def _route_signals_to(app: BraidApp) -> QTimer:
@@ -124,6 +158,7 @@ def run(
     qt = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(qt, QApplication)
     qt.setApplicationName("Braid")
+    qt.setApplicationVersion(package_version())
     qt.setDesktopFileName("braid")
     qt.setWindowIcon(state_icon(None))
     # The tray app lives on with every window closed.
@@ -131,6 +166,8 @@ def run(
     app = BraidApp(make_engine, use_tray=use_tray)
     install_excepthook(app.errors)
     _keep = _route_signals_to(app)
+    log.info("Braid %s: the app is up (%s)", package_version(),
+             "in the tray" if app.tray is not None else "in a window: no system tray")
     try:
         if not connect:
             app.controller.attach_running()

@@ -10,6 +10,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.core import present
 from app.core.model import ConnState, EngineSnapshot
+from app.ui import autostart
 from app.ui.controller import AppController
 from app.ui.icons import state_icon
 from app.ui.menu import NO_TARGETS
@@ -44,6 +46,9 @@ class MainWindow(QWidget):
         controller: AppController,
         on_paths: Callable[[], None],
         on_quit: Callable[[], None],
+        *,
+        on_log: Callable[[], None] | None = None,
+        on_autostart: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__()
         self._controller = controller
@@ -69,6 +74,15 @@ class MainWindow(QWidget):
         self.paths_button.clicked.connect(on_paths)
         self.quit_button = QPushButton("Quit")
         self.quit_button.clicked.connect(on_quit)
+        self.log_button: QPushButton | None = None
+        if on_log is not None:
+            self.log_button = QPushButton("Show log")
+            self.log_button.clicked.connect(on_log)
+        self.autostart_box: QCheckBox | None = None
+        if on_autostart is not None:
+            self.autostart_box = QCheckBox("Start at login")
+            self.autostart_box.setChecked(autostart.enabled())
+            self.autostart_box.toggled.connect(on_autostart)
 
         top = QHBoxLayout()
         top.addWidget(self.icon_label)
@@ -82,6 +96,10 @@ class MainWindow(QWidget):
         connect_row.addWidget(self.disconnect_button)
         bottom = QHBoxLayout()
         bottom.addWidget(self.paths_button)
+        if self.log_button is not None:
+            bottom.addWidget(self.log_button)
+        if self.autostart_box is not None:
+            bottom.addWidget(self.autostart_box)
         bottom.addStretch(1)
         bottom.addWidget(self.quit_button)
         layout = QVBoxLayout(self)
@@ -95,6 +113,12 @@ class MainWindow(QWidget):
         controller.notice.connect(self.notify)
         self.refresh_targets()
         self.show_snapshot(controller.latest)
+
+    def refresh_autostart(self) -> None:
+        if self.autostart_box is not None:
+            self.autostart_box.blockSignals(True)
+            self.autostart_box.setChecked(autostart.enabled())
+            self.autostart_box.blockSignals(False)
 
     def refresh_targets(self) -> None:
         chosen = self.targets.currentData()

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QMenu, QWidget
 
 from app.core import present
 from app.core.model import ConnState, EngineSnapshot
+from app.ui import autostart
 from app.ui.controller import AppController
 from app.ui.port import target_label
 
@@ -24,6 +25,9 @@ class ControlMenu(QMenu):
         on_paths: Callable[[], None],
         on_quit: Callable[[], None],
         parent: QWidget | None = None,
+        *,
+        on_log: Callable[[], None] | None = None,
+        on_autostart: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__("Braid", parent)
         self._controller = controller
@@ -39,11 +43,29 @@ class ControlMenu(QMenu):
         self._classes_end = self.addSeparator()
         self.paths_action = self.addAction("Paths…")
         self.paths_action.triggered.connect(on_paths)
+        self.log_action: QAction | None = None
+        if on_log is not None:
+            self.log_action = self.addAction("Show log")
+            self.log_action.triggered.connect(on_log)
+        self.autostart_action: QAction | None = None
+        if on_autostart is not None:
+            self.autostart_action = self.addAction("Start at login")
+            self.autostart_action.setCheckable(True)
+            self.autostart_action.setChecked(autostart.enabled())
+            self.autostart_action.toggled.connect(on_autostart)
+            # Another Braid (or the user) may have changed it since: show what is true.
+            self.aboutToShow.connect(self.refresh_autostart)
         self.quit_action = self.addAction("Quit")
         self.quit_action.triggered.connect(on_quit)
         self.target_actions: list[tuple[QAction, Any]] = []
         controller.snapshot_changed.connect(self.show_snapshot)
         self.show_snapshot(controller.latest)
+
+    def refresh_autostart(self) -> None:
+        if self.autostart_action is not None:
+            self.autostart_action.blockSignals(True)
+            self.autostart_action.setChecked(autostart.enabled())
+            self.autostart_action.blockSignals(False)
 
     def refresh_targets(self) -> None:
         """List the profiles afresh each time the submenu opens (a lab may have come up)."""

@@ -11,7 +11,9 @@ guards it), so every rule is written once:
 - ``status``: the helper's status reply, written by the helper and read by the client;
 - ``errors``: the error codes a client acts on, and the error reply;
 - ``protocol``: framing, versions and the closed set of verbs;
-- ``files``: the one atomic file writer both sides use.
+- ``files``: the one atomic file writer both sides use;
+- ``version``: the package version both commands print (`--version`).
 
-Nothing here does I/O beyond ``files``, and nothing needs root.
+Nothing here does I/O beyond ``files`` (and ``version``, which reads package
+metadata), and nothing needs root.
 """

@@ -27,6 +27,9 @@ class Code(enum.StrEnum):
     NOT_OWNER = "not_owner"  # another client's state is in force and its client is there
     FAILED = "failed"  # the kernel refused a change; rolled back
     INTERNAL = "internal"  # a bug in the helper; rolled back
+    NO_CLASSES = "no_classes"  # move: no class groups (not connected, or no cgroup v2)
+    NO_PROCESS = "no_process"  # move: no such process (it may have exited)
+    NOT_YOURS = "not_yours"  # move: another user's process (only root may move it)
     NO_BACKEND = "no_backend"  # no WireGuard available (start-up only)
     BAD_SOCKET = "bad_socket"  # the socket path is in use (start-up only)
     BAD_STATE_DIR = "bad_state_dir"  # --state-dir is a symlink or not root's (start-up only)

@@ -13,7 +13,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
-VERBS: tuple[str, ...] = ("hello", "apply", "status", "down")
+# move, rules: traffic classes by app (docs/helper-protocol.md, "Classes").
+VERBS: tuple[str, ...] = ("hello", "apply", "status", "down", "move", "rules")
 MAX_MESSAGE_BYTES = 1 << 20  # one request or reply, newline included
 # A connection that sends no complete request for this long is closed (Code.IDLE), except
 # the one whose state is in force: its silence is how a steady engine looks, and its

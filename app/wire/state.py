@@ -28,8 +28,14 @@ PRIORITY_MIN, PRIORITY_MAX = 5200, 5299
 MARK_MASK = 0x0F000000
 MARK_SHIFT = 24
 BYPASS_MARK = 0x0F000000
-# Path marks 0x01000000 … 0x0E000000: one per route target (table).
-PATH_MARKS: frozenset[int] = frozenset(n << MARK_SHIFT for n in range(1, 15))
+# The bypass *class*'s mark (processes in the bypass group, outside the tunnels on
+# purpose): the helper's own, set by its marking table and routed by its rule
+# BYPASS_CLASS_PRIORITY to main. Not the tunnels' bypass mark above.
+BYPASS_CLASS_MARK = 0x0D000000
+# Path marks 0x01000000 … 0x0C000000 and the closed mark 0x0E000000: one per route target
+# (table); 0x0D000000 is the bypass class's.
+PATH_MARKS: frozenset[int] = frozenset(
+    n << MARK_SHIFT for n in range(1, 15)) - {BYPASS_CLASS_MARK}
 NFT_FAMILY, NFT_TABLE = "inet", "braid"
 RULE_IPPROTOS = (1, 58)  # ICMP, ICMPv6: a rule may narrow to the engine's probes
 
@@ -39,6 +45,9 @@ GUARD_TABLE = 52099
 GUARD_PRIORITY_MIN, GUARD_PRIORITY_MAX = 5290, 5298
 GUARD_ALLOW_PRIORITY = 5290  # to <allowed network> lookup main
 GUARD_BLOCK_PRIORITY = 5298  # not fwmark bypass lookup GUARD_TABLE
+# In the same reserved range, the helper's rule for the bypass class: fwmark
+# BYPASS_CLASS_MARK lookup main (before 5298, which would send it into the guard's table).
+BYPASS_CLASS_PRIORITY = 5291
 NFT_GUARD_TABLE = "braid_guard"
 MAX_GUARD_ALLOW = 64
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -54,6 +63,9 @@ MAX_ROUTES = 64
 MAX_NEXTHOPS = 16
 MAX_RULES = 256
 MAX_CLASSES = 14
+# A flow classified as default that has moved this many bytes (both ways, counted by
+# conntrack) becomes bulk; at most 1 PiB, 0: at once.
+MAX_BULK_AFTER_BYTES = 1 << 50
 DEFAULT_CLASS = "default"
 WEIGHT_MIN, WEIGHT_MAX = 1, 256
 DEFAULT_MTU = 1420  # wireguard-go's and wg-quick's default
@@ -139,6 +151,11 @@ class Marking:
     classes: tuple[MarkClass, ...]
     masquerade: bool
     flush_marks: tuple[int, ...]
+    # A default flow past this many bytes becomes bulk (None: never). docs/classes.md.
+    bulk_after_bytes: int | None = None
+
+    def mark_of(self, name: str) -> int | None:
+        return next((c.mark for c in self.classes if c.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -366,7 +383,8 @@ def _mark(value: Any, path: str, allowed: frozenset[int] | None = None) -> int:
     if mark & ~MARK_MASK:
         raise StateError(path, f"{mark:#010x} has bits outside Braid's mask {MARK_MASK:#010x}")
     if allowed is not None and mark not in allowed:
-        raise StateError(path, f"{mark:#010x} is not a Braid path mark (0x01000000..0x0e000000)")
+        raise StateError(path, f"{mark:#010x} is not a Braid path mark (0x01000000.."
+                               "0x0c000000, or the closed mark 0x0e000000)")
     return mark
 
 
@@ -493,6 +511,9 @@ def _rule(doc: Any, path: str, tables: set[int]) -> RuleState:
             # Mark 0 is every packet nobody marked: a catch-all by another name.
             raise StateError(f"{path}.fwmark", "must not be 0 (it matches all unmarked "
                                                "traffic)")
+        if fwmark == BYPASS_CLASS_MARK:
+            raise StateError(f"{path}.fwmark", f"{fwmark:#010x} is the bypass class's mark "
+                                               "(the helper routes it itself)")
     if src is None and dst is None and fwmark is None:
         # A rule without selectors would capture all of the machine's traffic.
         raise StateError(path, "needs a selector: src, dst, or fwmark with fwmask")
@@ -531,7 +552,8 @@ def _mark_class(doc: Any, path: str) -> MarkClass:
 
 def _marking(doc: Any, path: str) -> Marking:
     obj = d.obj(
-        doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks"}, {"bypass_mark"}
+        doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks", "bulk_after_bytes"},
+        {"bypass_mark"}
     )
     bypass = _mark(obj["bypass_mark"], f"{path}.bypass_mark")
     if bypass != BYPASS_MARK:
@@ -550,10 +572,14 @@ def _marking(doc: Any, path: str) -> Marking:
         classes=classes,
         masquerade=d.boolean(obj.get("masquerade", False), f"{path}.masquerade"),
         flush_marks=flush_marks,
+        bulk_after_bytes=d.opt_integer(obj.get("bulk_after_bytes"), f"{path}.bulk_after_bytes",
+                                       0, MAX_BULK_AFTER_BYTES),
     )
 
 
 __all__ = [
+    "BYPASS_CLASS_MARK",
+    "BYPASS_CLASS_PRIORITY",
     "BYPASS_MARK",
     "DEFAULT_CLASS",
     "EMPTY_STATE",

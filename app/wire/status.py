@@ -86,6 +86,38 @@ class DnsStatus:
 
 
 @dataclass(frozen=True)
+class ClassesStatus:
+    """Traffic classes by app (docs/classes.md): the groups, the watcher, what was
+    classified how."""
+
+    available: bool  # class groups can exist here (cgroup v2 reachable, nft's view ready)
+    why: str | None  # why not, when not
+    root: str | None  # the Braid root under the cgroup v2 hierarchy ("braid")
+    groups: bool  # the class groups exist now (while a state with marking is held)
+    watching: bool  # the process-events watcher applies saved rules as programs start
+    rules: int  # rules held for the asking user
+    members: dict[str, int] = field(default_factory=dict)  # class -> processes in its group
+    # How new flows were classified since the marking table was last loaded: packets
+    # counted by "app_<class>", "selector", "volume", "default" (docs/classes.md).
+    flows: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ClassesStatus | None:
+        if not isinstance(doc, dict):
+            return None
+        return cls(
+            available=bool(doc.get("available", False)),
+            why=None if doc.get("why") is None else str(doc["why"]),
+            root=None if doc.get("root") is None else str(doc["root"]),
+            groups=bool(doc.get("groups", False)),
+            watching=bool(doc.get("watching", False)),
+            rules=int(doc.get("rules") or 0),
+            members={str(k): int(v) for k, v in (doc.get("members") or {}).items()},
+            flows={str(k): int(v) for k, v in (doc.get("flows") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
 class HelperStatus:
     backend: str
     persistent: bool
@@ -98,6 +130,7 @@ class HelperStatus:
     recovered: tuple[str, ...] = ()  # leftovers found and removed at start
     guard: GuardStatus | None = None  # the kill switch, when one is held
     dns: DnsStatus | None = None  # the system's DNS, while the helper sets it
+    classes: ClassesStatus | None = None  # traffic classes by app (None: an older helper)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
 
     def tunnel(self, name: str) -> TunnelStatus | None:
@@ -137,6 +170,7 @@ class HelperStatus:
             # An older helper sends no guard: none is held.
             guard=GuardStatus.from_json(doc.get("guard")),
             dns=DnsStatus.from_json(doc.get("dns")),  # an older helper: none
+            classes=ClassesStatus.from_json(doc.get("classes")),
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

@@ -28,8 +28,10 @@ def test_target_needs_a_choice_when_there_are_several_profiles(
     args = argparse.Namespace(lab=None, profile=None)
     with pytest.raises(BraidError, match="which profile"):
         resolve_target(args)
-    lab = resolve_target(argparse.Namespace(lab="lab", profile=None))
-    assert (lab.profile, lab.lab) == ("lab-lab", "lab")
+    # A lab that is not up says so and how to build it (not "braid import").
+    with pytest.raises(BraidError, match="lab 'nolab' is not up") as err:
+        resolve_target(argparse.Namespace(lab="nolab", profile=None))
+    assert "braid lab up --name nolab" in err.value.fix
 
 
 def test_bad_tuning_is_a_clear_error() -> None:

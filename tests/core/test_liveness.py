@@ -1,13 +1,58 @@
-"""Liveness: deadlines, suspicion at once, down after K misses, recovery."""
+"""Liveness: suspicion at once, down only on silence (late is not lost), the detection
+bound, passive evidence, recovery."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import pytest
 
-from app.core.liveness import Health, LivenessConfig, ProbeTracker, down_after
+from app.core.liveness import (
+    PASSIVE,
+    Health,
+    HealthChange,
+    LivenessConfig,
+    ProbeTracker,
+    down_after,
+)
 from app.core.pathstats import PathStats
 
 CFG = LivenessConfig()
+
+
+def simulate(t: ProbeTracker, start: float, end: float, interval: float,
+             rtt: Callable[[float], float | None], *, seq0: int = 10_000,
+             rx: Callable[[float], bool] | None = None, poll: float = 0.01,
+             step: float = 0.001) -> list[HealthChange]:
+    """Probes every ``interval`` from ``start``; the reply to a probe sent at ``s``
+    arrives at ``s + rtt(s)`` (None: lost); ``check`` every ``step``; with ``rx``, the
+    tunnel's counter is read every ``poll`` and rose when ``rx(now)``."""
+    changes: list[HealthChange] = []
+    arrivals: list[tuple[float, int]] = []
+    now, next_send, next_poll, last_poll, seq = start, start, start, start, seq0
+
+    def note(c: HealthChange | None) -> None:
+        if c is not None:
+            changes.append(c)
+
+    while now <= end:
+        while next_send <= now + 1e-9:
+            t.sent(seq, next_send)
+            r = rtt(next_send)
+            if r is not None:
+                arrivals.append((next_send + r, seq))
+            seq, next_send = seq + 1, next_send + interval
+        arrivals.sort()
+        while arrivals and arrivals[0][0] <= now + 1e-9:
+            a, s = arrivals.pop(0)
+            note(t.reply(s, a)[1])
+        if rx is not None and next_poll <= now + 1e-9:
+            note(t.rx_poll(now, last_poll, rx(now)))
+            last_poll, next_poll = now, next_poll + poll
+        note(t.check(now))
+        now += step
+    return changes
 
 
 def tracker_up(rtt: float = 0.1, n: int = 20, interval: float = 0.05) -> tuple[ProbeTracker, float]:
@@ -69,23 +114,63 @@ def test_a_missed_probe_is_suspected_at_once_and_an_answer_clears_it() -> None:
     assert change is not None and change.new is Health.UP
 
 
-def test_down_after_three_misses_with_detection_time() -> None:
-    t, now = tracker_up(rtt=0.1)
-    last_reply = t.last_reply
-    for i in range(3):
-        t.sent(200 + i, now + i * 0.05)
-    changes = [t.check(now + i * 0.05 + 0.13) for i in range(3)]
-    assert [c.new if c else None for c in changes] == [Health.SUSPECT, None, Health.DOWN]
-    down = changes[2]
-    assert down is not None and down.detection_s is not None and last_reply is not None
-    assert down.detection_s == pytest.approx(now + 0.1 + 0.13 - last_reply)
+def test_down_on_silence_within_the_bound() -> None:
+    """The path dies at f = 1.0 s, d = 15 ms from the client (RTT 30 ms, probes every
+    10 ms): declared down by f + d + I + late_limit, and not before the silence."""
+    t = ProbeTracker(PathStats())
+    f, d, interval = 1.0, 0.015, 0.010
+    changes = simulate(t, 0.0, 1.5, interval,
+                       lambda s: 0.030 if s + 0.030 - d < f else None)
+    down = [c for c in changes if c.new is Health.DOWN]
+    assert len(down) == 1 and t.health is Health.DOWN
+    bound = f + d + interval + t.late_limit_s()
+    assert down[0].t <= bound + 0.002
+    assert down[0].t >= f + d + CFG.late_step_s  # it waited out the allowed delay step
+    assert down[0].detection_s is not None
+    assert down[0].detection_s == pytest.approx(down[0].t - (f + d), abs=0.011)
+    assert t.late_limit_s() == pytest.approx(CFG.late_step_s + CFG.min_margin_s)
+
+
+def test_a_delay_step_is_late_not_lost() -> None:
+    """+50 ms each way at 1.0 s (RTT 30 -> 130 ms, no loss), as the lab's relay does
+    it: each direction's packets entering after the step wait 50 ms more. Replies stop
+    for about 50 ms twice; the path stays up, its RTT rises."""
+    t = ProbeTracker(PathStats())
+    step = 1.0
+
+    def rtt(s: float) -> float:
+        up = 0.015 + (0.050 if s >= step else 0.0)
+        down = 0.015 + (0.050 if s + up >= step else 0.0)
+        return up + down
+
+    changes = simulate(t, 0.0, 3.0, 0.010, rtt)
+    assert Health.DOWN not in [c.new for c in changes]
+    assert t.health is Health.UP
+    assert t.stats.srtt_ms == pytest.approx(130.0, abs=2)
+
+
+def test_a_reply_late_by_more_than_the_step_plus_margin_is_down() -> None:
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 2.0, 0.010,
+                       lambda s: 0.030 + (0.200 if s >= 1.0 else 0.0))
+    assert Health.DOWN in [c.new for c in changes]  # 200 ms of silence: indistinguishable
+
+
+def test_the_path_s_own_recent_lateness_widens_the_allowance() -> None:
+    """A path whose replies were up to 60 ms late in the last 10 s (jitter) may be
+    silent that much longer before it is down."""
+    t, now = tracker_up(rtt=0.1, n=40, interval=0.01)
+    base = t.late_limit_s()
+    t.sent(77, now)
+    t.reply(77, now + 0.1 + 0.06)
+    assert t.late_limit_s() == pytest.approx(base - CFG.min_margin_s + 0.06, abs=0.002)
 
 
 def test_down_path_needs_several_answers_to_come_back() -> None:
     t, now = tracker_up()
-    for i in range(3):
+    for i in range(4):
         t.sent(300 + i, now)
-    t.check(now + 2.0)
+    t.check(now + 2.0)  # misses and hard timeouts in one check
     assert t.health is Health.DOWN
     changes = []
     for i in range(CFG.recover_after):
@@ -94,6 +179,66 @@ def test_down_path_needs_several_answers_to_come_back() -> None:
     assert changes[:-1] == [None] * (CFG.recover_after - 1)
     assert changes[-1] is not None and changes[-1].new is Health.UP
     assert t.up_since == pytest.approx(now + 3 + CFG.recover_after - 1 + 0.1)
+
+
+def test_silence_goes_on_when_owed_probes_pass_their_hard_timeout() -> None:
+    """Probes forgotten at their hard timeout (1 s) while a stall held the verdict back
+    still count: the path has been quiet since the first of them was due."""
+    t, now = tracker_up(rtt=0.1)
+    stalled = [True]
+    t.stall_suspected = lambda: stalled[0]
+    for i in range(4):
+        t.sent(300 + i, now + i * 0.05)
+    t.check(now + 1.5)
+    assert t.health is Health.SUSPECT and t.outstanding == 0
+    stalled[0] = False
+    t.sent(310, now + 1.5)
+    change = t.check(now + 1.5 + 0.13)
+    assert change is not None and change.new is Health.DOWN
+
+
+def test_rx_evidence_vetoes_down_and_its_end_lets_it_come() -> None:
+    """Replies stop at 1.0 s but the tunnel keeps receiving (a flow's downstream, TCP's
+    ACKs of an upload) until 2.0 s: not down until nothing arrives at all."""
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 2.5, 0.010, lambda s: 0.030 if s < 1.0 else None,
+                       rx=lambda now: now < 2.0)
+    down = [c for c in changes if c.new is Health.DOWN]
+    assert len(down) == 1 and 2.0 + CFG.late_step_s <= down[0].t <= 2.0 + 0.1
+
+
+def test_rx_is_ignored_when_passive_signals_are_off() -> None:
+    t = ProbeTracker(PathStats(), LivenessConfig(passive=False))
+    changes = simulate(t, 0.0, 1.5, 0.010, lambda s: 0.030 if s < 1.0 else None,
+                       rx=lambda now: True)
+    assert Health.DOWN in [c.new for c in changes]
+
+
+def test_a_carried_path_that_stops_receiving_is_suspected_before_its_probes_say() -> None:
+    """Probes every 100 ms, a stream keeping rx rising at every 10 ms read; the path
+    dies at 1.0 s: the counters suspect it within two reads, before the next probe's
+    deadline (srtt + 20 ms after it was sent)."""
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 1.3, 0.100, lambda s: 0.030 if s < 0.97 else None,
+                       rx=lambda now: now < 1.0)
+    suspect = next(c for c in changes if c.new is Health.SUSPECT)
+    assert suspect.why == PASSIVE
+    assert 1.0 < suspect.t <= 1.0 + 2 * 0.01 + 0.002
+    assert suspect.t < 1.0 + 0.030 + CFG.min_margin_s  # probe sent at 1.0: its deadline
+
+
+def test_rx_again_clears_a_passive_suspicion() -> None:
+    t, now = tracker_up(rtt=0.03, interval=0.01)
+    last = now
+    for i in range(6):
+        t.rx_poll(now + i * 0.01, last, True)
+        last = now + i * 0.01
+    now = last
+    assert t.rx_poll(now + 0.01, now, False) is None
+    c = t.rx_poll(now + 0.02, now + 0.01, False)
+    assert c is not None and c.new is Health.SUSPECT and t.suspect_reason == PASSIVE
+    c = t.rx_poll(now + 0.03, now + 0.02, True)
+    assert c is not None and c.new is Health.UP
 
 
 def test_a_path_that_never_answers_goes_down_after_the_connect_timeout() -> None:
@@ -125,10 +270,22 @@ def test_late_reply_counts_as_answer_but_not_after_the_hard_timeout() -> None:
     assert t.stats.loss > 0
 
 
+def test_an_episode_that_has_just_begun_raises_k_at_once() -> None:
+    """28 % round-trip loss from 1.0 s on a path probed every 50 ms (a backup): its long
+    window still says 0.3 %, its recent window says otherwise within a second."""
+    t = ProbeTracker(PathStats())
+    rng = random.Random(7)
+    changes = simulate(t, 0.0, 30.0, 0.050,
+                       lambda s: 0.15 if s < 1.0 or rng.random() > 0.28 else None)
+    assert Health.DOWN not in [c.new for c in changes]
+
+
 def test_k_grows_with_loss_so_random_loss_rarely_looks_like_an_outage() -> None:
-    assert down_after(0.0, CFG) == 3
-    assert down_after(0.01, CFG) == 3
-    assert down_after(0.08, CFG) == 4
+    assert down_after(0.0, CFG) == 4
+    assert down_after(0.01, CFG) == 4
+    assert down_after(0.03, CFG) == 4
+    assert down_after(0.08, CFG) == 6  # cn-us's us
+    assert down_after(0.12, CFG) == 7
     assert down_after(0.3, CFG) == 8
     assert 0.08 ** down_after(0.08, CFG) < CFG.false_alarm_rate
 
@@ -161,49 +318,70 @@ def test_recent_loss_counts_misses_at_once_and_takes_back_late_answers() -> None
     # One of them answers late after all (a delay spike): it was not lost.
     t.reply(500, now + 0.2)
     assert t.recent_lost == 1
-    # The window forgets: 40 answered probes later nothing recent is lost.
-    for i in range(40):
+    # The window forgets: 2 s and 40 answered probes later nothing recent is lost.
+    for i in range(50):
         t.sent(600 + i, now + 1 + i * 0.05)
         t.reply(600 + i, now + 1 + i * 0.05 + 0.1)
-    assert t.recent_lost == 0
+    assert t.recent_lost == 0 and t.recent_size == 41
+
+
+def test_the_recent_window_is_two_seconds_but_at_least_forty_probes() -> None:
+    fast, _ = tracker_up(rtt=0.03, n=1000, interval=0.01)
+    assert fast.recent_size == pytest.approx(200, abs=2)  # 2 s of 10 ms probes
+    slow, _ = tracker_up(rtt=0.03, n=100, interval=0.2)
+    assert slow.recent_size == CFG.recent_min  # 40 probes: 8 s at 200 ms
 
 
 def test_probes_while_down_are_not_recent_loss() -> None:
     t, now = tracker_up(rtt=0.1)
-    for i in range(3):
+    for i in range(4):
         t.sent(700 + i, now + i * 0.05)
-        t.check(now + i * 0.05 + 0.13)
-    assert t.health is Health.DOWN and t.recent_lost == 3
+    t.check(now + 0.4)
+    assert t.health is Health.DOWN and t.recent_lost == 4
     for i in range(10):
         t.sent(800 + i, now + 1 + i * 0.2)
         t.check(now + 1 + i * 0.2 + 1.5)
-    assert t.recent_lost == 3  # the outage is the DOWN state, not a loss episode
+    assert t.recent_lost == 4  # the outage is the DOWN state, not a loss episode
 
 
 def test_a_local_stall_defers_down_until_another_path_answers() -> None:
-    """Every path missing at once is likelier a stall here than paths failing together."""
-    t, now = tracker_up(rtt=0.1)
+    """Every path silent at once is likelier a stall here than paths failing together."""
+    t = ProbeTracker(PathStats())
     stalled = [True]
     t.stall_suspected = lambda: stalled[0]
-    for i in range(6):  # K = 3 misses and more, while the others miss too
-        t.sent(900 + i, now + i * 0.02)
-        t.check(now + i * 0.02 + 0.13)
-    assert t.health is Health.SUSPECT
+    changes = simulate(t, 0.0, 1.3, 0.010, lambda s: 0.030 if s < 1.0 else None)
+    assert [c.new for c in changes if c.t > 1.0] == [Health.SUSPECT]
     stalled[0] = False  # another path answers again: there is somewhere to go
-    t.sent(950, now + 0.2)
-    change = t.check(now + 0.2 + 0.13)
-    assert change is not None and change.new is Health.DOWN
+    changes = simulate(t, 1.3, 1.4, 0.010, lambda s: None, seq0=20_000)
+    assert changes and changes[0].new is Health.DOWN
 
 
 def test_a_stall_defers_down_for_a_bounded_time_only() -> None:
-    t, now = tracker_up(rtt=0.1)
+    t = ProbeTracker(PathStats())
     t.stall_suspected = lambda: True
-    changes = []
-    for i in range(200):
-        t.sent(1000 + i, now + i * 0.02)
-        change = t.check(now + i * 0.02 + 0.13)
-        if change is not None:
-            changes.append(change)
-    assert [c.new for c in changes] == [Health.SUSPECT, Health.DOWN]
-    third_miss = now + 2 * 0.02 + 0.13
-    assert changes[1].t == pytest.approx(third_miss + CFG.stall_max_s, abs=0.021)
+    changes = simulate(t, 0.0, 4.0, 0.010, lambda s: 0.030 if s < 1.0 else None)
+    after = [c for c in changes if c.t > 1.0]
+    assert [c.new for c in after] == [Health.SUSPECT, Health.DOWN]
+    due = 1.0 + 0.030 + t.late_limit_s()  # when the silence was long enough
+    assert after[1].t == pytest.approx(due + CFG.stall_max_s, abs=0.03)
+
+
+def test_probes_slowing_down_is_no_silence() -> None:
+    """A path probed fast while warming has a counter that rises at every read; once its
+    probes slow to the standby rate the counter pauses, which is not the tunnel going
+    quiet."""
+    from app.core.liveness import LivenessConfig, ProbeTracker
+    from app.core.pathstats import PathStats
+
+    cfg = LivenessConfig()
+    t = ProbeTracker(PathStats(), cfg)
+    t.sent(1, 0.0)
+    t.reply(1, 0.03)
+    now = 0.1
+    for _ in range(cfg.rx_steady_polls + 1):
+        t.rx_poll(now + 0.02, now, True)
+        now += 0.02
+    t.rx_reset()  # the engine slowed its probes
+    for _ in range(cfg.rx_quiet_polls + 1):
+        assert t.rx_poll(now + 0.02, now, False) is None
+        now += 0.02

@@ -79,3 +79,31 @@ def test_bad_input_is_refused() -> None:
         PathStats(loss_window=0)
     with pytest.raises(ValueError):
         percentile([], 0.5)
+
+
+def test_windows_are_time_spans_with_a_floor_in_samples() -> None:
+    """At 10 ms probes the loss window holds the last 10 s (1000 probes), not 200; at
+    200 ms probes it holds 200 probes (40 s), so a standby's loss is not 3 samples."""
+    fast = PathStats()
+    for i in range(3000):
+        fast.add_reply(30.0, i * 0.01)
+    assert fast.samples == pytest.approx(1000, abs=2)
+    slow = PathStats()
+    for i in range(300):
+        slow.add_reply(30.0, i * 0.2)
+    assert slow.samples == 200
+
+
+def test_recent_lateness_and_base_rtt() -> None:
+    s = PathStats()
+    for i in range(100):
+        s.add_reply(30.0, i * 0.01)
+    assert s.late_ms() == 0.0 and s.base_rtt_ms() == 30.0
+    s.add_reply(90.0, 1.0)  # 60 ms later than the smoothed 30 ms
+    assert s.late_ms() == pytest.approx(60.0)
+    for i in range(1200):  # 12 s later the spike is forgotten, the base still 30
+        s.add_reply(40.0, 1.0 + i * 0.01)
+    assert s.late_ms() < 11 and s.base_rtt_ms() == 30.0
+    for i in range(13000):  # 2 minutes later the base is the new delay
+        s.add_reply(40.0, 13.0 + i * 0.01)
+    assert s.base_rtt_ms() == 40.0

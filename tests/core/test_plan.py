@@ -10,12 +10,19 @@ import pytest
 from app.core.errors import BraidError
 from app.core.plan import (
     CLOSED_MARK,
+    MAX_PATHS,
     PathSpec,
     build_state,
     path_mark,
     without_flush,
 )
-from app.wire.state import BYPASS_MARK, MARK_MASK, GuardState, parse_state
+from app.wire.state import (
+    BYPASS_MARK,
+    MARK_MASK,
+    MAX_BULK_AFTER_BYTES,
+    GuardState,
+    parse_state,
+)
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -86,8 +93,8 @@ def test_plans_compare_without_their_flush_list() -> None:
 def test_profile_limits_are_clear_errors() -> None:
     with pytest.raises(BraidError, match="no gateways"):
         build_state([], {}, usable=set())
-    many = [spec(i, f"g{i}") for i in range(14)]
-    with pytest.raises(BraidError, match="at most 13"):
+    many = [spec(i, f"g{i}") for i in range(13)]
+    with pytest.raises(BraidError, match="at most 12"):
         build_state(many, {}, usable=set())
     v6only = PathSpec(**{**PATHS[0].__dict__, "addresses": ("fd00::2/128",)})
     with pytest.raises(BraidError, match="no IPv4 address"):
@@ -126,6 +133,23 @@ def test_the_kill_switch_rides_along() -> None:
     state = build_state(PATHS, {"default": "hk"}, usable={"hk"}, guard=guard, flush={"tyo"})
     assert parse_state(state.to_json()) == state
     assert without_flush(state).guard == guard
+
+
+def test_classes_get_their_paths_marks_and_the_volume_threshold() -> None:
+    state = build_state(PATHS, {"realtime": "hk", "bulk": "tyo", "default": "hk"},
+                        usable={"hk", "tyo"}, bulk_after_mb=50.0)
+    assert state.marking is not None
+    marks = {c.name: c.mark for c in state.marking.classes}
+    assert marks == {"realtime": PATHS[0].mark, "bulk": PATHS[1].mark,
+                     "default": PATHS[0].mark}
+    assert state.marking.bulk_after_bytes == 50_000_000
+    # The bypass class's mark is the helper's: no path ever gets it.
+    assert 0x0D000000 not in {path_mark(i) for i in range(MAX_PATHS)} | {CLOSED_MARK}
+    assert build_state(PATHS, {"default": "hk"}, usable={"hk"}).marking.bulk_after_bytes \
+        is None  # type: ignore[union-attr]
+    huge = build_state(PATHS, {"default": "hk"}, usable={"hk"}, bulk_after_mb=1e12)
+    assert huge.marking.bulk_after_bytes == MAX_BULK_AFTER_BYTES  # type: ignore[union-attr]
+    assert parse_state(huge.to_json()) == huge  # the helper takes what the plan sends
 
 
 def split(p: PathSpec, *prefixes: str) -> PathSpec:

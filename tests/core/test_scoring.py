@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.core.profiles.model import Weights
-from app.core.scoring import ScoreInput, score_paths
+from app.core.scoring import ScoreInput, episode_limit, score_paths
 
 
 def path(name: str, rtt: float | None = 100.0, loss: float = 0.0, jitter: float | None = 0.0,
@@ -78,3 +78,25 @@ def test_a_loss_episode_in_the_recent_window_scores_zero() -> None:
     scores = score_paths([calm, episode], Weights())
     assert scores["calm"].score == pytest.approx(scores["calm"].raw) and scores["calm"].score > 0
     assert scores["episode"].score == 0.0 and scores["episode"].raw > 0
+
+
+def test_a_loss_episode_is_a_share_of_the_window_on_a_fast_probed_path() -> None:
+    """200 probes in 2 s (10 ms): 4 lost is noise on a good route, 20 is an episode."""
+    assert episode_limit(40) == 4 and episode_limit(200) == 20
+    noise = ScoreInput("noise", True, 100.0, 0.01, 0.0, 1.0, recent_lost=6, recent_size=200)
+    bad = ScoreInput("bad", True, 100.0, 0.01, 0.0, 1.0, recent_lost=20, recent_size=200)
+    scores = score_paths([noise, bad], Weights())
+    assert scores["noise"].score > 0 and scores["bad"].score == 0.0
+
+
+def test_a_full_path_loses_probes_to_its_own_queue_and_only_scores_worse() -> None:
+    """Full of Braid's own traffic: its loss counts in the loss term but never zeroes the
+    score (no flush of the flows that fill it); its queue counts through the RTT."""
+    empty = ScoreInput("empty", True, 60.0, 0.0, 0.0, 1.0)
+    full = ScoreInput("full", True, 130.0, 0.08, 0.0, 1.0, recent_lost=30,
+                      recent_size=200, saturated=True)
+    lossy = ScoreInput("lossy", True, 130.0, 0.08, 0.0, 1.0)
+    scores = score_paths([empty, full, lossy], Weights())
+    assert scores["lossy"].score == 0.0
+    assert 0 < scores["full"].score == pytest.approx(scores["full"].raw)
+    assert scores["full"].score < scores["empty"].score - 0.1

@@ -35,7 +35,8 @@ def request(helper: Helper, msg: dict[str, Any]) -> dict[str, Any]:
 
 def test_hello_negotiates_a_version(helper: Helper) -> None:
     hello = helper.client().hello()
-    assert hello["version"] == 1 and set(hello["verbs"]) == {"hello", "apply", "status", "down"}
+    assert hello["version"] == 1 and set(hello["verbs"]) == {
+        "hello", "apply", "status", "down", "move", "rules"}
     assert hello["idle_seconds"] == 60
     reply = request(helper, {"v": 1, "id": 3, "verb": "hello", "versions": [7, 8]})
     assert reply["id"] == 3 and not reply["ok"] and reply["error"]["code"] == "bad_version"

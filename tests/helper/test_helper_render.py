@@ -74,3 +74,78 @@ def test_nft_ruleset_from_marking() -> None:
     # Nothing connects in through a tunnel: a flow's first packet from one is dropped.
     assert 'iifname { "br-a", "br-b" } ct state new drop' in named
     assert "chain input" not in text
+
+
+# ---- classes (docs/classes.md) ----------------------------------------------------------
+GROUPS = ({"realtime": "realtime", "bulk": "bulk", "default": "default", "bypass": "bypass"}, 3)
+CLASSES = (MarkClass("default", 0x02000000), MarkClass("realtime", 0x01000000),
+           MarkClass("bulk", 0x03000000))
+
+
+def output_chain(text: str) -> list[str]:
+    body = text.split("chain output {")[1].split("\n\t}")[0]
+    return [line.strip() for line in body.splitlines() if line.strip()]
+
+
+def test_classification_goes_app_then_selectors_then_volume_then_default() -> None:
+    marking = Marking(0x0F000000, CLASSES, True, (), 200_000)
+    text = nft.render(marking, ["br-a"], (), GROUPS, ["198.19.0.2/32"])
+    chain = output_chain(text)
+    where = {k: next(i for i, line in enumerate(chain) if line.startswith(k)) for k in (
+        "ct label 113", "ct label 112 ct bytes > 200000", "ct mark & 0x0f000000 != 0x0",
+        'socket cgroupv2 level 3 "realtime"', 'socket cgroupv2 level 3 "bypass"',
+        "udp dport { 3478-3481, 8801-8810, 19302-19309 }", "ip dscp { ef, af41, af42, af43 }",
+        'counter name "default"')}
+    # Volume is looked at on every packet of a flow that fell through (before the
+    # stickiness that returns), the app's group before the selectors, default last.
+    assert list(where.values()) == sorted(where.values()), where
+    assert chain[-1] == 'counter name "default" ct label set 112 goto to_default'
+    assert 'socket cgroupv2 level 3 "bulk" counter name "app_bulk" goto to_bulk' in chain
+    assert "chain to_bypass {\n\t\tmeta mark set 0x0d000000" in text
+    assert "chain to_realtime {\n\t\tmeta mark set 0x01000000 ct mark set ct mark & " \
+           "0xf0ffffff | 0x01000000" in text
+    # Separate exits: a big flow is labelled bulk and keeps its path (no goto).
+    vol = next(line for line in chain if "ct bytes" in line)
+    assert vol.endswith("ct label set 113")
+    shared = nft.render(Marking(0x0F000000, CLASSES, False, (), 200_000), ["br-a"], (), GROUPS)
+    vol = next(line for line in output_chain(shared) if "ct bytes" in line)
+    assert vol.endswith("ct label set 113 goto to_bulk")
+    # A bypass flow routed with a tunnel's address leaves with the uplink's.
+    assert "meta mark & 0x0f000000 == 0x0d000000 ip saddr { 198.19.0.2/32 } masquerade" in text
+
+
+def test_only_what_the_state_steers_is_rendered() -> None:
+    alone = Marking(0x0F000000, (MarkClass("default", 0x02000000),), True, (), 200_000)
+    text = nft.render(alone, ["br-a"])
+    # No realtime: no selectors; no bulk: no volume; no groups: no socket rules, no bypass.
+    for absent in ("dport", "dscp", "ct bytes", "ct label", "cgroupv2", "0x0d000000"):
+        assert absent not in text, absent
+    grouped = nft.render(alone, ["br-a"], (), GROUPS)
+    # A group of a class the state does not steer sends its flows to default's path.
+    assert 'socket cgroupv2 level 3 "realtime" counter name "app_realtime" goto to_default' \
+        in grouped
+
+
+def test_the_guard_lets_the_bypass_class_out_only_while_its_group_exists() -> None:
+    from app.helper import guard
+    from app.wire.state import GuardState
+
+    g = GuardState(("192.168.1.0/24",), "br-x")
+    assert "0x0d000000" not in guard.render(g, [TUNNEL])
+    assert "meta mark & 0x0f000000 == 0x0d000000 accept" in guard.render(
+        g, [TUNNEL], bypass_class=True)
+
+
+def test_a_switch_changes_only_the_marks_chains() -> None:
+    before = Marking(0x0F000000, CLASSES, True, (), 200_000)
+    moved = Marking(0x0F000000, (MarkClass("default", 0x01000000), *CLASSES[1:]), True, (),
+                    200_000)
+    old = nft.render(before, ["br-a"], (), GROUPS)
+    new = nft.render(moved, ["br-a"], (), GROUPS)
+    assert nft.mark_update(old, new) == (
+        "flush chain inet braid to_default\nadd rule inet braid to_default meta mark set "
+        "0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000\n")
+    # Anything else that differs (a rule, a class more): the table loads whole.
+    assert nft.mark_update(old, nft.render(before, ["br-a", "br-b"], (), GROUPS)) is None
+    alone = Marking(0x0F000000, CLASSES[:1], True, (), 200_000)
+    assert nft.mark_update(old, nft.render(alone, ["br-a"], (), GROUPS)) is None

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.wire.classes import ClassRule, MoveRequest, parse_move, parse_rules
 from app.wire.state import DesiredState, StateError, parse_state
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -80,6 +81,7 @@ def good() -> dict[str, Any]:
             "classes": [{"name": "default", "mark": 0x01000000}],
             "masquerade": True,
             "flush_marks": [],
+            "bulk_after_bytes": None,
         },
         "guard": None,
     }
@@ -163,6 +165,15 @@ BAD: list[tuple[str, Any, str]] = [
     ("marking.classes.0.name", "Default!", "marking.classes[0].name"),
     ("marking.flush_marks", [7], "marking.flush_marks[0]"),
     ("marking.masquerade", "yes", "marking.masquerade"),
+    # classes (docs/classes.md): the bypass class's mark is the helper's own
+    ("marking.classes.0.mark", 0x0D000000, "marking.classes[0].mark"),
+    ("marking.flush_marks", [0x0D000000], "marking.flush_marks[0]"),
+    ("rules.1.fwmark", 0x0D000000, "rules[1].fwmark"),
+    ("rules.0.priority", 5291, "rules[0].priority"),
+    ("marking.bulk_after_bytes", -1, "marking.bulk_after_bytes"),
+    ("marking.bulk_after_bytes", 1.5, "marking.bulk_after_bytes"),
+    ("marking.bulk_after_bytes", True, "marking.bulk_after_bytes"),
+    ("marking.bulk_after_bytes", 1 << 51, "marking.bulk_after_bytes"),
     ("persistent", 1, "persistent"),
     ("extra", 1, "extra"),
     # confinement holes (issue 9)
@@ -312,3 +323,43 @@ def test_a_rule_may_narrow_to_icmp_and_nothing_else() -> None:
     probe["ipproto"] = 6
     with pytest.raises(StateError, match=r"rules\[0\]\.ipproto: 6 is not one of 1, 58"):
         parse_state(doc)
+
+
+# ---- classes by app: the move and rules verbs' arguments (app/wire/classes.py) ----------
+def test_rules_and_moves_are_validated_field_by_field() -> None:
+    rules = parse_rules([{"exe": "/usr/bin/zoom", "class": "realtime"},
+                         {"exe": "/usr/bin/rsync", "class": "bulk", "mptcp": True}])
+    assert rules == (ClassRule("/usr/bin/zoom", "realtime"),
+                     ClassRule("/usr/bin/rsync", "bulk", True))
+    assert parse_rules([]) == ()
+    bad: list[tuple[Any, str]] = [
+        ([{"exe": "zoom", "class": "bulk"}], "rules[0].exe"),
+        ([{"exe": "/usr/bin/../bin/zoom", "class": "bulk"}], "rules[0].exe"),
+        ([{"exe": "/usr/bin/zoom/", "class": "bulk"}], "rules[0].exe"),
+        ([{"exe": "/usr/bin/zo\0om", "class": "bulk"}], "rules[0].exe"),
+        ([{"exe": "/x" * 3000, "class": "bulk"}], "rules[0].exe"),
+        ([{"exe": "/usr/bin/zoom", "class": "fast"}], "rules[0].class"),
+        ([{"exe": "/usr/bin/zoom", "class": "realtime", "mptcp": True}], "rules[0].mptcp"),
+        ([{"exe": "/usr/bin/zoom", "class": "bulk", "why": 1}], "rules[0].why"),
+        ([{"exe": "/a", "class": "bulk"}, {"exe": "/a", "class": "realtime"}], "rules[1]"),
+        ([{"exe": f"/bin/p{i}", "class": "bulk"} for i in range(257)], "rules"),
+        ("/usr/bin/zoom", "rules"),
+    ]
+    for value, path in bad:
+        with pytest.raises(StateError) as info:
+            parse_rules(value)
+        assert info.value.path == path, (value, info.value)
+    assert parse_move({"pids": [1, 42], "class": "bulk"}) == MoveRequest((1, 42), "bulk")
+    assert parse_move({"pids": [42], "class": None}).cls is None  # back out of the groups
+    for args, path in [({"pids": [], "class": "bulk"}, "pids"),
+                       ({"pids": [0], "class": "bulk"}, "pids[0]"),
+                       ({"pids": [True], "class": "bulk"}, "pids[0]"),
+                       ({"pids": [1 << 23], "class": "bulk"}, "pids[0]"),
+                       ({"pids": [5, 5], "class": "bulk"}, "pids[1]"),
+                       ({"pids": list(range(1, 258)), "class": "bulk"}, "pids"),
+                       ({"pids": [5], "class": "turbo"}, "class"),
+                       ({"pids": [5]}, "class"),
+                       ({"pids": [5], "class": "bulk", "path": "/sys"}, "path")]:
+        with pytest.raises(StateError) as info:
+            parse_move(args)
+        assert info.value.path == path, (args, info.value)

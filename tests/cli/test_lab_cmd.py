@@ -62,6 +62,12 @@ def test_up_status_impair_exec_stream_down(capsys: pytest.CaptureFixture[str],
                          "--duration", "0.5", "--sticky")
         assert rc == 0 and "longest gap up" in out and "from 1 address(es), 0 ignored" in out
 
+        # Wrong order: nothing is connected, so say so instead of 100 % loss or a timeout.
+        for argv in (("stream", "--duration", "0.5"), ("transfer", "--size", "1")):
+            rc, out, err = run(capsys, "lab", *argv, "--name", lab)
+            assert rc == 2 and f"Braid is not up on lab '{lab}'" in err
+            assert f"braid up --lab {lab}" in err
+
         rc, out, _ = run(capsys, "lab", "list")
         assert lab in out and "cn-us" in out
     finally:

@@ -1,0 +1,292 @@
+"""Fill the README's and the docs' benchmark figures from benchmarks/results/*.json.
+
+    python3 scripts/figures.py          # rewrite the blocks in place
+    python3 scripts/figures.py --check  # exit 1 if a block is not what the files say
+
+A block is everything between ``<!-- figures: NAME -->`` and ``<!-- /figures -->`` in
+README.md and docs/*.md; NAME is ``readme-table`` (the README's table, one row per
+benchmark) or a benchmark's name (its detailed table). Every figure carries where it
+came from (commit, date, and "loaded" when the machine was busy). Nothing here is
+typed by hand: a benchmark that has not written its file says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- figures: ([\w-]+) -->\n)(.*?)(<!-- /figures -->)", re.S)
+
+# The README's rows, in order: the command that makes the figures, and what they mean.
+ROWS = [
+    ("bench_switchover", "--runs 5"), ("bench_false_alarms", "--minutes 10"),
+    ("bench_flaps", "--minutes 10"), ("bench_engine_cost", "--seconds 60"),
+    ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
+    ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
+    ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
+    ("bench_classes", "--starts 200 --runs 30"),
+]
+
+
+def ms(v: Any, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f} ms"
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f} %"
+
+
+def num(v: Any, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def origin(doc: dict[str, Any]) -> str:
+    sha = (doc.get("commit") or {}).get("sha") or "?"
+    dirty = "+" if (doc.get("commit") or {}).get("dirty") else ""
+    m = doc.get("machine") or {}
+    load = doc.get("load") or {}
+    busy = f", loaded (load {max(load.get('start', 0), load.get('end', 0)):.1f})" \
+        if load.get("loaded") else ""
+    return f"{sha[:7]}{dirty}, {doc.get('date', '?')[:10]}, {m.get('cpus', '?')} cores{busy}"
+
+
+def switchover(f: dict[str, Any]) -> str:
+    parts = []
+    for scen, engines in f.items():
+        b, o = engines.get("braid", {}), engines.get("baseline", {})
+        gaps = f"gap up {ms(b.get('up_gap_ms'))}, down {ms(b.get('down_gap_ms'))}, " \
+            if b.get("up_gap_ms") is not None else ""
+        parts.append(
+            f"{scen}: detection {ms(b.get('detection_ms'))} from the failure (one-way "
+            f"{ms(b.get('owd_ms'))}, bound {ms(b.get('bound_ms'))}), switch "
+            f"{ms(b.get('switch_ms'), 1)}, {gaps}echo gap {ms(b.get('echo_gap_ms'))}; "
+            f"baseline (50 ms probes, no late allowance) {ms(o.get('detection_ms'))}, "
+            f"echo gap {ms(o.get('echo_gap_ms'))}")
+    return "; ".join(parts)
+
+
+def false_alarms(f: dict[str, Any]) -> str:
+    return "; ".join(f"{name}: {e['downs']} downs, {e['real']} real, {e['false']} false, "
+                     f"{e['resets']} flows reset" for name, e in f.items())
+
+
+def flaps(f: dict[str, Any]) -> str:
+    out = "; ".join(f"{n}: {f[n]['moves']} moves, {f[n]['flaps']} flaps"
+                    for n in ("braid", "baseline") if n in f)
+    w = f.get("early_warning")
+    if w:
+        lead = w.get("median_lead_s")
+        out += (f". Early warning: {w['warnings']} warnings, {w['for_nothing']} for nothing "
+                f"({num(w['for_nothing_per_hour'])}/h), median lead over the plain score "
+                f"{'-' if lead is None else f'{lead:.1f} s'}")
+    return out
+
+
+def engine_cost(f: dict[str, Any]) -> str:
+    parts = []
+    for key in sorted(k for k in f if k.startswith("paths_")):
+        b, o = f[key]["braid"], f[key]["baseline"]
+        parts.append(f"{key[6:]} paths: engine thread {pct(b['engine_cpu_pct'], 2)} of a core "
+                     f"at {num(b['probes_per_s'])} probes/s ({num(b['wire_kbit_s'])} kbit/s each "
+                     f"way), baseline {pct(o['engine_cpu_pct'], 2)} at "
+                     f"{num(o['probes_per_s'])} probes/s")
+    return "; ".join(parts)
+
+
+def loss_episode(f: dict[str, Any]) -> str:
+    return (f"10 % loss each way on the active path: left after {num(f.get('left_after_s'), 2)} "
+            f"s, the running stream lost {pct(f.get('loss_pct'), 2)} against "
+            f"{pct(f.get('baseline_loss_pct'), 2)} on a plain tunnel through the same path")
+
+
+def user_view(f: dict[str, Any]) -> str:
+    b, o = f.get("braid", {}), f.get("baseline", {})
+    return (f"cn-us, baseline -> Braid: one-way delay mean {ms(o.get('delay_mean_ms'), 1)} -> "
+            f"{ms(b.get('delay_mean_ms'), 1)}, p95 {ms(o.get('delay_p95_ms'), 1)} -> "
+            f"{ms(b.get('delay_p95_ms'), 1)}, loss {pct(o.get('loss_pct'), 2)} -> "
+            f"{pct(b.get('loss_pct'), 2)}, stutter {pct(o.get('stutter_pct'))} -> "
+            f"{pct(b.get('stutter_pct'))}")
+
+
+def tunnels(f: dict[str, Any]) -> str:
+    return (f"apply -> three tunnels handshaken {ms(f.get('handshaken_ms'))} (one alone "
+            f"{ms(f.get('single_handshaken_ms'))}); down -> all gone {ms(f.get('gone_ms'))}; a "
+            f"switch through the helper {ms(f.get('switch_ms'), 1)} (with a conntrack flush "
+            f"{ms(f.get('switch_flush_ms'), 1)}, rules only {ms(f.get('switch_rules_ms'), 1)})")
+
+
+def relay(f: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{rate}: {num(r.get('goodput_mbit_s'))} Mbit/s"
+        + (f" ({r['of_max'] * 100:.0f} % of what TCP can carry, kernel tbf "
+           f"{num(r.get('kernel_mbit_s'))})" if r.get("of_max") else "")
+        for rate, r in f.items())
+
+
+def drift(f: dict[str, Any]) -> str:
+    return "what someone else deleted, back after: " + ", ".join(
+        f"`{fault}` {ms(r.get('median_ms'))} (max {ms(r.get('max_ms'))}"
+        + (f", {r['not_repaired']} not repaired" if r.get("not_repaired") else "") + ")"
+        for fault, r in f.items())
+
+
+def fuzz(f: dict[str, Any]) -> str:
+    return (f"{f.get('parse_inputs')} hostile desired states through parse_state "
+            f"({f.get('parse_refused')} refused with a field error, {f.get('parse_accepted')} "
+            f"round-tripped, no other exception) and {f.get('protocol_requests')} hostile "
+            "requests to a real helper (no internal error, refusals change nothing)")
+
+
+def classes(f: dict[str, Any]) -> str:
+    h, sw, n = f.get("helper") or {}, f.get("switch_ms") or {}, f.get("nft") or {}
+    kinds = "; ".join(
+        f"{k}: fork -> in its class {ms(f[k].get('to_class_ms'), 1)}, first sockets in it "
+        f"{f[k].get('first_in_class')} of {f[k].get('first_sockets')}"
+        for k in ("bash", "python") if k in f)
+    marks = n.get("switch:_marks_only,_all_class_rules") or {}
+    whole = n.get("all_class_rules") or {}
+    alone = n.get("default_alone,_no_class_rules") or {}
+    return (f"a saved rule's program, {kinds}; the helper sees the exec after "
+            f"{ms(h.get('seen_ms'), 2)} and has moved it after {ms(h.get('moved_ms'), 1)} "
+            f"(a cgroup move waits for an RCU grace period); a switch with every class rule "
+            f"{ms(marks.get('load_ms'), 2)} in nft (whole table {ms(whole.get('load_ms'), 2)}, "
+            f"without class rules {ms(alone.get('load_ms'), 2)}), apply -> reply "
+            f"{ms(sw.get('classes'), 1)} (default alone {ms(sw.get('default_alone'), 1)})")
+
+
+def classes_table() -> str:
+    doc = load("bench_classes")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_classes`.\n"
+    f = doc["figures"]
+    lines = ["| figure | median | p90 | worst |", "| --- | --- | --- | --- |"]
+    for k in ("bash", "python"):
+        if k in f:
+            lines.append(f"| saved rule: launcher's fork -> {k} in its class | "
+                         f"{ms(f[k].get('to_class_ms'), 1)} | {ms(f[k].get('to_class_p90_ms'), 1)}"
+                         f" | {ms(f[k].get('to_class_worst_ms'), 1)} |")
+    h = f.get("helper") or {}
+    lines += [f"| helper: exec -> event seen | {ms(h.get('seen_ms'), 2)} | | |",
+              f"| helper: exec -> process moved | {ms(h.get('moved_ms'), 1)} | "
+              f"{ms(h.get('moved_p90_ms'), 1)} | |"]
+    sw = f.get("switch_ms") or {}
+    lines += [f"| switch, default alone: apply -> reply | {ms(sw.get('default_alone'), 1)} | | |",
+              f"| switch, 3 classes + volume: apply -> reply | {ms(sw.get('classes'), 1)} | | |"]
+    for name, v in (f.get("nft") or {}).items():
+        listing = f" (then its listing {ms(v['listing_ms'], 2)})" if v.get("listing_ms") else ""
+        lines.append(f"| nft, {name.replace('_', ' ')} | {ms(v.get('load_ms'), 2)}{listing} | | |")
+    firsts = "; ".join(f"{k}: {f[k].get('first_in_class')} of {f[k].get('first_sockets')}"
+                       for k in ("bash", "python") if k in f)
+    return ("\n".join(lines) + f"\n\nFirst sockets in their class (counted by nft): {firsts} "
+            f"({origin(doc)}).\n")
+
+
+def generic(f: dict[str, Any]) -> str:
+    def flat(prefix: str, v: Any) -> list[str]:
+        if isinstance(v, dict):
+            return [x for k, w in v.items() for x in flat(f"{prefix}{k}.", w)]
+        return [f"{prefix[:-1]} {num(v, 2) if isinstance(v, float) else v}"]
+    return ", ".join(flat("", f))
+
+
+SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_switchover": switchover, "bench_false_alarms": false_alarms, "bench_flaps": flaps,
+    "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
+    "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
+    "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
+}
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def readme_table() -> str:
+    lines = ["| benchmark | figures (commit, date, machine) |", "| --- | --- |"]
+    for name, args in ROWS:
+        doc = load(name)
+        if doc is None:
+            text = "not measured yet"
+        else:
+            text = f"{SUMMARY.get(name, generic)(doc['figures'])} ({origin(doc)})"
+        lines.append(f"| `{(name + ' ' + args).strip()}` | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def switchover_table() -> str:
+    doc = load("bench_switchover")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_switchover`.\n"
+    keys = [("owd_ms", "one-way"), ("bound_ms", "bound"), ("detection_ms", "detection"),
+            ("switch_ms", "switch"), ("up_gap_ms", "gap up"), ("down_gap_ms", "gap down"),
+            ("echo_gap_ms", "echo gap")]
+    lines = ["| scenario | engine | " + " | ".join(k[1] for k in keys) + " |",
+             "| --- | --- |" + " --- |" * len(keys)]
+    for scen, engines in doc["figures"].items():
+        for engine, m in engines.items():
+            lines.append(f"| {scen} | {engine} | "
+                         + " | ".join(ms(m.get(k)) for k, _ in keys) + " |")
+    runs = next(iter(next(iter(doc["figures"].values())).values())).get("runs", "?")
+    return "\n".join(lines) + f"\n\nMedians of {runs} runs ({origin(doc)}).\n"
+
+
+def engine_cost_table() -> str:
+    doc = load("bench_engine_cost")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_engine_cost`.\n"
+    lines = ["| paths | engine | engine thread CPU | probes/s | on the wire, each way |",
+             "| --- | --- | --- | --- | --- |"]
+    for key in sorted(k for k in doc["figures"] if k.startswith("paths_")):
+        for engine, m in doc["figures"][key].items():
+            lines.append(f"| {key[6:]} | {engine} | {pct(m['engine_cpu_pct'], 2)} of a core | "
+                         f"{num(m['probes_per_s'])} | {num(m['wire_kbit_s'])} kbit/s |")
+    return "\n".join(lines) + f"\n\n({origin(doc)}).\n"
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "readme-table": readme_table, "bench_switchover": switchover_table,
+    "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
+}
+
+
+def render(text: str, where: Path) -> str:
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"{where}: unknown figures block {name!r} (known: "
+                             f"{', '.join(BLOCKS)})")
+        return m.group(1) + BLOCKS[name]() + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    args = ap.parse_args(argv)
+    stale = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        new = render(text, path)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    for path in stale:
+        print(f"{'stale' if args.check else 'updated'}: {path.relative_to(ROOT)}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
