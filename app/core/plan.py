@@ -112,11 +112,11 @@ class PathSpec:
 
     @property
     def dns_servers(self) -> tuple[str, ...]:
-        return tuple(d for d in self.dns if _is_ip(d))
+        return tuple(d for d in self.dns if is_ip(d))
 
     @property
     def dns_domains(self) -> tuple[str, ...]:
-        return tuple(d for d in self.dns if not _is_ip(d))
+        return tuple(d for d in self.dns if not is_ip(d))
 
     @property
     def has_ipv6(self) -> bool:
@@ -150,7 +150,8 @@ class PathSpec:
         return tuple(out)
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Whether a gateway's ``DNS =`` entry is a server (else it is a search domain)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:

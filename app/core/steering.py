@@ -194,6 +194,10 @@ class Steering:
         via = self._via() or next((p.spec.interface for p in self.paths if p.spec.full), None)
         return dns_state([p.spec for p in self.paths], via)
 
+    def held_dns(self) -> DnsState | None:
+        """The DNS of the state the helper last took (None: none, or nothing sent yet)."""
+        return None if self._held is None else self._held.state.dns
+
     def dirty(self) -> bool:
         if self._held is None:
             return True

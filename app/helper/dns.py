@@ -38,6 +38,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,6 +66,8 @@ RESOLVE1_PATH = "/org/freedesktop/resolve1"
 RESOLVE1_MANAGER = "org.freedesktop.resolve1.Manager"
 RESOLVED_STUBS = frozenset({"127.0.0.53", "127.0.0.54"})
 RESOLVED_DIR = "/run/systemd/resolve/"
+SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
+INTENT = "dns.json"  # in the state directory: which mechanism holds DNS, before it is set
 
 
 def render(servers: tuple[str, ...], domains: tuple[str, ...], *, marker: bool) -> str:
@@ -142,39 +145,70 @@ def mount_points() -> set[str]:
 
 
 NETNS_RUN, NETNS_ETC = Path("/run/netns"), Path("/etc/netns")
+NETNS_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # as `ip netns add` names
 
 
-def own_netns() -> bool:
-    """Whether this process runs in a network namespace other than init's (a lab)."""
+def check_target(value: str) -> Path:
+    """``--resolv-conf``: the file the helper manages. Only /etc/resolv.conf or
+    /etc/netns/NAME/resolv.conf (the one `ip netns exec NAME` mounts over /etc/resolv.conf)
+    are accepted, spelt exactly so: a helper's configuration cannot point it at an
+    arbitrary file it would then overwrite as root."""
+    if value == str(RESOLV_CONF):
+        return RESOLV_CONF
+    parts = value.split("/")
+    if (len(parts) == 5 and parts[:3] == ["", "etc", "netns"] and parts[4] == "resolv.conf"
+            and NETNS_NAME_RE.match(parts[3]) and parts[3] not in (".", "..")):
+        return Path(value)
+    raise ValueError(f"{value[:100]!r} is neither {RESOLV_CONF} nor "
+                     f"{NETNS_ETC}/NAME/resolv.conf")
+
+
+def _same(a: Path, b: Path) -> bool:
     try:
-        return os.stat("/proc/self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino
+        sa, sb = os.stat(a), os.stat(b)
     except OSError:
         return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def netns_resolv_conf() -> Path | None:
-    """The /etc/netns/NS/resolv.conf that `ip netns exec NS` mounted over this process's
-    /etc/resolv.conf, if it did: NS is the named namespace this process runs in, and the
-    two are one file (device and inode). None: /etc/resolv.conf is not that namespace's
-    own (it may be the host's, or a container's bind mount of the host's)."""
+def current_netns() -> str | None:
+    """The name (under /run/netns) of the network namespace this process runs in, unless
+    it is init's. None: the host's, or one nobody named.
+
+    Init's namespace is told by /proc/1/ns/net where that can be read; in a container it
+    often cannot, and then any named namespace counts as a namespace of its own: wrongly
+    taking the host's for a lab's refuses a write, the other way round overwrites the
+    host's resolv.conf."""
+    here = Path("/proc/self/ns/net")
+    if _same(here, Path("/proc/1/ns/net")):
+        return None
     try:
-        here = os.stat("/proc/self/ns/net")
-        names = [p.name for p in NETNS_RUN.iterdir()]
+        names = sorted(p.name for p in NETNS_RUN.iterdir())
     except OSError:
         return None
-    for name in names:
-        try:
-            st = os.stat(NETNS_RUN / name)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) != (here.st_dev, here.st_ino):
-            continue
-        own = NETNS_ETC / name / "resolv.conf"
-        try:
-            mine, mounted = os.stat(own), os.stat(RESOLV_CONF)
-        except OSError:
+    return next((n for n in names if _same(NETNS_RUN / n, here)), None)
+
+
+def target_problem(path: Path) -> str | None:
+    """Why the helper must not write ``path`` from where it runs (None: it may). A helper
+    in a named namespace (a lab, a test) writes only that namespace's own file, never the
+    host's; one on the host writes only /etc/resolv.conf."""
+    if path != RESOLV_CONF and path.parent.parent != NETNS_ETC:
+        return None  # no system file (check_target lets none through: tests' own files)
+    ns = current_netns()
+    if path == RESOLV_CONF:
+        if ns is None or _same(NETNS_ETC / ns / "resolv.conf", RESOLV_CONF):
             return None
-        return own if (mine.st_dev, mine.st_ino) == (mounted.st_dev, mounted.st_ino) else None
+        return (f"braid-helper runs in the network namespace {ns}, and {RESOLV_CONF} is the "
+                f"host's (no {NETNS_ETC / ns / 'resolv.conf'} is mounted there): not "
+                "touching it")
+    if ns != path.parent.name:
+        where = "the host's" if ns is None else ns
+        return (f"{path} is the network namespace {path.parent.name}'s, and braid-helper "
+                f"runs in {where}")
+    if not path.is_file() or path.is_symlink():
+        return (f"{path} is not a plain file: `ip netns exec {ns}` mounts it over "
+                f"{RESOLV_CONF} only where it is one")
     return None
 
 
@@ -210,7 +244,13 @@ class ResolvFile:
         if text is None:
             return None
         try:
-            return Original.from_json(json.loads(text).get("original"))
+            doc = json.loads(text)
+            if doc.get("path") != str(self.path):
+                # Another --resolv-conf's: its text must never land in this file.
+                log.error("the saved resolv.conf in the state directory is %s's, not %s's: "
+                          "leaving both as they are", doc.get("path"), self.path)
+                return None
+            return Original.from_json(doc.get("original"))
         except (ValueError, AttributeError, TypeError):
             log.error("the saved resolv.conf in the state directory is unreadable: leaving "
                       "%s as it is", self.path)
@@ -269,19 +309,20 @@ class ResolvFile:
 
     # -- writing ------------------------------------------------------------------
     def _check_safe(self) -> None:
-        """A helper in a namespace of its own (a lab, a test) writes only a resolv.conf
-        that `ip netns exec` mounted for that namespace, never the host's."""
-        if self.path == RESOLV_CONF and own_netns() and netns_resolv_conf() is None:
-            raise KernelError(
-                f"braid-helper runs in a network namespace of its own, and {self.path} is "
-                "the host's (no /etc/netns/NS/resolv.conf is mounted there): not touching it",
-                "create /etc/netns/NS/resolv.conf before starting the helper with "
-                "`ip netns exec NS`, or start it with --dns resolved or resolvconf")
+        """Checked before every write, not only at start: the namespace's file may have
+        gone since (then /etc/resolv.conf is the host's again)."""
+        problem = target_problem(self.path)
+        if problem is not None:
+            raise KernelError(problem, "create /etc/netns/NS/resolv.conf before starting the "
+                              "helper with `ip netns exec NS`, and give it --resolv-conf "
+                              "/etc/netns/NS/resolv.conf")
 
     def _write(self, text: str, mode: int, uid: int, gid: int) -> None:
         data = text.encode("utf-8", errors="surrogateescape")
         try:
-            if str(self.path) in mount_points():
+            # A namespace's file is mounted over /etc/resolv.conf in every process started
+            # there: a rename would leave them all reading the old inode.
+            if self.path.parent.parent == NETNS_ETC or str(self.path) in mount_points():
                 self._write_in_place(data, mode, uid, gid)
             else:
                 self._replace(data, mode, uid, gid)
@@ -290,14 +331,8 @@ class ResolvFile:
 
     def _write_in_place(self, data: bytes, mode: int, uid: int, gid: int) -> None:
         # A mount point cannot be renamed onto (EBUSY): truncate and write, then sync.
-        fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.write(fd, data)
-            os.fchmod(fd, mode)
-            os.fchown(fd, uid, gid)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fill(os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC),
+              data, mode, uid, gid)
 
     def _replace(self, data: bytes, mode: int, uid: int, gid: int) -> None:
         tmp = self.path.with_name(f".{self.path.name}.braid.{os.getpid()}")
@@ -306,13 +341,7 @@ class ResolvFile:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
-            try:
-                os.write(fd, data)
-                os.fchmod(fd, mode)
-                os.fchown(fd, uid, gid)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fill(fd, data, mode, uid, gid)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -343,6 +372,17 @@ class ResolvFile:
                     os.unlink(self.path)
         except OSError as exc:
             raise KernelError(f"could not restore {self.path}: {exc.strerror}") from None
+
+
+def _fill(fd: int, data: bytes, mode: int, uid: int, gid: int) -> None:
+    """Write ``data`` to ``fd`` with its mode and owner, durably, and close it."""
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fchown(fd, uid, gid)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---- resolvconf ----------------------------------------------------------------------
@@ -401,6 +441,8 @@ class Resolved:
         self.bus = bus
         self.links: dict[str, tuple[int, LinkDns]] = {}  # tunnel -> (ifindex, what is set)
         self.owner: str | None = None  # resolved's unique bus name when it was set
+        # A batch that failed midway (resolved restarting): the drift timer tries again.
+        self.pending = False
 
     @staticmethod
     def want(dns: DnsState, links: Mapping[str, int]) -> dict[str, LinkDns]:
@@ -420,6 +462,12 @@ class Resolved:
         return await asyncio.to_thread(self._set, want, dict(links))
 
     def _set(self, want: dict[str, LinkDns], links: dict[str, int]) -> list[str]:
+        self.pending = True
+        changes = self._calls(want, links)
+        self.pending = False
+        return changes
+
+    def _calls(self, want: dict[str, LinkDns], links: dict[str, int]) -> list[str]:
         changes = []
         with self._connect() as conn:
             owner = conn.owner()
@@ -446,9 +494,18 @@ class Resolved:
         return changes
 
     async def revert(self) -> list[str]:
-        return await asyncio.to_thread(self._set, {}, {})
+        try:
+            return await asyncio.to_thread(self._set, {}, {})
+        except KernelError as exc:
+            # Never a reason to stay connected: resolved drops a link's DNS with the link.
+            log.warning("DNS: %s; the links' DNS goes with the tunnels", exc.what)
+            self.links.clear()
+            self.pending = False
+            return [f"DNS: {exc.what}"]
 
     async def drifted(self) -> bool:
+        if self.pending:
+            return True
         if not self.links:
             return False
         try:
@@ -559,12 +616,28 @@ def resolvconf_command() -> str | None:
     return found
 
 
+def private_bus() -> bool:
+    """Whether the system bus is one named by DBUS_SYSTEM_BUS_ADDRESS, not the host's
+    well-known socket."""
+    address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
+    return address not in ("", f"unix:path={SYSTEM_BUS_SOCKET}")
+
+
 def choose(choice: str, state_dir: StateDir, path: Path = RESOLV_CONF) -> Mechanism:
-    if choice == "resolved" or (choice == "auto" and resolv_conf_is_resolved(path)
-                                and Resolved.running()):
+    """The mechanism for ``--dns choice``. In a named network namespace (a lab) auto is
+    always the namespace's own file: the host's systemd-resolved sees only the host's
+    links (an ifindex here may be another link there), and a real resolvconf writes the
+    host's /run/resolvconf. --dns resolved there needs a bus of its own."""
+    in_netns = current_netns() is not None
+    if choice == "resolved" and in_netns and not private_bus():
+        raise KernelError("--dns resolved: braid-helper runs in a network namespace of its "
+                          "own, and the system bus's systemd-resolved is the host's",
+                          "start it with --dns file (or auto) there")
+    if choice == "resolved" or (choice == "auto" and not in_netns
+                                and resolv_conf_is_resolved(path) and Resolved.running()):
         return Resolved()
     command = resolvconf_command()
-    if choice == "resolvconf" or (choice == "auto" and command is not None):
+    if choice == "resolvconf" or (choice == "auto" and not in_netns and command is not None):
         if command is None:
             raise KernelError("--dns resolvconf: resolvconf is not installed",
                               "install it, or start braid-helper with --dns auto")
@@ -589,11 +662,16 @@ class DnsManager:
                 return []
             changes = await self.mechanism.revert()
             self.mechanism, self.applied = None, None
+            self.dir.unlink(INTENT)
             return changes
         if self.mechanism is None:
             # Chosen when DNS is first set, not at start: resolved may start later.
-            self.mechanism = choose(self.choice, self.dir, self.path)
-            log.info("DNS: setting it through %s", self.mechanism.name)
+            mechanism = choose(self.choice, self.dir, self.path)
+            # Recorded before anything is set: a kill -9 between resolvconf's -a and the
+            # journal's next write still leaves a restart that knows to take it back.
+            self.dir.write(INTENT, json.dumps({"mechanism": mechanism.name}))
+            self.mechanism = mechanism
+            log.info("DNS: setting it through %s", mechanism.name)
         changes = await self.mechanism.set(dns, links)
         self.applied = dns
         return changes
@@ -613,9 +691,22 @@ class DnsManager:
         """An earlier run's DNS (the saved resolv.conf, the journal): kept when ``keep``
         (the guard is adopted: the DNS stays the tunnels'), else put back. Returns what
         was found and the DNS now held (None: none)."""
+        found, held = await self._leftovers(doc, keep=keep)
+        if held is None:
+            self.dir.unlink(INTENT)
+        return found, held
+
+    def _intent(self) -> str | None:
+        with contextlib.suppress(ValueError, AttributeError):
+            kind = json.loads(self.dir.read(INTENT) or "{}").get("mechanism")
+            return kind if kind in ("file", "resolvconf", "resolved") else None
+        return None
+
+    async def _leftovers(self, doc: dict[str, Any], *,
+                         keep: bool) -> tuple[list[str], DnsState | None]:
         found_doc = doc.get("dns")
         journaled: dict[str, Any] = found_doc if isinstance(found_doc, dict) else {}
-        kind = journaled.get("mechanism")
+        kind = journaled.get("mechanism") or self._intent()
         file = ResolvFile(self.dir, self.path)
         if file.saved() is not None:
             kind = "file"  # saved before the first write: the truth even without a journal

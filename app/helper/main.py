@@ -11,9 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.helper import cgroups
+from app.helper import cgroups, dns
 from app.helper.classes import Classes
-from app.helper.dns import CHOICES as DNS_CHOICES
 from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
 from app.helper.server import HelperServer
@@ -21,6 +20,13 @@ from app.wire.protocol import DEFAULT_SOCKET, DEFAULT_STATE_DIR, IDLE_SECONDS
 from app.wire.version import package_version
 
 log = logging.getLogger("braid.helper")
+
+
+def _resolv_conf(value: str) -> Path:
+    try:
+        return dns.check_target(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,11 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dns",
-        choices=DNS_CHOICES,
+        choices=dns.CHOICES,
         default="auto",
         help="how a state's DNS is set: systemd-resolved over D-Bus, resolvconf, or "
         "/etc/resolv.conf itself (restored on disconnect); auto: the first that is the "
         "system's tool (default auto)",
+    )
+    p.add_argument(
+        "--resolv-conf",
+        type=_resolv_conf,
+        default=dns.RESOLV_CONF,
+        metavar="FILE",
+        help="the resolv.conf --dns file manages: /etc/resolv.conf, or, for a helper "
+        "started with `ip netns exec NS`, /etc/netns/NS/resolv.conf (nothing else is "
+        "accepted; default /etc/resolv.conf)",
     )
     p.add_argument(
         "--group", default="braid", help="group whose members may use the socket (default braid)"
@@ -105,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, view: cgroups.View) -> int:
     reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds,
-                            classes=Classes(view), dns=args.dns)
+                            classes=Classes(view), dns=args.dns,
+                            resolv_conf=args.resolv_conf)
     if args.cleanup:
         found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
@@ -159,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = "--" + name.replace("_", "-")
             print(f"braid-helper: error: {flag} is too small", file=sys.stderr)
             return 2
+    # A namespace's file named outright must be this namespace's, now (the default is
+    # checked at each write: a helper that never sets DNS may run anywhere).
+    problem = None if args.resolv_conf == dns.RESOLV_CONF else dns.target_problem(
+        args.resolv_conf)
+    if problem is not None:
+        print(f"braid-helper: error: --resolv-conf: {problem}", file=sys.stderr)
+        return 2
     # Before any thread exists: the mount namespace is the whole process's.
     view = cgroups.open_view()
     if view.why is not None:

@@ -24,7 +24,7 @@ from pyroute2 import AsyncIPRoute
 from app.helper import conntrack, guard, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
 from app.helper.classes import Classes
-from app.helper.dns import DnsManager
+from app.helper.dns import RESOLV_CONF, DnsManager
 from app.helper.errors import HelperError, KernelError
 from app.helper.journal import Journal
 from app.helper.statedir import StateDir
@@ -84,14 +84,16 @@ def _is_guard_rule(rule: netlink.KernelRule) -> bool:
 class Reconciler:
     def __init__(self, backend: str, state_dir: Path,
                  verify_interval: float = VERIFY_INTERVAL_S, *,
-                 classes: Classes | None = None, dns: str = "auto") -> None:
+                 classes: Classes | None = None, dns: str = "auto",
+                 resolv_conf: Path = RESOLV_CONF) -> None:
         self.dir = StateDir(state_dir)
         # Traffic classes by app (the groups live while a marking is held); without a
         # view of cgroup v2 (main.py makes it) they are off and the marking works alone.
         self.classes = classes if classes is not None else Classes(None)
         self._acct = conntrack.Accounting()
         self.journal = Journal(self.dir)
-        self.dns = DnsManager(self.dir, dns)  # the system's DNS (app/helper/dns.py)
+        # The system's DNS (app/helper/dns.py); resolv_conf: dns.check_target's.
+        self.dns = DnsManager(self.dir, dns, resolv_conf)
         self.backend: Backend = choose(backend, self.dir, self._died)
         self.state: DesiredState = EMPTY_STATE
         self.guard_held: str | None = None  # why a guard is held without its client

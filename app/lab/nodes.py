@@ -269,6 +269,8 @@ def start_helper(info: LabInfo, grace: int) -> None:
         *argv, "--socket", str(info.helper_socket),
         "--state-dir", str(info.runtime_dir / "helper"),
         "--grace-seconds", str(grace),
+        # The namespace's own file, named outright: never the host's /etc/resolv.conf.
+        "--resolv-conf", str(client_resolv_conf(info.name)),
     ], "helper.log", lambda: helper_answers(info.helper_socket), "the lab's braid-helper")
 
 

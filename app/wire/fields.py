@@ -269,16 +269,21 @@ def check_endpoint_literal(value: str) -> str:
     return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
 
 
-def check_dns_server(value: str) -> str:
-    """A DNS server as a gateway names it (``DNS = 10.8.0.1``): an IP literal reached
-    through the tunnels, so not unspecified, loopback (a local resolver is not the
-    gateway's), link-local (no scope ids) or multicast. Normalised."""
+def _an_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``_ip`` with any other refusal said as "not an IP address"."""
     try:
-        ip = _ip(value)
+        return _ip(value)
     except FieldError:
         raise
     except ValueError:
         raise FieldError(f"{value!r} is not an IP address") from None
+
+
+def check_dns_server(value: str) -> str:
+    """A DNS server as a gateway names it (``DNS = 10.8.0.1``): an IP literal reached
+    through the tunnels, so not unspecified, loopback (a local resolver is not the
+    gateway's), link-local (no scope ids) or multicast. Normalised."""
+    ip = _an_ip(value)
     if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
         raise FieldError(f"{value!r} cannot be a gateway's DNS server (unspecified, loopback, "
                          "link-local or multicast): write the address of the server the "
@@ -299,12 +304,7 @@ def check_search_domain(value: str) -> str:
 
 def check_probe(value: str) -> str:
     """The engine's probe target: an IPv4 address (its probes are ICMPv4 echoes)."""
-    try:
-        ip = _ip(value)
-    except FieldError:
-        raise
-    except ValueError:
-        raise FieldError(f"{value!r} is not an IP address") from None
+    ip = _an_ip(value)
     if ip.version != 4:
         raise FieldError(f"{value!r} is not an IPv4 address (probes are ICMPv4 echoes)")
     if ip.is_unspecified or ip.is_multicast or ip.is_loopback:

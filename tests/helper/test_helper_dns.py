@@ -365,8 +365,11 @@ def test_resolvconf_gets_one_record_and_loses_it_on_disconnect(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     original = resolv(lab)
-    h = Helper(lab, sock_dir / "rc.sock", tmp_path / "state", tmp_path / "rc.log")
-    h.start()  # --dns auto: resolvconf is the system's tool when it is installed
+    # Asked for: in a namespace of its own auto never picks resolvconf (a real one
+    # writes the host's /run/resolvconf).
+    h = Helper(lab, sock_dir / "rc.sock", tmp_path / "state", tmp_path / "rc.log",
+               extra=("--dns", "resolvconf"))
+    h.start()
     try:
         client = h.client()
         client.apply(dns_state(lab))
@@ -404,7 +407,9 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
   <listen>{address}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
+    <allow user="*"/>
     <allow send_destination="*"/>
+    <allow receive_sender="*"/>
     <allow own="*"/>
   </policy>
 </busconfig>
@@ -509,6 +514,46 @@ def test_resolved_gets_per_link_dns_split_domains_and_a_revert(
         client.down()
         assert resolved.state()["links"] == {}
         assert client.status().dns is None
+    finally:
+        h.stop()
+        h.cleanup()
+
+
+# ---- the file it manages: part of the helper's configuration, checked ---------------------
+@pytest.mark.parametrize(("value", "phrase"), [
+    ("/tmp/resolv.conf", "is neither /etc/resolv.conf nor /etc/netns/NAME/resolv.conf"),
+    ("/etc/passwd", "is neither"),
+    ("/etc/netns/../resolv.conf", "is neither"),
+    ("/etc/netns/x/../../shadow", "is neither"),
+    ("/etc//resolv.conf", "is neither"),
+    ("/etc/netns/braid-other-client/resolv.conf", "and braid-helper runs in "),
+])
+def test_a_resolv_conf_that_is_not_the_namespaces_own_is_refused_at_start(
+        lab: LabInfo, tmp_path: Path, sock_dir: Path, value: str, phrase: str) -> None:
+    h = Helper(lab, sock_dir / "v.sock", tmp_path / "state", tmp_path / "v.log",
+               extra=("--resolv-conf", value))
+    done = subprocess.run(h.argv(), cwd=REPO, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 2 and phrase in done.stderr, done.stderr
+    assert "--resolv-conf" in done.stderr
+
+
+def test_the_namespaces_own_file_named_outright(lab: LabInfo, tmp_path: Path,
+                                                sock_dir: Path) -> None:
+    """What the lab's helper is given (app/lab/nodes.py): written in place, so every
+    process of the namespace (each has it mounted over /etc/resolv.conf) sees it."""
+    path = nodes.client_resolv_conf(lab.name)
+    original, inode = resolv(lab), os.stat(path).st_ino
+    h = Helper(lab, sock_dir / "e.sock", tmp_path / "state", tmp_path / "e.log",
+               extra=("--resolv-conf", str(path)))
+    h.start()
+    try:
+        client = h.client()
+        connected(client, lab, dns_state(lab))
+        assert os.stat(path).st_ino == inode
+        assert resolve(lab, FAR_NAME) == [SERVER_ADDRESS]
+        client.down()
+        assert resolv(lab) == original and os.stat(path).st_ino == inode
     finally:
         h.stop()
         h.cleanup()
