@@ -27,10 +27,10 @@ RTT, against its own 60 s baseline ``j0``, with allowance ``max(3 ms, j0)`` and 
 1.5 s times that, each sample counted at most 8 allowances over (so a 100 ms stall of
 the machine, which delays every path's samples at once, adds about a third of the
 threshold, where unclipped it passed it on every path together; a real episode, 4 to
-21 ms, still warns within a second): it warns when the path's delay spread more than doubles for a second
-or two (cn-us's congestion
-episodes raise the jitter from 3-5 ms to 8-25 ms each way well before their loss moves
-the score). ``degrading`` clears when every side is back to 0.
+21 ms, still warns within a second): it warns when the path's delay spread more than
+doubles for a second or two (cn-us's congestion episodes raise the jitter from 3-5 ms
+to 8-25 ms each way well before their loss moves the score).
+``degrading`` clears when every side is back to 0.
 
 Nothing is decided here: ``degrading`` and its reason are inputs for the deciders (a
 shorter dwell before leaving, decide.py) and for realtime copies.
