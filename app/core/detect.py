@@ -24,10 +24,13 @@ reaches about once in 10^6 probes (hours at 100 probes a second), while an episo
 
 Jitter: the same one-sided CUSUM on how far each sample is above the last second's mean
 RTT, against its own 60 s baseline ``j0``, with allowance ``max(3 ms, j0)`` and threshold
-1.5 s times that: it warns when the path's delay spread more than doubles for a second
-or two (cn-us's congestion
-episodes raise the jitter from 3-5 ms to 8-25 ms each way well before their loss moves
-the score). ``degrading`` clears when every side is back to 0.
+1.5 s times that, each sample counted at most 8 allowances over (so a 100 ms stall of
+the machine, which delays every path's samples at once, adds about a third of the
+threshold, where unclipped it passed it on every path together; a real episode, 4 to
+21 ms, still warns within a second): it warns when the path's delay spread more than
+doubles for a second or two (cn-us's congestion episodes raise the jitter from 3-5 ms
+to 8-25 ms each way well before their loss moves the score).
+``degrading`` clears when every side is back to 0.
 
 Nothing is decided here: ``degrading`` and its reason are inputs for the deciders (a
 shorter dwell before leaving, decide.py) and for realtime copies.
@@ -55,6 +58,7 @@ class DetectConfig:
     loss_h: float = 15.0
     jit_k_min_ms: float = 3.0
     jit_h_s: float = 1.5
+    jit_clip: float = 8.0  # a sample's spread counts at most this many allowances
 
 
 def _alpha(dt: float, tau: float) -> float:
@@ -111,7 +115,10 @@ class ChangeDetector:
         if self.jit0_ms is None:
             self.jit0_ms = spread
         kj = max(c.jit_k_min_ms, self.jit0_ms)
-        self.s_jit = max(0.0, self.s_jit + (spread - self.jit0_ms - kj) * dt)
+        # A sample counts at most 8 allowances over: a stall of the machine itself (every
+        # path's samples late together for 100 ms) must not read as a path's spread.
+        counted = min(spread, self.jit0_ms + c.jit_clip * kj)
+        self.s_jit = max(0.0, self.s_jit + (counted - self.jit0_ms - kj) * dt)
         self.jit0_ms += a * (spread - self.jit0_ms)
         self.recent_jit_ms += _alpha(dt, c.recent_s) * (spread - self.recent_jit_ms)
         if self.warm(t):

@@ -254,10 +254,14 @@ class Engine:
             m["silence_limit_ms"] = round(path.tracker.late_limit_s() * 1000, 3)
             silent = "" if change.detection_s is None else \
                 f"silent for {change.detection_s * 1000:.0f} ms, "
-            self.events.add(EventKind.PATH_DOWN,
-                            f"{path.name}: {silent}no reply to "
-                            f"{path.tracker.consecutive_missed} probes in a row and nothing "
-                            "received", from_path=path.name, metrics=m,
+            if change.old is Health.UNKNOWN:  # it never answered since connecting
+                why = (f"{path.name}: no answer in {path.tracker.cfg.connect_timeout_s:.0f} s "
+                       "since connecting (no WireGuard handshake or no route through it "
+                       "yet); still trying")
+            else:
+                why = (f"{path.name}: {silent}no reply to {path.tracker.consecutive_missed} "
+                       "probes in a row and nothing received")
+            self.events.add(EventKind.PATH_DOWN, why, from_path=path.name, metrics=m,
                             detection_ms=None if change.detection_s is None
                             else change.detection_s * 1000)
         elif change.new is Health.UP and change.old is Health.DOWN:

@@ -179,6 +179,7 @@ class ProbeTracker:
         self._deferred_since: float | None = None
         self._rx_run = 0
         self._rx_quiet = 0
+        self._rx_settle_until: float | None = None
         # (seq, sent, lost) of the probes whose fate is known, newest last
         self._recent: deque[tuple[int, float, bool]] = deque()
         self._recent_lost = 0
@@ -251,19 +252,29 @@ class ProbeTracker:
             return self._set(Health.UP, t)
         return None
 
-    def rx_reset(self) -> None:
+    def rx_reset(self, now: float | None = None) -> None:
         """Forget the steady run: the path's probes just slowed, so a counter that rose at
-        every read only because they were fast will now pause, and that is no silence."""
+        every read only because they were fast will now pause, and that is no silence.
+        The replies to the fast probes still in flight keep the counter rising for about
+        one round trip (on a 150 ms path, seven reads): those rises, up to ``now`` plus a
+        round trip and a late margin, build no new run, or their end would read as the
+        tunnel going quiet."""
         self._rx_run = 0
+        if now is not None:
+            ref_s = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0) / 1000
+            self._rx_settle_until = now + ref_s + self.margin_s()
 
     def rx_poll(self, now: float, since: float, rose: bool) -> HealthChange | None:
         """The tunnel's rx counter was read at ``now`` (last read at ``since``)."""
         if not self.cfg.passive:
             return None
         if rose:
-            if self._rx_quiet >= self.cfg.rx_quiet_polls:
+            # A steady stream is one that rose at every read: probes every 50 ms, read
+            # every 20 ms, rise at most every other read and are no stream to miss.
+            if self._rx_quiet > 0:
                 self._rx_run = 0
-            self._rx_run += 1
+            settling = self._rx_settle_until is not None and now <= self._rx_settle_until
+            self._rx_run = 0 if settling else self._rx_run + 1
             self._rx_quiet = 0
             return self.heard(since)  # it arrived after the last read, not before
         self._rx_quiet += 1

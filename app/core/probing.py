@@ -161,7 +161,7 @@ class ProbeSet:
         if interval_s == slot.interval_s:
             return
         if interval_s > slot.interval_s:
-            slot.path.tracker.rx_reset()
+            slot.path.tracker.rx_reset(self._loop.time() if self._loop is not None else None)
         slot.interval_s = interval_s
         if self._loop is None:
             return

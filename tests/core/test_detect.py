@@ -112,3 +112,17 @@ def test_a_degrading_current_path_is_left_after_the_short_dwell() -> None:
             t += 0.1
         assert decision.to_path == "alt"
         assert t == pytest.approx(moved_after, abs=0.11)
+
+
+def test_a_stall_of_the_machine_is_no_jitter_episode() -> None:
+    """A 100 ms stall delays every path's samples at once (10 ms probes: 100, 90, ... ms
+    late): repeated every few seconds, it never warns."""
+    d = ChangeDetector()
+    feed(d, 0, 60, 0.01, 150, jitter=1.0)
+    t = 60.0
+    for _ in range(5):
+        for i in range(10):
+            d.rtt(t, 250 - 10 * i)
+            t += 0.01
+        assert feed(d, t, t + 2, 0.01, 150, jitter=1.0) is None and not d.degrading
+        t += 2

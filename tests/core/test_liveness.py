@@ -385,3 +385,46 @@ def test_probes_slowing_down_is_no_silence() -> None:
     for _ in range(cfg.rx_quiet_polls + 1):
         assert t.rx_poll(now + 0.02, now, False) is None
         now += 0.02
+
+
+def test_replies_still_in_flight_after_probes_slow_build_no_run() -> None:
+    """On a long path the fast probes' replies keep arriving for a round trip after the
+    probes slowed: the counter rises at every read, then pauses. That pause is no
+    silence either."""
+    from app.core.liveness import LivenessConfig, ProbeTracker
+    from app.core.pathstats import PathStats
+
+    cfg = LivenessConfig()
+    stats = PathStats()
+    for i in range(10):
+        stats.add_reply(150.0, i * 0.02)  # a 150 ms round trip
+    t = ProbeTracker(stats, cfg)
+    t.sent(1, 0.0)
+    t.reply(1, 0.15)
+    now = 0.2
+    for _ in range(cfg.rx_steady_polls + 1):
+        t.rx_poll(now + 0.02, now, True)
+        now += 0.02
+    t.rx_reset(now)  # the engine slowed its probes
+    for _ in range(7):  # the replies in flight, one round trip's worth of reads
+        assert t.rx_poll(now + 0.02, now, True) is None
+        now += 0.02
+    for _ in range(cfg.rx_quiet_polls + 1):
+        assert t.rx_poll(now + 0.02, now, False) is None
+        now += 0.02
+
+
+def test_a_counter_rising_every_other_read_is_no_stream() -> None:
+    """Replies to 50 ms probes, read every 20 ms, rise at two reads of five: with a
+    little jitter two reads in a row see nothing, and that is no tunnel going quiet."""
+    from app.core.liveness import LivenessConfig, ProbeTracker
+    from app.core.pathstats import PathStats
+
+    cfg = LivenessConfig()
+    t = ProbeTracker(PathStats(), cfg)
+    t.sent(1, 0.0)
+    t.reply(1, 0.03)
+    now = 0.1
+    for rose in [True, False] * 10 + [True, False, False, False]:
+        assert t.rx_poll(now + 0.02, now, rose) is None
+        now += 0.02
