@@ -10,7 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from app.core import present
 from app.core.errors import BraidError
+from app.core.plan import is_ip
 from app.core.profiles.merge import Change, Incoming, merge_gateways
 from app.core.profiles.model import Gateway, Profile
 from app.core.profiles.rules import check_cost
@@ -222,6 +224,7 @@ def _show_text(profile: Profile, psk: dict[str, bool], unknown: str | None) -> s
     def opt(value: object, unit: str = "") -> str:
         return "-" if value is None else f"{value}{unit}"
 
+    lines.append("dns while connected: " + _profile_dns(profile))
     for gw in profile.gateways:
         has_psk = unknown or ("yes (in the keyring)" if psk.get(gw.name) else "no")
         rows = [
@@ -243,6 +246,18 @@ def _show_text(profile: Profile, psk: dict[str, bool], unknown: str | None) -> s
         lines.append(f"gateway {gw.name}")
         lines += [f"  {label:<12} {value}" for label, value in rows]
     return "\n".join(lines)
+
+
+def _profile_dns(profile: Profile) -> str:
+    """What connecting applies, by plan.dns_state's rules: the full gateways' servers
+    and domains for every name, a split gateway's for its own domains."""
+    full = [g for g in profile.gateways if "0.0.0.0/0" in g.peer.allowed_ips]
+    servers = [s for g in full for s in g.dns if is_ip(s)]
+    domains = [d for g in full for d in g.dns if not is_ip(d)]
+    split = [(g.name, [s for s in g.dns if is_ip(s)], [d for d in g.dns if not is_ip(d)])
+             for g in profile.gateways if g not in full and any(is_ip(s) for s in g.dns)]
+    return present.profile_dns_text(list(dict.fromkeys(servers)),
+                                    list(dict.fromkeys(domains)), split)
 
 
 def run_show(args: argparse.Namespace) -> int:

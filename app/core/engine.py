@@ -55,6 +55,7 @@ from app.core.liveness import PASSIVE, Health, HealthChange, LivenessConfig
 from app.core.model import (
     CLASSES,
     ConnState,
+    DnsSnapshot,
     EngineCounters,
     EngineSnapshot,
     ErrorInfo,
@@ -69,6 +70,7 @@ from app.core.profiles.model import GatewaySecrets, Profile
 from app.core.scoring import LOSS_LIMIT, in_episode
 from app.core.steering import Plan, Steering
 from app.core.steering import metrics as _metrics
+from app.wire.status import DnsStatus
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ class Engine:
         self.events = EventLog(self.cfg.max_events)
         self.counters = EngineCounters()
         self._steering: Steering | None = None
+        self._helper_dns: DnsStatus | None = None  # the helper's last word on DNS
         self._probes = ProbeSet(self.paths, self.cfg.rates, self._on_probe,
                                 self._on_probe_error)
         self._dirty = asyncio.Event()
@@ -479,6 +482,7 @@ class Engine:
             self._dirty.set()
 
     def _take_status(self, status: HelperStatus) -> None:
+        self._helper_dns = status.dns
         take_status(self.paths, {t.name: (t.handshake_age_s, t.rx_bytes, t.tx_bytes)
                                  for t in status.tunnels}, time.monotonic())
         held = {t.name for t in status.tunnels}
@@ -531,7 +535,21 @@ class Engine:
             counters=replace(self.counters, probes_sent=self._probes.sent),
             lab=self.lab, pid=os.getpid(), runner=self.runner,
             blocked=blocked and state not in (ConnState.CONNECTING, ConnState.DISCONNECTED),
+            dns=self._dns_snapshot(st),
         )
+
+    def _dns_snapshot(self, st: Steering | None) -> DnsSnapshot | None:
+        """The DNS the helper holds for the plan, and how (its last status said)."""
+        want = st.held_dns() if st else None
+        if want is None:
+            return None
+        got = self._helper_dns
+        applied = got is not None and got.servers == want.all_servers()
+        return DnsSnapshot(
+            servers=want.all_servers(), domains=want.all_domains(), via=want.via,
+            mechanism=got.mechanism if applied and got else None,
+            active=bool(applied and got and got.active),
+            blocked_queries=got.blocked_queries if got else 0)
 
     def _publish(self) -> None:
         try:

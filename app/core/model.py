@@ -132,6 +132,27 @@ class EngineCounters:
 
 
 @dataclass(frozen=True)
+class DnsSnapshot:
+    """The system's DNS while connected: what the plan asks for and, once the helper
+    reports it, how it is applied (docs/profiles.md, "DNS")."""
+
+    servers: tuple[str, ...]
+    domains: tuple[str, ...] = ()
+    via: str | None = None  # the tunnel the default servers are asked through
+    mechanism: str | None = None  # "resolved" | "resolvconf" | "file"; None: not yet applied
+    active: bool = False  # the helper finds it in place
+    blocked_queries: int = 0  # DNS to resolvers outside the tunnels the kill switch dropped
+
+    @classmethod
+    def from_json(cls, doc: Any) -> DnsSnapshot | None:
+        if not isinstance(doc, dict):
+            return None
+        known = _known(cls, doc)
+        return cls(**{**known, "servers": tuple(known.get("servers") or ()),
+                      "domains": tuple(known.get("domains") or ())})
+
+
+@dataclass(frozen=True)
 class EngineSnapshot:
     t: float
     state: ConnState
@@ -145,6 +166,7 @@ class EngineSnapshot:
     pid: int | None = None  # the process running the engine
     runner: str | None = None  # "braid up" | "the tray app"
     blocked: bool = False  # the kill switch holds traffic (no path, error, or no engine)
+    dns: DnsSnapshot | None = None  # None: the system keeps its own DNS
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -167,6 +189,7 @@ class EngineSnapshot:
             "events": tuple(Event.from_json(e) for e in doc.get("events") or ()),
             "error": ErrorInfo(**error) if isinstance(error, dict) else None,
             "counters": EngineCounters(**_known(EngineCounters, doc.get("counters") or {})),
+            "dns": DnsSnapshot.from_json(doc.get("dns")),
         })
 
 

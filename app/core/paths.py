@@ -98,6 +98,7 @@ def path_specs(profile: Profile, secrets: Mapping[str, GatewaySecrets],
             endpoint=resolve_endpoint(gw.peer.endpoint, gw.name),
             allowed_ips=gw.peer.allowed_ips, persistent_keepalive=gw.peer.persistent_keepalive,
             probe_target=targets.get(gw.name) or gw.probe or default_probe_target(v4),
+            dns=gw.dns,
         ))
     return specs
 

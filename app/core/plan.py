@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from app.core.errors import BraidError
 from app.wire.state import (
@@ -37,7 +38,12 @@ from app.wire.state import (
     MARK_MASK,
     MARK_SHIFT,
     MAX_BULK_AFTER_BYTES,
+    MAX_DNS_DOMAINS,
+    MAX_DNS_SERVERS,
+    MAX_GUARD_ALLOW,
     DesiredState,
+    DnsSplit,
+    DnsState,
     GuardState,
     MarkClass,
     Marking,
@@ -77,6 +83,7 @@ class PathSpec:
     allowed_ips: tuple[str, ...]
     persistent_keepalive: int | None
     probe_target: str = ""  # the address the engine pings through this tunnel
+    dns: tuple[str, ...] = ()  # the .conf's DNS = (servers and search domains)
 
     @property
     def table(self) -> int:
@@ -102,6 +109,14 @@ class PathSpec:
         """Whether this gateway takes all IPv4 traffic (AllowedIPs 0.0.0.0/0): only those
         carry the steered classes; the others take just their prefixes (split tunnel)."""
         return "0.0.0.0/0" in self.allowed_ips
+
+    @property
+    def dns_servers(self) -> tuple[str, ...]:
+        return tuple(d for d in self.dns if is_ip(d))
+
+    @property
+    def dns_domains(self) -> tuple[str, ...]:
+        return tuple(d for d in self.dns if not is_ip(d))
 
     @property
     def has_ipv6(self) -> bool:
@@ -133,6 +148,66 @@ class PathSpec:
             if iface.network.prefixlen < iface.max_prefixlen:
                 out.append(str(iface.network))
         return tuple(out)
+
+
+def is_ip(text: str) -> bool:
+    """Whether a gateway's ``DNS =`` entry is a server (else it is a search domain)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def dns_state(paths: Sequence[PathSpec], via: str | None) -> DnsState | None:
+    """The gateways' DNS as the helper sets it (docs/helper-protocol.md, "DNS").
+
+    The full gateways' servers and search domains (in profile order, each once) answer
+    every name, on ``via``: the tunnel the default class rides (systemd-resolved attaches
+    them there). Providers name the same server on every gateway (Mullvad's 10.64.0.1,
+    Proton's 10.2.0.1), each answering through its own tunnel, so the servers follow the
+    default class like any traffic. A split gateway's servers answer its own domains, on
+    its own tunnel (corporate split DNS); its prefixes' rules route them there. Beyond
+    the helper's limits (8 servers, 16 domains) the first are kept: glibc asks only 3.
+    None: no gateway names DNS, and the system keeps its own."""
+    full = [p for p in paths if p.full]
+    servers = tuple(dict.fromkeys(s for p in full for s in p.dns_servers))[:MAX_DNS_SERVERS]
+    domains = tuple(dict.fromkeys(d for p in full for d in p.dns_domains))[:MAX_DNS_DOMAINS]
+    split = tuple(DnsSplit(p.interface, p.dns_servers[:MAX_DNS_SERVERS],
+                           p.dns_domains[:MAX_DNS_DOMAINS])
+                  for p in paths if not p.full and p.dns_servers)
+    if not servers and not split:
+        return None
+    if not servers:
+        return DnsState(split=split)
+    return DnsState(servers, domains, via, split)
+
+
+def outside_dns(guard: GuardState, dns: DnsState | None) -> GuardState:
+    """``guard`` with the DNS servers taken out of what it lets out beside the tunnels: a
+    server inside the LAN (a corporate 10.0.0.0/8 LAN and Mullvad's 10.64.0.1) is still
+    the gateway's, and is asked through the tunnel, never on the LAN."""
+    if dns is None:
+        return guard
+    nets: list[str] = list(guard.allow)
+    for server in dns.all_servers():
+        nets = [piece for net in nets for piece in _without(net, server)]
+    allow = tuple(nets)
+    if len(allow) > MAX_GUARD_ALLOW:
+        raise BraidError(
+            f"the LAN and exclusions, less the gateways' DNS servers inside them, are "
+            f"{len(allow)} networks; the kill switch takes {MAX_GUARD_ALLOW}",
+            "turn LAN access off, or exclude fewer networks")
+    return replace(guard, allow=allow)
+
+
+def _without(network: str, host: str) -> list[str]:
+    """``network`` less the one address ``host`` (itself if it does not hold it)."""
+    net, ip = ipaddress.ip_network(network), ipaddress.ip_address(host)
+    if net.version != ip.version or ip not in net:
+        return [network]
+    pieces: list[Any] = list(net.address_exclude(ipaddress.ip_network(ip)))  # type: ignore[arg-type]
+    return [str(n) for n in sorted(pieces)]
 
 
 def path_mark(index: int) -> int:
@@ -182,6 +257,7 @@ def build_state(
     guard: GuardState | None = None,
     *,
     bulk_after_mb: float | None = None,
+    dns: DnsState | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
@@ -191,6 +267,8 @@ def build_state(
     that translates it: no client-side masquerade, and each path's probes are routed by
     their destination (its gateway's probe address), since every tunnel has the same
     source address. ``guard``: the kill switch (docs/helper-protocol.md, "Guard").
+    ``dns``: the system's DNS while connected (:func:`dns_state`); the guard then lets
+    no DNS server out beside the tunnels (:func:`outside_dns`).
     ``bulk_after_mb``: a flow of class default that has moved this many megabytes
     (10^6 bytes, both ways) becomes bulk, when bulk is one of ``targets`` (None: never).
     """
@@ -257,7 +335,9 @@ def build_state(
         # Only split gateways: what is not theirs goes outside the tunnels on purpose,
         # so nothing is classified and there is no kill switch to hold it back.
         marking, guard = None, None
-    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard)
+    if guard is not None:
+        guard = outside_dns(guard, dns)
+    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard, dns)
 
 
 def without_flush(state: DesiredState) -> DesiredState:

@@ -266,6 +266,48 @@ def event_line(e: Event) -> str:
     return f"{head}: {e.reason}{timing(e)}"
 
 
+MECHANISMS = {"resolved": "systemd-resolved", "resolvconf": "resolvconf",
+              "file": "Braid's /etc/resolv.conf"}
+
+
+def dns_line(snap: EngineSnapshot) -> str | None:
+    """`braid status`'s DNS line: which servers answer while connected, and how they are
+    set (None: not connected, so nothing to say)."""
+    if snap.state in (ConnState.DISCONNECTED, ConnState.CONNECTING) and snap.dns is None:
+        return None
+    d = snap.dns
+    if d is None:
+        return "dns: the system's own (no gateway names a DNS server)"
+    text = "dns: " + ", ".join(d.servers)
+    if d.domains:
+        text += " (search " + " ".join(d.domains) + ")"
+    if d.via:
+        text += f" through {d.via}"
+    if d.mechanism is None:
+        return text + "; being set"
+    text += f"; set in {MECHANISMS.get(d.mechanism, d.mechanism)}"
+    if not d.active:
+        text += " (not in place: the helper puts it back)"
+    if d.blocked_queries:
+        text += f"; {d.blocked_queries} queries to other resolvers blocked"
+    return text
+
+
+def profile_dns_text(servers: Sequence[str], domains: Sequence[str],
+                     split: Sequence[tuple[str, Sequence[str], Sequence[str]]]) -> str:
+    """`braid profile show`'s DNS line: what connecting applies (plan.profile_dns)."""
+    if not servers and not split:
+        return "the system's own (no gateway names a DNS server)"
+    parts = []
+    if servers:
+        parts.append(", ".join(servers) + (" (search " + " ".join(domains) + ")"
+                                           if domains else "") + " for every name")
+    for gw, gw_servers, gw_domains in split:
+        parts.append(f"{', '.join(gw_servers)} for {' '.join(gw_domains) or 'nothing'} "
+                     f"(split gateway {gw})")
+    return "; ".join(parts)
+
+
 def status_text(snap: EngineSnapshot, events: int = 8) -> str:
     """`braid status`: a headline, a table of paths, the recent events."""
     classes = ", ".join(f"{c} -> {class_carriers(snap, c)}" for c in _ordered_classes(snap))
@@ -290,6 +332,9 @@ def status_text(snap: EngineSnapshot, events: int = 8) -> str:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                   for r in rows]
+    dns = dns_line(snap)
+    if dns is not None:
+        lines.append(dns)
     recent = snap.events[-events:] if events else ()
     if recent:
         lines.append("events:")

@@ -27,10 +27,10 @@ from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, D
 from app.core.liveness import Health
 from app.core.model import CLASSES
 from app.core.paths import PathRuntime
-from app.core.plan import build_state, without_flush
+from app.core.plan import build_state, dns_state, outside_dns, without_flush
 from app.core.profiles.model import Weights
 from app.core.scoring import score_paths
-from app.wire.state import DesiredState, GuardState
+from app.wire.state import DesiredState, DnsState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
 
@@ -171,23 +171,39 @@ class Steering:
             return {c: None for c in self.deciders}
         return dict(self._held.targets)
 
-    def guard(self) -> GuardState | None:
-        """The kill switch for the plan: its ``via`` is default's tunnel (or any usable
-        one), where a new flow's first route lookup lands before nft marks it."""
-        if self.guard_allow is None:
-            return None
+    def _via(self) -> str | None:
+        """Default's tunnel (or any usable full one): where a new flow's first route
+        lookup lands before nft marks it, and where resolved has the DNS."""
         by_name = {p.name: p for p in self.paths}
         usable = self.usable()
         via_path = self.targets().get("default") or next(
             (p.name for p in self.paths if p.name in usable and p.spec.full), None)
-        via = by_name[via_path].spec.interface if via_path in by_name else None
-        return GuardState(self.guard_allow, via)
+        return by_name[via_path].spec.interface if via_path in by_name else None
+
+    def guard(self) -> GuardState | None:
+        """The kill switch for the plan (via: :meth:`_via`); it lets no DNS server out
+        beside the tunnels."""
+        if self.guard_allow is None:
+            return None
+        return outside_dns(GuardState(self.guard_allow, self._via()), self.dns())
+
+    def dns(self) -> DnsState | None:
+        """The gateways' DNS (plan.dns_state), on default's tunnel; with no usable path,
+        on the first full one (its servers are unreachable then, and nobody else's are
+        asked: fail closed)."""
+        via = self._via() or next((p.spec.interface for p in self.paths if p.spec.full), None)
+        return dns_state([p.spec for p in self.paths], via)
+
+    def held_dns(self) -> DnsState | None:
+        """The DNS of the state the helper last took (None: none, or nothing sent yet)."""
+        return None if self._held is None else self._held.state.dns
 
     def dirty(self) -> bool:
         if self._held is None:
             return True
-        return (self.usable(), self.targets(), self.guard()) != (
-            self._held.usable, self._held.targets, self._held.state.guard)
+        return (self.usable(), self.targets(), self.guard(), self.dns()) != (
+            self._held.usable, self._held.targets, self._held.state.guard,
+            self._held.state.dns)
 
     def forget_held(self) -> None:
         """The helper lost what it held (it restarted): send the whole state again."""
@@ -214,7 +230,7 @@ class Steering:
         state = build_state([p.spec for p in paths], targets, usable, flush=flush,
                             flush_closed=left_closed, persistent=self.persistent,
                             shared_exit=self.shared_exit, guard=self.guard(),
-                            bulk_after_mb=self.bulk_after_mb)
+                            dns=self.dns(), bulk_after_mb=self.bulk_after_mb)
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,

@@ -45,6 +45,7 @@ from app.wire.state import (
 
 TABLE = f"{NFT_FAMILY} {NFT_GUARD_TABLE}"
 COUNTER = "dropped"
+DNS_COUNTER = "dns_blocked"  # queries to resolvers outside the tunnels (with DNS set)
 UNREACHABLE_METRIC = 0xFFFFFFFF  # below everything: what is left when via's route is gone
 UDP = 17
 # DHCP clients renew by unicast to their server: to main, so the uplink keeps its lease.
@@ -102,11 +103,14 @@ def _endpoints(tunnels: Iterable[TunnelState]) -> tuple[list[str], list[str]]:
 
 
 def render(guard: GuardState, tunnels: Iterable[TunnelState],
-           bypass_class: bool = False) -> str:
+           bypass_class: bool = False, dns: bool = False) -> str:
     """The nft layer. Rules whose set would be empty are left out (nft refuses an
     empty anonymous set); what they would accept is then dropped, as it should be.
     ``bypass_class``: the class groups exist, so the bypass class's packets (marked by the
-    marking table, which only a group's sockets get) are let out too."""
+    marking table, which only a group's sockets get) are let out too.
+    ``dns`` (the state sets the system's DNS): DNS, DNS over TLS and over QUIC to any
+    resolver outside the tunnels is dropped too, the LAN's included: the tunnels'
+    servers answer, and a LAN router's resolver is the ISP's (app/helper/dns.py)."""
     tunnels = list(tunnels)
     mask = f"{MARK_MASK:#010x}"
     bypass = f"meta mark & {mask} == {BYPASS_MARK:#010x}"
@@ -114,12 +118,15 @@ def render(guard: GuardState, tunnels: Iterable[TunnelState],
     names = [t.name for t in tunnels]
     through = [f"oifname {nft.names(names)} accept"] if names else []
     allow = nft.allow_rules(guard.allow, "accept")
+    dns_block = [f'meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} counter name '
+                 f'"{DNS_COUNTER}" drop'] if dns else []
     output = [
         "type filter hook output priority filter; policy drop;",
         'oifname "lo" accept',
         *through,
         *([f"{bypass} ip daddr . udp dport {nft.element_set(ep4)} accept"] if ep4 else []),
         *([f"{bypass} ip6 daddr . udp dport {nft.element_set(ep6)} accept"] if ep6 else []),
+        *dns_block,
         *allow,
         # The bypass class: outside the tunnels on purpose (docs/classes.md).
         *([f"meta mark & {mask} == {BYPASS_CLASS_MARK:#010x} accept"] if bypass_class
@@ -135,10 +142,13 @@ def render(guard: GuardState, tunnels: Iterable[TunnelState],
     forward = [
         "type filter hook forward priority filter; policy drop;",
         *through,
+        *dns_block,
         *allow,
         f'counter name "{COUNTER}" drop',
     ]
     out = [f"table {TABLE} {{", f"\tcounter {COUNTER} {{", "\t}"]
+    if dns:
+        out += [f"\tcounter {DNS_COUNTER} {{", "\t}"]
     for chain, body in (("output", output), ("forward", forward)):
         out += [f"\tchain {chain} {{", *(f"\t\t{line}" for line in body), "\t}"]
     out.append("}")

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.helper import cgroups
+from app.helper import cgroups, dns
 from app.helper.classes import Classes
 from app.helper.errors import HelperError
 from app.helper.reconcile import VERIFY_INTERVAL_S, Reconciler
@@ -22,12 +22,19 @@ from app.wire.version import package_version
 log = logging.getLogger("braid.helper")
 
 
+def _resolv_conf(value: str) -> Path:
+    try:
+        return dns.check_target(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="braid-helper",
         description=(
             "Braid's privileged helper: takes a desired state (WireGuard tunnels, routing "
-            "tables, rules, packet marking) over a unix socket and reconciles the kernel "
+            "tables, rules, packet marking, DNS) over a unix socket and reconciles the kernel "
             "to it, touching only Braid's own interfaces (br-*), tables 52000-52099, rule "
             "priorities 5200-5299, marks under 0x0f000000, the nft tables inet braid and "
             "inet braid_guard (the kill switch, with table 52099 and priorities 5290-5298) "
@@ -81,13 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(the kernel where it has WireGuard)",
     )
     p.add_argument(
+        "--dns",
+        choices=dns.CHOICES,
+        default="auto",
+        help="how a state's DNS is set: systemd-resolved over D-Bus, resolvconf, or "
+        "/etc/resolv.conf itself (restored on disconnect); auto: the first that is the "
+        "system's tool (default auto)",
+    )
+    p.add_argument(
+        "--resolv-conf",
+        type=_resolv_conf,
+        default=dns.RESOLV_CONF,
+        metavar="FILE",
+        help="the resolv.conf --dns file manages: /etc/resolv.conf, or, for a helper "
+        "started with `ip netns exec NS`, /etc/netns/NS/resolv.conf (nothing else is "
+        "accepted; default /etc/resolv.conf)",
+    )
+    p.add_argument(
         "--group", default="braid", help="group whose members may use the socket (default braid)"
     )
     p.add_argument(
         "--cleanup",
         action="store_true",
         help="remove everything Braid's in this network namespace, the kill switch "
-        "included, and exit",
+        "included, put the system's DNS back, and exit",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"braid-helper {package_version()}")
@@ -96,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace, view: cgroups.View) -> int:
     reconciler = Reconciler(args.backend, args.state_dir, args.verify_seconds,
-                            classes=Classes(view))
+                            classes=Classes(view), dns=args.dns,
+                            resolv_conf=args.resolv_conf)
     if args.cleanup:
         found = await reconciler.remove_leftovers()
         print("removed: " + "; ".join(found) if found else "nothing of Braid's was left")
@@ -150,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             flag = "--" + name.replace("_", "-")
             print(f"braid-helper: error: {flag} is too small", file=sys.stderr)
             return 2
+    # A namespace's file named outright must be this namespace's, now (the default is
+    # checked at each write: a helper that never sets DNS may run anywhere).
+    problem = None if args.resolv_conf == dns.RESOLV_CONF else dns.target_problem(
+        args.resolv_conf)
+    if problem is not None:
+        print(f"braid-helper: error: --resolv-conf: {problem}", file=sys.stderr)
+        return 2
     # Before any thread exists: the mount namespace is the whole process's.
     view = cgroups.open_view()
     if view.why is not None:

@@ -24,6 +24,7 @@ from pyroute2 import AsyncIPRoute
 from app.helper import conntrack, guard, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
 from app.helper.classes import Classes
+from app.helper.dns import RESOLV_CONF, DnsManager
 from app.helper.errors import HelperError, KernelError
 from app.helper.journal import Journal
 from app.helper.statedir import StateDir
@@ -42,7 +43,14 @@ from app.wire.state import (
     GuardState,
     parse_guard,
 )
-from app.wire.status import ClassesStatus, GuardStatus, HelperStatus, PeerStatus, TunnelStatus
+from app.wire.status import (
+    ClassesStatus,
+    DnsStatus,
+    GuardStatus,
+    HelperStatus,
+    PeerStatus,
+    TunnelStatus,
+)
 
 log = logging.getLogger("braid.helper")
 
@@ -76,13 +84,16 @@ def _is_guard_rule(rule: netlink.KernelRule) -> bool:
 class Reconciler:
     def __init__(self, backend: str, state_dir: Path,
                  verify_interval: float = VERIFY_INTERVAL_S, *,
-                 classes: Classes | None = None) -> None:
+                 classes: Classes | None = None, dns: str = "auto",
+                 resolv_conf: Path = RESOLV_CONF) -> None:
         self.dir = StateDir(state_dir)
         # Traffic classes by app (the groups live while a marking is held); without a
         # view of cgroup v2 (main.py makes it) they are off and the marking works alone.
         self.classes = classes if classes is not None else Classes(None)
         self._acct = conntrack.Accounting()
         self.journal = Journal(self.dir)
+        # The system's DNS (app/helper/dns.py); resolv_conf: dns.check_target's.
+        self.dns = DnsManager(self.dir, dns, resolv_conf)
         self.backend: Backend = choose(backend, self.dir, self._died)
         self.state: DesiredState = EMPTY_STATE
         self.guard_held: str | None = None  # why a guard is held without its client
@@ -151,7 +162,8 @@ class Reconciler:
             return await self.down()
         log.info("keeping the guard: only a disconnect (down), a state without a guard, "
                  "--cleanup or SIGTERM removes it")
-        return await self.apply(DesiredState(guard=self.state.guard.held()),
+        dns = self.state.dns.held() if self.state.dns is not None else None
+        return await self.apply(DesiredState(guard=self.state.guard.held(), dns=dns),
                                 held=HELD_CLIENT_LEFT)
 
     def _tunnels_held(self, new: DesiredState) -> bool:
@@ -253,6 +265,8 @@ class Reconciler:
                                            and new.marking.bulk_after_bytes is not None)
                 changes += self._ensure_nft(new)
                 changes += await self._flush(new)
+                # DNS once its servers are routed (and while links it reverts still exist).
+                changes += await self.dns.apply(new.dns, index)
                 changes += await netlink.drop_rules(ipr, want_rules, have_rules)
                 changes += await netlink.drop_routes(ipr, want_routes, have_routes)
                 wanted = {t.name for t in new.tunnels}
@@ -307,7 +321,8 @@ class Reconciler:
             nft.TABLE: None if state.marking is None else nft.render(
                 state.marking, names, allow, groups, addresses),
             guard.TABLE: None if state.guard is None else guard.render(
-                state.guard, state.tunnels, bypass_class=groups is not None),
+                state.guard, state.tunnels, bypass_class=groups is not None,
+                dns=state.dns is not None),
         }
 
     def _ensure_nft(self, state: DesiredState) -> list[str]:
@@ -454,6 +469,8 @@ class Reconciler:
                     out.append("rules at Braid's priorities")
         if look("nft"):
             out += self._nft_drift(state)
+        if kinds is None and await self.dns.drifted():  # the timer: nothing announces it
+            out.append("DNS (someone changed what the helper set)")
         if kinds is None:  # no event announces a group removed
             out += self.classes.drift()
         return out, tunnels
@@ -524,13 +541,15 @@ class Reconciler:
             "persistent": state.persistent,
             # What a restarted helper needs to keep the kill switch: never a key.
             "guard": None if state.guard is None else {"allow": list(state.guard.allow)},
+            "dns": self.dns.journal(),
             "cgroups": self.classes.root if self.classes.active else None,
             "acct_was": self._acct.was,
         }
         if doc == self._journaled:
             return
         if not (doc["links"] or doc["rules"] or doc["wireguard_go"] or doc["nft"]
-                or doc["guard"] or doc["cgroups"] or doc["acct_was"] is not None):
+                or doc["guard"] or doc["dns"] or doc["cgroups"]
+                or doc["acct_was"] is not None):
             self.journal.clear()
         else:
             self.journal.write(doc)
@@ -547,7 +566,8 @@ class Reconciler:
             log.warning("adopted the guard of an earlier run (allow %s): traffic stays "
                         "blocked until a client applies a state or disconnects",
                         ", ".join(kept.allow) or "nothing")
-            await self.apply(DesiredState(guard=kept), held=HELD_ADOPTED)
+            await self.apply(DesiredState(guard=kept, dns=self.dns.applied),
+                             held=HELD_ADOPTED)
         return found
 
     async def _guard_found(self, doc: dict[str, Any]) -> GuardState | None:
@@ -613,6 +633,8 @@ class Reconciler:
                     found.append(rule.describe())
         tables = [nft.TABLE] if keep_guard else [nft.TABLE, guard.TABLE]
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
+        # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
+        found += (await self.dns.leftovers(doc, keep=keep_guard))[0]
         # The class groups (processes back where they came from) and the byte counters'
         # sysctl as it was before an earlier run turned it on.
         found += self.classes.leftovers()
@@ -688,6 +710,22 @@ class Reconciler:
             recovered=tuple(self.recovered),
             guard=self._guard_status(rules, routes, intact(guard.TABLE)),
             classes=self._classes_status(uid, read=not just_applied and intact(nft.TABLE)),
+            dns=self._dns_status(intact(guard.TABLE)),
+        )
+
+    def _dns_status(self, guard_nft: bool) -> DnsStatus | None:
+        dns, mechanism = self.state.dns, self.dns.mechanism
+        if dns is None or mechanism is None:
+            return None
+        blocked = nft.counter(guard.TABLE, guard.DNS_COUNTER) if guard_nft else None
+        return DnsStatus(
+            mechanism=mechanism.name,
+            active=mechanism.active(),
+            held=self.guard_held,
+            servers=dns.all_servers(),
+            domains=dns.all_domains(),
+            via=dns.via,
+            blocked_queries=blocked or 0,
         )
 
     def _classes_status(self, uid: int, *, read: bool) -> ClassesStatus:

@@ -37,6 +37,7 @@ from app.lab.wait import wait_until
 from app.lab.wgpeer import UapiPeer, configure, uapi_answers, uapi_path
 
 START_TIMEOUT = 10.0
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec NS` bind-mounts NETNS_ETC/NS/* over /etc/*
 UPLINK = "srv0"  # a separate-exit gateway's and the exit's link towards the server
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,8 +224,42 @@ def start_relay(info: LabInfo, scen: Scenario) -> None:
 
 def start_servers(info: LabInfo) -> None:
     ready = info.runtime_dir / "servers.ready"
-    _start(info, "server", python_argv("app.lab.servers", "--ready-file", str(ready)),
+    _start(info, "server", python_argv("app.lab.servers", "--ready-file", str(ready),
+                                       "--dns-counts", str(dns_counts(info, "far"))),
            "servers.log", ready.exists, "the lab's server apps")
+
+
+def dns_counts(info: LabInfo, zone: str) -> Path:
+    """Where the lab's resolver ``zone`` ("far": the gateways', "isp": the ISP's) counts
+    the queries it got (app/lab/dnsserver.py)."""
+    return info.runtime_dir / f"dns-{zone}.json"
+
+
+def client_resolv_conf(lab: str) -> Path:
+    """The client namespace's own resolv.conf: what every process started there with
+    `ip netns exec` (the lab's helper too) sees as /etc/resolv.conf."""
+    return NETNS_ETC / netns(lab, "client") / "resolv.conf"
+
+
+def write_client_resolv_conf(lab: str) -> None:
+    """As the ISP's DHCP would set it: its resolver on the client's link. Written before
+    anything runs in the client namespace (a bind mount takes the file it finds)."""
+    path = client_resolv_conf(lab)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path.write_text(f"# the lab's ISP (DHCP)\nnameserver {CLIENT_WAN}\n")
+    os.chmod(path, 0o644)
+
+
+def remove_client_resolv_conf(lab: str) -> None:
+    shutil.rmtree(client_resolv_conf(lab).parent, ignore_errors=True)
+
+
+def start_isp_resolver(info: LabInfo) -> None:
+    ready = info.runtime_dir / "dns-isp.ready"
+    _start(info, "wan", python_argv("app.lab.dnsserver", "--zone", "isp", "--listen",
+                                    CLIENT_WAN, "--counts", str(dns_counts(info, "isp")),
+                                    "--ready-file", str(ready)),
+           "dns-isp.log", ready.exists, "the lab's ISP resolver")
 
 
 def start_helper(info: LabInfo, grace: int) -> None:
@@ -234,6 +269,8 @@ def start_helper(info: LabInfo, grace: int) -> None:
         *argv, "--socket", str(info.helper_socket),
         "--state-dir", str(info.runtime_dir / "helper"),
         "--grace-seconds", str(grace),
+        # The namespace's own file, named outright: never the host's /etc/resolv.conf.
+        "--resolv-conf", str(client_resolv_conf(info.name)),
     ], "helper.log", lambda: helper_answers(info.helper_socket), "the lab's braid-helper")
 
 

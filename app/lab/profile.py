@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from app.core.errors import BraidError
 from app.core.profiles.model import Gateway, GatewaySecrets, Peer, Profile
 from app.core.profiles.store import ProfileStore
-from app.lab.model import SHARED
+from app.lab.dnsserver import DOMAIN
+from app.lab.model import SERVER_ADDRESS, SHARED
 from app.lab.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -34,7 +35,9 @@ def lab_profile(info: LabInfo, scen: Scenario) -> tuple[Profile, dict[str, Gatew
             interface=gw.client_interface,
             addresses=(gw.client_address,) + ((gw.client_address6,) if gw.client_address6
                                                else ()),
-            dns=(),
+            # The far side's resolver, reachable only through a gateway, and the lab's
+            # search domain: `server` is server.braid.lab.
+            dns=(SERVER_ADDRESS, DOMAIN),
             mtu=TUNNEL_MTU,
             listen_port=None,
             peer=Peer(public_key=gw.public_key, endpoint=gw.endpoint,

@@ -7,7 +7,8 @@ it sends them and closes), TCP 9003 sink (reads to EOF, answers "received N"), H
 ICE, answers only the address a stream's first packet came from, and ignores the rest),
 UDP 9005 stream statistics (send "BRSQ" and a stream's flow id; the answer is JSON: what
 the far end saw of it, per the stream's own arrivals: count, the longest gap between two,
-and the source addresses it came from).
+and the source addresses it came from), UDP 53 the far side's resolver (dnsserver.py: the
+gateways' DNS, answering server.braid.lab).
 
 Run as `python -m app.lab.servers --ready-file PATH`.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from app.lab import dnsserver
 from app.lab.packet import stamp_server, unpack
 
 # Bound to the server's address, not 0.0.0.0: a UDP answer from a wildcard socket would
@@ -189,11 +191,15 @@ async def _listen(address: str, flows: Flows) -> list[asyncio.Server]:
     ]
 
 
-async def serve(ready_file: Path | None) -> None:
+async def serve(ready_file: Path | None, dns_counts: Path | None = None) -> None:
     flows = Flows()
     servers = await _listen(SERVER_ADDRESS, flows)
+    counts = dnsserver.Counts(dns_counts)
+    counts.save()
+    await dnsserver.listen([SERVER_ADDRESS], "far", counts)
     with contextlib.suppress(OSError):  # the lab has no IPv6 (no --ipv6)
         servers += await _listen(SERVER_ADDRESS6, flows)
+        await dnsserver.listen([SERVER_ADDRESS6], "far", counts)
     if ready_file is not None:
         ready_file.write_text("ready\n")
     print("servers up", flush=True)
@@ -203,9 +209,11 @@ async def serve(ready_file: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.lab.servers")
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--dns-counts", type=Path, help="where the far side's resolver "
+                        "counts its queries (app/lab/dnsserver.py)")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.ready_file))
+        asyncio.run(serve(args.ready_file, args.dns_counts))
     return 0
 
 

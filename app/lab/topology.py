@@ -115,6 +115,7 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
     for node in names:
         proc.ip("netns", "add", netns(lab, node))
         nodes.no_link_local(netns(lab, node))
+    nodes.write_client_resolv_conf(lab)
     nodes.wire(lab, scen, baseline, exit, ipv6)
 
     description = roles.lab_nodes(lab, scen, exit, {p.name: genkey() for p in scen.paths},
@@ -142,6 +143,7 @@ def _build(lab: str, scen: Scenario, baseline: str | None, start_helper: bool,
     try:
         nodes.start_relay(info, scen)
         nodes.start_servers(info)
+        nodes.start_isp_resolver(info)
     finally:
         applying.finish()
     roles.wait_backbones(info, description)
@@ -263,6 +265,7 @@ def destroy(lab: str, *, forget_profile: bool = True) -> None:
         with contextlib.suppress(BraidError):  # gone meanwhile: that is what we want
             proc.ip("netns", "del", ns)
     _remove_stale_uapi(lab)
+    nodes.remove_client_resolv_conf(lab)
     rdir = runtime_dir(lab)
     if rdir.exists():
         shutil.rmtree(rdir)

@@ -26,6 +26,7 @@ __all__ = [
     "PROFILE_NAME_RE",
     "FieldError",
     "check_class_name",
+    "check_dns_server",
     "check_endpoint",
     "check_endpoint_literal",
     "check_gateway_name",
@@ -39,6 +40,7 @@ __all__ = [
     "check_port",
     "check_probe",
     "check_profile_name",
+    "check_search_domain",
     "check_tunnel_address",
     "parse_port",
     "parse_whole",
@@ -267,14 +269,42 @@ def check_endpoint_literal(value: str) -> str:
     return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
 
 
-def check_probe(value: str) -> str:
-    """The engine's probe target: an IPv4 address (its probes are ICMPv4 echoes)."""
+def _an_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``_ip`` with any other refusal said as "not an IP address"."""
     try:
-        ip = _ip(value)
+        return _ip(value)
     except FieldError:
         raise
     except ValueError:
         raise FieldError(f"{value!r} is not an IP address") from None
+
+
+def check_dns_server(value: str) -> str:
+    """A DNS server as a gateway names it (``DNS = 10.8.0.1``): an IP literal reached
+    through the tunnels, so not unspecified, loopback (a local resolver is not the
+    gateway's), link-local (no scope ids) or multicast. Normalised."""
+    ip = _an_ip(value)
+    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
+        raise FieldError(f"{value!r} cannot be a gateway's DNS server (unspecified, loopback, "
+                         "link-local or multicast): write the address of the server the "
+                         "gateway's file names")
+    return str(ip)
+
+
+def check_search_domain(value: str) -> str:
+    """A search (and routing) domain: a DNS name of letters, digits and '-' (IDNs as
+    their xn-- form), labels of 1-63, at most 253 characters; lower-cased, a trailing dot
+    dropped. Nothing else reaches resolv.conf or systemd-resolved."""
+    name = value[:-1] if value.endswith(".") else value
+    if not name or not _is_hostname(name) or name.replace(".", "").isdigit():
+        raise FieldError(f"{value[:64]!r} is not a search domain (a DNS name such as corp.example: "
+                         "letters, digits, '-' and dots)")
+    return name.lower()
+
+
+def check_probe(value: str) -> str:
+    """The engine's probe target: an IPv4 address (its probes are ICMPv4 echoes)."""
+    ip = _an_ip(value)
     if ip.version != 4:
         raise FieldError(f"{value!r} is not an IPv4 address (probes are ICMPv4 echoes)")
     if ip.is_unspecified or ip.is_multicast or ip.is_loopback:

@@ -69,6 +69,9 @@ MAX_BULK_AFTER_BYTES = 1 << 50
 DEFAULT_CLASS = "default"
 WEIGHT_MIN, WEIGHT_MAX = 1, 256
 DEFAULT_MTU = 1420  # wireguard-go's and wg-quick's default
+# DNS (docs/helper-protocol.md, "DNS"): resolv.conf's glibc reads 3 servers, resolved more.
+MAX_DNS_SERVERS = 8
+MAX_DNS_DOMAINS = 16
 
 
 # ---- the state ---------------------------------------------------------------------
@@ -170,6 +173,42 @@ class GuardState:
 
 
 @dataclass(frozen=True)
+class DnsSplit:
+    """A split gateway's DNS: its ``domains`` are answered by its ``servers``, on its
+    tunnel ``via`` (systemd-resolved's routing domains; resolv.conf cannot route)."""
+
+    via: str
+    servers: tuple[str, ...]
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsState:
+    """The system's DNS while connected: ``servers`` and search ``domains`` for every
+    name, reached through the tunnels; ``via``: the tunnel they belong to (where
+    systemd-resolved attaches them; it follows the default class). ``split``: split
+    gateways' own servers for their own domains. A state with ``dns`` also blocks DNS
+    to any resolver outside the tunnels while its guard holds."""
+
+    servers: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    via: str | None = None
+    split: tuple[DnsSplit, ...] = ()
+
+    def held(self) -> DnsState:
+        """The DNS as it stays when the tunnels go but the guard holds: the same
+        servers (unreachable: nothing asks anyone else), on no link."""
+        return DnsState(self.servers, self.domains, None, ())
+
+    def all_servers(self) -> tuple[str, ...]:
+        """Every server, the default ones first (what a resolv.conf can list)."""
+        return tuple(dict.fromkeys([*self.servers, *(s for p in self.split for s in p.servers)]))
+
+    def all_domains(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.domains, *(d for p in self.split for d in p.domains)]))
+
+
+@dataclass(frozen=True)
 class DesiredState:
     persistent: bool = False
     tunnels: tuple[TunnelState, ...] = ()
@@ -177,10 +216,14 @@ class DesiredState:
     rules: tuple[RuleState, ...] = ()
     marking: Marking | None = None
     guard: GuardState | None = None
+    dns: DnsState | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form (the inverse of :func:`parse_state`)."""
+        """The wire form (the inverse of :func:`parse_state`). Without DNS the field is
+        left out: such a state reads as it did before ``dns`` existed."""
         doc: dict[str, Any] = asdict(self)
+        if doc["dns"] is None:
+            del doc["dns"]
         return d.plain(doc)  # type: ignore[no-any-return]
 
     def dumps(self) -> str:
@@ -204,7 +247,8 @@ EMPTY_STATE = DesiredState()
 def parse_state(doc: Any) -> DesiredState:
     """Validate a decoded JSON document field by field; raise StateError on the first
     wrong field."""
-    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard"})
+    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard",
+                          "dns"})
     persistent = d.boolean(top.get("persistent", False), "persistent")
     tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
     d.unique([t.name for t in tunnels], "tunnels", "name")
@@ -220,7 +264,86 @@ def parse_state(doc: Any) -> DesiredState:
     marking = None if marking_doc is None else _marking(marking_doc, "marking")
     guard_doc = top.get("guard")
     guard = None if guard_doc is None else parse_guard(guard_doc, "guard", names)
-    return DesiredState(persistent, tunnels, tables, rules, marking, guard)
+    dns_doc = top.get("dns")
+    dns = None if dns_doc is None else parse_dns(dns_doc, "dns", names, guard)
+    return DesiredState(persistent, tunnels, tables, rules, marking, guard, dns)
+
+
+def parse_dns(doc: Any, path: str, tunnels: set[str],
+              guard: GuardState | None = None) -> DnsState:
+    """The DNS fields: addresses and names only (the helper renders every line it
+    writes), servers on a tunnel of this state, none the guard would let out beside the
+    tunnels (a server in ``guard.allow`` would be asked on the LAN, in plaintext)."""
+    obj = d.obj(doc, path, {"servers", "domains", "via", "split"})
+    servers = _dns_servers(obj.get("servers", []), f"{path}.servers", min_len=0)
+    domains = _dns_domains(obj.get("domains", []), f"{path}.domains")
+    via = _dns_via(obj.get("via"), f"{path}.via", tunnels)
+    if servers and via is None:
+        raise StateError(f"{path}.via", "missing: the servers are reached through a tunnel; "
+                                        "name it")
+    if domains and not servers:
+        raise StateError(f"{path}.domains", "need servers (a search domain is answered by "
+                                            "this entry's servers)")
+    split = d.each(obj.get("split", []), f"{path}.split", MAX_TUNNELS,
+                   lambda e, p: _dns_split(e, p, tunnels))
+    d.unique([s.via for s in split], f"{path}.split", "via")
+    if via is not None and via in {s.via for s in split}:
+        i = [s.via for s in split].index(via)
+        raise StateError(f"{path}.split[{i}].via", f"{via!r} is already dns.via (one tunnel "
+                                                    "has one DNS)")
+    if not servers and not split:
+        raise StateError(path, "names no servers (send null to leave the system's DNS as "
+                               "it is)")
+    dns = DnsState(servers, domains, via, split)
+    if guard is not None:
+        _dns_inside_tunnels(dns, path, guard)
+    return dns
+
+
+def _dns_servers(value: Any, path: str, *, min_len: int) -> tuple[str, ...]:
+    servers = d.each(value, path, MAX_DNS_SERVERS,
+                     lambda v, p: d.field(v, p, fields.check_dns_server), min_len=min_len)
+    d.unique(list(servers), path, "server")
+    return servers
+
+
+def _dns_domains(value: Any, path: str) -> tuple[str, ...]:
+    domains = d.each(value, path, MAX_DNS_DOMAINS,
+                     lambda v, p: d.field(v, p, fields.check_search_domain, 254))
+    d.unique(list(domains), path, "domain")
+    return domains
+
+
+def _dns_via(value: Any, path: str, tunnels: set[str]) -> str | None:
+    if value is None:
+        return None
+    via = check_iface(value, path)
+    if via not in tunnels:
+        raise StateError(path, f"{via!r} is not one of this state's tunnels")
+    return via
+
+
+def _dns_split(doc: Any, path: str, tunnels: set[str]) -> DnsSplit:
+    obj = d.obj(doc, path, {"via", "servers", "domains"}, {"via", "servers"})
+    via = _dns_via(obj["via"], f"{path}.via", tunnels)
+    if via is None:
+        raise StateError(f"{path}.via", "must name one of this state's tunnels")
+    return DnsSplit(via, _dns_servers(obj["servers"], f"{path}.servers", min_len=1),
+                    _dns_domains(obj.get("domains", []), f"{path}.domains"))
+
+
+def _dns_inside_tunnels(dns: DnsState, path: str, guard: GuardState) -> None:
+    entries = [(f"{path}.servers", dns.servers)]
+    entries += [(f"{path}.split[{i}].servers", s.servers) for i, s in enumerate(dns.split)]
+    allowed = [ipaddress.ip_network(n) for n in guard.allow]
+    for where, servers in entries:
+        for j, server in enumerate(servers):
+            ip = ipaddress.ip_address(server)
+            for k, net in enumerate(allowed):
+                if ip.version == net.version and ip in net:
+                    raise StateError(f"{where}[{j}]", f"{server} is in guard.allow[{k}] "
+                                     f"({net}): it would be asked outside the tunnels; take "
+                                     "it out of allow")
 
 
 def parse_guard(doc: Any, path: str, tunnels: set[str]) -> GuardState:
@@ -468,6 +591,8 @@ __all__ = [
     "IFACE_RE",
     "MARK_MASK",
     "MARK_SHIFT",
+    "MAX_DNS_DOMAINS",
+    "MAX_DNS_SERVERS",
     "MTU_MAX",
     "MTU_MIN",
     "NFT_GUARD_TABLE",
@@ -477,6 +602,8 @@ __all__ = [
     "TABLE_MAX",
     "TABLE_MIN",
     "DesiredState",
+    "DnsSplit",
+    "DnsState",
     "GuardState",
     "MarkClass",
     "Marking",
@@ -487,6 +614,7 @@ __all__ = [
     "StateError",
     "TableState",
     "TunnelState",
+    "parse_dns",
     "parse_guard",
     "parse_state",
 ]

@@ -59,6 +59,33 @@ class GuardStatus:
 
 
 @dataclass(frozen=True)
+class DnsStatus:
+    """The system's DNS as the helper set it (docs/helper-protocol.md, "DNS")."""
+
+    mechanism: str  # "resolved" | "resolvconf" | "file"
+    active: bool  # the mechanism holds what was applied (file: its content is ours)
+    held: str | None  # None: part of the applied state; "client_left" | "adopted"
+    servers: tuple[str, ...]
+    domains: tuple[str, ...]
+    via: str | None  # the link systemd-resolved has them on (None: no link)
+    blocked_queries: int = 0  # DNS to resolvers outside the tunnels the guard dropped
+
+    @classmethod
+    def from_json(cls, doc: Any) -> DnsStatus | None:
+        if not isinstance(doc, dict):
+            return None
+        return cls(
+            mechanism=str(doc.get("mechanism", "")),
+            active=bool(doc.get("active", False)),
+            held=None if doc.get("held") is None else str(doc["held"]),
+            servers=tuple(str(a) for a in doc.get("servers") or ()),
+            domains=tuple(str(a) for a in doc.get("domains") or ()),
+            via=None if doc.get("via") is None else str(doc["via"]),
+            blocked_queries=int(doc.get("blocked_queries") or 0),
+        )
+
+
+@dataclass(frozen=True)
 class ClassesStatus:
     """Traffic classes by app (docs/classes.md): the groups, the watcher, what was
     classified how."""
@@ -102,6 +129,7 @@ class HelperStatus:
     marking: bool  # the nft table inet braid is loaded, as the helper rendered it
     recovered: tuple[str, ...] = ()  # leftovers found and removed at start
     guard: GuardStatus | None = None  # the kill switch, when one is held
+    dns: DnsStatus | None = None  # the system's DNS, while the helper sets it
     classes: ClassesStatus | None = None  # traffic classes by app (None: an older helper)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
 
@@ -141,6 +169,7 @@ class HelperStatus:
             recovered=tuple(str(x) for x in doc.get("recovered", [])),
             # An older helper sends no guard: none is held.
             guard=GuardStatus.from_json(doc.get("guard")),
+            dns=DnsStatus.from_json(doc.get("dns")),  # an older helper: none
             classes=ClassesStatus.from_json(doc.get("classes")),
             extra={k: v for k, v in doc.items() if k not in known},
         )

@@ -523,3 +523,43 @@ def test_no_key_in_any_import_output(capsys: pytest.CaptureFixture[str], tmp_pat
     assert sum(rc == 2 for _, rc, _ in outputs) >= len(outputs) - 3
     for name, _, text in outputs:
         assert not key_material(text, keys.private, keys.psk), (name, text)
+
+
+@pytest.mark.parametrize(("dns", "phrase"), [
+    ("127.0.0.53", "DNS: '127.0.0.53' cannot be a gateway's DNS server"),
+    ("fe80::1%eth0", "DNS: "),
+    ("198.19.0.1, corp example", "DNS: 'corp example' is neither an IP address nor a search "
+                                 "domain"),
+    ("198.19.0.1, -corp.example", "is neither an IP address nor a search domain"),
+])
+def test_bad_dns_names_the_field_and_changes_nothing(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, config_dir: Path,
+        confs: dict[str, Conf], pname: str, dns: str, phrase: str) -> None:
+    assert run(capsys, "import", str(confs["hk"].path), "--profile", pname)[0] == 0
+    path = config_dir / "profiles" / f"{pname}.toml"
+    before = path.read_bytes()
+    rc, text, _ = run(capsys, "profile", "show", pname)
+    assert rc == 0 and "dns while connected: 198.19.0.1 for every name" in text
+    bad = tmp_path / "tk.conf"
+    bad.write_text(confs["tk"].path.read_text().replace("DNS = 198.19.0.1", f"DNS = {dns}"))
+    rc, out, err = run(capsys, "import", str(bad), "--profile", pname)
+    assert rc == 2 and out == "", err
+    assert f"{bad}:4: {phrase}" in err or (f"{bad}:4: " in err and phrase in err), err
+    assert path.read_bytes() == before
+    assert keyring_get(pname, "tk", "private") is None
+
+
+def test_a_hand_edited_profile_with_bad_dns_is_refused_naming_the_field(
+        capsys: pytest.CaptureFixture[str], config_dir: Path, confs: dict[str, Conf],
+        pname: str) -> None:
+    assert run(capsys, "import", str(confs["hk"].path), "--profile", pname)[0] == 0
+    path = config_dir / "profiles" / f"{pname}.toml"
+    text = path.read_text()
+    assert '"198.19.0.1"' in text
+    path.write_text(text.replace('"198.19.0.1"', '"nameserver 6.6.6.6"'))
+    before = path.read_bytes()
+    rc, out, err = run(capsys, "profile", "show", pname)
+    assert rc == 2 and out == ""
+    assert "dns" in err and "'nameserver 6.6.6.6' is neither an IP address nor a search " \
+        "domain" in err, err
+    assert path.read_bytes() == before

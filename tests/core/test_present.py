@@ -186,3 +186,25 @@ def test_event_line_without_paths_or_times() -> None:
 def test_snapshot_json_round_trip_carries_every_field() -> None:
     s = dataclasses.replace(cli_snapshot(), error=ErrorInfo("boom", "do this"), runner="x")
     assert EngineSnapshot.from_json(s.to_json()) == s
+
+
+def test_status_says_which_dns_is_applied_and_how() -> None:
+    from app.core.model import DnsSnapshot
+
+    base = three_paths()
+    assert "dns: the system's own (no gateway names a DNS server)" in present.status_text(base)
+    assert present.dns_line(snap(ConnState.DISCONNECTED)) is None
+    dns = DnsSnapshot(("10.64.0.1",), ("corp.example",), "br-hk")
+    assert present.dns_line(dataclasses.replace(base, dns=dns)) == (
+        "dns: 10.64.0.1 (search corp.example) through br-hk; being set")
+    applied = dataclasses.replace(dns, mechanism="file", active=True, blocked_queries=3)
+    assert present.dns_line(dataclasses.replace(base, dns=applied)) == (
+        "dns: 10.64.0.1 (search corp.example) through br-hk; set in Braid's "
+        "/etc/resolv.conf; 3 queries to other resolvers blocked")
+    lost = dataclasses.replace(applied, mechanism="resolved", active=False, blocked_queries=0)
+    assert present.dns_line(dataclasses.replace(base, dns=lost)) == (
+        "dns: 10.64.0.1 (search corp.example) through br-hk; set in systemd-resolved (not in "
+        "place: the helper puts it back)")
+    # The snapshot's wire form carries it (the tray app and `braid status` read it).
+    again = EngineSnapshot.from_json(dataclasses.replace(base, dns=applied).to_json())
+    assert again.dns == applied

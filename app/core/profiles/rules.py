@@ -60,14 +60,21 @@ def check_cost(value: float) -> float:
 
 
 def check_dns(value: str) -> str:
-    """A DNS server address, or (as wg-quick allows) a search domain."""
+    """A DNS server address, or (as wg-quick allows) a search domain: by the rules the
+    helper holds them to (fields.py), so a gateway's DNS that imports is one it applies."""
     try:
-        return str(ipaddress.ip_address(value))
+        ipaddress.ip_address(value)
     except ValueError:
         pass
-    if not fields._is_hostname(value) or value.replace(".", "").isdigit():
-        raise ValueError(f"{value!r} is neither an IP address nor a search domain")
-    return value
+    else:
+        return fields.check_dns_server(value)
+    if "%" in value or ":" in value:
+        return fields.check_dns_server(value)  # an IPv6 address with a scope id, or garbled
+    try:
+        return fields.check_search_domain(value)
+    except fields.FieldError:
+        raise ValueError(f"{value[:64]!r} is neither an IP address nor a search domain") \
+            from None
 
 
 def check_addresses(addresses: tuple[str, ...]) -> tuple[str, ...]:
