@@ -162,6 +162,8 @@ def list_apps(uid: int | None = None, netns: str | None = None) -> list[App]:
     network namespace (a lab's client) instead of this one's."""
     owner = os.getuid() if uid is None and os.getuid() != 0 else uid
     by_inode = {s.inode: s for s in inet_sockets(netns)}
+    if not by_inode:
+        return []  # nothing to tie to a process: skip the walk of every process's fds
     groups: dict[tuple[str, int], list[tuple[int, list[SocketInfo]]]] = {}
     for pid in own_pids(owner):
         mine = [by_inode[i] for i in _socket_inodes(pid) if i in by_inode]
