@@ -73,12 +73,15 @@ def lab_apps(lab: str, server: str) -> Iterator[dict[str, Path]]:
     children: list[subprocess.Popen[str]] = []
     try:
         programs = {}
+        # A script file, not -c: the restart command the window shows is one line.
+        script = folder / "app.py"
+        script.write_text(APP)
         for name in APPS:
             program = folder / name
             shutil.copy(os.path.realpath(sys.executable), program)
             programs[name] = program
             child = subprocess.Popen(["ip", "netns", "exec", topology.netns(lab, "client"),
-                                      str(program), "-c", APP, server],
+                                      str(program), str(script), server],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             children.append(child)
             assert child.stdout is not None
@@ -142,6 +145,13 @@ def shoot(out: Path, scenario: str, history_s: float) -> None:
         settle(history_s * 0.15)
         save_widget(braid.graph, out / "paths.png")
 
+        # A fresh connection for the other shots, so the menu and the window show a
+        # settled state rather than whatever the outage left.
+        c.request_disconnect()
+        wait_for("the disconnect", lambda: c.latest.state is ConnState.DISCONNECTED, 30)
+        braid.connect_named(f"lab-{lab}")
+        wait_for("the connection", lambda: c.latest.state is ConnState.CONNECTED, 60)
+        settle(3.0)
         shoot_apps(braid, lab, out)
         braid.show_settings()
         assert braid.settings is not None
