@@ -60,10 +60,13 @@ class Phase:
     open: tuple[str, ...]
 
 
-# The Apps window (issue 11) joins as one line here: Phase("apps", ("apps", "graph")).
+# "apps": the Apps window beside the path window (issue 11's figure), listing the apps
+# of the namespace the app is connected in (the host's for the synthetic source: every
+# process's sockets, as root) every 2 s.
 PHASES: tuple[Phase, ...] = (
     Phase("tray", ()),
     Phase("paths", ("graph",)),
+    Phase("apps", ("apps", "graph")),
 )
 WINDOWS: tuple[str, ...] = tuple(sorted({w for p in PHASES for w in p.open}))
 
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 def at(t: float) -> Any:
                     return synthetic_snapshot(t, origin)
             filled = prefill(braid.history, at, 10.0)
+            braid.show_apps()  # made once (as the menu's first "Apps…"); the phases hide it
             results = measure(args, braid, tap, paints, run_loop)
         finally:
             braid.quit()

@@ -7,16 +7,24 @@ it through the app, lets the graph fill, takes a path down so the graph shows a 
   paths.png   the path graph window
   tray.png    the tray with its menu open (opened by a real right click, xdotool)
   window.png  the small main window used where there is no tray
+  apps.png    the Apps window: two programs of the lab's client with sockets open, pinned
+              from their selectors, and a rule for one that is not running
+  settings.png the Settings dialog of the lab's profile
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PySide6.QtCore import QRect
@@ -33,6 +41,12 @@ from app.ui.main_window import MainWindow
 from app.ui.qtwait import wait_for
 
 CONNECTED = (ConnState.CONNECTED, ConnState.DEGRADED)
+# An app with network activity: a UDP socket connected to the lab's far side, then it
+# waits (what the Apps window lists).
+APP = ("import socket, sys\n"
+       "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 9001))\n"
+       "print('ready', flush=True); sys.stdin.read()\n")
+APPS = ("video-call", "backup-sync")  # copies of Python under names a user would pin
 
 
 def settle(seconds: float) -> None:
@@ -50,6 +64,56 @@ def grab_screen(rect: QRect, path: Path) -> None:
 def save_widget(widget: QWidget, path: Path) -> None:
     if not widget.grab().save(str(path)):
         raise BraidError(f"could not write {path}", "check that the directory is writable")
+
+
+@contextmanager
+def lab_apps(lab: str, server: str) -> Iterator[dict[str, Path]]:
+    """APPS running in the lab's client namespace, each with a socket open."""
+    folder = Path(tempfile.mkdtemp(prefix="braid-shots-"))
+    children: list[subprocess.Popen[str]] = []
+    try:
+        programs = {}
+        # A script file, not -c: the restart command the window shows is one line.
+        script = folder / "app.py"
+        script.write_text(APP)
+        for name in APPS:
+            program = folder / name
+            shutil.copy(os.path.realpath(sys.executable), program)
+            programs[name] = program
+            child = subprocess.Popen(["ip", "netns", "exec", topology.netns(lab, "client"),
+                                      str(program), str(script), server],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            children.append(child)
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise BraidError(f"{name} did not start", "run it by hand to see why")
+        yield programs
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shoot_apps(braid: BraidApp, lab: str, out: Path) -> None:
+    """apps.png: the lab's apps, two pinned from their selectors, one rule added for a
+    program that is not running."""
+    with lab_apps(lab, topology.load(lab).server_address) as programs:
+        braid.show_apps()
+        window = braid.apps
+        assert window is not None
+        window.resize(1060, 420)
+        wait_for("the apps listed", lambda: all(
+            window.row_of(str(p)) is not None for p in programs.values()), 10)
+        window.choose(str(programs["video-call"]), "realtime")
+        window.choose(str(programs["backup-sync"]), "bulk")
+        window.add_edit.setText("/usr/bin/curl")
+        window.add_class.setCurrentText("bulk")
+        window.add_button.click()
+        window.choose(str(programs["video-call"]), "realtime")  # its message last
+        settle(0.5)
+        save_widget(window, out / "apps.png")
+        window.hide()
 
 
 def shoot(out: Path, scenario: str, history_s: float) -> None:
@@ -81,9 +145,24 @@ def shoot(out: Path, scenario: str, history_s: float) -> None:
         settle(history_s * 0.15)
         save_widget(braid.graph, out / "paths.png")
 
+        # A fresh connection for the other shots, so the menu and the window show a
+        # settled state rather than whatever the outage left.
+        c.request_disconnect()
+        wait_for("the disconnect", lambda: c.latest.state is ConnState.DISCONNECTED, 30)
+        braid.connect_named(f"lab-{lab}")
+        wait_for("the connection", lambda: c.latest.state is ConnState.CONNECTED, 60)
+        settle(3.0)
+        shoot_apps(braid, lab, out)
+        braid.show_settings()
+        assert braid.settings is not None
+        settle(0.5)
+        save_widget(braid.settings, out / "settings.png")
+        braid.settings.hide()
+
         window = MainWindow(c, braid.show_paths, lambda: None, on_log=braid.show_log,
-                            on_autostart=lambda _on: None)
-        window.resize(420, 220)
+                            on_autostart=lambda _on: None, on_apps=braid.show_apps,
+                            on_settings=braid.show_settings)
+        window.resize(560, 220)
         window.show()
         wait_for("the main window", window.isVisible, 5)
         save_widget(window, out / "window.png")
@@ -121,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     except BraidError as exc:
         print(f"screenshots: error: {exc}", file=sys.stderr)
         return 2
-    for name in ("paths.png", "tray.png", "window.png"):
+    for name in ("paths.png", "tray.png", "window.png", "apps.png", "settings.png"):
         print(args.out / name)
     return 0
 

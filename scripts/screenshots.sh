@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Saves docs/screenshots/{paths,tray,window}.png: the app connected to a lab, on a
+# Saves docs/screenshots/{paths,tray,window,apps,settings}.png: the app connected to a lab, on a
 # virtual X display (Xvfb) with a real tray host (trayer). As root (the lab needs it).
 #   bash scripts/screenshots.sh [--scenario NAME] [--seconds S] [--out DIR]
 set -euo pipefail
@@ -44,4 +44,7 @@ pids+=($!)
 # Only the lab this run builds shows in the menus, not the user's own profiles.
 export BRAID_CONFIG_DIR=$tmp/config
 
+# This checkout's app, not whichever Braid the venv has installed (a script run by path
+# puts only its own folder, docs/, first on sys.path).
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 bash scripts/with-keyring.sh python3 docs/screenshots.py "$@"

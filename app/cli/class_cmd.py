@@ -114,17 +114,8 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def _said(p: classes.Pinned, cls: str | None) -> None:
-    if not p.sent or p.why_not_sent:
-        print(f"braid: {p.why_not_sent}")
-        return
-    if not p.moved:
-        print("braid: it is not running now: the rule applies when it starts")
-        return
-    where = f"into {cls}" if cls else "out of its class"
-    print(f"braid: moved {len(p.moved)} running process{'es' if len(p.moved) > 1 else ''} "
-          f"(pid {' '.join(map(str, p.moved))}) {where}; {classes.SOCKET_NOTE}")
-    if p.restart:
-        print(f"braid: to restart it{' in its class' if cls else ''}: {p.restart}")
+    for line in classes.said(p, cls):
+        print(f"braid: {line}")
 
 
 def run_pin(args: argparse.Namespace) -> int:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyroute2 import DiagSocket
+
+from app.core.netns import enter_netns
 
 PROC = Path("/proc")
 CGROUP_ROOT_NAME = "braid"  # the helper's class groups: <cgroup2>/braid/<class>
@@ -47,8 +50,37 @@ class App:
     cls: str | None = None  # the Braid class group its processes are in, if any
 
 
-def inet_sockets() -> list[SocketInfo]:
-    """Every TCP and UDP socket of this network namespace."""
+def inet_sockets(netns: str | None = None) -> list[SocketInfo]:
+    """Every TCP and UDP socket of this network namespace, or of the named one (``ip
+    netns`` naming: a lab's client namespace). sock_diag answers for the namespace its
+    socket was made in, and namespaces are per thread: for another namespace the socket
+    is made (and read) on a short-lived thread that entered it, so the caller (the tray
+    app's UI thread, say) stays where it is. Entering needs root."""
+    if netns is None:
+        return _inet_sockets()
+    return _in_netns(netns, _inet_sockets)
+
+
+def _in_netns(netns: str, work: Callable[[], list[SocketInfo]]) -> list[SocketInfo]:
+    result: list[list[SocketInfo]] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            enter_netns(netns)
+            result.append(work())
+        except BaseException as exc:  # handed to the caller's thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name=f"sock_diag in {netns}", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return result[0]
+
+
+def _inet_sockets() -> list[SocketInfo]:
     out: list[SocketInfo] = []
     with DiagSocket() as ds:
         ds.bind()
@@ -124,11 +156,14 @@ def own_pids(uid: int | None) -> Iterable[int]:
                 yield pid
 
 
-def list_apps(uid: int | None = None) -> list[App]:
+def list_apps(uid: int | None = None, netns: str | None = None) -> list[App]:
     """Apps of ``uid`` (default: the caller's; None for root's view of everyone) with at
-    least one TCP/UDP socket open, busiest first."""
+    least one TCP/UDP socket open, busiest first; ``netns``: the sockets of that named
+    network namespace (a lab's client) instead of this one's."""
     owner = os.getuid() if uid is None and os.getuid() != 0 else uid
-    by_inode = {s.inode: s for s in inet_sockets()}
+    by_inode = {s.inode: s for s in inet_sockets(netns)}
+    if not by_inode:
+        return []  # nothing to tie to a process: skip the walk of every process's fds
     groups: dict[tuple[str, int], list[tuple[int, list[SocketInfo]]]] = {}
     for pid in own_pids(owner):
         mine = [by_inode[i] for i in _socket_inodes(pid) if i in by_inode]

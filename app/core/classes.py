@@ -25,7 +25,7 @@ from app.core.errors import BraidError
 from app.core.helper_client import HelperClient, HelperGone, HelperRefused, SyncHelperClient
 from app.core.profiles.store import ProfileStore
 from app.core.targets import SYSTEM_HELPER, ConnectTarget, Placement, placement
-from app.wire.classes import BULK
+from app.wire.classes import APP_CLASSES, BULK
 from app.wire.errors import Code
 
 log = logging.getLogger(__name__)
@@ -187,3 +187,91 @@ def _apply(store: RuleStore, rule: AppRule | None, old: AppRule | None, exe: str
         result = move(socket, pids, cls)
         moved = tuple(int(p) for p in result.get("moved") or ())
     return Pinned(rule, old, sent, why, moved, restart_command(list(moved)))
+
+
+def said(p: Pinned, cls: str | None) -> list[str]:
+    """What a pin or unpin did, in the user's words: `braid pin` prints these lines and
+    the Apps window shows them, so both say the same."""
+    if not p.sent or p.why_not_sent:
+        return [p.why_not_sent or "the rule is saved"]
+    if not p.moved:
+        return ["it is not running now: the rule applies when it starts"]
+    where = f"into {cls}" if cls else "out of its class"
+    lines = [f"moved {len(p.moved)} running process{'es' if len(p.moved) > 1 else ''} "
+             f"(pid {' '.join(map(str, p.moved))}) {where}; {SOCKET_NOTE}"]
+    if p.restart:
+        lines.append(f"to restart it{' in its class' if cls else ''}: {p.restart}")
+    return lines
+
+
+NO_CLASS = "none"  # the Apps window's choice for "no saved rule"
+CHOICES: tuple[str, ...] = (*APP_CLASSES, NO_CLASS)
+
+
+@dataclass(frozen=True)
+class AppRow:
+    """One line of the Apps window: a program with sockets open now, or one that has a
+    saved rule and is not running."""
+
+    exe: str
+    name: str
+    pids: tuple[int, ...]
+    sockets: int
+    cls: str | None  # the class group its processes are in now (None: none, or mixed)
+    rule: AppRule | None  # its saved rule
+    remotes: tuple[str, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pids)
+
+    @property
+    def choice(self) -> str:
+        """What its selector shows: the saved rule's class, or "none"."""
+        return self.rule.cls if self.rule is not None else NO_CLASS
+
+
+class AppClasses:
+    """The Apps window's work, without Qt: which apps are on the network and of which
+    class, and a choice of class applied as `braid pin`/`braid unpin` apply it (the same
+    functions: the rule saved, sent to the helper, running processes moved).
+
+    ``lab``: the apps inside that lab's client namespace, moved by its helper (the tray
+    app connected to a lab); None: the system's."""
+
+    def __init__(self, store: RuleStore | None = None) -> None:
+        self.store = store or RuleStore()
+        self._places: dict[str | None, Placement] = {}
+
+    def place(self, lab: str | None) -> Placement:
+        # A lab's placement reads its profile and lab files: once per lab, not per refresh.
+        if lab not in self._places:
+            self._places[lab] = where(lab)
+        return self._places[lab]
+
+    def rows(self, lab: str | None = None) -> list[AppRow]:
+        """The apps with TCP/UDP sockets open now (busiest first), then the saved rules
+        of programs that are not running (by name)."""
+        rules = {r.exe: r for r in self.store.load()}
+        found = apps.list_apps(netns=self.place(lab).netns)
+        out = [AppRow(a.exe, a.name, a.pids, a.sockets, a.cls, rules.get(a.exe), a.remotes)
+               for a in found]
+        seen = {a.exe for a in found}
+        out += sorted((AppRow(r.exe, Path(r.exe).name, (), 0, None, r)
+                       for r in rules.values() if r.exe not in seen),
+                      key=lambda row: (row.name, row.exe))
+        return out
+
+    def choose(self, exe: str, choice: str, lab: str | None = None) -> Pinned | None:
+        """The selector: a class pins ``exe`` (saves the rule, moves what runs now),
+        "none" unpins it; None when there was nothing to do (no rule to remove)."""
+        if choice == NO_CLASS:
+            if all(r.exe != exe for r in self.store.load()):
+                return None
+            return unpin(exe, lab=lab, store=self.store)
+        return pin(exe, choice, lab=lab, store=self.store)
+
+    def add(self, app: str, cls: str, lab: str | None = None) -> Pinned:
+        """A rule for a program picked by path, command or .desktop file (running or
+        not): what `braid pin APP --class CLS` does."""
+        return pin(app.strip(), cls, lab=lab, store=self.store)

@@ -12,10 +12,13 @@ from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon, QWidget
 
 from app.core import logs
+from app.core.classes import AppClasses
 from app.core.errors import BraidError
 from app.core.model import EngineSnapshot
 from app.core.present import UserMessage
+from app.core.profiles.store import ProfileStore
 from app.ui import autostart
+from app.ui.apps_window import AppsWindow
 from app.ui.controller import AppController, EngineFactory
 from app.ui.dialogs import ErrorPresenter, install_excepthook
 from app.ui.graph_window import PathGraphWindow
@@ -25,6 +28,7 @@ from app.ui.log_view import LogView
 from app.ui.main_window import MainWindow
 from app.ui.menu import ControlMenu
 from app.ui.port import target_label
+from app.ui.settings_dialog import SettingsDialog
 from app.ui.tray import TrayView
 from app.wire.version import package_version
 
@@ -49,8 +53,11 @@ class BraidApp(QObject):
         self.controller.snapshot_changed.connect(self._record)
         self.controller.error.connect(self.errors.show)
         self.log_view: LogView | None = None  # made on first "Show log"
+        self.apps: AppsWindow | None = None  # made on first "Apps…"
+        self.settings: SettingsDialog | None = None  # made on first "Settings…"
         self.menu = ControlMenu(self.controller, self.show_paths, self.quit,
-                                on_log=self.show_log, on_autostart=self.set_autostart)
+                                on_log=self.show_log, on_autostart=self.set_autostart,
+                                on_apps=self.show_apps, on_settings=self.show_settings)
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
         self.tray: TrayView | None = None
@@ -59,7 +66,8 @@ class BraidApp(QObject):
             self.tray = TrayView(self.controller, self.menu, self.toggle_paths)
         else:
             self.window = MainWindow(self.controller, self.show_paths, self.quit,
-                                     on_log=self.show_log, on_autostart=self.set_autostart)
+                                     on_log=self.show_log, on_autostart=self.set_autostart,
+                                     on_apps=self.show_apps, on_settings=self.show_settings)
             self.errors.parent_widget = self.window
             self.window.show()
 
@@ -74,6 +82,19 @@ class BraidApp(QObject):
         if self.log_view is None:
             self.log_view = LogView(logs.log_path())
         _bring_up(self.log_view)
+
+    def show_apps(self) -> None:
+        if self.apps is None:
+            self.apps = AppsWindow(self.controller, AppClasses(), self.errors.show)
+        _bring_up(self.apps)
+
+    def show_settings(self) -> None:
+        """The settings of the profile connected now (else the first one), as saved."""
+        if self.settings is None:
+            self.settings = SettingsDialog(ProfileStore(), self.controller.latest.profile)
+        else:
+            self.settings.refresh_profiles(self.controller.latest.profile)
+        _bring_up(self.settings)
 
     def set_autostart(self, on: bool) -> None:
         """The "Start at login" tick: write or remove the autostart entry; if that fails,
@@ -112,8 +133,9 @@ class BraidApp(QObject):
             return
         self.quitting = True
         self.graph.hide()
-        if self.log_view is not None:
-            self.log_view.hide()
+        for view in (self.log_view, self.apps, self.settings):
+            if view is not None:
+                view.hide()
         if self.tray is not None:
             self.tray.hide()
         if self.window is not None:

@@ -40,6 +40,14 @@ class TargetCombo(QComboBox):
         super().showPopup()
 
 
+def _optional_button(text: str, callback: Callable[[], None] | None) -> QPushButton | None:
+    if callback is None:
+        return None
+    button = QPushButton(text)
+    button.clicked.connect(callback)
+    return button
+
+
 class MainWindow(QWidget):
     def __init__(
         self,
@@ -49,6 +57,8 @@ class MainWindow(QWidget):
         *,
         on_log: Callable[[], None] | None = None,
         on_autostart: Callable[[bool], None] | None = None,
+        on_apps: Callable[[], None] | None = None,
+        on_settings: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._controller = controller
@@ -72,12 +82,11 @@ class MainWindow(QWidget):
         self.notice_label.setWordWrap(True)
         self.paths_button = QPushButton("Paths…")
         self.paths_button.clicked.connect(on_paths)
+        self.apps_button = _optional_button("Apps…", on_apps)
+        self.settings_button = _optional_button("Settings…", on_settings)
         self.quit_button = QPushButton("Quit")
         self.quit_button.clicked.connect(on_quit)
-        self.log_button: QPushButton | None = None
-        if on_log is not None:
-            self.log_button = QPushButton("Show log")
-            self.log_button.clicked.connect(on_log)
+        self.log_button = _optional_button("Show log", on_log)
         self.autostart_box: QCheckBox | None = None
         if on_autostart is not None:
             self.autostart_box = QCheckBox("Start at login")
@@ -96,6 +105,9 @@ class MainWindow(QWidget):
         connect_row.addWidget(self.disconnect_button)
         bottom = QHBoxLayout()
         bottom.addWidget(self.paths_button)
+        for button in (self.apps_button, self.settings_button):
+            if button is not None:
+                bottom.addWidget(button)
         if self.log_button is not None:
             bottom.addWidget(self.log_button)
         if self.autostart_box is not None:

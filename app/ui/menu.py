@@ -28,6 +28,8 @@ class ControlMenu(QMenu):
         *,
         on_log: Callable[[], None] | None = None,
         on_autostart: Callable[[bool], None] | None = None,
+        on_apps: Callable[[], None] | None = None,
+        on_settings: Callable[[], None] | None = None,
     ) -> None:
         super().__init__("Braid", parent)
         self._controller = controller
@@ -43,10 +45,10 @@ class ControlMenu(QMenu):
         self._classes_end = self.addSeparator()
         self.paths_action = self.addAction("Paths…")
         self.paths_action.triggered.connect(on_paths)
-        self.log_action: QAction | None = None
-        if on_log is not None:
-            self.log_action = self.addAction("Show log")
-            self.log_action.triggered.connect(on_log)
+        # Entries a caller may leave out (the view tests build a bare menu).
+        self.apps_action = self._optional("Apps…", on_apps)
+        self.settings_action = self._optional("Settings…", on_settings)
+        self.log_action = self._optional("Show log", on_log)
         self.autostart_action: QAction | None = None
         if on_autostart is not None:
             self.autostart_action = self.addAction("Start at login")
@@ -60,6 +62,13 @@ class ControlMenu(QMenu):
         self.target_actions: list[tuple[QAction, Any]] = []
         controller.snapshot_changed.connect(self.show_snapshot)
         self.show_snapshot(controller.latest)
+
+    def _optional(self, text: str, callback: Callable[[], None] | None) -> QAction | None:
+        if callback is None:
+            return None
+        action = self.addAction(text)
+        action.triggered.connect(callback)
+        return action
 
     def refresh_autostart(self) -> None:
         if self.autostart_action is not None:

@@ -188,6 +188,8 @@ def test_gateway_without_keys_anywhere_is_refused(store: ProfileStore, pname: st
                                    addresses=("198.19.9.2/32",), source="tk.conf"))),
          "but gateway 'tk' (from tk.conf) has 198.19.9.2"),
         (lambda p: replace(p, weights=Weights(0, 0, 0, 0)), "all weights are 0"),
+        (lambda p: replace(p, weights=Weights(loss=-1.0)),
+         "weights.loss: -1.0 is not a number >= 0"),
     ],
 )
 def test_invalid_profiles_are_refused_before_any_write(

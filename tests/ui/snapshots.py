@@ -135,7 +135,8 @@ def dispose(braid: BraidApp) -> None:
     braid.errors.close_all()
     if braid.tray is not None:
         braid.tray.hide()
-    for widget in (braid.graph, braid.window, braid.menu, braid.log_view):
+    for widget in (braid.graph, braid.window, braid.menu, braid.log_view, braid.apps,
+                   braid.settings):
         if widget is not None:
             widget.close()
             widget.deleteLater()

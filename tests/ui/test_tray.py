@@ -38,7 +38,8 @@ def test_menu_connects_to_a_chosen_profile(app: tuple[BraidApp, EngineBox]) -> N
     braid, box = app
     menu = braid.menu
     assert [a.text() for a in menu.actions() if not a.isSeparator()] == [
-        "Disconnected", "Connect", "Disconnect", "Paths…", "Show log", "Start at login", "Quit"]
+        "Disconnected", "Connect", "Disconnect", "Paths…", "Apps…", "Settings…", "Show log",
+        "Start at login", "Quit"]
     assert not menu.disconnect_action.isEnabled()
     menu.connect_menu.aboutToShow.emit()
     labels = [a.text() for a in menu.connect_menu.actions()]
@@ -54,7 +55,8 @@ def test_menu_shows_state_and_the_path_of_each_class(app: tuple[BraidApp, Engine
                                 classes={"realtime": ("hk", "tk"), "default": ("tk",)}))
     texts = [a.text() for a in menu.actions() if not a.isSeparator()]
     assert texts == ["Connected · lab-t1", "Connect", "Disconnect", "realtime: hk, tk",
-                     "default: tk", "Paths…", "Show log", "Start at login", "Quit"]
+                     "default: tk", "Paths…", "Apps…", "Settings…", "Show log",
+                     "Start at login", "Quit"]
     assert not any(a.isEnabled() for a in menu.class_actions)
     menu.connect_menu.aboutToShow.emit()
     assert [a.isChecked() for a in menu.connect_menu.actions()] == [True, False]

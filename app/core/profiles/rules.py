@@ -204,11 +204,14 @@ def validate_profile(profile: Profile) -> Profile:
     if profile.shared_exit:
         _check_one_inner_address(where, gateways)
     w = profile.weights
-    try:
-        for value in (w.latency, w.loss, w.cost, w.jitter):
-            check_cost(value)
-    except ValueError as exc:
-        raise BraidError(f"{where}: weight {exc}", "weights are numbers >= 0") from None
+    # Each weight by its name (weights.loss), as a profile file and the settings dialog
+    # name it: "a weight" would leave the user guessing which.
+    for name in ("latency", "loss", "cost", "jitter"):
+        try:
+            check_cost(getattr(w, name))
+        except ValueError as exc:
+            raise BraidError(f"{where}: weights.{name}: {exc}",
+                             "weights are numbers >= 0") from None
     if w.latency + w.loss + w.cost + w.jitter <= 0:
         raise BraidError(f"{where}: all weights are 0", "give at least one weight > 0")
     try:
