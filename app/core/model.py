@@ -145,6 +145,10 @@ class EngineSnapshot:
     pid: int | None = None  # the process running the engine
     runner: str | None = None  # "braid up" | "the tray app"
     blocked: bool = False  # the kill switch holds traffic (no path, error, or no engine)
+    # Realtime copies (docs/multipath.md): the paths the kernel copies realtime onto now
+    # (empty: none), and why they are on or off (None: this engine makes no copies).
+    copies: tuple[str, ...] = ()
+    copies_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -167,6 +171,7 @@ class EngineSnapshot:
             "events": tuple(Event.from_json(e) for e in doc.get("events") or ()),
             "error": ErrorInfo(**error) if isinstance(error, dict) else None,
             "counters": EngineCounters(**_known(EngineCounters, doc.get("counters") or {})),
+            "copies": tuple(doc.get("copies") or ()),
         })
 
 

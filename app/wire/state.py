@@ -49,6 +49,9 @@ GUARD_BLOCK_PRIORITY = 5298  # not fwmark bypass lookup GUARD_TABLE
 # BYPASS_CLASS_MARK lookup main (before 5298, which would send it into the guard's table).
 BYPASS_CLASS_PRIORITY = 5291
 NFT_GUARD_TABLE = "braid_guard"
+# Realtime copies (docs/multipath.md): nft `dup` exists only in ip/ip6 tables, so the
+# copies and their removal live in a table of their own next to `inet braid`.
+NFT_COPY_FAMILY, NFT_COPY_TABLE = "ip", "braid_copy"
 MAX_GUARD_ALLOW = 64
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -170,6 +173,17 @@ class GuardState:
 
 
 @dataclass(frozen=True)
+class CopyState:
+    """Realtime copies (docs/multipath.md): every UDP packet of a realtime flow is also
+    sent through each of ``tunnels`` (unless it is routed there anyway), and copies of
+    what comes back are removed before the app sees them. ``tunnels`` empty: no copies
+    are made, but copies still in flight (the exit copies downstream for a second after
+    the client stopped) are removed."""
+
+    tunnels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DesiredState:
     persistent: bool = False
     tunnels: tuple[TunnelState, ...] = ()
@@ -177,6 +191,7 @@ class DesiredState:
     rules: tuple[RuleState, ...] = ()
     marking: Marking | None = None
     guard: GuardState | None = None
+    copies: CopyState | None = None  # only with a marking that has realtime
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (the inverse of :func:`parse_state`)."""
@@ -204,7 +219,8 @@ EMPTY_STATE = DesiredState()
 def parse_state(doc: Any) -> DesiredState:
     """Validate a decoded JSON document field by field; raise StateError on the first
     wrong field."""
-    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard"})
+    top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard",
+                          "copies"})
     persistent = d.boolean(top.get("persistent", False), "persistent")
     tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
     d.unique([t.name for t in tunnels], "tunnels", "name")
@@ -220,7 +236,26 @@ def parse_state(doc: Any) -> DesiredState:
     marking = None if marking_doc is None else _marking(marking_doc, "marking")
     guard_doc = top.get("guard")
     guard = None if guard_doc is None else parse_guard(guard_doc, "guard", names)
-    return DesiredState(persistent, tunnels, tables, rules, marking, guard)
+    copies_doc = top.get("copies")
+    copies = None if copies_doc is None else _copies(copies_doc, "copies", names, marking)
+    return DesiredState(persistent, tunnels, tables, rules, marking, guard, copies)
+
+
+def _copies(doc: Any, path: str, tunnels: set[str], marking: Marking | None) -> CopyState:
+    obj = d.obj(doc, path, {"tunnels"})
+    names = d.each(obj.get("tunnels", []), f"{path}.tunnels", MAX_TUNNELS, check_iface)
+    d.unique(list(names), f"{path}.tunnels", "tunnel")
+    for i, name in enumerate(names):
+        if name not in tunnels:
+            raise StateError(f"{path}.tunnels[{i}]", f"{name!r} is not one of this state's "
+                                                     "tunnels")
+    if marking is None or marking.mark_of("realtime") is None:
+        raise StateError(path, "copies are of the realtime class: the marking needs it")
+    if marking.masquerade:
+        # A copy through another gateway would reach the far end from another address:
+        # copies meet only where the paths converge (a shared exit).
+        raise StateError(path, "copies need a shared exit (marking.masquerade false)")
+    return CopyState(names)
 
 
 def parse_guard(doc: Any, path: str, tunnels: set[str]) -> GuardState:
@@ -470,12 +505,15 @@ __all__ = [
     "MARK_SHIFT",
     "MTU_MAX",
     "MTU_MIN",
+    "NFT_COPY_FAMILY",
+    "NFT_COPY_TABLE",
     "NFT_GUARD_TABLE",
     "PATH_MARKS",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "TABLE_MAX",
     "TABLE_MIN",
+    "CopyState",
     "DesiredState",
     "GuardState",
     "MarkClass",
