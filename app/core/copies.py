@@ -124,7 +124,7 @@ class CopyDecider:
         best other path that is up (a copy on a dead path saves nothing)."""
         # A suspect moment does not move them (it answers again or is declared down).
         current = [c for c in cands if c.name != primary and c.name in self.verdict.paths
-                   and c.usable and c.raw > 0]
+                   and c.usable and c.score > 0]
         if current:
             return current[0].name
         others = [c for c in cands if c.name != primary and c.health is Health.UP]

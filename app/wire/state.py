@@ -196,6 +196,9 @@ class DesiredState:
     def to_json(self) -> dict[str, Any]:
         """The wire form (the inverse of :func:`parse_state`)."""
         doc: dict[str, Any] = asdict(self)
+        if doc["copies"] is None:
+            # Left out, not null: a helper from before copies refuses unknown fields.
+            del doc["copies"]
         return d.plain(doc)  # type: ignore[no-any-return]
 
     def dumps(self) -> str:
