@@ -176,7 +176,8 @@ class Engine:
         self._steering = Steering(self.paths, self.cfg.classes, self.class_config,
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
-                                  persistent=self.cfg.persistent or settings.always_on)
+                                  persistent=self.cfg.persistent or settings.always_on,
+                                  copies=settings.copies)
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
         self._steering.bulk_after_mb = settings.bulk_after_mb
         self._transition(self.conn.start(loop.time()))
@@ -528,7 +529,10 @@ class Engine:
             ))
         state = self.conn.state
         blocked = state is ConnState.ERROR or any(t is None for t in targets.values())
+        verdict = st.copy_verdict if st else None
         return EngineSnapshot(
+            copies=st.held_copies() if st else (),
+            copies_reason=None if verdict is None else verdict.reason,
             t=time.time(), state=state, profile=self.profile.name, paths=tuple(paths),
             classes={c: (t,) if t else () for c, t in targets.items()},
             events=self.events.events, error=self.conn.error,

@@ -167,6 +167,10 @@ class EngineSnapshot:
     runner: str | None = None  # "braid up" | "the tray app"
     blocked: bool = False  # the kill switch holds traffic (no path, error, or no engine)
     dns: DnsSnapshot | None = None  # None: the system keeps its own DNS
+    # Realtime copies (docs/multipath.md): the paths the kernel copies realtime onto now
+    # (empty: none), and why they are on or off (None: this engine makes no copies).
+    copies: tuple[str, ...] = ()
+    copies_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -190,6 +194,7 @@ class EngineSnapshot:
             "error": ErrorInfo(**error) if isinstance(error, dict) else None,
             "counters": EngineCounters(**_known(EngineCounters, doc.get("counters") or {})),
             "dns": DnsSnapshot.from_json(doc.get("dns")),
+            "copies": tuple(doc.get("copies") or ()),
         })
 
 

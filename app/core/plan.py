@@ -41,6 +41,7 @@ from app.wire.state import (
     MAX_DNS_DOMAINS,
     MAX_DNS_SERVERS,
     MAX_GUARD_ALLOW,
+    CopyState,
     DesiredState,
     DnsSplit,
     DnsState,
@@ -258,6 +259,7 @@ def build_state(
     *,
     bulk_after_mb: float | None = None,
     dns: DnsState | None = None,
+    copies: Sequence[str] | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
@@ -271,6 +273,9 @@ def build_state(
     no DNS server out beside the tunnels (:func:`outside_dns`).
     ``bulk_after_mb``: a flow of class default that has moved this many megabytes
     (10^6 bytes, both ways) becomes bulk, when bulk is one of ``targets`` (None: never).
+    ``copies``: on a shared exit with realtime steered, the tunnels realtime is copied
+    onto (empty: none now, but copies still in flight are removed); None: no copies
+    table at all (docs/multipath.md).
     """
     check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
@@ -331,13 +336,17 @@ def build_state(
                                                         MAX_BULK_AFTER_BYTES)
     marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
                                       tuple(flush_marks), bulk_after_bytes=bulk_after)
+    copy_state = None
+    if copies is not None and shared_exit and "realtime" in targets:
+        copy_state = CopyState(tuple(copies))
     if not any(p.full for p in paths):
         # Only split gateways: what is not theirs goes outside the tunnels on purpose,
         # so nothing is classified and there is no kill switch to hold it back.
-        marking, guard = None, None
+        marking, guard, copy_state = None, None, None
     if guard is not None:
         guard = outside_dns(guard, dns)
-    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard, dns)
+    return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard, dns,
+                        copy_state)
 
 
 def without_flush(state: DesiredState) -> DesiredState:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from app.core.copies import CopyDecider, CopyVerdict
 from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, Decision
 from app.core.liveness import Health
 from app.core.model import CLASSES
@@ -53,6 +54,7 @@ class Plan:
     pending: tuple[Pending, ...]
     must_send: bool  # False: the helper holds this already; commit without sending
     flushed: frozenset[str] = frozenset()  # paths whose flows this state flushes
+    copies: tuple[str, ...] = ()  # paths realtime is copied onto
 
 
 @dataclass
@@ -60,12 +62,14 @@ class _Held:
     state: DesiredState
     usable: frozenset[str]
     targets: dict[str, str | None] = field(default_factory=dict)
+    copies: tuple[str, ...] = ()  # paths realtime is copied onto
 
 
 class Steering:
     def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
                  cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
-                 now: float, *, shared_exit: bool = False, persistent: bool = False) -> None:
+                 now: float, *, shared_exit: bool = False, persistent: bool = False,
+                 copies: str | None = None) -> None:
         self.paths = list(paths)
         self.weights = weights
         self.shared_exit = shared_exit
@@ -88,6 +92,10 @@ class Steering:
         # profile's settings.bulk_after_mb, set by engine.py; None: never.
         self.bulk_after_mb: float | None = None
         self.settled: set[str] = set()  # classes whose first decision the kernel holds
+        # Realtime copies (copies.py): the profile's settings.copies; None: the state
+        # carries none at all (the engine before copies, and tests of other things).
+        self.copier = None if copies is None or REALTIME not in self.deciders else \
+            CopyDecider(copies, shared_exit)
 
     # -- measurements -> decisions --------------------------------------------------
 
@@ -136,7 +144,25 @@ class Steering:
                 self._movers.add(decision.from_path)
             self._pending.append(Pending(decision, detection))
             out.append(decision)
+        if self.copier is not None:
+            self.copier.step(now, self.deciders[REALTIME].current, cands)
         return out
+
+    @property
+    def copy_verdict(self) -> CopyVerdict | None:
+        return None if self.copier is None else self.copier.verdict
+
+    def copy_paths(self) -> tuple[str, ...]:
+        """Where realtime is copied to now: the verdict's paths that can carry it."""
+        v = self.copy_verdict
+        if v is None or not v.on:
+            return ()
+        usable = self.usable()
+        return tuple(p for p in v.paths if p in usable)
+
+    def held_copies(self) -> tuple[str, ...]:
+        """The paths the kernel copies realtime onto now."""
+        return () if self._held is None else self._held.copies
 
     def _reserved_for(self, cls: str) -> str | None:
         """The path ``cls`` must stay off while another is up: realtime's, for bulk
@@ -201,9 +227,10 @@ class Steering:
     def dirty(self) -> bool:
         if self._held is None:
             return True
-        return (self.usable(), self.targets(), self.guard(), self.dns()) != (
+        return (self.usable(), self.targets(), self.guard(), self.dns(),
+                self.copy_paths()) != (
             self._held.usable, self._held.targets, self._held.state.guard,
-            self._held.state.dns)
+            self._held.state.dns, self._held.copies)
 
     def forget_held(self) -> None:
         """The helper lost what it held (it restarted): send the whole state again."""
@@ -227,14 +254,18 @@ class Steering:
             flush = unflushed | self._movers
         left_closed = any(t is not None and (prev is None or prev.targets.get(c) is None)
                           for c, t in targets.items())
+        copies = self.copy_paths()
+        by_name = {p.name: p for p in paths}
         state = build_state([p.spec for p in paths], targets, usable, flush=flush,
                             flush_closed=left_closed, persistent=self.persistent,
                             shared_exit=self.shared_exit, guard=self.guard(),
-                            dns=self.dns(), bulk_after_mb=self.bulk_after_mb)
+                            dns=self.dns(), bulk_after_mb=self.bulk_after_mb,
+                            copies=None if self.copier is None or not self.shared_exit else
+                            tuple(by_name[n].spec.interface for n in copies))
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,
-                    frozenset(flush))
+                    frozenset(flush), copies)
 
     def committed(self, plan: Plan) -> None:
         """The helper holds ``plan`` (or already did). Only what the plan carried is
@@ -244,7 +275,7 @@ class Steering:
             self._unflushed |= prev.usable - plan.usable
         self._unflushed -= plan.usable | plan.flushed
         self._movers -= plan.flushed
-        self._held = _Held(plan.plain, plan.usable, plan.targets)
+        self._held = _Held(plan.plain, plan.usable, plan.targets, plan.copies)
         self.settled |= plan.decided
         done = {id(p) for p in plan.pending}
         self._pending = [p for p in self._pending if id(p) not in done]

@@ -61,7 +61,8 @@ def allow_rules(allow: Iterable[str], verdict: str) -> list[str]:
 # (the volume rule may make it bulk), and one that became bulk by volume.
 LABEL_FALLTHROUGH = 112
 LABEL_BULK_BY_VOLUME = 113
-LABEL_BITS = (112, 113, 114, 115)  # 114, 115: reserved for Braid
+LABEL_REALTIME = 114  # a realtime flow, which realtime copies copy (app/helper/copies.py)
+LABEL_BITS = (112, 113, 114, 115)  # 115: reserved for Braid
 # Conferencing selectors for flows of apps nobody pinned, to realtime (each range's
 # source is in docs/classes.md): STUN/TURN, Teams, Zoom, Google Meet; DSCP EF and AF4x.
 REALTIME_UDP_PORTS = ("3478-3481", "8801-8810", "19302-19309")
@@ -109,13 +110,14 @@ def update(commands: str, table: str = TABLE) -> None:
 
 def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] = (),
            groups: tuple[Mapping[str, str], int] | None = None,
-           addresses: Iterable[str] = ()) -> str:
+           addresses: Iterable[str] = (), copies: bool = False) -> str:
     """The table in nft's native syntax (nft 1.0.6 cannot express everything in JSON).
     ``tunnels``: this state's tunnel names (the masquerade's interfaces); ``allow``: the
     guard's allowed destinations, left unmarked so they route to main; ``groups``: the
     class groups (class -> path nft resolves, and their level), while they exist;
     ``addresses``: the tunnels' own addresses (a bypass flow routed with one as its
-    source is masqueraded to the uplink's).
+    source is masqueraded to the uplink's); ``copies``: realtime flows get conntrack
+    label LABEL_REALTIME, by which ``ip braid_copy`` copies them (app/helper/copies.py).
 
     Each class's mark is set in a chain of its own (``to_<class>``), which the
     classification jumps to: precedence, strongest first, is the app's group, the
@@ -191,8 +193,10 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
         out += [f"\tcounter {name} {{", "\t}"]
     for cls, mark in sorted(marks.items()):
         m = f"{mark:#010x}"
+        # One rule per chain (mark_update replaces it): the label goes on the same line.
+        label = f" ct label set {LABEL_REALTIME}" if copies and cls == REALTIME else ""
         out += [f"\tchain {mark_chain(cls)} {{",
-                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}", "\t}"]
+                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}{label}", "\t}"]
     out += ["\tchain output {", *(f"\t\t{line}" for line in body), "\t}"]
     tunnels = sorted(tunnels)
     if tunnels:
@@ -304,13 +308,15 @@ def delete(table: str = TABLE) -> bool:
 
 
 _COUNTS = re.compile(r"packets \d+ bytes \d+")
+# A dynamic set's elements (realtime copies' packets seen): traffic, not configuration.
+_ELEMENTS = re.compile(r"\n\t*elements = \{[^}]*\}")
 
 
 def listing(table: str = TABLE) -> str | None:
     """The table as the kernel holds it, in nft's words (None: not there), counters'
     values blanked: what a load is compared with afterwards to see drift."""
     ok, out, _ = _run(f"list table {table}\n")
-    return _COUNTS.sub("packets - bytes -", out) if ok else None
+    return _ELEMENTS.sub("", _COUNTS.sub("packets - bytes -", out)) if ok else None
 
 
 def counters(table: str = TABLE) -> dict[str, int]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
-from app.helper import conntrack, guard, netlink, nft, procs, uapi
+from app.helper import conntrack, copies, guard, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
 from app.helper.classes import Classes
 from app.helper.dns import RESOLV_CONF, DnsManager
@@ -319,7 +319,8 @@ class Reconciler:
         addresses = [a for t in state.tunnels for a in t.addresses]
         return {
             nft.TABLE: None if state.marking is None else nft.render(
-                state.marking, names, allow, groups, addresses),
+                state.marking, names, allow, groups, addresses, copies=state.copies is not None),
+            copies.TABLE: None if state.copies is None else copies.render(state.copies, names),
             guard.TABLE: None if state.guard is None else guard.render(
                 state.guard, state.tunnels, bypass_class=groups is not None,
                 dns=state.dns is not None),
@@ -631,7 +632,7 @@ class Reconciler:
                 if not (keep_guard and _is_guard_rule(rule)):
                     await netlink.delete_rule(ipr, rule)
                     found.append(rule.describe())
-        tables = [nft.TABLE] if keep_guard else [nft.TABLE, guard.TABLE]
+        tables = [nft.TABLE, copies.TABLE] + ([] if keep_guard else [guard.TABLE])
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
         # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
         found += (await self.dns.leftovers(doc, keep=keep_guard))[0]

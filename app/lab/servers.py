@@ -7,8 +7,9 @@ it sends them and closes), TCP 9003 sink (reads to EOF, answers "received N"), H
 ICE, answers only the address a stream's first packet came from, and ignores the rest),
 UDP 9005 stream statistics (send "BRSQ" and a stream's flow id; the answer is JSON: what
 the far end saw of it, per the stream's own arrivals: count, the longest gap between two,
-and the source addresses it came from), UDP 53 the far side's resolver (dnsserver.py: the
-gateways' DNS, answering server.braid.lab).
+the source addresses it came from, and how many packets it got twice: realtime copies
+must meet and be removed before they reach the far end), UDP 53 the far side's resolver
+(dnsserver.py: the gateways' DNS, answering server.braid.lab).
 
 Run as `python -m app.lab.servers --ready-file PATH`.
 """
@@ -40,6 +41,7 @@ MAX_SOURCES = 16  # per flow, in the statistics
 CHUNK = bytes(256 * 1024)
 MAX_BULK = 1 << 40
 MAX_FLOWS = 4096  # stream flows the echo keeps counts for (oldest forgotten first)
+MAX_SEQ_TRACKED = 1 << 22  # sequences a flow's duplicate count covers (a bit each: 512 KiB)
 
 
 @dataclass
@@ -54,11 +56,29 @@ class FlowRecord:
     ignored: int = 0  # the sticky echo's: packets from another address than the first
     first_source: tuple[str, int] | None = None
     sources: dict[str, int] = field(default_factory=dict)  # "ip:port" -> packets
+    # Packets whose sequence it had already seen (a copy that was not removed on the way),
+    # counted but still answered as any far end would. ``seen``: a bit per sequence.
+    duplicates: int = 0
+    duplicate_seqs: list[int] = field(default_factory=list)  # the first few, to debug
+    seen: bytearray = field(default_factory=bytearray)
+
+    def mark_seen(self, seq: int) -> None:
+        if seq >= MAX_SEQ_TRACKED:
+            return
+        byte, bit = divmod(seq, 8)
+        if byte >= len(self.seen):
+            self.seen.extend(bytes(byte + 1 - len(self.seen) + 1024))
+        if self.seen[byte] & (1 << bit):
+            self.duplicates += 1
+            if len(self.duplicate_seqs) < 16:
+                self.duplicate_seqs.append(seq)
+        self.seen[byte] |= 1 << bit
 
     def to_json(self, flow: int) -> dict[str, Any]:
         return {"flow": flow, "count": self.count, "first": self.first, "last": self.last,
                 "max_gap_ms": self.max_gap_s * 1000.0, "max_gap_at": self.max_gap_at,
-                "ignored": self.ignored, "sources": self.sources}
+                "ignored": self.ignored, "sources": self.sources,
+                "duplicates": self.duplicates, "duplicate_seqs": self.duplicate_seqs}
 
 
 class Flows:
@@ -101,6 +121,7 @@ class Echo(asyncio.DatagramProtocol):
                 return
             if rec.count and now - rec.last > rec.max_gap_s:
                 rec.max_gap_s, rec.max_gap_at = now - rec.last, rec.last
+            rec.mark_seen(stamp.seq)
             rec.count += 1
             rec.first = rec.first or now
             rec.last = now

@@ -93,6 +93,8 @@ class StreamResult:
     down_loss_pct: float | None = None  # of the answers the far end sent
     server_sources: int | None = None  # source addresses the far end saw the stream from
     ignored: int | None = None  # sticky echo: packets from another address than the first
+    server_duplicates: int | None = None  # packets the far end got twice (copies not removed)
+    down_duplicates: int = 0  # answers that arrived twice at the client
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +174,11 @@ def start(lab: str, *, pps: int = 200, duration: float = 10.0, size: int = 1000,
 # --- the sender, inside the namespace ----------------------------------------------
 
 
+# Answers that arrived twice (the same answer: sequence and the far end's count), per
+# process: the sender runs once per process (python -m app.lab.stream).
+DOWN_DUPLICATES = [0]
+
+
 def _recv_all(sock: socket.socket, got: dict[int, tuple[float, float, int]]) -> None:
     while True:
         try:
@@ -188,6 +195,8 @@ def _recv_all(sock: socket.socket, got: dict[int, tuple[float, float, int]]) -> 
         stamp = unpack(data)
         if stamp is not None and stamp.seq not in got:
             got[stamp.seq] = (rx, stamp.server, stamp.server_count)
+        elif stamp is not None and got[stamp.seq][2] == stamp.server_count:
+            DOWN_DUPLICATES[0] += 1
 
 
 def send_loop(target: tuple[str, int], pps: int, count: int, size: int, wait: float,
@@ -272,7 +281,8 @@ def run_sender(pps: int, duration: float, size: int, cls: str | None, wait: floa
     flow = new_flow()
     sent, got = send_loop(target, pps, max(1, round(pps * duration)), size, wait, cls, flow)
     return summarise(sent, got, pps=pps, size=size, duration=duration, cls=cls, node=node,
-                     port=target[1], far_end=far_end_stats(target[0], flow))
+                     port=target[1], far_end=far_end_stats(target[0], flow),
+                     down_dups=DOWN_DUPLICATES[0])
 
 
 def _down_gap(counts: list[int]) -> int:
@@ -284,7 +294,7 @@ def _down_gap(counts: list[int]) -> int:
 
 def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pps: int,
               size: int, duration: float, cls: str | None, node: str, port: int = ECHO_PORT,
-              far_end: dict[str, Any] | None = None) -> StreamResult:
+              far_end: dict[str, Any] | None = None, down_dups: int = 0) -> StreamResult:
     up, down, rtt = [], [], []
     for seq, (rx, server, _) in got.items():
         rtt.append((rx - sent[seq]) * 1000.0)
@@ -330,6 +340,8 @@ def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pp
         port=port, up_gap_ms=up_gap, down_gap_ms=down_gap, down_loss_pct=down_loss,
         server_sources=None if far_end is None else len(far_end["sources"]),
         ignored=None if far_end is None else int(far_end["ignored"]),
+        server_duplicates=None if far_end is None else int(far_end.get("duplicates", 0)),
+        down_duplicates=down_dups,
     )
 
 

@@ -24,6 +24,9 @@ class Confinement:
     tables: range
     priorities: range
     nft_table: str  # "inet <name>"
+    # A second table, for what only an ip-family table can do (nft `dup`): the exit's
+    # realtime copies (docs/multipath.md). None: the role has none.
+    copy_table: str | None = None
 
     def owns_iface(self, name: str) -> bool:
         return bool(self.iface.match(name))
@@ -44,6 +47,7 @@ EXIT = Confinement(
     tables=range(52110, 52125),
     priorities=range(5310, 5340),
     nft_table="inet braid_exit",
+    copy_table="ip braid_exit_copy",
 )
 CONFINEMENTS = {c.role: c for c in (GATEWAY, EXIT)}
 

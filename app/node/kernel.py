@@ -168,39 +168,44 @@ def _digest(ruleset: str) -> str:
     return hashlib.sha256(ruleset.encode()).hexdigest()[:16]
 
 
-def nft_loaded(conf: Confinement) -> str | None:
-    """The digest of the ruleset the role last loaded (kept in the table's comment), or
-    None without a table. A table edited by hand keeps its comment: --down, then apply."""
-    done = _nft(f"list table {conf.nft_table}\n")
+def nft_loaded(conf: Confinement, table: str | None = None) -> str | None:
+    """The digest of the ruleset the role last loaded into ``table`` (default: its main
+    table; kept in the table's comment), or None without a table. A table edited by hand
+    keeps its comment: --down, then apply."""
+    table = table or conf.nft_table
+    done = _nft(f"list table {table}\n")
     if done.returncode != 0:
         return None
     found = _COMMENT.search(done.stdout)
     return found.group(1) if found else ""
 
 
-def nft_load(conf: Confinement, ruleset: str) -> list[str]:
-    """Replace the role's table in one transaction, if its ruleset changed."""
+def nft_load(conf: Confinement, ruleset: str, table: str | None = None) -> list[str]:
+    """Replace the role's ``table`` (default: its main one) in one transaction, if its
+    ruleset changed."""
+    table = table or conf.nft_table
     digest = _digest(ruleset)
-    if nft_loaded(conf) == digest:
+    if nft_loaded(conf, table) == digest:
         return []
     head, _, body = ruleset.partition("\n")
-    script = (f"table {conf.nft_table}\ndelete table {conf.nft_table}\n"
+    script = (f"table {table}\ndelete table {table}\n"
               f'{head}\n\tcomment "braid-node {digest}"\n{body}')
     done = _nft(script)
     if done.returncode != 0:
-        raise NodeError(f"nft refused table {conf.nft_table}: {done.stderr.strip()}",
+        raise NodeError(f"nft refused table {table}: {done.stderr.strip()}",
                         "this is a bug in Braid's rendering; please report it")
-    return [f"loaded nft table {conf.nft_table}"]
+    return [f"loaded nft table {table}"]
 
 
-def nft_delete(conf: Confinement) -> list[str]:
-    if nft_loaded(conf) is None:
+def nft_delete(conf: Confinement, table: str | None = None) -> list[str]:
+    table = table or conf.nft_table
+    if nft_loaded(conf, table) is None:
         return []
-    done = _nft(f"delete table {conf.nft_table}\n")
+    done = _nft(f"delete table {table}\n")
     if done.returncode != 0:
-        raise NodeError(f"nft could not delete table {conf.nft_table}: {done.stderr.strip()}",
+        raise NodeError(f"nft could not delete table {table}: {done.stderr.strip()}",
                         "see the message")
-    return [f"removed nft table {conf.nft_table}"]
+    return [f"removed nft table {table}"]
 
 
 # ---- sysctls ----------------------------------------------------------------------

@@ -80,6 +80,7 @@ class Plan:
     rules: tuple[NodeRule, ...]
     nft: str  # the role's nft table, in nft's native syntax
     sysctls: tuple[tuple[str, str], ...]  # (key under /proc/sys, value)
+    nft_copy: str | None = None  # the exit's realtime copies (ip family: nft `dup`)
 
 
 def plan(state: NodeState) -> Plan:
@@ -205,4 +206,49 @@ def plan_exit(state: ExitState) -> Plan:
          f'iifname {_names(links)} oifname "{egress}" masquerade'],
     ]
     return Plan(EXIT, tuple(link.tunnel for link in state.links), tuple(tables), tuple(rules),
-                _table(EXIT, chains), tuple(sysctls))
+                _table(EXIT, chains), tuple(sysctls), _exit_copies(state))
+
+
+# The exit's half of realtime copies (docs/multipath.md; the client's is
+# app/helper/copies.py): what identifies one packet (addresses, UDP header, the first 24
+# bytes of payload, as one raw field: nft 1.0.6 aborts listing a concatenated key with
+# a raw part), how long copies of it are expected, and a flow's key.
+_PACKET_KEY = "@nh,96,320"
+_FLOW = "ip saddr . udp sport . ip daddr . udp dport"
+_FLOW_BACK = "ip daddr . udp dport . ip saddr . udp sport"  # a reply, after un-NAT
+_COPY_TIMEOUT = "1s"
+
+
+def _exit_copies(state: ExitState) -> str:
+    """Copies meet here. Upstream, the first of a packet's copies (from any gateway)
+    passes and the others are dropped, before the ``inet`` table marks the flow with
+    their gateway; a packet identical to one that came through the *same* gateway a
+    moment ago is a retransmission and passes. A gateway whose copies were dropped is
+    remembered for the flow (``copy_<n>``, for a second), and the flow's replies are
+    copied to it too (``dup``; the reply itself goes by the flow's mark). Only UDP."""
+    sets = [("seen", _PACKET_KEY)]
+    pre = ["prerouting", "type filter hook prerouting priority -160; policy accept;"]
+    fwd = ["forward", "type filter hook forward priority filter; policy accept;"]
+    mask = f"{EXIT_MARK_MASK:#010x}"
+    for link in state.links:
+        name, n = link.tunnel.name, link.mark
+        sets += [(f"seen_{n}", _PACKET_KEY), (f"copy_{n}", _FLOW)]
+        sel = f'iifname "{name}" meta l4proto udp ip hdrlength 5'
+        pre += [
+            f"{sel} {_PACKET_KEY} @seen_{n} accept",
+            # One rule: two copies on two CPUs cannot both pass (the element's limit).
+            f"{sel} add @seen_{n} {{ {_PACKET_KEY} }} add @seen {{ {_PACKET_KEY} limit rate "
+            f"over 1/minute burst 1 packets }} update @copy_{n} {{ {_FLOW} }} "
+            'counter name "copies_removed" drop',
+        ]
+        fwd.append(f"meta l4proto udp meta mark & {mask} != {exit_mark(n):#010x} "
+                   f'{_FLOW_BACK} @copy_{n} counter name "copies" dup to ip daddr device '
+                   f'"{name}"')
+    out = [f"table {EXIT.copy_table} {{", '\tcounter copies {', '\t}',
+           '\tcounter copies_removed {', '\t}']
+    for set_name, key in sets:
+        out += [f"\tset {set_name} {{", f"\t\ttypeof {key}", "\t\tsize 65535",
+                "\t\tflags dynamic,timeout", f"\t\ttimeout {_COPY_TIMEOUT}", "\t}"]
+    for chain in (pre, fwd):
+        out += [f"\tchain {chain[0]} {{", *(f"\t\t{line}" for line in chain[1:]), "\t}"]
+    return "\n".join([*out, "}"]) + "\n"

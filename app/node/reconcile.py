@@ -52,6 +52,9 @@ async def apply(state: NodeState, log_dir: Path) -> list[str]:
         changes += await netlink.put_routes(ipr, want_routes, have_routes)
         changes += await kernel.add_rules(ipr, want_rules, have_rules)
         changes += kernel.nft_load(conf, p.nft)
+        if conf.copy_table is not None:
+            changes += (kernel.nft_load(conf, p.nft_copy, conf.copy_table) if p.nft_copy
+                        else kernel.nft_delete(conf, conf.copy_table))
         # Per-device settings first; forwarding last of all.
         for key, value in sorted(p.sysctls, key=lambda kv: "forwarding" in kv[0]
                                  or kv[0].endswith("ip_forward")):
@@ -86,6 +89,8 @@ async def remove(conf: Confinement) -> list[str]:
         for name in sorted(await kernel.links(ipr, conf)):
             changes += await devices.remove(ipr, name)
         changes += kernel.nft_delete(conf)
+        if conf.copy_table is not None:
+            changes += kernel.nft_delete(conf, conf.copy_table)
         changes += await kernel.drop_rules(ipr, [], await kernel.rules(ipr, conf))
         changes += await netlink.drop_routes(ipr, {}, await kernel.routes(ipr, conf))
     return changes

@@ -49,6 +49,9 @@ GUARD_BLOCK_PRIORITY = 5298  # not fwmark bypass lookup GUARD_TABLE
 # BYPASS_CLASS_MARK lookup main (before 5298, which would send it into the guard's table).
 BYPASS_CLASS_PRIORITY = 5291
 NFT_GUARD_TABLE = "braid_guard"
+# Realtime copies (docs/multipath.md): nft `dup` exists only in ip/ip6 tables, so the
+# copies and their removal live in a table of their own next to `inet braid`.
+NFT_COPY_FAMILY, NFT_COPY_TABLE = "ip", "braid_copy"
 MAX_GUARD_ALLOW = 64
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -209,6 +212,17 @@ class DnsState:
 
 
 @dataclass(frozen=True)
+class CopyState:
+    """Realtime copies (docs/multipath.md): every UDP packet of a realtime flow is also
+    sent through each of ``tunnels`` (unless it is routed there anyway), and copies of
+    what comes back are removed before the app sees them. ``tunnels`` empty: no copies
+    are made, but copies still in flight (the exit copies downstream for a second after
+    the client stopped) are removed."""
+
+    tunnels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DesiredState:
     persistent: bool = False
     tunnels: tuple[TunnelState, ...] = ()
@@ -217,6 +231,7 @@ class DesiredState:
     marking: Marking | None = None
     guard: GuardState | None = None
     dns: DnsState | None = None
+    copies: CopyState | None = None  # only with a marking that has realtime
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (the inverse of :func:`parse_state`). Without DNS the field is
@@ -224,6 +239,9 @@ class DesiredState:
         doc: dict[str, Any] = asdict(self)
         if doc["dns"] is None:
             del doc["dns"]
+        if doc["copies"] is None:
+            # Left out, not null: a helper from before copies refuses unknown fields.
+            del doc["copies"]
         return d.plain(doc)  # type: ignore[no-any-return]
 
     def dumps(self) -> str:
@@ -248,7 +266,7 @@ def parse_state(doc: Any) -> DesiredState:
     """Validate a decoded JSON document field by field; raise StateError on the first
     wrong field."""
     top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard",
-                          "dns"})
+                          "dns", "copies"})
     persistent = d.boolean(top.get("persistent", False), "persistent")
     tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
     d.unique([t.name for t in tunnels], "tunnels", "name")
@@ -266,7 +284,9 @@ def parse_state(doc: Any) -> DesiredState:
     guard = None if guard_doc is None else parse_guard(guard_doc, "guard", names)
     dns_doc = top.get("dns")
     dns = None if dns_doc is None else parse_dns(dns_doc, "dns", names, guard)
-    return DesiredState(persistent, tunnels, tables, rules, marking, guard, dns)
+    copies_doc = top.get("copies")
+    copies = None if copies_doc is None else _copies(copies_doc, "copies", names, marking)
+    return DesiredState(persistent, tunnels, tables, rules, marking, guard, dns, copies)
 
 
 def parse_dns(doc: Any, path: str, tunnels: set[str],
@@ -344,6 +364,23 @@ def _dns_inside_tunnels(dns: DnsState, path: str, guard: GuardState) -> None:
                     raise StateError(f"{where}[{j}]", f"{server} is in guard.allow[{k}] "
                                      f"({net}): it would be asked outside the tunnels; take "
                                      "it out of allow")
+
+
+def _copies(doc: Any, path: str, tunnels: set[str], marking: Marking | None) -> CopyState:
+    obj = d.obj(doc, path, {"tunnels"})
+    names = d.each(obj.get("tunnels", []), f"{path}.tunnels", MAX_TUNNELS, check_iface)
+    d.unique(list(names), f"{path}.tunnels", "tunnel")
+    for i, name in enumerate(names):
+        if name not in tunnels:
+            raise StateError(f"{path}.tunnels[{i}]", f"{name!r} is not one of this state's "
+                                                     "tunnels")
+    if marking is None or marking.mark_of("realtime") is None:
+        raise StateError(path, "copies are of the realtime class: the marking needs it")
+    if marking.masquerade:
+        # A copy through another gateway would reach the far end from another address:
+        # copies meet only where the paths converge (a shared exit).
+        raise StateError(path, "copies need a shared exit (marking.masquerade false)")
+    return CopyState(names)
 
 
 def parse_guard(doc: Any, path: str, tunnels: set[str]) -> GuardState:
@@ -595,12 +632,15 @@ __all__ = [
     "MAX_DNS_SERVERS",
     "MTU_MAX",
     "MTU_MIN",
+    "NFT_COPY_FAMILY",
+    "NFT_COPY_TABLE",
     "NFT_GUARD_TABLE",
     "PATH_MARKS",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "TABLE_MAX",
     "TABLE_MIN",
+    "CopyState",
     "DesiredState",
     "DnsSplit",
     "DnsState",
