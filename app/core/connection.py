@@ -53,7 +53,6 @@ class Connection:
         self.since = 0.0
         self.error: ErrorInfo | None = None
         self._settled = False
-        self._failovers = 0  # failovers under way
 
     def _go(self, new: ConnState, now: float, why: str) -> Transition | None:
         if new is self.state:
@@ -69,7 +68,7 @@ class Connection:
 
     def start(self, now: float) -> Transition | None:
         self._require(frozenset({S.DISCONNECTED}), "start")
-        self._settled, self._failovers, self.error = False, 0, None
+        self._settled, self.error = False, None
         return self._go(S.CONNECTING, now, "connecting")
 
     def settled(self, now: float, degraded: bool) -> Transition | None:
@@ -89,16 +88,14 @@ class Connection:
     def failover_started(self, now: float) -> Transition | None:
         if self.state not in RUNNING:
             return None
-        self._failovers += 1
         return self._go(S.FAILING_OVER, now, "moving traffic off a dead path")
 
     def failover_done(self, now: float, degraded: bool) -> Transition | None:
-        """The failover's switch is in the kernel and its new path answers."""
+        """Every failover under way is over (its switch is in the kernel and its new path
+        answers, or it was given up): the engine, which knows which decisions reached the
+        kernel, says so once. No count here: a decision superseded before it was sent
+        would leave a count that no switch ever takes back, and FAILING_OVER for good."""
         if self.state is not S.FAILING_OVER:
-            self._failovers = 0
-            return None
-        self._failovers = max(0, self._failovers - 1)
-        if self._failovers:
             return None
         return self._go(S.DEGRADED if degraded else S.CONNECTED, now, "failed over")
 
@@ -107,7 +104,6 @@ class Connection:
         if self.state not in ACTIVE:
             return None
         self.error = error
-        self._failovers = 0
         if self.state is S.ERROR:
             return None
         return self._go(S.ERROR, now, error.what)

@@ -146,7 +146,9 @@ class Engine:
         self._helper_down = asyncio.Event()  # the helper went away: reconnect
         self._helper_ok = asyncio.Event()  # the helper holds our state (not down)
         self._helper_gen = 0  # +1 each time the helper is reached again after a loss
-        self._failovers: list[_Failover] = []
+        self._failovers: list[_Failover] = []  # sent, their new path not heard yet
+        self._failovers_unsent = 0  # decided, not yet in the kernel
+        self._failover_at = 0.0  # loop time of the last failover decided
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_apply = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -277,6 +279,8 @@ class Engine:
         now = self._loop.time()
         for d in self.steering.step(now):
             if d.kind == "failover":
+                self._failovers_unsent += 1
+                self._failover_at = now
                 self._transition(self.conn.failover_started(now))
         self._probes.set_rates(self.steering.carried(), self.steering.warming,
                                self._backup())
@@ -311,8 +315,10 @@ class Engine:
             d = item.decision
             self.events.decision(d, t=self._wall(d.t), detection_s=item.detection_s,
                                  switch_ms=(done - d.t) * 1000)
-            if d.kind == "failover" and d.to_path is not None:
-                self._failovers.append(_Failover(d.to_path, done))
+            if d.kind == "failover":
+                self._failovers_unsent = max(0, self._failovers_unsent - 1)
+                if d.to_path is not None:
+                    self._failovers.append(_Failover(d.to_path, done))
         if self.steering.all_settled:
             self._transition(self.conn.settled(done, self.steering.degraded()))
 
@@ -425,7 +431,10 @@ class Engine:
 
     def _check_failovers(self, now: float) -> None:
         """A failover is over once its new path answered a probe sent after the switch
-        (traffic flows again), or after FAILOVER_SHOWN_S."""
+        (traffic flows again), or after FAILOVER_SHOWN_S. FAILING_OVER ends when every
+        failover decided is over: sent and answered, or, for a decision that never
+        reached the kernel (superseded by the next one, or an apply that failed),
+        FAILOVER_SHOWN_S after the last one was decided. So it always ends."""
         left = []
         for f in self._failovers:
             path = self._by_name.get(f.to_path)
@@ -433,9 +442,13 @@ class Engine:
                 path.tracker.last_reply > f.since
             if not (answered or now - f.since >= FAILOVER_SHOWN_S):
                 left.append(f)
-        if len(left) != len(self._failovers) and not left:
-            self._transition(self.conn.failover_done(now, self.steering.degraded()))
         self._failovers = left
+        if self.conn.state is not ConnState.FAILING_OVER or left:
+            return
+        if self._failovers_unsent and now - self._failover_at < FAILOVER_SHOWN_S:
+            return
+        self._failovers_unsent = 0
+        self._transition(self.conn.failover_done(now, self.steering.degraded()))
 
     def _poke_status(self) -> None:
         if self._loop is not None:
