@@ -162,7 +162,9 @@ def test_a_dead_wireguard_go_is_restarted(helper: Helper) -> None:
             t is not None and t.restarts == 1 and t.pid != old.pid and t.handshake_age_s is not None
         )
 
-    wait_until(restarted, 15, message="wireguard-go was not restarted and handshaken")
+    # A ceiling, not a figure (2 s here when quiet): a handshake lost by a starved relay
+    # is retried after WireGuard's REKEY_TIMEOUT, 5 s.
+    wait_until(restarted, 30, message="wireguard-go was not restarted and handshaken")
     g = helper.lab.gateways[1]
     src = g.client_address.split("/")[0]
     ping(helper.ns, g.gateway_address, src)
