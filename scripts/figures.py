@@ -31,7 +31,7 @@ ROWS = [
     ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
     ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
     ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
-    ("bench_classes", "--starts 200 --runs 30"),
+    ("bench_classes", "--starts 200 --runs 30"), ("bench_class_load", "--seconds 30"),
 ]
 
 
@@ -45,6 +45,17 @@ def pct(v: Any, digits: int = 1) -> str:
 
 def num(v: Any, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def ran_with(doc: dict[str, Any]) -> str:
+    """The options the run recorded, as its command line had them."""
+    out = []
+    for k, v in (doc.get("args") or {}).items():
+        if v is None or v is False:
+            continue
+        opt = "--" + k.replace("_", "-")
+        out.append(opt if v is True else f"{opt} {v:g}" if isinstance(v, float) else f"{opt} {v}")
+    return " ".join(out)
 
 
 def origin(doc: dict[str, Any]) -> str:
@@ -161,6 +172,18 @@ def classes(f: dict[str, Any]) -> str:
             f"{ms(sw.get('classes'), 1)} (default alone {ms(sw.get('default_alone'), 1)})")
 
 
+def class_load(f: dict[str, Any]) -> str:
+    def call(k: str) -> str:
+        v = f.get(k) or {}
+        return (f"{ms(v.get('delay_up_mean_ms'), 1)} one way "
+                f"(p95 {ms(v.get('delay_up_p95_ms'), 1)}), loss {v.get('loss_pct', 0):.2f} %")
+
+    return (f"a call next to a 6-flow upload on 20 Mbit/s paths: one class {call('one_class')}; "
+            f"classes (call realtime, upload bulk) {call('classes')}; alone {call('idle')}; "
+            f"delay ratio classes / one class "
+            f"{f.get('delay_ratio_classes_to_one_class', float('nan')):.2f}")
+
+
 def classes_table() -> str:
     doc = load("bench_classes")
     if doc is None:
@@ -201,6 +224,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
     "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
+    "bench_class_load": class_load,
 }
 
 
@@ -220,6 +244,7 @@ def readme_table() -> str:
             text = "not measured yet"
         else:
             text = f"{SUMMARY.get(name, generic)(doc['figures'])} ({origin(doc)})"
+            args = ran_with(doc)  # what the figures came from, not what we would run
         lines.append(f"| `{(name + ' ' + args).strip()}` | {text} |")
     return "\n".join(lines) + "\n"
 
