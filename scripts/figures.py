@@ -279,9 +279,28 @@ def engine_cost_table() -> str:
     return "\n".join(lines) + f"\n\n({origin(doc)}).\n"
 
 
+def class_load_table() -> str:
+    doc = load("bench_class_load")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_class_load`.\n"
+    f = doc["figures"]
+    lines = ["| the call | one-way mean | p95 | loss | jitter | the upload |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key, what in (("idle", "alone"), ("one_class", "beside the upload, one class"),
+                      ("classes", "beside the upload, realtime and bulk")):
+        v = f.get(key) or {}
+        up = v.get("upload_mbit_s")
+        lines.append(f"| {what} | {ms(v.get('delay_up_mean_ms'), 1)} | "
+                     f"{ms(v.get('delay_up_p95_ms'), 1)} | {v.get('loss_pct', 0):.2f} % | "
+                     f"{ms(v.get('jitter_ms'), 1)} | "
+                     f"{'-' if up is None else f'{up:.1f} Mbit/s'} |")
+    return "\n".join(lines) + f"\n\n(`{ran_with(doc)}`; {origin(doc)}).\n"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "readme-table": readme_table, "bench_switchover": switchover_table,
     "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
+    "bench_class_load": class_load_table,
 }
 
 
