@@ -23,6 +23,7 @@ ALL = [
     ("bench_classes", ["--starts", "200", "--runs", "30"], ["--starts", "10", "--runs", "3"]),
     ("bench_class_load", ["--seconds", "30"], ["--seconds", "8"]),
     ("bench_fuzz", [], ["--parse", "500", "--protocol", "100"]),
+    ("bench_faults", ["--seconds", "12"], ["--seconds", "6"]),
     ("bench_relay", ["--runs", "3"], ["--runs", "1", "--size", "5"]),
     ("bench_switchover", ["--runs", "5"], ["--runs", "1"]),
     ("bench_loss_episode", ["--runs", "3"], ["--runs", "1"]),

@@ -30,6 +30,7 @@ ROWS = [
     ("bench_flaps", "--minutes 10"), ("bench_engine_cost", "--seconds 60"),
     ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
     ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
+    ("bench_faults", "--seconds 12"),
     ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
     ("bench_classes", "--starts 200 --runs 30"), ("bench_class_load", "--seconds 30"),
 ]
@@ -172,6 +173,19 @@ def classes(f: dict[str, Any]) -> str:
             f"{ms(sw.get('classes'), 1)} (default alone {ms(sw.get('default_alone'), 1)})")
 
 
+def faults(f: dict[str, Any]) -> str:
+    parts = []
+    for what, r in f.items():
+        leaks = r.get("leaked_v4", 0) + r.get("leaked_v6", 0)
+        if r.get("blocked_after_s") is not None:
+            after = (f"blocked {'held' if r.get('loss_pct') == 100.0 else 'NOT held'} "
+                     f"{r['blocked_after_s']:.1f} s after")
+        else:
+            after = f"call's longest gap {ms(r.get('max_gap_ms'))}"
+        parts.append(f"{what}: {leaks} leaked, {after}")
+    return "; ".join(parts)
+
+
 def class_load(f: dict[str, Any]) -> str:
     def call(k: str) -> str:
         v = f.get(k) or {}
@@ -224,7 +238,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
     "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
-    "bench_class_load": class_load,
+    "bench_class_load": class_load, "bench_faults": faults,
 }
 
 

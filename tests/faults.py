@@ -12,14 +12,64 @@ send — UDP and TCP, both families, unbound — until it is stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.lab import topology
+from app.core.helper_client import SyncHelperClient
+from app.lab import nodes, topology
 from app.lab.topology import LabInfo
+from tests.util import wait_until
+
+
+def wireguard_go_pid(lab: LabInfo, iface: str) -> int:
+    with SyncHelperClient(lab.helper_socket) as client:
+        tunnel = client.status().tunnel(iface)
+    assert tunnel is not None and tunnel.pid is not None
+    return tunnel.pid
+
+
+def helper_pid(lab: LabInfo) -> int:
+    ns = topology.netns(lab.name, "client")
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                          check=True).stdout.split()
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"braid-helper") or a == b"app.helper.main" for a in argv):
+            return int(pid)
+    raise AssertionError(f"no braid-helper in {ns}")
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for the lab's builder (this process) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def restart_helper(lab: LabInfo, grace_s: int = 10) -> None:
+    """kill -9 the lab's helper and start it again, as systemd or the lab would (with a
+    grace period of ``grace_s`` for a client that leaves)."""
+    pid = helper_pid(lab)
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    wait_until(lambda: dead(pid), timeout=5, message=f"the helper (pid {pid}) did not die")
+    nodes.start_helper(lab, grace_s)
+
+
+def braid_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli.main", *args], text=True,
+                          capture_output=True, timeout=60, env=env)
+
+
+def engine_state(env: dict[str, str]) -> str:
+    return str(json.loads(braid_cli(env, "status", "--json").stdout)["state"])
 
 
 def ns_run(ns: str, *argv: str, check: bool = True) -> str:

@@ -23,7 +23,7 @@ from app.core.helper_client import SyncHelperClient
 from app.lab.topology import LabInfo, netns
 from tests import classes
 from tests.engine.conftest import Connected
-from tests.engine.test_engine_faults import restart_helper
+from tests.faults import restart_helper
 from tests.util import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

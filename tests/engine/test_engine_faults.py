@@ -6,55 +6,27 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from app.core.helper_client import SyncHelperClient
 from app.core.model import ConnState, EventKind
-from app.lab import control, nodes, topology
+from app.lab import control, topology
 from app.lab.topology import LabInfo
 from tests.engine.conftest import Connected
 from tests.engine.leaks import count_leaks, stream_gets_through
-from tests.faults import blaster, no_leak, reset_leaks, uplink
+from tests.faults import (
+    blaster,
+    braid_cli,
+    engine_state,
+    helper_pid,
+    no_leak,
+    reset_leaks,
+    restart_helper,
+    uplink,
+    wireguard_go_pid,
+)
 from tests.util import wait_until
-
-
-def wireguard_go_pid(lab: LabInfo, iface: str) -> int:
-    with SyncHelperClient(lab.helper_socket) as client:
-        tunnel = client.status().tunnel(iface)
-    assert tunnel is not None and tunnel.pid is not None
-    return tunnel.pid
-
-
-def helper_pid(lab: LabInfo) -> int:
-    ns = topology.netns(lab.name, "client")
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                          check=True).stdout.split()
-    for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"braid-helper") or a == b"app.helper.main" for a in argv):
-            return int(pid)
-    raise AssertionError(f"no braid-helper in {ns}")
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for the lab's builder (this process) to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def restart_helper(lab: LabInfo) -> None:
-    """kill -9 the lab's helper and start it again, as systemd or the lab would."""
-    pid = helper_pid(lab)
-    subprocess.run(["kill", "-9", str(pid)], check=True)
-    wait_until(lambda: dead(pid), timeout=5, message=f"the helper (pid {pid}) did not die")
-    nodes.start_helper(lab, 10)
 
 
 def test_a_refused_apply_is_an_error_that_keeps_traffic_in_the_tunnels(
@@ -120,15 +92,6 @@ def test_a_helper_restart_is_noticed_and_the_state_is_sent_again(
         timeout=15, message=f"never recovered: {c.rec.last}")
     assert c.rec.last is not None and c.rec.last.counters.helper_reconnects >= 1
     wait_until(lambda: stream_gets_through(lab), timeout=10)
-
-
-def braid_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli.main", *args], text=True,
-                          capture_output=True, timeout=60, env=env)
-
-
-def engine_state(env: dict[str, str]) -> str:
-    return str(json.loads(braid_cli(env, "status", "--json").stdout)["state"])
 
 
 def test_nothing_leaks_through_any_fault_and_traffic_resumes_by_itself(
