@@ -70,7 +70,8 @@ def told(env: dict[str, str], since: float) -> list[str]:
         events = status(env).get("events") or []
     except (ValueError, KeyError):
         return ["(no engine to ask)"]
-    return [f"{e['kind']}: {e['reason']}" for e in events if e.get("t", 0) >= since]
+    return [f"{e['kind']}{' ' + e['cls'] if e.get('cls') else ''}: {e['reason']}"
+            for e in events if e.get("t", 0) >= since]
 
 
 def one(lab: LabInfo, env: dict[str, str], seconds: float,
