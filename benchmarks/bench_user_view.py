@@ -184,7 +184,7 @@ def run_lab(base_path: str, copies: str, what: str, args: argparse.Namespace
               f"{fmt(death['realtime']['down_gap_ms'])}; aim: none), default lost "
               f"{death['default']['lost']} (up gap {fmt(death['default']['up_gap_ms'])})")
     return {
-        "baseline_path": base_path, "copies": copies,
+        "baseline_path": base_path, "role": what, "copies": copies,
         "baseline": figures_of(rb), "braid": figures_of(rd), "realtime": figures_of(rr),
         "copies_on_s": copies_on, "call_s": elapsed, "copy_paths": sorted(seen.paths),
         "wire_up_x": wire_up, "wire_down_x": wire_down,
