@@ -336,6 +336,9 @@ class JitterBuffer:
     soon as late packets arrive and lets it shrink once they leave the window. The
     minimum is one 20 ms audio packet; the maximum keeps an outage's stragglers from
     being waited for (NetEq's own bound is its buffer's size, larger than this).
+    A 95th-percentile target lets a path's worst few packets in a hundred be late by
+    design (NetEq then stretches or conceals): on a jittery path, or a busy machine's
+    lab, a few percent of frames stutter without any loss.
     """
 
     window_s: float = 2.0
