@@ -94,6 +94,24 @@ def tunnel_bytes(s: Session) -> tuple[int, int]:
     return tx, rx
 
 
+def exit_removed(s: Session) -> int | None:
+    """Packets the exit's copies table dropped as a second copy so far (its
+    copies_removed counter; None without one): about one per packet of a copied call,
+    more would mean it dropped packets that were no copies."""
+    try:
+        out = subprocess.run(["ip", "netns", "exec", netns(s.lab.name, "exit"), "nft", "-j",
+                              "list", "counter", "ip", "braid_exit_copy", "copies_removed"],
+                             capture_output=True, text=True, check=True).stdout
+        return next(int(item["counter"]["packets"]) for item in json.loads(out)["nftables"]
+                    if "counter" in item)
+    except (subprocess.CalledProcessError, StopIteration, KeyError, ValueError):
+        return None
+
+
+def minus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a - b
+
+
 def figures_of(r: StreamResult) -> dict[str, Any]:
     return {
         "delay_mean_ms": r.delay_up.mean if r.delay_up else None,
@@ -138,6 +156,7 @@ def run_lab(base_path: str, copies: str, what: str, args: argparse.Namespace
         tx1, rx1 = tunnel_bytes(s)
         probe_tx_s, probe_rx_s = (tx1 - tx0) / PROBE_SAMPLE_S, (rx1 - rx0) / PROBE_SAMPLE_S
         copies_before = seen.total()
+        removed0 = exit_removed(s)
         t0 = time.monotonic()
         with ThreadPoolExecutor(3) as pool:
             kw = {"pps": args.pps, "duration": args.seconds, "size": SIZE}
@@ -147,6 +166,7 @@ def run_lab(base_path: str, copies: str, what: str, args: argparse.Namespace
             rb, rd, rr = base.result(), default.result(), realtime.result()
         elapsed = time.monotonic() - t0
         tx2, rx2 = tunnel_bytes(s)
+        removed = minus(exit_removed(s), removed0)
         copies_on = seen.total() - copies_before
         d_tx, d_rx = call_bytes(rd)
         c_tx, c_rx = call_bytes(rr)
@@ -175,6 +195,8 @@ def run_lab(base_path: str, copies: str, what: str, args: argparse.Namespace
           f"(paths {', '.join(sorted(seen.paths)) or '-'}); bytes on the tunnels over the "
           f"call's own: {cost} (aim: at most {AIM_COPY_COST}x); realtime loss "
           f"{rr.loss_pct:.2f} % (aim: under {AIM_LOSS_PCT} %)")
+    print(f"the exit removed {removed if removed is not None else '-'} second copies "
+          f"(the realtime call sent {rr.sent})")
     print(f"engine switches: {len(switches)} "
           + ", ".join(f"{e.from_path}->{e.to_path}" for e in switches))
     if death:
@@ -189,7 +211,7 @@ def run_lab(base_path: str, copies: str, what: str, args: argparse.Namespace
         "copies_on_s": copies_on, "call_s": elapsed, "copy_paths": sorted(seen.paths),
         "wire_up_x": wire_up, "wire_down_x": wire_down,
         "probe_bytes_s": probe_tx_s + probe_rx_s,
-        "switches": len(switches), "death": death,
+        "switches": len(switches), "death": death, "exit_removed": removed,
     }
 
 
@@ -203,12 +225,14 @@ def path_death(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     carrying = last.classes.get("realtime", ()) if last else ()
     path = carrying[0] if carrying else s.lab.gateways[0].name
     copies = list(last.copies) if last else []
+    removed0 = exit_removed(s)
     impair(s.lab.name, path, {"down": True})
     try:
         r_rt, r_df = rt.result(), df.result()
     finally:
         impair(s.lab.name, path, {"down": False})
     return {"path": path, "copies_at_death": copies, "seconds": args.death,
+            "exit_removed_after_death": minus(exit_removed(s), removed0),
             "realtime": figures_of(r_rt), "default": figures_of(r_df)}
 
 
