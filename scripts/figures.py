@@ -167,7 +167,8 @@ def user_view_table() -> str:
                 f"{', '.join(lab.get('copy_paths') or []) or 'no path'}; bytes on the tunnels "
                 f"over the call's own {num(lab.get('wire_up_x'), 2)}x up, "
                 f"{num(lab.get('wire_down_x'), 2)}x down (probes and the default stream "
-                f"taken out)")
+                f"taken out); the exit removed {lab.get('exit_removed', '-')} second copies "
+                f"of the call's {lab['realtime'].get('sent')} packets")
         if d:
             rt, df = d["realtime"], d["default"]
             cost += (f"; {d['path']} died {num(d.get('seconds'), 0)} s stream: realtime lost "
