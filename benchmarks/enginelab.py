@@ -6,10 +6,11 @@ Run any of them as root, with a keyring (the lab's profile keeps its keys there)
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import statistics
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Any
 import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.engine import EngineConfig
 from app.core.model import EngineSnapshot
+from app.core.profiles.store import ProfileStore
 from app.core.service import EngineService
 from app.core.targets import ConnectTarget
 from app.lab import topology
+from app.lab.profile import profile_name
 from app.lab.topology import LabInfo
 from tests.engine.conftest import Recorder
 from tests.util import wait_until
@@ -49,11 +52,23 @@ class Session:
 def engine_on_lab(scenario: str | Path, *, baseline: str | None = None,
                   config: EngineConfig | None = None,
                   watch: Callable[[EngineSnapshot], None] | None = None,
+                  settings: Mapping[str, Any] | None = None,
                   **build: Any) -> Iterator[Session]:
     """Build a lab (``build``: more of topology.build's options), connect the engine
-    (default settings unless ``config``), clean up. ``watch`` also gets every snapshot."""
+    (default settings unless ``config``), clean up. ``watch`` also gets every snapshot.
+    ``settings``: profile settings to change before connecting (e.g. copies="always"),
+    as a user would in the Settings dialog."""
     name = lab_name()
     lab = topology.build(name, scenario, baseline=baseline, **build)
+    if settings:
+        try:
+            store = ProfileStore()
+            profile = store.load(profile_name(name))
+            store.save(dataclasses.replace(
+                profile, settings=dataclasses.replace(profile.settings, **settings)), {})
+        except BaseException:
+            topology.destroy(name)
+            raise
     rec = Watch()
 
     def both(snap: EngineSnapshot) -> None:

@@ -118,13 +118,82 @@ def loss_episode(f: dict[str, Any]) -> str:
             f"{pct(f.get('baseline_loss_pct'), 2)} on a plain tunnel through the same path")
 
 
+def labs_in_order(f: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The direct path's lab first (the user without Braid), then the best gateway's: the
+    files keep their keys sorted."""
+    return sorted(f["labs"].items(), key=lambda kv: kv[1].get("role") != "direct path")
+
+
 def user_view(f: dict[str, Any]) -> str:
-    b, o = f.get("braid", {}), f.get("baseline", {})
-    return (f"cn-us, baseline -> Braid: one-way delay mean {ms(o.get('delay_mean_ms'), 1)} -> "
-            f"{ms(b.get('delay_mean_ms'), 1)}, p95 {ms(o.get('delay_p95_ms'), 1)} -> "
-            f"{ms(b.get('delay_p95_ms'), 1)}, loss {pct(o.get('loss_pct'), 2)} -> "
-            f"{pct(b.get('loss_pct'), 2)}, stutter {pct(o.get('stutter_pct'))} -> "
-            f"{pct(b.get('stutter_pct'))}")
+    if "labs" not in f:  # a file from before the second baseline and the realtime row
+        b, o = f.get("braid", {}), f.get("baseline", {})
+        return (f"cn-us, baseline -> Braid: one-way delay mean {ms(o.get('delay_mean_ms'), 1)} "
+                f"-> {ms(b.get('delay_mean_ms'), 1)}, p95 {ms(o.get('delay_p95_ms'), 1)} -> "
+                f"{ms(b.get('delay_p95_ms'), 1)}, loss {pct(o.get('loss_pct'), 2)} -> "
+                f"{pct(b.get('loss_pct'), 2)}, stutter {pct(o.get('stutter_pct'))} -> "
+                f"{pct(b.get('stutter_pct'))}")
+    parts = []
+    for base, lab in labs_in_order(f):
+        o, b, r = lab["baseline"], lab["braid"], lab["realtime"]
+        death = lab.get("death") or {}
+        rd = death.get("realtime") or {}
+        parts.append(
+            f"baseline through {base} ({lab.get('role', '?')}) -> Braid default -> Braid "
+            f"realtime (copies {lab['copies']}): one-way delay mean "
+            f"{ms(o.get('delay_mean_ms'), 1)} -> "
+            f"{ms(b.get('delay_mean_ms'), 1)} -> {ms(r.get('delay_mean_ms'), 1)}, loss "
+            f"{pct(o.get('loss_pct'), 2)} -> {pct(b.get('loss_pct'), 2)} -> "
+            f"{pct(r.get('loss_pct'), 2)}, stutter {pct(o.get('stutter_pct'))} -> "
+            f"{pct(b.get('stutter_pct'))} -> {pct(r.get('stutter_pct'))} (over 150 ms "
+            f"{pct(o.get('over_150_pct'))} -> {pct(b.get('over_150_pct'))} -> "
+            f"{pct(r.get('over_150_pct'))}), copies cost {num(lab.get('wire_up_x'), 2)}x"
+            + (f"; {death['path']} dies under the call: realtime lost {rd.get('lost')} of "
+               f"{rd.get('sent')}" if death else ""))
+    return "cn-us, shared exit; " + "; ".join(parts) + \
+        " (aims: loss under 0.3 %, none through a death, copies at most 2.1x)"
+
+
+def user_view_table() -> str:
+    doc = load("bench_user_view")
+    if doc is None or "labs" not in doc["figures"]:
+        return "Not measured yet: `python3 -m benchmarks.bench_user_view`.\n"
+    cols = [("delay_mean_ms", "delay mean", ms), ("delay_p95_ms", "delay p95", ms),
+            ("loss_pct", "loss", pct), ("stutter_pct", "stutter (jitter buffer)", pct),
+            ("over_150_pct", "frames over 150 ms", pct), ("playout_up_ms", "played at", ms)]
+    lines = ["| baseline | Braid copies | stream | " + " | ".join(c[1] for c in cols)
+             + " | loss / baseline's |", "| --- | --- | --- |" + " --- |" * (len(cols) + 1)]
+    deaths = []
+    for base, lab in labs_in_order(doc["figures"]):
+        o = lab["baseline"]
+        for key, what in (("baseline", f"plain tunnel through {base}"),
+                          ("braid", "Braid, default class"),
+                          ("realtime", "Braid, realtime class")):
+            m = lab[key]
+            rel = "" if key == "baseline" or not o.get("loss_pct") else \
+                num(m["loss_pct"] / o["loss_pct"], 2)
+            lines.append(f"| {base} | {lab['copies']} | {what} | "
+                         + " | ".join(fn(m.get(k), 1) for k, _, fn in cols) + f" | {rel} |")
+        d = lab.get("death")
+        cost = (f"through {base}'s lab (copies {lab['copies']}): copies on for "
+                f"{num(lab.get('copies_on_s'), 0)} s of {num(lab.get('call_s'), 0)} s, on "
+                f"{', '.join(lab.get('copy_paths') or []) or 'no path'}; bytes on the tunnels "
+                f"over the call's own {num(lab.get('wire_up_x'), 2)}x up, "
+                f"{num(lab.get('wire_down_x'), 2)}x down (probes and the default stream "
+                f"taken out); the exit removed {lab.get('exit_removed', '-')} second copies "
+                f"of the call's {lab['realtime'].get('sent')} packets")
+        if d:
+            rt, df = d["realtime"], d["default"]
+            cost += (f"; {d['path']} died {num(d.get('seconds'), 0)} s stream: realtime lost "
+                     f"{rt.get('lost')} of {rt.get('sent')} (gap up {ms(rt.get('up_gap_ms'))}, "
+                     f"down {ms(rt.get('down_gap_ms'))}; copies then on "
+                     f"{', '.join(d.get('copies_at_death') or []) or 'no path'}), default "
+                     f"class lost {df.get('lost')} (gap up {ms(df.get('up_gap_ms'))})")
+        deaths.append(f"- {cost}.")
+    a = doc.get("args") or {}
+    return ("\n".join(lines) + "\n\n" + "\n".join(deaths)
+            + f"\n\n{num(a.get('seconds'), 0)} s per lab at {a.get('pps')} packets/s, three "
+            f"streams at once; one run, noisy on a shared machine ({origin(doc)}). Aims: "
+            "loss under 0.3 %, none through a path's death, copies at most 2.1x.\n")
 
 
 def tunnels(f: dict[str, Any]) -> str:
@@ -315,6 +384,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "readme-table": readme_table, "bench_switchover": switchover_table,
     "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
     "bench_class_load": class_load_table,
+    "bench_user_view": user_view_table,
 }
 
 

@@ -346,7 +346,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     jitter = "-" if r["jitter_ms"] is None else f"{r['jitter_ms']:.2f} ms"
     gap = "-" if r["max_gap_ms"] is None else f"{r['max_gap_ms']:.1f} ms"
     print(f"  jitter {jitter}, longest gap {gap} (round trip), stutter "
-          f"{r['stutter_frames']} of {r['frames']} frames ({r['stutter_pct']:.1f} %)")
+          f"{r['stutter_frames']} of {r['frames']} frames ({r['stutter_pct']:.1f} %: lost "
+          f"or late for a jitter buffer), over 150 ms one way "
+          f"{r.get('over_150_frames', 0)} ({r.get('over_150_pct', 0.0):.1f} %)")
     if r["up_gap_ms"] is None and r["down_gap_ms"] is None:
         print("  per direction: - (the far end's statistics did not come back)")
     else:

@@ -10,6 +10,8 @@ crosses to the far side (up) and what comes back crosses again (down).
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
 import contextlib
 import itertools
 import json
@@ -35,7 +37,10 @@ STATS_QUERY = b"BRSQ"
 # link's state moves per packet, so a lone question can sit in a burst for long).
 STATS_TRIES, STATS_WAIT_S = 12, 0.25
 FRAME_S = 1.0 / 30.0  # the 30 fps stream stutter is counted on
-STUTTER_MS = 150.0  # a frame later than this is as bad as a lost one
+# ITU-T G.114's one-way (mouth-to-ear) bound for a good conversation: frames later than
+# this are reported apart from stutter, as "over 150 ms" (a smooth long path is not a
+# stuttering one; it is a laggy one).
+STUTTER_MS = 150.0
 # DSCP per class, as conferencing apps mark their media (RFC 4594): how a stream that is
 # not in a class's cgroup still says what it is.
 CLASS_DSCP = {"realtime": 46, "bulk": 8, "default": 0}
@@ -82,7 +87,9 @@ class StreamResult:
     jitter_ms: float | None  # mean |difference| of consecutive one-way (up) delays
     max_gap_ms: float | None  # longest gap between arrivals at the client, less the spacing
     frames: int
-    stutter_frames: int  # 30 fps frames with a packet lost or later than 150 ms (one-way)
+    # 30 fps frames with a packet lost or played out late: after the deadline of an
+    # adaptive jitter buffer (JitterBuffer), in either direction.
+    stutter_frames: int
     stutter_pct: float
     # Each direction on its own (None when the far end's statistics did not come back):
     # upstream at the far end, from its own arrival times; downstream at the client, the
@@ -95,6 +102,13 @@ class StreamResult:
     ignored: int | None = None  # sticky echo: packets from another address than the first
     server_duplicates: int | None = None  # packets the far end got twice (copies not removed)
     down_duplicates: int = 0  # answers that arrived twice at the client
+    # Frames with a packet that arrived more than 150 ms one way (either direction; G.114),
+    # whether or not the jitter buffer played it in time. Lost packets count as stutter.
+    over_150_frames: int = 0
+    over_150_pct: float = 0.0
+    # The one-way delay the jitter buffers played at (mean over packets), per direction.
+    playout_up_ms: float | None = None
+    playout_down_ms: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -292,6 +306,136 @@ def _down_gap(counts: list[int]) -> int:
     return max((b - a - 1 for a, b in itertools.pairwise(seen)), default=0)
 
 
+
+# --- stutter as a player sees it: an adaptive jitter buffer --------------------------
+
+
+@dataclass(frozen=True)
+class JitterBuffer:
+    """How a call's player decides when to play a packet: its playout delay.
+
+    Modelled on WebRTC's NetEq (modules/audio_coding/neteq/delay_manager.h): NetEq
+    measures each packet's arrival delay relative to the fastest recent packet, keeps a
+    histogram of those relative delays (forget factor 0.983) and targets its 0.95
+    quantile, within a minimum and a maximum delay. Here, in the same spirit and pure:
+
+    - the player's playout delay D is, once per frame, recomputed from the packets that
+      have arrived by the time it plays that frame (its previous D after the frame's
+      capture time) and arrived within the last ``window_s``: D = base + buffer, where
+      base is the smallest one-way delay among them (the stream's own recent delay) and
+      buffer is their ``quantile`` delay less base, kept within ``min_buffer_ms`` and
+      ``max_buffer_ms``;
+    - a packet is played in time if it arrives within D of being sent; it is late (as
+      bad as lost: the player has concealed its frame by then) otherwise;
+    - the player starts at the first packet's delay plus ``start_buffer_ms`` (NetEq
+      starts at a target of 80 ms, kStartDelayMs, before its histogram has learnt the
+      path), and the buffer stays at least that for the first ``window_s`` of arrivals;
+      it keeps its D while nothing arrives (an outage does not shrink the buffer).
+
+    A sliding window stands in for NetEq's decaying histogram: it grows the buffer as
+    soon as late packets arrive and lets it shrink once they leave the window. The
+    minimum is one 20 ms audio packet; the maximum keeps an outage's stragglers from
+    being waited for (NetEq's own bound is its buffer's size, larger than this).
+    A 95th-percentile target lets a path's worst few packets in a hundred be late by
+    design (NetEq then stretches or conceals): on a jittery path, or a busy machine's
+    lab, a few percent of frames stutter without any loss.
+    """
+
+    window_s: float = 2.0
+    quantile: float = 0.95
+    min_buffer_ms: float = 20.0
+    max_buffer_ms: float = 500.0
+    start_buffer_ms: float = 80.0
+
+
+@dataclass(frozen=True)
+class Playout:
+    late: tuple[bool, ...]  # per packet: lost, or arrived after its playout deadline
+    delay_ms: tuple[float | None, ...]  # per packet: D when its frame played (None: never)
+
+
+def playout(sent: list[float], arrived: list[float | None], *, frame_s: float = FRAME_S,
+            buffer: JitterBuffer = JitterBuffer()) -> Playout:
+    """Which packets a player with ``buffer`` plays late: ``sent`` are the packets' send
+    times (seconds, one clock), ``arrived`` their arrival times (None: lost)."""
+    if len(sent) != len(arrived):
+        raise ValueError("sent and arrived differ in length")
+    delays = [None if a is None else (a - t) * 1000.0 for t, a in zip(sent, arrived, strict=True)]
+    known = sorted((a, d) for a, d in zip(arrived, delays, strict=True)
+                   if a is not None and d is not None)
+    if not known:
+        return Playout(late=(True,) * len(sent), delay_ms=(None,) * len(sent))
+    t0 = min(sent)
+    frames: dict[int, list[int]] = {}
+    for i, t in enumerate(sent):
+        frames.setdefault(int((t - t0) / frame_s), []).append(i)
+    window: collections.deque[tuple[float, float]] = collections.deque()
+    ordered: list[float] = []  # the window's delays, sorted
+    nxt = 0
+    first = known[0][0]
+    d_ms = known[0][1] + buffer.start_buffer_ms  # the first packet's delay, plus the start
+    per_packet: list[float | None] = [None] * len(sent)
+    for k in sorted(frames):
+        decide = t0 + k * frame_s + d_ms / 1000.0  # when the player plays frame k
+        while nxt < len(known) and known[nxt][0] <= decide:
+            window.append(known[nxt])
+            bisect.insort(ordered, known[nxt][1])
+            nxt += 1
+        while window and window[0][0] <= decide - buffer.window_s:
+            ordered.pop(bisect.bisect_left(ordered, window.popleft()[1]))
+        if ordered:
+            base = ordered[0]
+            q = ordered[min(len(ordered) - 1,
+                            max(0, math.ceil(buffer.quantile * len(ordered)) - 1))]
+            least = buffer.start_buffer_ms if decide - first < buffer.window_s \
+                else buffer.min_buffer_ms
+            d_ms = base + min(buffer.max_buffer_ms, max(least, q - base))
+        for i in frames[k]:
+            per_packet[i] = d_ms
+    late = tuple(d is None or p is None or d > p
+                 for d, p in zip(delays, per_packet, strict=True))
+    return Playout(late=late, delay_ms=tuple(per_packet))
+
+
+@dataclass(frozen=True)
+class FrameFigures:
+    frames: int
+    stutter: int  # lost, or late for the jitter buffer, in either direction
+    over_150: int  # a packet arrived more than STUTTER_MS one way, in either direction
+    playout_up_ms: float | None
+    playout_down_ms: float | None
+
+
+def frame_figures(sent: list[float], got: dict[int, tuple[float, float, int]], *,
+                  buffer: JitterBuffer = JitterBuffer()) -> FrameFigures:
+    """The stream's 30 fps frames (grouped by send time) as a call's two players see
+    them: one at the far end (upstream: client send -> far end's receive), one at the
+    client (downstream: the far end's receive, when it answers at once -> client's). A
+    packet without an answer is lost in one of them."""
+    seqs = [seq for seq in range(len(sent)) if seq in got and got[seq][1] > 0]
+    up = playout([sent[s] for s in seqs], [got[s][1] for s in seqs], buffer=buffer)
+    down = playout([got[s][1] for s in seqs], [got[s][0] for s in seqs], buffer=buffer)
+    late = {s: u or d for s, u, d in zip(seqs, up.late, down.late, strict=True)}
+    frames: dict[int, tuple[bool, bool]] = {}
+    t0 = sent[0] if sent else 0.0
+    for seq, t in enumerate(sent):
+        frame = int((t - t0) / FRAME_S)
+        entry = got.get(seq)
+        bad = late.get(seq, True)
+        over = entry is not None and entry[1] > 0 and \
+            max(entry[1] - t, entry[0] - entry[1]) * 1000.0 > STUTTER_MS
+        was = frames.get(frame, (False, False))
+        frames[frame] = (was[0] or bad, was[1] or over)
+
+    def mean(values: tuple[float | None, ...]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
+
+    return FrameFigures(frames=len(frames), stutter=sum(b for b, _ in frames.values()),
+                        over_150=sum(o for _, o in frames.values()),
+                        playout_up_ms=mean(up.delay_ms), playout_down_ms=mean(down.delay_ms))
+
+
 def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pps: int,
               size: int, duration: float, cls: str | None, node: str, port: int = ECHO_PORT,
               far_end: dict[str, Any] | None = None, down_dups: int = 0) -> StreamResult:
@@ -322,26 +466,22 @@ def summarise(sent: list[float], got: dict[int, tuple[float, float, int]], *, pp
         if len(got) > 1:
             down_gap = _down_gap([c for _, _, c in got.values()]) * spacing_ms
         down_loss = 100.0 * (1 - len(got) / answers) if answers else None
-    frames: dict[int, bool] = {}
-    t0 = sent[0] if sent else 0.0
-    for seq, t in enumerate(sent):
-        frame = int((t - t0) / FRAME_S)
-        entry = got.get(seq)
-        bad = entry is None or entry[1] <= 0 or \
-            max(entry[1] - t, entry[0] - entry[1]) * 1000.0 > STUTTER_MS
-        frames[frame] = frames.get(frame, False) or bad
-    stutter = sum(frames.values())
+    ff = frame_figures(sent, got)
     return StreamResult(
         pps=pps, size=size, duration_s=duration, cls=cls, node=node, sent=len(sent),
         received=len(got), loss_pct=100.0 * (1 - len(got) / len(sent)) if sent else 0.0,
         up_loss_pct=up_loss, delay_up=DelayStats.of(up), delay_down=DelayStats.of(down),
-        rtt=DelayStats.of(rtt), jitter_ms=jitter, max_gap_ms=gap, frames=len(frames),
-        stutter_frames=stutter, stutter_pct=100.0 * stutter / len(frames) if frames else 0.0,
+        rtt=DelayStats.of(rtt), jitter_ms=jitter, max_gap_ms=gap, frames=ff.frames,
+        stutter_frames=ff.stutter,
+        stutter_pct=100.0 * ff.stutter / ff.frames if ff.frames else 0.0,
         port=port, up_gap_ms=up_gap, down_gap_ms=down_gap, down_loss_pct=down_loss,
         server_sources=None if far_end is None else len(far_end["sources"]),
         ignored=None if far_end is None else int(far_end["ignored"]),
         server_duplicates=None if far_end is None else int(far_end.get("duplicates", 0)),
         down_duplicates=down_dups,
+        over_150_frames=ff.over_150,
+        over_150_pct=100.0 * ff.over_150 / ff.frames if ff.frames else 0.0,
+        playout_up_ms=ff.playout_up_ms, playout_down_ms=ff.playout_down_ms,
     )
 
 

@@ -33,11 +33,14 @@ def test_stream_figures_on_a_clean_path(lab: LabInfo) -> None:
 def test_stream_counts_gaps_and_stutter(lab: LabInfo) -> None:
     impair(lab.name, "hk", {"delay_ms": 60.0})
     fine = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
-    assert fine.received == fine.sent and fine.stutter_pct == 0  # 60 ms each way is fine
+    assert fine.received == fine.sent and fine.over_150_pct == 0  # 60 ms each way is fine
+    assert fine.stutter_pct < 10
     impair(lab.name, "hk", {"delay_ms": 160.0}, ("up",))
     late = stream(lab.name, pps=300, duration=1.0, size=200, baseline=True)
-    # Every frame is later than 150 ms one way.
-    assert late.received == late.sent and late.stutter_pct == 100.0
+    # Every frame is later than 150 ms one way (G.114's bound), but smoothly so: the
+    # player's jitter buffer plays them in time (loose: a busy host jitters).
+    assert late.received == late.sent and late.over_150_pct == 100.0
+    assert late.stutter_pct < 10
 
 
 OUTAGE_S = 0.5
