@@ -29,7 +29,7 @@ only when some path's share moves by ``REWEIGHT_SHARE`` or more, at most once pe
 ``REWEIGHT_S``, so a score's wiggles do not reload the chain; a change of *which* paths
 spread (one died, came back, was taken by realtime) is taken at once.
 
-Which paths: those UP and scoring above 0, minus the path of the realtime class while
+Which paths: those usable (up, or suspect but not declared down) and scoring above 0, minus the path of the realtime class while
 another qualifies (bulk never queues realtime). Fewer than two: no spread, bulk rides
 its decider's one path as before.
 """
@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.core.decide import Candidate
-from app.core.liveness import Health
 
 SLOTS = 20  # the map's length: 5 % steps, small enough to list and to audit
 REWEIGHT_SHARE = 0.10  # a share must move this much (of all flows) to re-weight
@@ -131,7 +130,9 @@ class Spreader:
         self.capacity.setdefault(name, Capacity()).update(now, bps, saturated)
 
     def eligible(self, cands: Sequence[Candidate], reserved: str | None) -> list[Candidate]:
-        ok = [c for c in cands if c.health is Health.UP and c.score > 0]
+        # Suspect (a missed probe, not declared down) stays in: a blip must not reshuffle
+        # the spread; a path declared down leaves at once, its flows flushed.
+        ok = [c for c in cands if c.usable and c.score > 0]
         if reserved is not None and any(c.name != reserved for c in ok):
             ok = [c for c in ok if c.name != reserved]
         return ok

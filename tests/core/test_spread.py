@@ -94,3 +94,11 @@ def test_reweighting_waits_for_a_real_change_and_the_hold_down() -> None:
     assert held is not None and held.slots.count("tyo") < first.slots.count("tyo")
     later = s.step(2 * REWEIGHT_S + 3, again, None)  # too soon, then taken
     assert later is not None and later.slots == first.slots
+
+
+def test_a_suspect_path_stays_in_the_spread() -> None:
+    """One missed probe is not a death: reshuffling the spread for it would reload the
+    table for nothing (and a declared-down path leaves at once anyway)."""
+    s = Spreader()
+    first = s.step(0.0, THREE, None)
+    assert s.step(0.1, [THREE[0], cand("tyo", 0.8, Health.SUSPECT), THREE[2]], None) is first
