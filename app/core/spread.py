@@ -14,11 +14,14 @@ known, else ``score``:
 - the score (0..1, scoring.py) discounts a path for its RTT, loss and cost: a flow on a
   slower round trip grows its window more slowly, so a slower path gets fewer flows;
 - capacity is *measured*, never configured: the rate a path carried while it was
-  saturated (queueing Braid's own traffic, paths.py), the highest such in the last
-  ``CAPACITY_WINDOW_S``. Until every path has been saturated once the units of the
-  paths' weights would differ (bits per second for some, nothing for others), so the
-  score alone decides; that is the state of a path nobody has filled yet, where the
-  proportion matters little (nothing is queueing).
+  saturated (queueing Braid's own traffic, paths.py), the median of such readings in
+  the last ``CAPACITY_WINDOW_S`` (not the highest: the tunnel's counters are read at
+  the sender's side, where an upload's slow start bursts above what the path drains;
+  in the lab the highest reading ranked a 20 Mbit/s path under another one). Until
+  every path has been saturated once the units of the paths' weights would differ
+  (bits per second for some, nothing for others), so the score alone decides; that is
+  the state of paths nobody has filled yet, where the proportion matters little
+  (nothing is queueing).
 Bound: a path's weight is at most its capacity share (score ≤ 1), at least one slot of
 ``SLOTS`` (a healthy path is never starved, so its capacity can be measured); quantised
 by largest remainder, each path's share is within 1/SLOTS of its weight's share.
@@ -29,13 +32,14 @@ only when some path's share moves by ``REWEIGHT_SHARE`` or more, at most once pe
 ``REWEIGHT_S``, so a score's wiggles do not reload the chain; a change of *which* paths
 spread (one died, came back, was taken by realtime) is taken at once.
 
-Which paths: those usable (up, or suspect but not declared down) and scoring above 0, minus the path of the realtime class while
-another qualifies (bulk never queues realtime). Fewer than two: no spread, bulk rides
-its decider's one path as before.
+Which paths: those usable (up, or suspect but not declared down) and scoring above 0,
+minus the path of the realtime class while another qualifies (bulk never queues
+realtime). Fewer than two: no spread, bulk rides its decider's one path as before.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,25 +49,24 @@ SLOTS = 20  # the map's length: 5 % steps, small enough to list and to audit
 REWEIGHT_SHARE = 0.10  # a share must move this much (of all flows) to re-weight
 REWEIGHT_S = 5.0  # at most one re-weighting (of the same paths) per this long
 CAPACITY_WINDOW_S = 60.0  # a saturated rate this old no longer says what a path carries
+CAPACITY_SAMPLES = 256  # readings kept: a minute of a few steps a second
 
 
 @dataclass
 class Capacity:
-    """A path's measured capacity: the highest rate it carried while saturated, within
-    the last ``CAPACITY_WINDOW_S``."""
+    """A path's measured capacity: the median rate it carried while saturated, within
+    the last ``CAPACITY_WINDOW_S`` (the latest ``CAPACITY_SAMPLES`` such readings)."""
 
     samples: list[tuple[float, float]] = field(default_factory=list)  # (time, bps)
 
     def update(self, now: float, bps: float, saturated: bool) -> None:
         self.samples = [s for s in self.samples if now - s[0] <= CAPACITY_WINDOW_S]
         if saturated and bps > 0:
-            self.samples.append((now, bps))
-            # Only the best few matter; keep the list short.
-            self.samples = sorted(self.samples, key=lambda s: -s[1])[:8]
+            self.samples = [*self.samples, (now, bps)][-CAPACITY_SAMPLES:]
 
     def bps(self, now: float) -> float | None:
         live = [b for t, b in self.samples if now - t <= CAPACITY_WINDOW_S]
-        return max(live) if live else None
+        return statistics.median(live) if live else None
 
 
 def weights(cands: Sequence[Candidate], capacity: Mapping[str, float | None]

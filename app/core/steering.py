@@ -17,8 +17,12 @@ Whose flows move (the flush policy):
   one address whatever the path, so there is nothing to break by moving them;
 - leaving the blocked state flushes the closed mark;
 - bulk spreading (spread.py): re-weighting moves nothing (only new flows take the new
-  weights); a path that leaves the spread because it scores 0 takes its flows along,
-  one that realtime took does so on a shared exit; a dead one's go as above.
+  weights); a path that leaves the spread because realtime took it takes bulk's flows
+  along on a shared exit; a dead one's go as above. One that leaves because it scores 0
+  keeps its running flows: bulk is TCP, whose congestion control copes with a lossy path,
+  while a flush on a shared exit stalls a download whose client is only receiving (its
+  entry gone, the server's next packets arrive as "new" and are dropped: nft.py's input
+  chain; seen in bench_aggregation).
 """
 
 from __future__ import annotations
@@ -161,8 +165,8 @@ class Steering:
 
     def _spread(self, now: float, cands: list[Candidate],
                 by_name: dict[str, PathRuntime]) -> None:
-        """Step the spreader; a path bulk's flows must leave (it scores 0, or realtime
-        took it on a shared exit) is flushed once, like a class's move."""
+        """Step the spreader; a path bulk's flows must leave (realtime took it, on a
+        shared exit) is flushed once, like a class's move."""
         assert self.spreader is not None
         for p in self.paths:
             self.spreader.measure(now, p.name, max(p.link.rx_bps, p.link.tx_bps), p.saturated)
@@ -171,10 +175,8 @@ class Steering:
         reserved = self._reserved_for(BULK)
         verdict = self.spreader.step(now, cands, reserved)
         after = set(verdict.paths) if verdict is not None else ({bulk} if bulk else set())
-        score = {c.name: c.score for c in cands}
         for name in before - after:
-            if by_name[name].usable and (score.get(name) == 0.0 or (
-                    self.shared_exit and name == reserved)):
+            if by_name[name].usable and self.shared_exit and name == reserved:
                 self._movers.add(name)
 
     @property

@@ -51,11 +51,12 @@ def test_interleave_deals_consecutive_flows_onto_different_paths() -> None:
         assert set(six) == {"hk", "tyo", "sgp"}
 
 
-def test_capacity_is_the_best_saturated_rate_of_the_window() -> None:
+def test_capacity_is_the_median_saturated_rate_of_the_window() -> None:
     c = Capacity()
     c.update(0.0, 30e6, saturated=False)  # not queueing: says nothing of the capacity
     assert c.bps(0.0) is None
     c.update(1.0, 18e6, saturated=True)
+    c.update(1.5, 45e6, saturated=True)  # a slow-start burst into the tunnel
     c.update(2.0, 19e6, saturated=True)
     assert c.bps(2.0) == 19e6
     assert c.bps(2.0 + CAPACITY_WINDOW_S + 1) is None  # too old
