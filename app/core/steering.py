@@ -22,7 +22,7 @@ Whose flows move (the flush policy):
   keeps its running flows: bulk is TCP, whose congestion control copes with a lossy path,
   while a flush on a shared exit stalls a download whose client is only receiving (its
   entry gone, the server's next packets arrive as "new" and are dropped: nft.py's input
-  chain; seen in bench_aggregation).
+  chain; checked in the lab, docs/multipath.md).
 """
 
 from __future__ import annotations
