@@ -16,7 +16,9 @@ Whose flows move (the flush policy):
 - on a shared-exit profile every move takes the running flows along: the far end sees
   one address whatever the path, so there is nothing to break by moving them;
 - leaving the blocked state flushes the closed mark;
-- bulk spreading (spread.py): re-weighting moves nothing (only new flows take the new
+- bulk spreading (spread.py): a class's voluntary move off a path bulk is spread over
+  does not flush it on a shared exit (the flush would re-deal bulk's flows too);
+  re-weighting moves nothing (only new flows take the new
   weights); a path that leaves the spread because realtime took it takes bulk's flows
   along on a shared exit; a dead one's go as above. One that leaves because it scores 0
   keeps its running flows: bulk is TCP, whose congestion control copes with a lossy path,
@@ -151,9 +153,15 @@ class Steering:
             if decision.kind in ("failover", "fail_closed") and decision.from_path:
                 detection = by_name[decision.from_path].last_detection_s
             spreading = decider.cls == BULK and self.spread_verdict is not None
+            # A flush is by path mark: it would also re-deal the bulk flows spread onto
+            # the path a class leaves (and stall their downloads: docs/multipath.md). So
+            # on a shared exit a voluntary move off a spread path leaves the running
+            # flows where they are, as on separate exits; a lossy path's still go.
+            spread_here = decision.from_path in self.spread_paths()
             if decision.from_path and decision.to_path and not spreading and (
-                    self.shared_exit or (decision.kind == "switch"
-                                         and decision.metrics.get("from_score") == 0.0)):
+                    (self.shared_exit and not spread_here) or (
+                        decision.kind == "switch"
+                        and decision.metrics.get("from_score") == 0.0)):
                 self._movers.add(decision.from_path)
             self._pending.append(Pending(decision, detection))
             out.append(decision)

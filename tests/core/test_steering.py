@@ -171,3 +171,21 @@ def test_a_spread_path_realtime_takes_is_flushed_on_a_shared_exit() -> None:
     # ... and takes its flows along (a shared exit: moving them breaks nothing).
     assert plan.state.marking is not None and plan.state.marking.flush_marks == (
         path_mark(1),)
+
+
+def test_a_move_off_a_spread_path_leaves_bulks_flows_alone_on_a_shared_exit() -> None:
+    """default moving away from a path bulk is spread over flushes nothing: the flush is
+    by path mark and would re-deal every bulk flow there too."""
+    ps = paths(SHARED)
+    answer(ps[1], 0.0, 0.04)
+    answer(ps[2], 0.0, 0.06)
+    st = Steering(ps, ("bulk", "default"), CFG, Weights(), 0.0, shared_exit=True,
+                  spread=True)
+    settle(st, 1.0)
+    assert st.targets()["default"] == "tyo"
+    answer(ps[0], 1.0, 0.01, n=40, seq0=200)  # hk comes up, much faster
+    for t in (4.0, 5.5):
+        st.step(t)
+    plan = st.next_plan()
+    assert plan.targets["default"] == "hk" and "tyo" in st.spread_paths()
+    assert plan.state.marking is not None and plan.state.marking.flush_marks == ()
