@@ -16,15 +16,14 @@ Whose flows move (the flush policy):
 - on a shared-exit profile every move takes the running flows along: the far end sees
   one address whatever the path, so there is nothing to break by moving them;
 - leaving the blocked state flushes the closed mark;
-- bulk spreading (spread.py): a class's voluntary move off a path bulk is spread over
-  does not flush it on a shared exit (the flush would re-deal bulk's flows too);
-  re-weighting moves nothing (only new flows take the new
-  weights); a path that leaves the spread because realtime took it takes bulk's flows
-  along on a shared exit; a dead one's go as above. One that leaves because it scores 0
-  keeps its running flows: bulk is TCP, whose congestion control copes with a lossy path,
-  while a flush on a shared exit stalls a download whose client is only receiving (its
-  entry gone, the server's next packets arrive as "new" and are dropped: nft.py's input
-  chain; checked in the lab, docs/multipath.md).
+- bulk spreading (spread.py): re-weighting moves nothing (only new flows take the new
+  weights); a dead spread path's flows go as above; one realtime took takes bulk's
+  flows along on a shared exit. Not flushed: a spread path that scores 0 (bulk is TCP,
+  whose congestion control copes with loss) and, on a shared exit, a path another class
+  leaves voluntarily while bulk is spread over it (a flush is by path mark, so it would
+  re-deal bulk's flows too). A flush on a shared exit stalls a download whose client
+  only receives: its entry gone, the server's next packets arrive as "new" and nft.py's
+  input chain drops them (checked in the lab, docs/multipath.md).
 """
 
 from __future__ import annotations
