@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ ROWS = [
     ("bench_faults", "--seconds 12"),
     ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
     ("bench_classes", "--starts 200 --runs 30"), ("bench_class_load", "--seconds 30"),
+    ("bench_aggregation", "--runs 3"),
 ]
 
 
@@ -211,6 +213,26 @@ def relay(f: dict[str, Any]) -> str:
         for rate, r in f.items())
 
 
+def aggregation(f: dict[str, Any]) -> str:
+    """Medians per row: Braid's goodput over the sum of the rates, and against the best
+    single path alone (the baseline in the same run)."""
+    def row(scen: str, key: str) -> str:
+        runs = f.get(scen, {}).get(key) or []
+        if not runs:
+            return "-"
+        good = statistics.median(r["of_rates"] for r in runs)
+        flows = statistics.median(r.get("flows_sum_of_rates") or 0.0 for r in runs)
+        vs = [r["vs_best_path"] for r in runs if r.get("vs_best_path")]
+        return (f"{good * 100:.0f} % (flows' sum {flows * 100:.0f} %"
+                + (f", {statistics.median(vs):.2f}x best path)" if vs else ")"))
+    return (f"three paths 20/20/10 Mbit/s, of the sum: 6-flow up {row('three', 'up6')}, "
+            f"down {row('three', 'down6')}, one flow {row('three', 'one')}; round trips 3x "
+            f"apart: up {row('pair', 'up6')}, down {row('pair', 'down6')}, one flow "
+            f"{row('pair', 'one')}; MPTCP "
+            + ("not measured" if not (f.get("three") or {}).get("mptcp_one") else
+               f"{f['three']['mptcp_one']['goodput_mbit_s']:.1f} Mbit/s"))
+
+
 def drift(f: dict[str, Any]) -> str:
     return "what someone else deleted, back after: " + ", ".join(
         f"`{fault}` {ms(r.get('median_ms'))} (max {ms(r.get('max_ms'))}"
@@ -308,6 +330,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
     "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
     "bench_class_load": class_load, "bench_faults": faults,
+    "bench_aggregation": aggregation,
 }
 
 

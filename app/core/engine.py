@@ -95,6 +95,7 @@ class EngineConfig:
     # profile's always_on setting turns it on too.
     persistent: bool = False
     lan_refresh_s: float = 2.0  # how often the LAN the kill switch lets out is read again
+    spread: bool = True  # new bulk flows over every healthy path (spread.py)
 
 
 OnSnapshot = Callable[[EngineSnapshot], None]
@@ -179,7 +180,7 @@ class Engine:
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
                                   persistent=self.cfg.persistent or settings.always_on,
-                                  copies=settings.copies)
+                                  copies=settings.copies, spread=self.cfg.spread)
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
         self._steering.bulk_after_mb = settings.bulk_after_mb
         self._transition(self.conn.start(loop.time()))
@@ -521,6 +522,8 @@ class Engine:
         st = self._steering
         scores = st.scores() if st else {p.name: (0.0, 0.0) for p in self.paths}
         targets = st.held_targets() if st else {c: None for c in self.cfg.classes}
+        # Bulk spread over several paths: it is on each of them (most slots first).
+        spread = st.held_spread() if st else ()
         hold = min(self.class_config(c).hold_down_s for c in self.cfg.classes)
         now = self._loop.time() if self._loop else 0.0
         paths = []
@@ -536,7 +539,8 @@ class Engine:
                 rtt_p95_ms=m.rtt_p95_ms, jitter_ms=m.jitter_ms, loss=m.loss,
                 score=scores[p.name][0], cost=p.cost, handshake_age_s=p.handshake_age_s,
                 rx_bps=p.rx_bps, tx_bps=p.tx_bps,
-                classes=tuple(c for c, t in targets.items() if t == p.name),
+                classes=tuple(c for c, t in targets.items() if t == p.name or (
+                    c == "bulk" and p.name in spread)),
                 note=_note(p, scores[p.name][0], now, hold),
                 degrading=p.degrading_reason if p.degrading else None,
             ))
@@ -547,7 +551,8 @@ class Engine:
             copies=st.held_copies() if st else (),
             copies_reason=None if verdict is None else verdict.reason,
             t=time.time(), state=state, profile=self.profile.name, paths=tuple(paths),
-            classes={c: (t,) if t else () for c, t in targets.items()},
+            classes={c: spread if c == "bulk" and spread else (t,) if t else ()
+                     for c, t in targets.items()},
             events=self.events.events, error=self.conn.error,
             counters=replace(self.counters, probes_sent=self._probes.sent),
             lab=self.lab, pid=os.getpid(), runner=self.runner,

@@ -260,6 +260,7 @@ def build_state(
     bulk_after_mb: float | None = None,
     dns: DnsState | None = None,
     copies: Sequence[str] | None = None,
+    spread: Sequence[str] = (),
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
@@ -276,6 +277,8 @@ def build_state(
     ``copies``: on a shared exit with realtime steered, the tunnels realtime is copied
     onto (empty: none now, but copies still in flight are removed); None: no copies
     table at all (docs/multipath.md).
+    ``spread``: bulk spreading's slots, a path name each (app/core/spread.py); only
+    usable paths' slots are kept, and fewer than two paths left mean no spread.
     """
     check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
@@ -334,8 +337,12 @@ def build_state(
         flush_marks.append(CLOSED_MARK)
     bulk_after = None if bulk_after_mb is None else min(round(bulk_after_mb * MB),
                                                         MAX_BULK_AFTER_BYTES)
+    slots = tuple(by_name[n].mark for n in spread if n in usable)
+    if "bulk" not in targets or len(set(slots)) < 2:
+        slots = ()
     marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
-                                      tuple(flush_marks), bulk_after_bytes=bulk_after)
+                                      tuple(flush_marks), bulk_after_bytes=bulk_after,
+                                      spread=slots)
     copy_state = None
     if copies is not None and shared_exit and "realtime" in targets:
         copy_state = CopyState(tuple(copies))

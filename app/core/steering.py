@@ -15,7 +15,15 @@ Whose flows move (the flush policy):
   packets;
 - on a shared-exit profile every move takes the running flows along: the far end sees
   one address whatever the path, so there is nothing to break by moving them;
-- leaving the blocked state flushes the closed mark.
+- leaving the blocked state flushes the closed mark;
+- bulk spreading (spread.py): re-weighting moves nothing (only new flows take the new
+  weights); a dead spread path's flows go as above; one realtime took takes bulk's
+  flows along on a shared exit. Not flushed: a spread path that scores 0 (bulk is TCP,
+  whose congestion control copes with loss) and, on a shared exit, a path another class
+  leaves voluntarily while bulk is spread over it (a flush is by path mark, so it would
+  re-deal bulk's flows too). A flush on a shared exit stalls a download whose client
+  only receives: its entry gone, the server's next packets arrive as "new" and nft.py's
+  input chain drops them (checked in the lab, docs/multipath.md).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from app.core.paths import PathRuntime
 from app.core.plan import build_state, dns_state, outside_dns, without_flush
 from app.core.profiles.model import Weights
 from app.core.scoring import score_paths
+from app.core.spread import Spreader, SpreadVerdict
 from app.wire.state import DesiredState, DnsState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
@@ -55,6 +64,7 @@ class Plan:
     must_send: bool  # False: the helper holds this already; commit without sending
     flushed: frozenset[str] = frozenset()  # paths whose flows this state flushes
     copies: tuple[str, ...] = ()  # paths realtime is copied onto
+    spread: tuple[str, ...] = ()  # bulk's slots, a path each (spread.py)
 
 
 @dataclass
@@ -63,13 +73,14 @@ class _Held:
     usable: frozenset[str]
     targets: dict[str, str | None] = field(default_factory=dict)
     copies: tuple[str, ...] = ()  # paths realtime is copied onto
+    spread: tuple[str, ...] = ()  # bulk's slots
 
 
 class Steering:
     def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
                  cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
                  now: float, *, shared_exit: bool = False, persistent: bool = False,
-                 copies: str | None = None) -> None:
+                 copies: str | None = None, spread: bool = False) -> None:
         self.paths = list(paths)
         self.weights = weights
         self.shared_exit = shared_exit
@@ -96,6 +107,8 @@ class Steering:
         # carries none at all (the engine before copies, and tests of other things).
         self.copier = None if copies is None or REALTIME not in self.deciders else \
             CopyDecider(copies, shared_exit)
+        # Bulk spreading over every healthy path (spread.py); None: bulk rides one path.
+        self.spreader = Spreader() if spread and BULK in self.deciders else None
 
     # -- measurements -> decisions --------------------------------------------------
 
@@ -138,15 +151,64 @@ class Steering:
             detection = None
             if decision.kind in ("failover", "fail_closed") and decision.from_path:
                 detection = by_name[decision.from_path].last_detection_s
-            if decision.from_path and decision.to_path and (
-                    self.shared_exit or (decision.kind == "switch"
-                                         and decision.metrics.get("from_score") == 0.0)):
+            spreading = decider.cls == BULK and self.spread_verdict is not None
+            # A flush is by path mark: it would also re-deal the bulk flows spread onto
+            # the path a class leaves (and stall their downloads: docs/multipath.md). So
+            # on a shared exit a voluntary move off a spread path leaves the running
+            # flows where they are, as on separate exits; a lossy path's still go.
+            spread_here = decision.from_path in self.spread_paths()
+            if decision.from_path and decision.to_path and not spreading and (
+                    (self.shared_exit and not spread_here) or (
+                        decision.kind == "switch"
+                        and decision.metrics.get("from_score") == 0.0)):
                 self._movers.add(decision.from_path)
             self._pending.append(Pending(decision, detection))
             out.append(decision)
         if self.copier is not None:
             self.copier.step(now, self.deciders[REALTIME].current, cands)
+        if self.spreader is not None:
+            self._spread(now, cands, by_name)
         return out
+
+    def _spread(self, now: float, cands: list[Candidate],
+                by_name: dict[str, PathRuntime]) -> None:
+        """Step the spreader; a path bulk's flows must leave (realtime took it, on a
+        shared exit) is flushed once, like a class's move."""
+        assert self.spreader is not None
+        for p in self.paths:
+            self.spreader.measure(now, p.name, max(p.link.rx_bps, p.link.tx_bps), p.saturated)
+        bulk = self.deciders[BULK].current
+        before = set(self.spread_paths()) or ({bulk} if bulk else set())
+        reserved = self._reserved_for(BULK)
+        verdict = self.spreader.step(now, cands, reserved)
+        after = set(verdict.paths) if verdict is not None else ({bulk} if bulk else set())
+        for name in before - after:
+            if by_name[name].usable and self.shared_exit and name == reserved:
+                self._movers.add(name)
+
+    @property
+    def spread_verdict(self) -> SpreadVerdict | None:
+        return None if self.spreader is None else self.spreader.verdict
+
+    def spread_paths(self) -> tuple[str, ...]:
+        """The paths new bulk flows are spread over now (most slots first), () : none."""
+        v = self.spread_verdict
+        return () if v is None else v.paths
+
+    def spread_slots(self) -> tuple[str, ...]:
+        v = self.spread_verdict
+        if v is None:
+            return ()
+        usable = self.usable()
+        slots = tuple(n for n in v.slots if n in usable)
+        return slots if len(set(slots)) >= 2 else ()
+
+    def held_spread(self) -> tuple[str, ...]:
+        """The paths the kernel spreads new bulk flows over now (most slots first)."""
+        if self._held is None:
+            return ()
+        slots = self._held.spread
+        return tuple(sorted(set(slots), key=lambda n: (-slots.count(n), n)))
 
     @property
     def copy_verdict(self) -> CopyVerdict | None:
@@ -228,9 +290,9 @@ class Steering:
         if self._held is None:
             return True
         return (self.usable(), self.targets(), self.guard(), self.dns(),
-                self.copy_paths()) != (
+                self.copy_paths(), self.spread_slots()) != (
             self._held.usable, self._held.targets, self._held.state.guard,
-            self._held.state.dns, self._held.copies)
+            self._held.state.dns, self._held.copies, self._held.spread)
 
     def forget_held(self) -> None:
         """The helper lost what it held (it restarted): send the whole state again."""
@@ -261,11 +323,12 @@ class Steering:
                             shared_exit=self.shared_exit, guard=self.guard(),
                             dns=self.dns(), bulk_after_mb=self.bulk_after_mb,
                             copies=None if self.copier is None or not self.shared_exit else
-                            tuple(by_name[n].spec.interface for n in copies))
+                            tuple(by_name[n].spec.interface for n in copies),
+                            spread=self.spread_slots())
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,
-                    frozenset(flush), copies)
+                    frozenset(flush), copies, self.spread_slots())
 
     def committed(self, plan: Plan) -> None:
         """The helper holds ``plan`` (or already did). Only what the plan carried is
@@ -275,7 +338,7 @@ class Steering:
             self._unflushed |= prev.usable - plan.usable
         self._unflushed -= plan.usable | plan.flushed
         self._movers -= plan.flushed
-        self._held = _Held(plan.plain, plan.usable, plan.targets, plan.copies)
+        self._held = _Held(plan.plain, plan.usable, plan.targets, plan.copies, plan.spread)
         self.settled |= plan.decided
         done = {id(p) for p in plan.pending}
         self._pending = [p for p in self._pending if id(p) not in done]

@@ -22,6 +22,7 @@ from app.wire.state import (
     BYPASS_CLASS_MARK,
     DEFAULT_CLASS,
     MARK_MASK,
+    MARK_SHIFT,
     NFT_FAMILY,
     NFT_TABLE,
     Marking,
@@ -78,6 +79,22 @@ def app_counter(cls: str) -> str:
 
 def mark_chain(cls: str) -> str:
     return f"to_{cls}"
+
+
+def spread_chain(mark: int) -> str:
+    """The chain that sets one path's mark for bulk spreading (a slot's target)."""
+    return f"spread_{mark >> MARK_SHIFT}"
+
+
+def spread_rule(slots: tuple[int, ...]) -> str:
+    """Bulk's one rule when it is spread (docs/multipath.md, "Bulk spreading"): each new
+    bulk flow takes the next slot (``numgen inc``: a counter, so consecutive flows take
+    consecutive slots, which the engine orders round-robin by weight) and jumps to that
+    path's chain. Only a flow's first packet gets here: after it, the conntrack mark
+    holds the path (stickiness, in ``output``), so re-weighting moves no running flow.
+    One line, so that a re-weighting is a :func:`mark_update` like a switch."""
+    arms = ", ".join(f"{i} : goto {spread_chain(m)}" for i, m in enumerate(slots))
+    return f"numgen inc mod {len(slots)} vmap {{ {arms} }}"
 
 
 _MARK_CHAIN = re.compile(r"^\tchain (to_[a-z][a-z0-9_-]*) \{\n\t\t(.*)\n\t\}$", re.M)
@@ -191,12 +208,19 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
     out = [f"table {TABLE} {{"]
     for name in counters:
         out += [f"\tcounter {name} {{", "\t}"]
+    spread = marking.spread if BULK in marks else ()
     for cls, mark in sorted(marks.items()):
         m = f"{mark:#010x}"
         # One rule per chain (mark_update replaces it): the label goes on the same line.
         label = f" ct label set {LABEL_REALTIME}" if copies and cls == REALTIME else ""
-        out += [f"\tchain {mark_chain(cls)} {{",
-                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}{label}", "\t}"]
+        rule = f"meta mark set {m} ct mark set ct mark & {keep} | {m}{label}"
+        if cls == BULK and spread:
+            rule = spread_rule(spread)
+        out += [f"\tchain {mark_chain(cls)} {{", f"\t\t{rule}", "\t}"]
+    for mark in sorted(set(spread)):
+        m = f"{mark:#010x}"
+        out += [f"\tchain {spread_chain(mark)} {{",
+                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}", "\t}"]
     out += ["\tchain output {", *(f"\t\t{line}" for line in body), "\t}"]
     tunnels = sorted(tunnels)
     if tunnels:

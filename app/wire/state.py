@@ -36,6 +36,7 @@ BYPASS_CLASS_MARK = 0x0D000000
 # (table); 0x0D000000 is the bypass class's.
 PATH_MARKS: frozenset[int] = frozenset(
     n << MARK_SHIFT for n in range(1, 15)) - {BYPASS_CLASS_MARK}
+CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000: only an unreachable rule (app/core/plan.py)
 NFT_FAMILY, NFT_TABLE = "inet", "braid"
 RULE_IPPROTOS = (1, 58)  # ICMP, ICMPv6: a rule may narrow to the engine's probes
 
@@ -71,6 +72,7 @@ MAX_CLASSES = 14
 MAX_BULK_AFTER_BYTES = 1 << 50
 DEFAULT_CLASS = "default"
 WEIGHT_MIN, WEIGHT_MAX = 1, 256
+MAX_SPREAD_SLOTS = 64  # bulk spreading's slots (the engine sends 20)
 DEFAULT_MTU = 1420  # wireguard-go's and wg-quick's default
 # DNS (docs/helper-protocol.md, "DNS"): resolv.conf's glibc reads 3 servers, resolved more.
 MAX_DNS_SERVERS = 8
@@ -156,6 +158,9 @@ class Marking:
     flush_marks: tuple[int, ...]
     # A default flow past this many bytes becomes bulk (None: never). docs/classes.md.
     bulk_after_bytes: int | None = None
+    # Bulk spreading (docs/multipath.md): each new bulk flow takes the next slot's path
+    # mark (nft numgen inc) and keeps it; () : bulk takes its class's one mark.
+    spread: tuple[int, ...] = ()
 
     def mark_of(self, name: str) -> int | None:
         return next((c.mark for c in self.classes if c.name == name), None)
@@ -242,6 +247,8 @@ class DesiredState:
         if doc["copies"] is None:
             # Left out, not null: a helper from before copies refuses unknown fields.
             del doc["copies"]
+        if doc["marking"] is not None and not doc["marking"]["spread"]:
+            del doc["marking"]["spread"]  # the same: a state without spreading reads as before
         return d.plain(doc)  # type: ignore[no-any-return]
 
     def dumps(self) -> str:
@@ -280,6 +287,8 @@ def parse_state(doc: Any) -> DesiredState:
     d.unique(rules, "rules", "rule (same priority, selectors and action)")
     marking_doc = top.get("marking")
     marking = None if marking_doc is None else _marking(marking_doc, "marking")
+    if marking is not None:
+        _spread_routed(marking, rules, "marking.spread")
     guard_doc = top.get("guard")
     guard = None if guard_doc is None else parse_guard(guard_doc, "guard", names)
     dns_doc = top.get("dns")
@@ -589,7 +598,8 @@ def _mark_class(doc: Any, path: str) -> MarkClass:
 
 def _marking(doc: Any, path: str) -> Marking:
     obj = d.obj(
-        doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks", "bulk_after_bytes"},
+        doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks", "bulk_after_bytes",
+                    "spread"},
         {"bypass_mark"}
     )
     bypass = _mark(obj["bypass_mark"], f"{path}.bypass_mark")
@@ -611,7 +621,36 @@ def _marking(doc: Any, path: str) -> Marking:
         flush_marks=flush_marks,
         bulk_after_bytes=d.opt_integer(obj.get("bulk_after_bytes"), f"{path}.bulk_after_bytes",
                                        0, MAX_BULK_AFTER_BYTES),
+        spread=_spread(obj.get("spread", []), f"{path}.spread", classes),
     )
+
+
+def _spread(doc: Any, path: str, classes: tuple[MarkClass, ...]) -> tuple[int, ...]:
+    """Bulk's slots: path marks (not the closed one: a slot is a path to spread onto),
+    at least two different ones, and only with a class ``bulk``."""
+    slots = d.each(doc, path, MAX_SPREAD_SLOTS, lambda m, p: _mark(m, p, PATH_MARKS))
+    if not slots:
+        return ()
+    for i, mark in enumerate(slots):
+        if mark == CLOSED_MARK:
+            raise StateError(f"{path}[{i}]", f"{mark:#010x} is the closed mark: a slot names "
+                                             "a path to spread onto")
+    if "bulk" not in {c.name for c in classes}:
+        raise StateError(path, "spreading is the bulk class's: the marking needs it")
+    if len(set(slots)) < 2:
+        raise StateError(path, "names one path: spreading needs two or more (send [] and "
+                               "give bulk that path's mark)")
+    return slots
+
+
+def _spread_routed(marking: Marking, rules: tuple[RuleState, ...], path: str) -> None:
+    """Every spread mark has its lookup rule: a slot whose path is not routed would send
+    its flows into that mark's unreachable rule (fail closed, but never chosen)."""
+    routed = {r.fwmark for r in rules if r.action == "lookup" and r.fwmask == MARK_MASK}
+    for i, mark in enumerate(marking.spread):
+        if mark not in routed:
+            raise StateError(f"{path}[{i}]", f"{mark:#010x} has no lookup rule in this "
+                                             "state (spread only onto usable paths)")
 
 
 __all__ = [
@@ -630,6 +669,7 @@ __all__ = [
     "MARK_SHIFT",
     "MAX_DNS_DOMAINS",
     "MAX_DNS_SERVERS",
+    "MAX_SPREAD_SLOTS",
     "MTU_MAX",
     "MTU_MIN",
     "NFT_COPY_FAMILY",

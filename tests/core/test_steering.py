@@ -112,3 +112,80 @@ def test_bulk_shares_realtimes_path_when_it_is_the_only_one_up() -> None:
     for t in (0.6, 1.0):  # past the warm-up: the others never answered
         st.step(t)
     assert st.targets() == {"realtime": "hk", "bulk": "hk"}
+
+
+def test_bulk_is_spread_over_the_paths_realtime_does_not_ride() -> None:
+    ps = paths()
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("realtime", "bulk", "default"), CFG, Weights(), 0.0, spread=True)
+    settle(st, 1.0)
+    assert st.targets()["realtime"] == "hk"
+    plan = st.next_plan()
+    assert plan.state.marking is not None
+    assert set(plan.state.marking.spread) == {path_mark(1), path_mark(2)}
+    assert len(plan.state.marking.spread) == 20 and set(st.held_spread()) == {"tyo", "sgp"}
+    # A score's wiggle re-weights nothing: no state to send.
+    answer(ps[2], 1.0, 0.061, seq0=50)
+    st.step(1.5)
+    assert not st.dirty()
+    # sgp dies: only its flows are flushed; with one path left bulk rides it alone.
+    now = kill(ps[2], 1.5)
+    st.step(now)
+    plan = st.next_plan()
+    assert plan.state.marking is not None
+    assert plan.state.marking.spread == () and plan.state.marking.flush_marks == (
+        path_mark(2),)
+    assert plan.targets["bulk"] == "tyo"
+
+
+def test_without_spreading_bulk_rides_one_path_as_before() -> None:
+    ps = paths()
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("realtime", "bulk", "default"), CFG, Weights(), 0.0)
+    settle(st, 1.0)
+    assert st.next_plan().state.marking.spread == ()  # type: ignore[union-attr]
+    assert "spread" not in st.next_plan().state.to_json()["marking"]
+
+
+def test_a_spread_path_realtime_takes_is_flushed_on_a_shared_exit() -> None:
+    ps = paths(SHARED)
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("realtime", "bulk"), CFG, Weights(), 0.0, shared_exit=True,
+                  spread=True)
+    settle(st, 1.0)
+    assert set(st.held_spread()) == {"tyo", "sgp"}
+    now = kill(ps[0], 1.0)  # realtime fails over to tyo, a spread path
+    st.step(now)
+    plan = st.next_plan()
+    assert plan.targets["realtime"] == "tyo"
+    assert plan.state.marking is not None and plan.state.marking.spread == ()
+    assert plan.state.marking.flush_marks == (path_mark(0),)  # the dead path's
+    st.committed(plan)
+    for t in (now + 1.2, now + 3.5):  # bulk leaves realtime's path by its dwell ...
+        st.step(t)
+    plan = st.next_plan()
+    assert plan.targets["bulk"] == "sgp"
+    # ... and takes its flows along (a shared exit: moving them breaks nothing).
+    assert plan.state.marking is not None and plan.state.marking.flush_marks == (
+        path_mark(1),)
+
+
+def test_a_move_off_a_spread_path_leaves_bulks_flows_alone_on_a_shared_exit() -> None:
+    """default moving away from a path bulk is spread over flushes nothing: the flush is
+    by path mark and would re-deal every bulk flow there too."""
+    ps = paths(SHARED)
+    answer(ps[1], 0.0, 0.04)
+    answer(ps[2], 0.0, 0.06)
+    st = Steering(ps, ("bulk", "default"), CFG, Weights(), 0.0, shared_exit=True,
+                  spread=True)
+    settle(st, 1.0)
+    assert st.targets()["default"] == "tyo"
+    answer(ps[0], 1.0, 0.01, n=40, seq0=200)  # hk comes up, much faster
+    for t in (4.0, 5.5):
+        st.step(t)
+    plan = st.next_plan()
+    assert plan.targets["default"] == "hk" and "tyo" in st.spread_paths()
+    assert plan.state.marking is not None and plan.state.marking.flush_marks == ()

@@ -149,3 +149,41 @@ def test_a_switch_changes_only_the_marks_chains() -> None:
     assert nft.mark_update(old, nft.render(before, ["br-a", "br-b"], (), GROUPS)) is None
     alone = Marking(0x0F000000, CLASSES[:1], True, (), 200_000)
     assert nft.mark_update(old, nft.render(alone, ["br-a"], (), GROUPS)) is None
+
+
+SPREAD = (0x02000000, 0x03000000, 0x02000000)
+
+
+def test_spread_bulk_deals_new_flows_by_slot_onto_path_chains() -> None:
+    marking = Marking(0x0F000000, CLASSES, False, (), 200_000, spread=SPREAD)
+    text = nft.render(marking, ["br-a"], (), GROUPS)
+    assert ("\tchain to_bulk {\n\t\tnumgen inc mod 3 vmap { 0 : goto spread_2, "
+            "1 : goto spread_3, 2 : goto spread_2 }\n\t}") in text
+    for n in (2, 3):
+        m = f"0x0{n}000000"
+        assert (f"\tchain spread_{n} {{\n\t\tmeta mark set {m} ct mark set ct mark & "
+                f"0xf0ffffff | {m}\n\t}}") in text
+    # Stickiness comes before the classes: only a flow's first packet reaches the numgen
+    # (the volume rule, before it, sends a flow to bulk once: it labels it as it does).
+    out = output_chain(text)
+    sticky = out.index("ct mark & 0x0f000000 != 0x00000000 meta mark set ct mark & "
+                       "0x0f000000 return")
+    assert sticky < next(i for i, line in enumerate(out)
+                         if line.startswith("socket") and "goto to_bulk" in line)
+    # Without a bulk class there is nothing to spread: the slots are not rendered.
+    alone = Marking(0x0F000000, CLASSES[:2], False, (), None, spread=SPREAD)
+    assert "spread_" not in nft.render(alone, ["br-a"], (), GROUPS)
+
+
+def test_reweighting_replaces_only_bulks_rule() -> None:
+    old = nft.render(Marking(0x0F000000, CLASSES, False, (), None, spread=SPREAD), ["br-a"])
+    reweighted = (0x02000000, 0x03000000, 0x03000000)
+    new = nft.render(Marking(0x0F000000, CLASSES, False, (), None, spread=reweighted),
+                     ["br-a"])
+    assert nft.mark_update(old, new) == (
+        "flush chain inet braid to_bulk\nadd rule inet braid to_bulk numgen inc mod 3 vmap "
+        "{ 0 : goto spread_2, 1 : goto spread_3, 2 : goto spread_3 }\n")
+    # Another set of paths (a chain more or less): the table loads whole.
+    other = nft.render(Marking(0x0F000000, CLASSES, False, (), None,
+                               spread=(0x01000000, 0x03000000)), ["br-a"])
+    assert nft.mark_update(old, other) is None

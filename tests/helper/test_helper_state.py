@@ -363,3 +363,47 @@ def test_rules_and_moves_are_validated_field_by_field() -> None:
         with pytest.raises(StateError) as info:
             parse_move(args)
         assert info.value.path == path, (args, info.value)
+
+
+def spread_doc(slots: list[Any]) -> dict[str, Any]:
+    """good() with a bulk class and two routed paths, spreading over ``slots``."""
+    doc = good()
+    second = copy.deepcopy(doc["rules"][1])
+    second.update(priority=5252, fwmark=0x02000000)
+    doc["rules"].append(second)
+    doc["marking"]["classes"].append({"name": "bulk", "mark": 0x01000000})
+    doc["marking"]["spread"] = slots
+    return doc
+
+
+def test_bulk_spreading_round_trips_and_is_left_out_when_off() -> None:
+    doc = spread_doc([0x01000000, 0x02000000, 0x01000000])
+    state = parse_state(doc)
+    assert state.marking is not None and state.marking.spread == (0x01000000, 0x02000000,
+                                                                  0x01000000)
+    assert state.to_json() == doc
+    # Without spreading the field is left out: an older helper takes the state.
+    off = parse_state(spread_doc([]))
+    assert off.marking is not None and "spread" not in off.to_json()["marking"]
+
+
+@pytest.mark.parametrize(("slots", "path", "why"), [
+    ([0x01000000], "marking.spread", "names one path"),
+    ([0x01000000, 0x0E000000], "marking.spread[1]", "closed mark"),
+    ([0x01000000, 0x03000000], "marking.spread[1]", "no lookup rule"),
+    ([0x01000000, 0x00000001], "marking.spread[1]", "outside Braid's mask"),
+    ([0x01000000, 0x02000000] * 33, "marking.spread", ""),
+    ("0x01000000", "marking.spread", ""),
+])
+def test_bad_spreads_are_named(slots: Any, path: str, why: str) -> None:
+    with pytest.raises(StateError) as err:
+        parse_state(spread_doc(slots))
+    assert err.value.path == path and why in str(err.value)
+
+
+def test_spreading_needs_the_bulk_class() -> None:
+    doc = spread_doc([0x01000000, 0x02000000])
+    doc["marking"]["classes"].pop()
+    with pytest.raises(StateError, match="bulk class") as err:
+        parse_state(doc)
+    assert err.value.path == "marking.spread"
