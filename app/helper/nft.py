@@ -63,7 +63,8 @@ def allow_rules(allow: Iterable[str], verdict: str) -> list[str]:
 LABEL_FALLTHROUGH = 112
 LABEL_BULK_BY_VOLUME = 113
 LABEL_REALTIME = 114  # a realtime flow, which realtime copies copy (app/helper/copies.py)
-LABEL_BITS = (112, 113, 114, 115)  # 115: reserved for Braid
+LABEL_PICKED_UP = 115  # a flow conntrack met again mid-stream, from a tunnel, after a flush
+LABEL_BITS = (112, 113, 114, 115)
 # Conferencing selectors for flows of apps nobody pinned, to realtime (each range's
 # source is in docs/classes.md): STUN/TURN, Teams, Zoom, Google Meet; DSCP EF and AF4x.
 REALTIME_UDP_PORTS = ("3478-3481", "8801-8810", "19302-19309")
@@ -160,8 +161,10 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
         # Someone else's mark (another VPN, a container runtime): not ours to change.
         "meta mark != 0x00000000 return",
         'oifname "lo" return',
-        # Replies of inbound connections must leave the way their requests came.
-        "ct direction reply return",
+        # Replies of inbound connections must leave the way their requests came; but a
+        # flow picked up mid-stream from a tunnel (input chain) is one of ours seen the
+        # wrong way round: its "replies" are the client's own packets, classified.
+        f"ct direction reply ct label != {LABEL_PICKED_UP} return",
         # The guard's allowed destinations (the LAN, exclusions) stay unmarked: the
         # guard's rule 5290 sends them to the main table, outside the tunnels.
         *allow_rules(allow, "return"),
@@ -228,10 +231,16 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
             "\tchain input {",
             "\t\ttype filter hook input priority filter; policy accept;",
             # Nothing connects in through a tunnel (the gateways, or the exit, translate
-            # the client's address). A first packet from one is a straggler of a flow
-            # whose entry a flush just removed: answering it would record the flow the
-            # wrong way round, and its replies would then skip classification and stay
-            # on the path the flow was leaving.
+            # the client's address): a first packet from one is a straggler of a flow
+            # whose entry a flush just removed. A TCP segment with ACK and no SYN is a
+            # running flow's (a download's: its client only answers, so dropping the
+            # server's segments would stall it for good, each retransmit dropped
+            # again): it is taken, labelled, and the client's answers, which conntrack
+            # now calls replies, are classified like any flow of ours (output chain).
+            # Anything else new (a SYN, UDP, ICMP) is dropped: the client's own next
+            # packet starts the flow again the right way round.
+            f"\t\tiifname {names(tunnels)} ct state new tcp flags & (syn | ack) == ack "
+            f"ct label set {LABEL_PICKED_UP} accept",
             f"\t\tiifname {names(tunnels)} ct state new drop",
             "\t}",
         ]

@@ -4,11 +4,12 @@ its death, and the far end sees one address the whole time."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from app.core.model import EventKind
-from app.lab import control, stream, transfer
+from app.lab import control, stream, topology, transfer
 from app.lab.topology import LabInfo
 from tests.engine.conftest import Connected
 from tests.util import wait_until
@@ -35,6 +36,31 @@ def test_a_tcp_upload_and_a_sticky_call_survive_their_path_dying(
     # The call's far end answers only its first address: it kept answering.
     assert result.server_sources == 1 and result.ignored == 0, result
     assert result.received >= 0.8 * result.sent, result
+
+
+def test_a_tcp_download_lives_through_a_flush_of_its_flow(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """A download's client only answers: after a flush (a class moving its running flows,
+    a failover's) the next segment in is one conntrack has no entry for. It is taken, and
+    the client's answers classified as a flow of ours, not dropped: a dropped one is
+    retransmitted and dropped again, for good (the download stalled here before)."""
+    lab = make_lab("clean", exit="shared")
+    c = connect(lab)
+    wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
+    ns = topology.netns(lab.name, "client")
+    with ThreadPoolExecutor(1) as pool:
+        download = pool.submit(transfer.transfer, lab.name, size_mb=8.0, reverse=True,
+                               timeout=60)
+        wait_until(lambda: c.rec.last is not None and sum(
+            p.rx_bps for p in c.rec.last.paths) > 300_000,
+                   timeout=10, message="nothing came down")
+        # What a flush by mark does to this flow (conntrack -D is the same netlink call).
+        gone = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-D", "-p", "tcp",
+                               "--orig-port-dst", str(transfer.BULK_PORT)],
+                              capture_output=True, text=True)
+        assert gone.returncode == 0, gone.stderr
+        done = download.result(timeout=90)
+    assert done.completed and done.done_bytes == done.size_bytes, done
 
 
 def test_running_flows_follow_their_class_when_it_moves_to_a_better_path(

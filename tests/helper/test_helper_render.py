@@ -118,8 +118,9 @@ def test_only_what_the_state_steers_is_rendered() -> None:
     alone = Marking(0x0F000000, (MarkClass("default", 0x02000000),), True, (), 200_000)
     text = nft.render(alone, ["br-a"])
     # No realtime: no selectors; no bulk: no volume; no groups: no socket rules, no bypass.
-    for absent in ("dport", "dscp", "ct bytes", "ct label", "cgroupv2", "0x0d000000"):
-        assert absent not in text, absent
+    for absent in ("dport", "dscp", "ct bytes", "ct label set 11", "cgroupv2", "0x0d000000"):
+        assert absent not in text.replace(f"ct label set {nft.LABEL_PICKED_UP} accept", ""), \
+            absent
     grouped = nft.render(alone, ["br-a"], (), GROUPS)
     # A group of a class the state does not steer sends its flows to default's path.
     assert 'socket cgroupv2 level 3 "realtime" counter name "app_realtime" goto to_default' \
@@ -187,3 +188,17 @@ def test_reweighting_replaces_only_bulks_rule() -> None:
     other = nft.render(Marking(0x0F000000, CLASSES, False, (), None,
                                spread=(0x01000000, 0x03000000)), ["br-a"])
     assert nft.mark_update(old, other) is None
+
+
+def test_a_flow_met_mid_stream_from_a_tunnel_is_taken_and_its_answers_classified() -> None:
+    """After a flush, a download's next segment is new to conntrack: taken (labelled),
+    not dropped; the client's answers, which conntrack then calls replies, are
+    classified. Any other new packet from a tunnel is dropped, as before."""
+    text = nft.render(Marking(0x0F000000, CLASSES, False, (), None), ["br-a", "br-b"])
+    taken = (f'iifname {{ "br-a", "br-b" }} ct state new tcp flags ack / syn,ack '
+             f"ct label set {nft.LABEL_PICKED_UP} accept")
+    assert taken.replace("ack / syn,ack", "& (syn | ack) == ack") in text
+    assert 'iifname { "br-a", "br-b" } ct state new drop' in text
+    out = output_chain(text)
+    reply = out.index(f"ct direction reply ct label != {nft.LABEL_PICKED_UP} return")
+    assert reply < next(i for i, line in enumerate(out) if "ct mark &" in line)
