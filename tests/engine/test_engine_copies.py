@@ -98,11 +98,12 @@ def test_a_realtime_call_loses_no_packet_when_its_path_dies_and_the_far_end_sees
     assert r.server_sources == 1 and r.ignored == 0, r  # one address the whole time
     assert r.up_loss_pct == 0.0, r  # upstream, counted at the far end: every packet
     # Downstream, at the client: every answer but those the failover's conntrack flush
-    # most likely costs (not proven yet). The helper flushes the flows of the path realtime left, so that they follow
-    # it (steering.py, "movers"), and an answer that arrives before the call's next packet
-    # has made the flow's entry again is dropped as new from a tunnel (nft.py: "ct state
-    # new drop"); copies cannot save those. Seen: 0 or 2 of 2000. An open issue
-    # (docs/multipath.md, "Open"), bounded here so that a real downstream hole still fails.
+    # most likely costs (not proven yet). The helper flushes the flows of the path
+    # realtime left, so that they follow it (steering.py, "movers"), and an answer that
+    # arrives before the call's next packet has made the flow's entry again is dropped
+    # as new from a tunnel (nft.py: "ct state new drop"); copies cannot save those.
+    # Seen: 0 or 2 of 2000. An open issue (docs/multipath.md, "Open"), bounded here so
+    # that a real downstream hole still fails.
     assert r.sent - r.received <= FLUSH_ALLOWANCE, r
     assert r.down_duplicates == 0, r  # the client kept the first copy of each answer
 
