@@ -26,6 +26,8 @@ from app.core.liveness import Health
 
 AUTO, ALWAYS, OFF = "auto", "always", "off"
 MODES = (AUTO, ALWAYS, OFF)
+# The copies move to a better path only when it scores this much higher than theirs.
+MOVE_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class CopyConfig:
     score: float = 0.5  # its score under this: on
     after_failure_s: float = 30.0  # on for this long after any path was declared down
     hold_down_s: float = 10.0  # every reason clear this long before copies go off
+    # A path back from down carries no copies for this long (its first seconds up are
+    # when it fails again); steering.py sets it to realtime's own hold-down (decide.py).
+    path_hold_down_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class CopyDecider:
         self.cfg = cfg
         self.verdict = CopyVerdict(False, (), self._idle_reason())
         self._health: dict[str, Health] = {}
+        self._back_at: dict[str, float] = {}  # when a path came back from down
         self._failed_at: float | None = None
         self._clear_since: float | None = None
         self._reason = ""  # the last trigger while on
@@ -89,9 +95,11 @@ class CopyDecider:
     def step(self, now: float, primary: str | None,
              cands: Sequence[Candidate]) -> CopyVerdict:
         for c in cands:
-            if c.health is Health.DOWN and self._health.get(c.name, Health.DOWN) \
-                    is not Health.DOWN:
+            before = self._health.get(c.name)
+            if c.health is Health.DOWN and before not in (None, Health.DOWN):
                 self._failed_at = now
+            if c.health is not Health.DOWN and before is Health.DOWN:
+                self._back_at[c.name] = now
             self._health[c.name] = c.health
         by_name = {c.name: c for c in cands}
         if not self.shared_exit or self.mode == OFF or primary not in by_name:
@@ -112,22 +120,32 @@ class CopyDecider:
         if not reasons:
             self.verdict = CopyVerdict(False, (), self._idle_reason())
             return self.verdict
-        second = self._second(primary, cands)
+        second = self._second(now, primary, cands)
         if second is None:
-            self.verdict = CopyVerdict(False, (), "off: no second path is up")
+            self.verdict = CopyVerdict(False, (), "off: no second path is healthy")
         else:
             self.verdict = CopyVerdict(True, (second,), "; ".join(reasons))
         return self.verdict
 
-    def _second(self, primary: str, cands: Sequence[Candidate]) -> str | None:
-        """The copies' path: the one they use now while it stays up and scores, else the
-        best other path that is up (a copy on a dead path saves nothing)."""
-        # A suspect moment does not move them (it answers again or is declared down).
-        current = [c for c in cands if c.name != primary and c.name in self.verdict.paths
-                   and c.usable and c.score > 0]
-        if current:
-            return current[0].name
-        others = [c for c in cands if c.name != primary and c.health is Health.UP]
-        if not others:
-            return None
-        return max(others, key=lambda c: (c.score, c.raw)).name
+    def _eligible(self, now: float, c: Candidate) -> bool:
+        """A path copies may be moved onto: up, scoring above 0 (a path scoring 0 loses
+        past the score's limit: the lab's cn-us put copies on a 13 %-loss us that way),
+        and not just back from down (in its hold-down)."""
+        back = self._back_at.get(c.name)
+        return c.health is Health.UP and c.score > 0 and (
+            back is None or now - back >= self.cfg.path_hold_down_s)
+
+    def _second(self, now: float, primary: str, cands: Sequence[Candidate]) -> str | None:
+        """The copies' path: the best other eligible path by score; the one they use now
+        is kept while it stays usable and scores above 0 (a suspect moment does not move
+        them: it answers again or is declared down) unless an eligible one scores higher
+        by more than ``MOVE_MARGIN`` (so two close scores do not swap it every tick)."""
+        others = [c for c in cands if c.name != primary]
+        best = max((c for c in others if self._eligible(now, c)),
+                   key=lambda c: (c.score, c.raw), default=None)
+        current = next((c for c in others if c.name in self.verdict.paths
+                        and c.usable and c.score > 0), None)
+        if current is not None and (best is None or current.health is Health.SUSPECT
+                                    or best.score - current.score <= MOVE_MARGIN):
+            return current.name
+        return None if best is None else best.name

@@ -47,6 +47,7 @@ from typing import Any
 from app.core import lan
 from app.core.classes import send_saved_rules
 from app.core.connection import Connection, Transition
+from app.core.copies import CopyConfig
 from app.core.decide import DecideConfig
 from app.core.errors import BraidError
 from app.core.events import EventLog
@@ -96,6 +97,7 @@ class EngineConfig:
     persistent: bool = False
     lan_refresh_s: float = 2.0  # how often the LAN the kill switch lets out is read again
     spread: bool = True  # new bulk flows over every healthy path (spread.py)
+    copies: CopyConfig | None = None  # None: copies.py's defaults (tests shorten them)
 
 
 OnSnapshot = Callable[[EngineSnapshot], None]
@@ -180,7 +182,8 @@ class Engine:
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
                                   persistent=self.cfg.persistent or settings.always_on,
-                                  copies=settings.copies, spread=self.cfg.spread)
+                                  copies=settings.copies, copy_cfg=self.cfg.copies,
+                                  spread=self.cfg.spread)
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
         self._steering.bulk_after_mb = settings.bulk_after_mb
         self._transition(self.conn.start(loop.time()))

@@ -113,6 +113,27 @@ def class_lines(snapshot: EngineSnapshot) -> list[str]:
     return [f"{cls}: {class_carriers(snapshot, cls)}" for cls in _ordered_classes(snapshot)]
 
 
+def copies_line(snapshot: EngineSnapshot, short: bool = False) -> str | None:
+    """Realtime copies (docs/multipath.md): on which paths and why, or why not. None when
+    there is nothing to say (not connected, or an engine that makes no copies: no
+    realtime class). ``short``: for the menu, one line without the trigger, and an off
+    reason cut to its first clause ("separate exits", not the whole explanation)."""
+    reason = snapshot.copies_reason
+    if reason is None or snapshot.state in (ConnState.DISCONNECTED, ConnState.CONNECTING):
+        return None
+    rt = snapshot.classes.get("realtime") or ()
+    if snapshot.copies:
+        head = f"realtime copied onto {', '.join(snapshot.copies)}"
+        if rt:
+            head = f"realtime on {rt[0]}, copied onto {', '.join(snapshot.copies)}"
+        return head if short else f"{head}: {reason}"
+    if not reason.startswith("off"):
+        # On, the kernel not holding it yet (the plan is on its way).
+        return "realtime copies: coming on" if short else f"realtime copies coming on: {reason}"
+    text = f"realtime copies {reason}"
+    return text.split(",")[0] if short else text
+
+
 def headline(snapshot: EngineSnapshot) -> str:
     label = STATE_LABELS[snapshot.state]
     return f"{label} · {snapshot.profile}" if snapshot.profile else label
@@ -335,6 +356,9 @@ def status_text(snap: EngineSnapshot, events: int = 8) -> str:
     dns = dns_line(snap)
     if dns is not None:
         lines.append(dns)
+    copies = copies_line(snap)
+    if copies is not None:
+        lines.append(copies)
     recent = snap.events[-events:] if events else ()
     if recent:
         lines.append("events:")

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from app.core.copies import CopyDecider, CopyVerdict
+from app.core.copies import CopyConfig, CopyDecider, CopyVerdict
 from app.core.decide import Candidate, ClassDecider, ClassState, DecideConfig, Decision
 from app.core.liveness import Health
 from app.core.model import CLASSES
@@ -80,7 +80,8 @@ class Steering:
     def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
                  cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
                  now: float, *, shared_exit: bool = False, persistent: bool = False,
-                 copies: str | None = None, spread: bool = False) -> None:
+                 copies: str | None = None, copy_cfg: CopyConfig | None = None,
+                 spread: bool = False) -> None:
         self.paths = list(paths)
         self.weights = weights
         self.shared_exit = shared_exit
@@ -105,8 +106,10 @@ class Steering:
         self.settled: set[str] = set()  # classes whose first decision the kernel holds
         # Realtime copies (copies.py): the profile's settings.copies; None: the state
         # carries none at all (the engine before copies, and tests of other things).
+        # A path back from down waits realtime's own hold-down before it carries copies.
         self.copier = None if copies is None or REALTIME not in self.deciders else \
-            CopyDecider(copies, shared_exit)
+            CopyDecider(copies, shared_exit, replace(
+                copy_cfg or CopyConfig(), path_hold_down_s=config(REALTIME).hold_down_s))
         # Bulk spreading over every healthy path (spread.py); None: bulk rides one path.
         self.spreader = Spreader() if spread and BULK in self.deciders else None
 

@@ -472,6 +472,8 @@ class PathGraphWindow(QWidget):
             self._headline.setText(headline)
         lines = present.class_lines(snapshot)
         classes = "Classes — " + " · ".join(lines) if lines else ""
+        copies = present.copies_line(snapshot)  # why copies are on, or off, in full here
+        classes += f"\n{copies}" if copies and classes else ""
         if self._classes.text() != classes:
             self._classes.setText(classes)
         if self.table.rowCount() != len(snapshot.paths):

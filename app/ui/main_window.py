@@ -164,7 +164,9 @@ class MainWindow(QWidget):
             self._select_profile(snapshot.profile)
         self.headline.setText(f"<b>{present.headline(snapshot)}</b>")
         self.path_line.setText("\n".join(present.tooltip(snapshot).splitlines()[1:]))
-        self.classes.setText("\n".join(present.class_lines(snapshot)))
+        copies = present.copies_line(snapshot)
+        self.classes.setText("\n".join(present.class_lines(snapshot) + ([copies] if copies
+                                                                        else [])))
         self.disconnect_button.setEnabled(snapshot.state is not ConnState.DISCONNECTED)
 
     def notify(self, notice: present.Notice) -> None:

@@ -98,6 +98,8 @@ class ControlMenu(QMenu):
         self.header.setText(present.headline(snapshot))
         self.disconnect_action.setEnabled(snapshot.state is not ConnState.DISCONNECTED)
         lines = present.class_lines(snapshot)
+        copies = present.copies_line(snapshot, short=True)  # under the classes: realtime's
+        lines += [copies] if copies else []
         if [a.text() for a in self.class_actions] == lines:
             return
         for action in self.class_actions:

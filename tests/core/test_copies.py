@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.core.copies import ALWAYS, AUTO, OFF, CopyConfig, CopyDecider
 from app.core.decide import Candidate
 from app.core.liveness import Health
@@ -72,3 +74,32 @@ def test_off_on_separate_exits_and_when_the_profile_says_so_and_without_a_second
                                                                 cand("hk", 0, Health.DOWN)])
     assert not v.on and "no second path" in v.reason
     assert not CopyDecider(ALWAYS, shared_exit=True).step(0.0, None, lossy).on
+
+
+def test_the_copy_path_is_never_one_scoring_0_or_just_back_from_down() -> None:
+    d = CopyDecider(ALWAYS, shared_exit=True, cfg=replace(CFG, path_hold_down_s=15.0))
+    # us is up but scores 0 (it loses past the score's limit): sgp, though it scores less
+    # than us did a moment ago.
+    assert d.step(0.0, "tyo", [cand("tyo"), cand("us", 0.0), cand("sgp", 0.3)]).paths \
+        == ("sgp",)
+    # hk goes down and comes back scoring best: not before its hold-down is over.
+    d.step(1.0, "tyo", [cand("tyo"), cand("hk", 0.0, Health.DOWN), cand("sgp", 0.3)])
+    back = [cand("tyo"), cand("hk", 0.9), cand("sgp", 0.3)]
+    assert d.step(2.0, "tyo", back).paths == ("sgp",)
+    assert d.step(16.9, "tyo", back).paths == ("sgp",)
+    assert d.step(17.1, "tyo", back).paths == ("hk",)
+    # Nothing eligible but the path that scores 0: no copies (they would save nothing).
+    v = d.step(18.0, "tyo", [cand("tyo"), cand("us", 0.0), cand("hk", 0.0, Health.DOWN)])
+    assert not v.on and "no second path" in v.reason
+
+
+def test_the_copy_path_moves_only_to_a_clearly_better_one() -> None:
+    d = CopyDecider(ALWAYS, shared_exit=True, cfg=CFG)
+    assert d.step(0.0, "tyo", [cand("tyo"), cand("hk", 0.7), cand("sgp", 0.6)]).paths == ("hk",)
+    assert d.step(1.0, "tyo", [cand("tyo"), cand("hk", 0.6), cand("sgp", 0.65)]).paths \
+        == ("hk",)  # close: stays
+    assert d.step(2.0, "tyo", [cand("tyo"), cand("hk", 0.4), cand("sgp", 0.65)]).paths \
+        == ("sgp",)
+    # A copy path that falls to 0 is left at once.
+    assert d.step(3.0, "tyo", [cand("tyo"), cand("hk", 0.6), cand("sgp", 0.0)]).paths \
+        == ("hk",)

@@ -208,3 +208,28 @@ def test_status_says_which_dns_is_applied_and_how() -> None:
     # The snapshot's wire form carries it (the tray app and `braid status` read it).
     again = EngineSnapshot.from_json(dataclasses.replace(base, dns=applied).to_json())
     assert again.dns == applied
+
+
+def test_copies_say_on_which_paths_and_why_or_why_not() -> None:
+    base = dataclasses.replace(three_paths(), classes={"realtime": ("hk",), "default": ("hk",)})
+    on = dataclasses.replace(base, copies=("tk",), copies_reason="hk loses 3.0 %")
+    assert present.copies_line(on) == "realtime on hk, copied onto tk: hk loses 3.0 %"
+    assert present.copies_line(on, short=True) == "realtime on hk, copied onto tk"
+    assert "realtime on hk, copied onto tk: hk loses 3.0 %" in present.status_text(on)
+    separate = dataclasses.replace(base, copies_reason=(
+        "off: the gateways have separate exits, so a copy would reach the far end from "
+        "another address"))
+    assert present.copies_line(separate) == (
+        "realtime copies off: the gateways have separate exits, so a copy would reach the "
+        "far end from another address")
+    assert present.copies_line(separate, short=True) == \
+        "realtime copies off: the gateways have separate exits"
+    clean = dataclasses.replace(base, copies_reason="off: realtime's path is clean")
+    assert present.copies_line(clean) == "realtime copies off: realtime's path is clean"
+    # Decided on, the helper not holding it yet.
+    coming = dataclasses.replace(base, copies_reason="a path failed 0 s ago")
+    assert present.copies_line(coming, short=True) == "realtime copies: coming on"
+    # Nothing to say: an engine without copies, or not connected.
+    assert present.copies_line(base) is None
+    assert "copies" not in present.status_text(base)
+    assert present.copies_line(dataclasses.replace(on, state=ConnState.DISCONNECTED)) is None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import subprocess
 
-from app.helper import nft, uapi
-from app.wire.state import MarkClass, Marking, PeerState, TunnelState
+from app.helper import copies, nft, uapi
+from app.wire.state import CopyState, MarkClass, Marking, PeerState, TunnelState
 
 K1 = base64.b64encode(bytes(range(32))).decode()
 K2 = base64.b64encode(bytes(range(1, 33))).decode()
@@ -202,3 +203,45 @@ def test_a_flow_met_mid_stream_from_a_tunnel_is_taken_and_its_answers_classified
     out = output_chain(text)
     reply = out.index(f"ct direction reply ct label != {nft.LABEL_PICKED_UP} return")
     assert reply < next(i for i, line in enumerate(out) if "ct mark &" in line)
+
+
+# ---- realtime copies (docs/multipath.md) ------------------------------------------------
+def nft_accepts(text: str, devices: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """``nft --check`` of ``text`` in a network namespace of its own (never the host's),
+    with ``devices`` as tun devices (what tunnels are): ``dup ... device`` needs them to exist."""
+    script = "".join(f"ip tuntap add {d} mode tun && " for d in devices) + "nft -c -f -"
+    return subprocess.run(["unshare", "--net", "sh", "-c", script], input=text, text=True,
+                          capture_output=True, check=False)
+
+
+def test_the_copy_table_copies_realtime_udp_onto_the_copy_tunnel_and_removes_copies() -> None:
+    text = copies.render(CopyState(("br-b",)), ["br-b", "br-a"])
+    assert text.startswith("table ip braid_copy {")
+    rt = "ct label 114 meta l4proto udp ip hdrlength 5"
+    # Upstream: what leaves through any tunnel is copied, unless it is routed into the
+    # copy tunnel already; the clone names its tunnel (gone tunnel: no route, dropped).
+    assert f'oifname {{ "br-a", "br-b" }} {rt} jump to_copies' in text
+    assert 'chain to_copies {\n\t\toifname != "br-b" counter name "copies" dup to ip daddr ' \
+           'device "br-b"\n\t}' in text
+    # Downstream: one rule checks and inserts, so two copies on two CPUs cannot both pass.
+    (dedup,) = [line.strip() for line in text.splitlines() if "@seen" in line]
+    assert dedup == (f'iifname {{ "br-a", "br-b" }} {rt} add @seen {{ @nh,96,320 limit rate '
+                     'over 1/minute burst 1 packets } counter name "copies_removed" drop')
+    assert "type filter hook prerouting priority -160" in text
+    assert "timeout 1s" in text and "flags dynamic,timeout" in text
+    done = nft_accepts(text, ("br-a", "br-b"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_copies_off_still_remove_copies_in_flight_and_no_tunnels_copy_nothing() -> None:
+    off = copies.render(CopyState(()), ["br-a", "br-b"])
+    assert "dup" not in off and "chain to_copies {\n\t\treturn\n\t}" in off
+    assert "add @seen" in off  # the exit copies downstream for a second more
+    bare = copies.render(CopyState(()), [])
+    assert "jump" not in bare and "prerouting" not in bare and "oifname" not in bare
+    two = copies.render(CopyState(("br-c", "br-b")), ["br-a", "br-b", "br-c"])
+    assert [line.strip().split()[2] for line in two.splitlines() if " dup " in line] == \
+        ['"br-b"', '"br-c"']
+    for text in (off, bare, two):
+        done = nft_accepts(text, ("br-a", "br-b", "br-c"))
+        assert done.returncode == 0, (text, done.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.wire.classes import ClassRule, MoveRequest, parse_move, parse_rules
-from app.wire.state import DesiredState, StateError, parse_state
+from app.wire.state import CopyState, DesiredState, StateError, parse_state
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 KEY2 = base64.b64encode(bytes(range(1, 33))).decode()
@@ -407,3 +407,59 @@ def test_spreading_needs_the_bulk_class() -> None:
     with pytest.raises(StateError, match="bulk class") as err:
         parse_state(doc)
     assert err.value.path == "marking.spread"
+
+
+# ---- realtime copies (docs/multipath.md) ------------------------------------------------
+def copied(copies: Any) -> dict[str, Any]:
+    """``good`` on a shared exit (nothing masqueraded) with a realtime class, and
+    ``copies``."""
+    doc = good()
+    doc["marking"]["masquerade"] = False
+    doc["marking"]["classes"].append({"name": "realtime", "mark": 0x03000000})
+    doc["copies"] = copies
+    return doc
+
+
+def test_copies_round_trip_and_a_state_without_them_leaves_the_field_out() -> None:
+    state = parse_state(copied({"tunnels": ["br-lab-hk"]}))
+    assert state.copies == CopyState(("br-lab-hk",))
+    assert parse_state(json.loads(state.dumps())) == state
+    assert state.to_json()["copies"] == {"tunnels": ["br-lab-hk"]}
+    off = parse_state(copied({"tunnels": []}))  # none now; copies in flight still removed
+    assert off.copies == CopyState(())
+    # No copies: no field at all, so that a helper from before copies takes the state.
+    assert "copies" not in parse_state(copied(None)).to_json()
+
+
+BAD_COPIES = [
+    ({"tunnels": ["br-other"]}, "copies.tunnels[0]", "not one of this state's tunnels"),
+    ({"tunnels": ["br-lab-hk", "br-lab-hk"]}, "copies.tunnels[1]", "duplicate"),
+    ({"tunnels": ["br-lab-hk\n"]}, "copies.tunnels[0]", ""),
+    ({"tunnels": "br-lab-hk"}, "copies.tunnels", ""),
+    ({"tunnels": [], "via": "eth0"}, "copies.via", ""),
+    (["br-lab-hk"], "copies", "JSON object"),
+    ({"tunnels": [f"br-{i}" for i in range(300)]}, "copies.tunnels", "too many"),
+]
+
+
+@pytest.mark.parametrize(("copies", "path", "words"), BAD_COPIES,
+                         ids=[repr(b[0])[:40] for b in BAD_COPIES])
+def test_a_bad_copies_field_is_named(copies: Any, path: str, words: str) -> None:
+    with pytest.raises(StateError) as info:
+        parse_state(copied(copies))
+    assert info.value.path == path and words in str(info.value), info.value
+
+
+def test_copies_need_a_realtime_class_and_a_shared_exit() -> None:
+    doc = copied({"tunnels": ["br-lab-hk"]})
+    doc["marking"]["classes"] = doc["marking"]["classes"][:1]  # no realtime
+    with pytest.raises(StateError, match=r"^copies: .*realtime"):
+        parse_state(doc)
+    doc = copied({"tunnels": ["br-lab-hk"]})
+    doc["marking"]["masquerade"] = True  # separate exits: copies would not meet
+    with pytest.raises(StateError, match=r"^copies: .*shared exit"):
+        parse_state(doc)
+    doc = copied({"tunnels": ["br-lab-hk"]})
+    doc["marking"] = None
+    with pytest.raises(StateError, match=r"^copies: "):
+        parse_state(doc)

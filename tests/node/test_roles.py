@@ -109,6 +109,14 @@ def test_an_exit(node: Node) -> None:
     assert "oifname \"up0\" masquerade" in nft
     for link in links:
         assert held[f"rp_filter {link}"].strip().endswith("= 2")
+    # Realtime copies meet here (docs/multipath.md): a table of the ip family (nft dup),
+    # per gateway a set of packets seen from it and of flows whose copies came through
+    # it, replies copied back to it.
+    copies = nft.split("table ip braid_exit_copy {")[1]
+    for i, link in enumerate(links, 1):
+        assert f"set seen_{i} {{" in copies and f"set copy_{i} {{" in copies
+        assert f'dup to ip daddr device "{link}"' in copies
+    assert copies.count('counter name "copies_removed" drop') == len(links)
 
     assert node.apply(state) == []
     assert dump(node) == held
@@ -119,6 +127,7 @@ def test_an_exit(node: Node) -> None:
     assert f"{links[1]}: removed" in changes
     now = dump(node)
     assert links[1] not in now["links"] + now["nft"] + now["routes"]
+    assert "seen_2" not in now["nft"] and "seen_3" in now["nft"]  # marks stay: sets too
     assert "0x200000" not in now["rules"] and "52112" not in now["routes"]
     assert "0x300000/0xf00000 lookup 52113" in now["rules"]
     assert now[f"wireguard {links[0]}"] == held[f"wireguard {links[0]}"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -280,3 +281,18 @@ def test_chunks_left_of_the_view_are_dropped(long_run: LongRun) -> None:
         app.controller.apply(three_paths(t=t + i / 10))
     assert abs(len(graph.layers["rtt"].chunks) - before) <= 1
     assert len(chunk_items(graph, "rtt")) == len(graph.layers["rtt"].chunks)
+
+
+def test_the_window_says_where_realtime_is_copied_and_why(braid: BraidApp, qtbot: QtBot) -> None:
+    braid.show_paths()
+    qtbot.waitUntil(braid.graph.isVisible)
+    s = replace(three_paths(), classes={"realtime": ("hk",), "default": ("hk",)},
+                copies=("tk",), copies_reason="hk loses 3.0 %")
+    braid.controller.apply(s)
+    text = braid.graph._classes.text()
+    assert text.splitlines() == ["Classes — realtime: hk · default: hk",
+                                 "realtime on hk, copied onto tk: hk loses 3.0 %"]
+    braid.controller.apply(replace(s, copies=(), copies_reason="off: the gateways have "
+                                   "separate exits, so a copy would reach the far end from "
+                                   "another address"))
+    assert "separate exits, so a copy" in braid.graph._classes.text()

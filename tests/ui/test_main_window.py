@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pytestqt.qtbot import QtBot
 
 from app.core.model import ConnState
@@ -27,6 +29,11 @@ def test_no_tray_opens_the_main_window_with_the_same_controls(qtbot: QtBot) -> N
     assert w.headline.text() == "<b>Connected · lab-t1</b>"
     assert w.path_line.text() == "via hk: RTT 60 ms, loss 0.0 %"
     assert w.classes.text() == "default: hk"
+    copied = replace(three_paths("hk"), classes={"realtime": ("hk",), "default": ("hk",)},
+                     copies=("tk",), copies_reason="hk loses 3.0 %")
+    braid.controller.apply(copied)
+    assert w.classes.text().splitlines()[-1] == "realtime on hk, copied onto tk: hk loses 3.0 %"
+    braid.controller.apply(three_paths("hk"))
     assert w.icon_label.pixmap().cacheKey() != 0
     assert w.disconnect_button.isEnabled()
     w.disconnect_button.click()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -117,3 +118,20 @@ def test_connect_by_name(app: tuple[BraidApp, EngineBox]) -> None:
     assert box.e.calls == [("connect", Target("office")), ("connect", Target("lab-t1", "t1"))]
     with pytest.raises(BraidError, match=r"no profile named 'nope' \(profiles: lab-t1"):
         braid.connect_named("nope")
+
+
+def test_the_menu_says_where_realtime_is_copied_and_why_not_on_separate_exits(
+        app: tuple[BraidApp, EngineBox]) -> None:
+    braid, _ = app
+    menu = braid.menu
+    base = snap(paths=(path("hk"), path("tk")),
+                classes={"realtime": ("hk",), "default": ("tk",)})
+    braid.controller.apply(replace(base, copies=("tk",), copies_reason="hk loses 3.0 %"))
+    texts = [a.text() for a in menu.class_actions]
+    assert texts == ["realtime: hk", "default: tk", "realtime on hk, copied onto tk"]
+    assert not any(a.isEnabled() for a in menu.class_actions)
+    braid.controller.apply(replace(base, copies_reason=(
+        "off: the gateways have separate exits, so a copy would reach the far end from "
+        "another address")))
+    assert [a.text() for a in menu.class_actions][-1] == \
+        "realtime copies off: the gateways have separate exits"
