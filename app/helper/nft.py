@@ -22,6 +22,7 @@ from app.wire.state import (
     BYPASS_CLASS_MARK,
     DEFAULT_CLASS,
     MARK_MASK,
+    MPTCP_LOCAL_NET,
     NFT_FAMILY,
     NFT_TABLE,
     Marking,
@@ -145,6 +146,11 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
         'oifname "lo" return',
         # Replies of inbound connections must leave the way their requests came.
         "ct direction reply return",
+        # MPTCP subflows from the helper's endpoints are bound to their tunnel and routed
+        # by their source (app/helper/mptcp.py), not by a class: without a path mark, no
+        # flush of a moving class removes their entries (and their translation with
+        # them; an inbound packet without an entry is dropped: a download would stall).
+        f"ip saddr {MPTCP_LOCAL_NET} return",
         # The guard's allowed destinations (the LAN, exclusions) stay unmarked: the
         # guard's rule 5290 sends them to the main table, outside the tunnels.
         *allow_rules(allow, "return"),
