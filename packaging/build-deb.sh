@@ -88,7 +88,8 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
   echo "Priority: optional"
   echo "Depends: $(IFS=,; echo "${deps[*]}" | sed 's/,/, /g')"
   # Keys live in a Secret Service; any of these provides one.
-  echo "Recommends: gnome-keyring | kwalletmanager | keepassxc"
+  # mptcpize: only braid run --mptcp needs it (it says so when it is missing).
+  echo "Recommends: gnome-keyring | kwalletmanager | keepassxc, mptcpize"
   echo "Description: multi-path WireGuard VPN client for Linux desktops"
   echo " Braid keeps several WireGuard tunnels up at once to regional gateways, measures"
   echo " every path all the time and steers each class of traffic onto the path that"

@@ -17,6 +17,7 @@ BIN_DIR=${BRAID_BIN_DIR:-/usr/local/bin}
 APT_PACKAGES=(
   python3 python3-venv
   wireguard-go wireguard-tools nftables iproute2 procps psmisc util-linux conntrack
+  mptcpize  # braid run --mptcp: makes a program's TCP sockets MPTCP (docs/multipath.md)
   dbus-daemon dbus-user-session gnome-keyring
   xvfb trayer x11-utils imagemagick xdotool fonts-dejavu-core
   libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3

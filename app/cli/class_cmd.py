@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -21,8 +20,14 @@ from app.wire.classes import APP_CLASSES
 CLASS_HELP = ("realtime (calls: the best path), bulk (transfers: off realtime's path), "
               "default, or bypass (outside the tunnels, on purpose)")
 APP_HELP = "a program's path, a command on PATH, or a .desktop file"
-MPTCP_HELP = ("bulk only: record the wish for MPTCP (one flow over every path); MPTCP "
-              "itself is not implemented yet, so the program runs as plain bulk")
+MPTCP_HELP = ("bulk only: the program's TCP connections are MPTCP, one subflow through "
+              "every healthy tunnel (a far end that does not speak MPTCP gets plain TCP "
+              "on one path); braid run does it with mptcpize (Debian package mptcpize)")
+PIN_MPTCP_HELP = ("bulk only: save the wish for MPTCP with the rule; a socket cannot become "
+                  "MPTCP after it is made, so start the app with braid run --mptcp for it")
+# mptcpize (Debian's mptcpize package) makes a program's TCP sockets MPTCP by LD_PRELOAD:
+# Linux makes a socket MPTCP only when it is created with IPPROTO_MPTCP.
+MPTCPIZE = "mptcpize"
 
 
 def _lab_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -53,7 +58,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
                     "already has stay where they are: restart it to move all of them.")
     p.add_argument("app", metavar="APP", help=APP_HELP)
     p.add_argument("--class", dest="cls", required=True, metavar="CLASS", help=CLASS_HELP)
-    p.add_argument("--mptcp", action="store_true", help=MPTCP_HELP)
+    p.add_argument("--mptcp", action="store_true", help=PIN_MPTCP_HELP)
     _lab_arg(p, "move its running processes")
     p.set_defaults(handler=run_pin)
 
@@ -84,9 +89,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def _mptcp(cls: str, mptcp: bool) -> None:
     if mptcp and cls != "bulk":
         raise BraidError("--mptcp is for the bulk class", "use --class bulk, or drop --mptcp")
-    if mptcp:
-        print("braid: --mptcp recorded; MPTCP itself is not implemented yet: the program's "
-              "traffic is plain bulk", file=sys.stderr)
+
+
+def _mptcpize() -> str:
+    found = shutil.which(MPTCPIZE)
+    if found is None:
+        raise BraidError("--mptcp needs mptcpize, which is not installed",
+                         "install it (Debian, Ubuntu: apt-get install mptcpize), or drop "
+                         "--mptcp")
+    return found
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -100,6 +111,11 @@ def run_run(args: argparse.Namespace) -> int:
         raise BraidError(f"no program {command[0]!r} found",
                          "give its path, or a command on PATH")
     _mptcp(args.cls, args.mptcp)
+    argv = [command[0], *command[1:]]
+    if args.mptcp:
+        # mptcpize execs the program with its wrapper preloaded: it too starts in the
+        # class, so the program's first socket is already there and already MPTCP.
+        program, argv = _mptcpize(), [MPTCPIZE, "run", program, *command[1:]]
     place = classes.where(args.lab)
     if place.netns is not None:
         enter_netns(place.netns)
@@ -107,7 +123,7 @@ def run_run(args: argparse.Namespace) -> int:
     # socket is already in the class.
     classes.move(place.helper_socket, [os.getpid()], args.cls)
     try:
-        os.execv(program, [command[0], *command[1:]])
+        os.execv(program, argv)
     except OSError as exc:
         raise BraidError(f"cannot start {program}: {exc.strerror}",
                          "check that it is a program you may run") from None
@@ -125,6 +141,9 @@ def run_pin(args: argparse.Namespace) -> int:
     assert p.rule is not None
     was = f" (was {p.replaced.cls})" if p.replaced and p.replaced.cls != p.rule.cls else ""
     print(f"braid: pinned {p.rule.exe} as {p.rule.cls}{was}")
+    if p.rule.mptcp:
+        print("braid: MPTCP recorded: its connections are MPTCP when it is started with "
+              f"braid run --class bulk --mptcp -- {p.rule.exe}")
     _said(p, args.cls)
     return 0
 

@@ -120,6 +120,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--reverse", action="store_true", help="server to client")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after (seconds)")
     p.add_argument("--baseline", action="store_true", help="through the baseline tunnel")
+    p.add_argument("--mptcp", action="store_true",
+                   help="MPTCP connections: one subflow per healthy tunnel (the server "
+                        "speaks MPTCP; docs/multipath.md)")
     json_arg(p)
     p.set_defaults(handler=cmd_transfer)
 
@@ -371,7 +374,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     require_braid_up(args.name, args.baseline)
     result = transfer(args.name, size_mb=args.size, flows=args.flows, reverse=args.reverse,
-                      timeout=args.timeout, baseline=args.baseline)
+                      timeout=args.timeout, baseline=args.baseline, mptcp=args.mptcp)
     if args.json:
         _print_json(result.to_json())
     else:
@@ -379,6 +382,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         print(f"transfer {result.direction}: {result.done_bytes / 1e6:.1f} of "
               f"{result.size_bytes / 1e6:.1f} MB over {result.flows} flow(s) in "
               f"{result.seconds:.2f} s: {result.mbit_s:.1f} Mbit/s ({state})")
+        if args.mptcp:
+            print("  the server saw " + (f"MPTCP, up to {result.mptcp_subflows} subflow(s)"
+                                         if result.mptcp_subflows is not None else
+                                         "plain TCP (or, downloading, did not say)"))
     return 0 if result.completed else 1
 
 

@@ -41,6 +41,9 @@ from app.wire.state import (
     MAX_DNS_DOMAINS,
     MAX_DNS_SERVERS,
     MAX_GUARD_ALLOW,
+    MPTCP_ID_MIN,
+    MPTCP_LIMIT_MAX,
+    MPTCP_LOCAL_NET,
     CopyState,
     DesiredState,
     DnsSplit,
@@ -48,6 +51,8 @@ from app.wire.state import (
     GuardState,
     MarkClass,
     Marking,
+    MptcpEndpoint,
+    MptcpState,
     Nexthop,
     PeerState,
     RouteState,
@@ -60,6 +65,7 @@ TABLE_BASE = 52000
 SRC_RULE_BASE = 5200
 SPLIT_RULE_BASE = 5230  # 5230 + i: a split gateway's prefixes
 MARK_RULE_BASE = 5250
+MPTCP_RULE_BASE = 5215  # 5215 + i: path i's MPTCP subflows into its table
 CLOSED_MARK = 14 << MARK_SHIFT  # 0x0E000000
 CLOSED_RULE_PRIORITY = 5299
 ICMP = 1
@@ -261,6 +267,7 @@ def build_state(
     dns: DnsState | None = None,
     copies: Sequence[str] | None = None,
     spread: Sequence[str] = (),
+    mptcp: Collection[str] | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
 
@@ -279,6 +286,8 @@ def build_state(
     table at all (docs/multipath.md).
     ``spread``: bulk spreading's slots, a path name each (app/core/spread.py); only
     usable paths' slots are kept, and fewer than two paths left mean no spread.
+    ``mptcp``: the paths (names) that get an MPTCP subflow endpoint now, the healthy
+    ones (docs/multipath.md, "MPTCP"); None: no MPTCP state at all.
     """
     check_paths(paths, shared_exit)
     by_name = {p.name: p for p in paths}
@@ -350,10 +359,35 @@ def build_state(
         # Only split gateways: what is not theirs goes outside the tunnels on purpose,
         # so nothing is classified and there is no kill switch to hold it back.
         marking, guard, copy_state = None, None, None
+    mptcp_state = None
+    if mptcp is not None and marking is not None:
+        mptcp_rules, mptcp_state = mptcp_plan(paths, mptcp)
+        rules += mptcp_rules
     if guard is not None:
         guard = outside_dns(guard, dns)
     return DesiredState(persistent, tunnels, tables, tuple(rules), marking, guard, dns,
-                        copy_state)
+                        copy_state, mptcp_state)
+
+
+def mptcp_address(index: int) -> str:
+    """Path ``index``'s MPTCP subflow address: local to this machine, translated to the
+    tunnel's own address as the subflow leaves (the helper's, app/helper/mptcp.py)."""
+    return str(ipaddress.ip_network(MPTCP_LOCAL_NET)[index])
+
+
+def mptcp_plan(paths: Sequence[PathSpec], healthy: Collection[str]
+               ) -> tuple[list[RuleState], MptcpState]:
+    """A rule per full IPv4 path sending its subflow address into its table (kept while
+    the path is down: it routes nothing then), an endpoint per healthy one, and room for
+    one subflow per endpoint beside the connection's first."""
+    able = [p for p in paths if p.full and any(
+        ipaddress.ip_interface(a).version == 4 for a in p.host_addresses)][:MPTCP_LIMIT_MAX]
+    rules = [RuleState(MPTCP_RULE_BASE + p.index, f"{mptcp_address(p.index)}/32", None, None,
+                       "lookup", p.table) for p in able]
+    endpoints = tuple(MptcpEndpoint(MPTCP_ID_MIN + p.index, p.interface,
+                                    mptcp_address(p.index))
+                      for p in able if p.name in healthy)
+    return rules, MptcpState(endpoints, subflows=len(endpoints), add_addr_accepted=0)
 
 
 def without_flush(state: DesiredState) -> DesiredState:

@@ -327,7 +327,7 @@ class Steering:
                             dns=self.dns(), bulk_after_mb=self.bulk_after_mb,
                             copies=None if self.copier is None or not self.shared_exit else
                             tuple(by_name[n].spec.interface for n in copies),
-                            spread=self.spread_slots())
+                            spread=self.spread_slots(), mptcp=usable)
         plain = without_flush(state)
         must_send = prev is None or plain != prev.state or bool(flush) or left_closed
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,

@@ -23,6 +23,7 @@ from app.wire.state import (
     DEFAULT_CLASS,
     MARK_MASK,
     MARK_SHIFT,
+    MPTCP_LOCAL_NET,
     NFT_FAMILY,
     NFT_TABLE,
     Marking,
@@ -165,6 +166,11 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
         # flow picked up mid-stream from a tunnel (input chain) is one of ours seen the
         # wrong way round: its "replies" are the client's own packets, classified.
         f"ct direction reply ct label != {LABEL_PICKED_UP} return",
+        # MPTCP subflows from the helper's endpoints are bound to their tunnel and routed
+        # by their source (app/helper/mptcp.py), not by a class: without a path mark, no
+        # flush of a moving class removes their entries (and their translation with
+        # them; an inbound packet without an entry is dropped: a download would stall).
+        f"ip saddr {MPTCP_LOCAL_NET} return",
         # The guard's allowed destinations (the LAN, exclusions) stay unmarked: the
         # guard's rule 5290 sends them to the main table, outside the tunnels.
         *allow_rules(allow, "return"),

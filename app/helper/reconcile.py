@@ -21,7 +21,7 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
-from app.helper import conntrack, copies, guard, netlink, nft, procs, uapi
+from app.helper import conntrack, copies, guard, mptcp, netlink, nft, procs, uapi
 from app.helper.backend import Backend, UserspaceBackend, choose
 from app.helper.classes import Classes
 from app.helper.dns import RESOLV_CONF, DnsManager
@@ -91,6 +91,7 @@ class Reconciler:
         # view of cgroup v2 (main.py makes it) they are off and the marking works alone.
         self.classes = classes if classes is not None else Classes(None)
         self._acct = conntrack.Accounting()
+        self.mptcp = mptcp.Mptcp()  # endpoints per tunnel (app/helper/mptcp.py)
         self.journal = Journal(self.dir)
         # The system's DNS (app/helper/dns.py); resolv_conf: dns.check_target's.
         self.dns = DnsManager(self.dir, dns, resolv_conf)
@@ -263,7 +264,11 @@ class Reconciler:
                 changes += await netlink.add_rules(ipr, want_rules, have_rules)
                 changes += self._acct.want(new.marking is not None
                                            and new.marking.bulk_after_bytes is not None)
+                # MPTCP endpoints go before the table translating their addresses does,
+                # and come after it (app/helper/mptcp.py: what leaks if we die here).
+                changes += await self.mptcp.drop(ipr, new.mptcp, index)
                 changes += self._ensure_nft(new)
+                changes += await self.mptcp.put(ipr, new.mptcp, index)
                 changes += await self._flush(new)
                 # DNS once its servers are routed (and while links it reverts still exist).
                 changes += await self.dns.apply(new.dns, index)
@@ -300,7 +305,9 @@ class Reconciler:
                 tunnel.addresses,
                 tunnel.effective_mtu,
                 link,
-                addrs.get(link.index, set()) if link else set(),
+                # Without MPTCP's addresses (app/helper/mptcp.py keeps them).
+                {a for a in addrs.get(link.index, set()) if not mptcp.owns(a)}
+                if link else set(),
             )
         return changes
 
@@ -321,6 +328,8 @@ class Reconciler:
             nft.TABLE: None if state.marking is None else nft.render(
                 state.marking, names, allow, groups, addresses, copies=state.copies is not None),
             copies.TABLE: None if state.copies is None else copies.render(state.copies, names),
+            mptcp.TABLE: None if state.mptcp is None else mptcp.render(state.mptcp,
+                                                                       state.tunnels),
             guard.TABLE: None if state.guard is None else guard.render(
                 state.guard, state.tunnels, bypass_class=groups is not None,
                 dns=state.dns is not None),
@@ -446,7 +455,7 @@ class Reconciler:
                     if not link.up or link.mtu != t.effective_mtu:
                         out.append(f"link {t.name} is down or has another MTU")
                     want = {str(ipaddress.ip_interface(a)) for a in t.addresses}
-                    if addrs.get(link.index, set()) != want:
+                    if {a for a in addrs.get(link.index, set()) if not mptcp.owns(a)} != want:
                         out.append(f"addresses of {t.name}")
                 index = {t.name: links[t.name].index for t in state.tunnels if complete}
             else:
@@ -464,6 +473,8 @@ class Reconciler:
                     want_routes |= guard.routes(state.guard, index, fams, state.tunnels)
                 if await netlink.dump_routes(ipr) != want_routes:
                     out.append("routes in Braid's tables")
+            if complete and look("addr"):
+                out += await self.mptcp.drift(ipr, state.mptcp, index)
             if look("rule"):
                 want_rules = netlink.want_rules(state.rules) + self._own_rules(state, fams)
                 if Counter(await netlink.braid_rules(ipr)) != Counter(want_rules):
@@ -545,12 +556,13 @@ class Reconciler:
             "dns": self.dns.journal(),
             "cgroups": self.classes.root if self.classes.active else None,
             "acct_was": self._acct.was,
+            "mptcp_was": None if self.mptcp.was is None else self.mptcp.was.as_list(),
         }
         if doc == self._journaled:
             return
         if not (doc["links"] or doc["rules"] or doc["wireguard_go"] or doc["nft"]
                 or doc["guard"] or doc["dns"] or doc["cgroups"]
-                or doc["acct_was"] is not None):
+                or doc["acct_was"] is not None or doc["mptcp_was"] is not None):
             self.journal.clear()
         else:
             self.journal.write(doc)
@@ -632,7 +644,9 @@ class Reconciler:
                 if not (keep_guard and _is_guard_rule(rule)):
                     await netlink.delete_rule(ipr, rule)
                     found.append(rule.describe())
-        tables = [nft.TABLE, copies.TABLE] + ([] if keep_guard else [guard.TABLE])
+        # MPTCP's endpoints (their subflows close) before the table translating them.
+        found += await self.mptcp.leftovers(doc.get("mptcp_was"))
+        tables = [nft.TABLE, copies.TABLE, mptcp.TABLE] + ([] if keep_guard else [guard.TABLE])
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
         # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
         found += (await self.dns.leftovers(doc, keep=keep_guard))[0]

@@ -40,6 +40,7 @@ START_TIMEOUT = 10.0
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec NS` bind-mounts NETNS_ETC/NS/* over /etc/*
 UPLINK = "srv0"  # a separate-exit gateway's and the exit's link towards the server
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MPTCP_SERVER_SUBFLOWS = 8  # the kernel's most
 
 
 def no_link_local(ns: str) -> None:
@@ -224,6 +225,12 @@ def start_relay(info: LabInfo, scen: Scenario) -> None:
 
 def start_servers(info: LabInfo) -> None:
     ready = info.runtime_dir / "servers.ready"
+    # The far end speaks MPTCP (app/lab/servers.py) and takes a subflow per tunnel of
+    # the client: the kernel's default (2 beyond the first) would refuse a third.
+    # A sysctl-like knob of the server's namespace only.
+    if Path("/proc/sys/net/mptcp").exists():
+        proc.ip("mptcp", "limits", "set", "subflows", str(MPTCP_SERVER_SUBFLOWS),
+                "add_addr_accepted", "0", ns=netns(info.name, "server"))
     _start(info, "server", python_argv("app.lab.servers", "--ready-file", str(ready),
                                        "--dns-counts", str(dns_counts(info, "far"))),
            "servers.log", ready.exists, "the lab's server apps")

@@ -3,7 +3,9 @@
 UDP 9000 echo (stamps its receive time into stream packets, so both one-way delays are
 known), UDP 9001 sink, TCP 9002 bulk source (send the number of bytes wanted as one line;
 it sends them and closes), TCP 9003 sink (reads to EOF, answers "received N"), HTTP 8080
-(GET / and GET /bytes/N), UDP 9004 sticky echo (a far end that, like a call's peer after
+(GET / and GET /bytes/N), the three TCP ones on MPTCP sockets where the kernel has
+MPTCP (a far end that speaks it; a plain TCP client is served as ever, the kernel falls
+back), UDP 9004 sticky echo (a far end that, like a call's peer after
 ICE, answers only the address a stream's first packet came from, and ignores the rest),
 UDP 9005 stream statistics (send "BRSQ" and a stream's flow id; the answer is JSON: what
 the far end saw of it, per the stream's own arrivals: count, the longest gap between two,
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import socket
 import sys
 import time
 from collections import OrderedDict
@@ -36,6 +39,8 @@ SERVER_ADDRESS = "198.18.200.1"
 SERVER_ADDRESS6 = "2001:2:0:200::1"  # with --ipv6: every app answers there too
 ECHO_PORT, SINK_PORT, BULK_PORT, TCP_SINK_PORT, HTTP_PORT = 9000, 9001, 9002, 9003, 8080
 STICKY_PORT, STATS_PORT = 9004, 9005
+# Linux's MPTCP (IPPROTO_MPTCP, SOL_MPTCP, MPTCP_INFO): Python 3.11 names only the first.
+IPPROTO_MPTCP, SOL_MPTCP, MPTCP_INFO = 262, 284, 1
 STATS_QUERY = b"BRSQ"
 MAX_SOURCES = 16  # per flow, in the statistics
 CHUNK = bytes(256 * 1024)
@@ -169,12 +174,30 @@ async def bulk_source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.close()
 
 
+def subflows(sock: socket.socket | None) -> int | None:
+    """How many subflows an MPTCP connection has (MPTCP_INFO's first field counts the
+    extra ones); None: plain TCP (a client that does not speak MPTCP, or no MPTCP)."""
+    if sock is None or sock.proto != IPPROTO_MPTCP:
+        return None
+    try:
+        info = sock.getsockopt(SOL_MPTCP, MPTCP_INFO, 64)
+    except OSError:  # fell back to TCP
+        return None
+    return 1 + info[0] if info else None
+
+
 async def tcp_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    total = 0
+    """Reads to EOF and answers "received N", and with an MPTCP client "received N
+    mptcp K": K, the most subflows the connection had while it was read."""
+    total, most = 0, None
+    sock = writer.get_extra_info("socket")
     with contextlib.suppress(OSError):
         while chunk := await reader.read(1 << 18):
             total += len(chunk)
-        writer.write(f"received {total}\n".encode())
+            now = subflows(sock)
+            most = now if most is None or (now or 0) > most else most
+        tail = "" if most is None else f" mptcp {most}"
+        writer.write(f"received {total}{tail}\n".encode())
         await writer.drain()
     writer.close()
 
@@ -206,10 +229,29 @@ async def _listen(address: str, flows: Flows) -> list[asyncio.Server]:
     await loop.create_datagram_endpoint(lambda: Stats(flows), local_addr=(address, STATS_PORT))
     await loop.create_datagram_endpoint(Sink, local_addr=(address, SINK_PORT))
     return [
-        await asyncio.start_server(bulk_source, address, BULK_PORT),
-        await asyncio.start_server(tcp_sink, address, TCP_SINK_PORT),
-        await asyncio.start_server(http, address, HTTP_PORT),
+        await asyncio.start_server(bulk_source, sock=listener(address, BULK_PORT)),
+        await asyncio.start_server(tcp_sink, sock=listener(address, TCP_SINK_PORT)),
+        await asyncio.start_server(http, sock=listener(address, HTTP_PORT)),
     ]
+
+
+def listener(address: str, port: int) -> socket.socket:
+    """A listening MPTCP socket (it serves plain TCP clients too), or a TCP one where
+    the kernel has no MPTCP (or net.mptcp.enabled is 0)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    except OSError:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve(ready_file: Path | None, dns_counts: Path | None = None) -> None:

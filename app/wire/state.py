@@ -54,6 +54,16 @@ NFT_GUARD_TABLE = "braid_guard"
 # copies and their removal live in a table of their own next to `inet braid`.
 NFT_COPY_FAMILY, NFT_COPY_TABLE = "ip", "braid_copy"
 MAX_GUARD_ALLOW = 64
+# MPTCP (docs/multipath.md, "MPTCP"): each tunnel's subflow endpoint is a local-only
+# address of Braid's from this block (IETF protocol assignments, never routed), put on
+# the tunnel with link scope (never chosen as an ordinary flow's source) and translated
+# to the tunnel's inner address as its subflow leaves. The kernel refuses two endpoints
+# with one address, and a shared exit gives every tunnel the same one. Braid's endpoints
+# have ids in MPTCP_ID_MIN..MAX; the kernel holds at most 8 of its limits each.
+MPTCP_LOCAL_NET = "192.0.0.224/27"
+MPTCP_ID_MIN, MPTCP_ID_MAX = 200, 231
+MPTCP_LIMIT_MAX = 8
+NFT_MPTCP_FAMILY, NFT_MPTCP_TABLE = "ip", "braid_mptcp"
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 # Size limits: generous for any real profile, small enough that a state is cheap
@@ -228,6 +238,28 @@ class CopyState:
 
 
 @dataclass(frozen=True)
+class MptcpEndpoint:
+    """One tunnel's MPTCP subflow endpoint: ``address`` (in MPTCP_LOCAL_NET) is put on
+    ``dev`` and translated to the tunnel's IPv4 address as it leaves; the kernel opens a
+    subflow of every MPTCP connection from it, bound to ``dev``."""
+
+    id: int
+    dev: str
+    address: str  # a host address, no prefix: "192.0.0.224"
+
+
+@dataclass(frozen=True)
+class MptcpState:
+    """Kernel MPTCP (docs/multipath.md, "MPTCP"): an endpoint per healthy tunnel, and the
+    path manager's limits: extra subflows per connection, addresses a server may
+    announce that are taken up."""
+
+    endpoints: tuple[MptcpEndpoint, ...] = ()
+    subflows: int = 0
+    add_addr_accepted: int = 0
+
+
+@dataclass(frozen=True)
 class DesiredState:
     persistent: bool = False
     tunnels: tuple[TunnelState, ...] = ()
@@ -237,6 +269,7 @@ class DesiredState:
     guard: GuardState | None = None
     dns: DnsState | None = None
     copies: CopyState | None = None  # only with a marking that has realtime
+    mptcp: MptcpState | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form (the inverse of :func:`parse_state`). Without DNS the field is
@@ -249,6 +282,8 @@ class DesiredState:
             del doc["copies"]
         if doc["marking"] is not None and not doc["marking"]["spread"]:
             del doc["marking"]["spread"]  # the same: a state without spreading reads as before
+        if doc["mptcp"] is None:
+            del doc["mptcp"]  # likewise
         return d.plain(doc)  # type: ignore[no-any-return]
 
     def dumps(self) -> str:
@@ -273,7 +308,7 @@ def parse_state(doc: Any) -> DesiredState:
     """Validate a decoded JSON document field by field; raise StateError on the first
     wrong field."""
     top = d.obj(doc, "", {"persistent", "tunnels", "tables", "rules", "marking", "guard",
-                          "dns", "copies"})
+                          "dns", "copies", "mptcp"})
     persistent = d.boolean(top.get("persistent", False), "persistent")
     tunnels = d.each(top.get("tunnels", []), "tunnels", MAX_TUNNELS, _tunnel)
     d.unique([t.name for t in tunnels], "tunnels", "name")
@@ -295,7 +330,9 @@ def parse_state(doc: Any) -> DesiredState:
     dns = None if dns_doc is None else parse_dns(dns_doc, "dns", names, guard)
     copies_doc = top.get("copies")
     copies = None if copies_doc is None else _copies(copies_doc, "copies", names, marking)
-    return DesiredState(persistent, tunnels, tables, rules, marking, guard, dns, copies)
+    mptcp_doc = top.get("mptcp")
+    mptcp = None if mptcp_doc is None else _mptcp(mptcp_doc, "mptcp", tunnels, tables, rules)
+    return DesiredState(persistent, tunnels, tables, rules, marking, guard, dns, copies, mptcp)
 
 
 def parse_dns(doc: Any, path: str, tunnels: set[str],
@@ -392,6 +429,55 @@ def _copies(doc: Any, path: str, tunnels: set[str], marking: Marking | None) -> 
     return CopyState(names)
 
 
+def _mptcp(doc: Any, path: str, tunnels: tuple[TunnelState, ...],
+           tables: tuple[TableState, ...], rules: tuple[RuleState, ...]) -> MptcpState:
+    obj = d.obj(doc, path, {"endpoints", "subflows", "add_addr_accepted"})
+    by_name = {t.name: t for t in tunnels}
+    endpoints = d.each(obj.get("endpoints", []), f"{path}.endpoints", MPTCP_LIMIT_MAX,
+                       lambda e, p: _mptcp_endpoint(e, p, by_name, tables, rules))
+    d.unique([e.id for e in endpoints], f"{path}.endpoints", "id")
+    d.unique([e.dev for e in endpoints], f"{path}.endpoints", "dev")
+    d.unique([e.address for e in endpoints], f"{path}.endpoints", "address")
+    return MptcpState(
+        endpoints,
+        d.integer(obj.get("subflows", 0), f"{path}.subflows", 0, MPTCP_LIMIT_MAX),
+        d.integer(obj.get("add_addr_accepted", 0), f"{path}.add_addr_accepted", 0,
+                  MPTCP_LIMIT_MAX),
+    )
+
+
+def _mptcp_endpoint(doc: Any, path: str, tunnels: dict[str, TunnelState],
+                    tables: tuple[TableState, ...], rules: tuple[RuleState, ...]
+                    ) -> MptcpEndpoint:
+    obj = d.obj(doc, path, {"id", "dev", "address"}, {"id", "dev", "address"})
+    ep_id = d.integer(obj["id"], f"{path}.id", MPTCP_ID_MIN, MPTCP_ID_MAX)
+    dev = check_iface(obj["dev"], f"{path}.dev")
+    tunnel = tunnels.get(dev)
+    if tunnel is None:
+        raise StateError(f"{path}.dev", f"{dev!r} is not one of this state's tunnels")
+    if not any(ipaddress.ip_interface(a).version == 4 for a in tunnel.addresses):
+        raise StateError(f"{path}.dev", f"{dev} has no IPv4 address to translate its "
+                                        "subflows to")
+    text = d.string(obj["address"], f"{path}.address", 16)
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise StateError(f"{path}.address", f"{text!r} is not an IPv4 address") from None
+    if address not in ipaddress.ip_network(MPTCP_LOCAL_NET):
+        raise StateError(f"{path}.address", f"{address} is not in Braid's MPTCP block "
+                                            f"{MPTCP_LOCAL_NET}")
+    # Without a rule into the tunnel's own table the subflow, bound to the tunnel, would
+    # find no route (its class's mark leads to another table): say so here, not later.
+    into = {t.id for t in tables if any(
+        tuple(h.dev for h in r.nexthops) == (dev,) and r.dst == "0.0.0.0/0" for r in t.routes)}
+    if not any(r.src == f"{address}/32" and r.action == "lookup" and r.table in into
+               and r.fwmark is None and r.dst is None and r.ipproto is None for r in rules):
+        raise StateError(f"{path}.address", f"no rule sends {address} into {dev} (a lookup "
+                                            f"rule from {address}/32 to a table whose default "
+                                            f"route is {dev})")
+    return MptcpEndpoint(ep_id, dev, str(address))
+
+
 def parse_guard(doc: Any, path: str, tunnels: set[str]) -> GuardState:
     """The guard's fields (also how a restarted helper reads the one it journaled)."""
     obj = d.obj(doc, path, {"allow", "via"})
@@ -440,7 +526,11 @@ def _interface_address(value: Any, path: str) -> str:
         raise StateError(path, f"{text!r} needs a prefix length (like 198.19.0.2/32)")
     # One host, added without a prefix route: a /24 would route a whole network onto
     # the tunnel behind the rules' back (and claim addresses that are not Braid's).
-    return d.field(text, path, fields.check_host_address)
+    address = d.field(text, path, fields.check_host_address)
+    if ipaddress.ip_interface(address).ip in ipaddress.ip_network(MPTCP_LOCAL_NET):
+        raise StateError(path, f"{address} is in Braid's MPTCP block {MPTCP_LOCAL_NET} "
+                               "(the helper's own subflow addresses)")
+    return address
 
 
 def _network(value: Any, path: str, *, strict: bool) -> str:
@@ -670,11 +760,17 @@ __all__ = [
     "MAX_DNS_DOMAINS",
     "MAX_DNS_SERVERS",
     "MAX_SPREAD_SLOTS",
+    "MPTCP_ID_MAX",
+    "MPTCP_ID_MIN",
+    "MPTCP_LIMIT_MAX",
+    "MPTCP_LOCAL_NET",
     "MTU_MAX",
     "MTU_MIN",
     "NFT_COPY_FAMILY",
     "NFT_COPY_TABLE",
     "NFT_GUARD_TABLE",
+    "NFT_MPTCP_FAMILY",
+    "NFT_MPTCP_TABLE",
     "PATH_MARKS",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
@@ -687,6 +783,8 @@ __all__ = [
     "GuardState",
     "MarkClass",
     "Marking",
+    "MptcpEndpoint",
+    "MptcpState",
     "Nexthop",
     "PeerState",
     "RouteState",

@@ -188,3 +188,22 @@ def test_ipv6_goes_into_a_tunnel_only_where_the_gateway_gives_it() -> None:
     state = build_state([v6, v4], {"default": "hk"}, usable={"hk", "tyo"})
     assert [r.dst for r in state.tables[0].routes] == ["0.0.0.0/0", "::/0"]
     assert [r.dst for r in state.tables[1].routes] == ["0.0.0.0/0"]  # no IPv6 address
+
+
+def test_mptcp_endpoints_follow_the_healthy_paths() -> None:
+    """An endpoint per healthy path (its subflow address 192.0.0.224 + i), a rule per
+    path from that address into its table whether healthy or not, and room for a subflow
+    per endpoint: what the helper accepts as is (docs/multipath.md, "MPTCP")."""
+    shared = [PathSpec(**{**p.__dict__, "addresses": ("10.77.0.2/32",),
+                          "probe_target": f"10.77.{10 + p.index}.1"}) for p in PATHS]
+    state = build_state(shared, {"default": "hk"}, usable={"hk", "sgp"}, shared_exit=True,
+                        mptcp={"hk", "sgp"})
+    assert parse_state(state.to_json()) == state
+    assert state.mptcp is not None
+    assert [(e.id, e.dev, e.address) for e in state.mptcp.endpoints] == [
+        (200, "br-t-hk", "192.0.0.224"), (202, "br-t-sgp", "192.0.0.226")]
+    assert (state.mptcp.subflows, state.mptcp.add_addr_accepted) == (2, 0)
+    into = [(r.priority, r.src, r.table) for r in state.rules if 5215 <= r.priority < 5230]
+    assert into == [(5215, "192.0.0.224/32", 52000), (5216, "192.0.0.225/32", 52001),
+                    (5217, "192.0.0.226/32", 52002)]
+    assert build_state(shared, {"default": "hk"}, usable={"hk"}).mptcp is None  # not asked

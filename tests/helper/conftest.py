@@ -275,9 +275,21 @@ def braid_leftovers(ns: str) -> list[str]:
             if m and 52000 <= int(m.group(1)) <= 52099:
                 left.append(f"route {line.strip()}")
     tables = ns_run(ns, "nft", "list", "tables").splitlines()
-    left += [f"nft {t}" for t in ("table inet braid", "table inet braid_guard") if t in tables]
+    left += [f"nft {t}" for t in ("table inet braid", "table inet braid_guard",
+                                  "table ip braid_mptcp") if t in tables]
     left += [f"wireguard-go {k} ({v})" for k, v in wireguard_go_in(ns).items()]
+    left += [f"mptcp endpoint {e}" for e in mptcp_endpoints(ns)]
     return left
+
+
+def mptcp_endpoints(ns: str) -> list[str]:
+    """Braid's MPTCP endpoints in ``ns`` (ids 200-231), as `ip mptcp endpoint` shows them."""
+    out = []
+    for line in ns_run(ns, "ip", "mptcp", "endpoint", "show").splitlines():
+        m = re.search(r"\bid (\d+)\b", line)
+        if m and 200 <= int(m.group(1)) <= 231:
+            out.append(line.strip())
+    return out
 
 
 def raw_request(sock: Path, payload: bytes, timeout: float = 10.0) -> dict[str, Any] | None:
