@@ -19,7 +19,7 @@ bulk`, so Braid spreads its flows, docs/multipath.md "Bulk spreading"):
   rate limits count outer IP bytes: at most 92.4 % of a rate is TCP payload, bench_relay);
   ``bytes_share``: how the tunnels' bytes split between the paths;
 - one TCP flow: it rides one path (per-flow spreading never splits a flow);
-- MPTCP, one flow: a hook, measured only once app/lab has an MPTCP transfer;
+- MPTCP, one flow: one connection, a subflow per healthy tunnel (the far end speaks it);
 - the baseline: the same transfers through a plain WireGuard tunnel through the best
   single path (the lab's baseline node), in the same run.
 The engine steers only bulk and default here: with realtime steered, bulk keeps off
@@ -29,7 +29,6 @@ realtime's path (one row shows what that costs on ``three``).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import subprocess
@@ -152,13 +151,11 @@ def measured(lab: topology.LabInfo, size_mb: float, flows: int, reverse: bool, *
 
 
 def mptcp_flow(lab: topology.LabInfo, size_mb: float) -> dict[str, Any] | None:
-    """One MPTCP flow (a subflow per tunnel): measured once app/lab's transfer speaks
-    MPTCP (the MPTCP work, issue 12 item 3); until then no figure at all."""
-    if "mptcp" not in inspect.signature(transfer.transfer).parameters:
-        print("  mptcp, 1 flow: not measured: MPTCP not built")
-        return None
-    r = transfer.transfer(lab.name, size_mb=size_mb, flows=1, mptcp=True)  # type: ignore[call-arg]
-    return {"goodput_mbit_s": r.mbit_s, "completed": r.completed, "seconds": r.seconds}
+    """One MPTCP connection (the client's kernel opens a subflow per healthy tunnel;
+    the far end speaks MPTCP): app.lab.transfer.one_mptcp_flow."""
+    r = transfer.one_mptcp_flow(lab.name, size_mb=size_mb)
+    return {"goodput_mbit_s": r.mbit_s, "completed": r.completed, "seconds": r.seconds,
+            "subflows": r.mptcp_subflows}
 
 
 ROWS = [("up6", 6, False), ("down6", 6, True), ("one", 1, False)]

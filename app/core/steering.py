@@ -21,9 +21,10 @@ Whose flows move (the flush policy):
   flows along on a shared exit. Not flushed: a spread path that scores 0 (bulk is TCP,
   whose congestion control copes with loss) and, on a shared exit, a path another class
   leaves voluntarily while bulk is spread over it (a flush is by path mark, so it would
-  re-deal bulk's flows too). A flush on a shared exit stalls a download whose client
-  only receives: its entry gone, the server's next packets arrive as "new" and nft.py's
-  input chain drops them (checked in the lab, docs/multipath.md).
+  re-deal bulk's flows too). A flushed download whose client only receives lives on
+  where its path does (nft.py's input chain takes its next segment and classifies the
+  client's answers), not where it died: the exit keeps answering into the dead path
+  (docs/multipath.md, "Still open").
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Steering:
                 detection = by_name[decision.from_path].last_detection_s
             spreading = decider.cls == BULK and self.spread_verdict is not None
             # A flush is by path mark: it would also re-deal the bulk flows spread onto
-            # the path a class leaves (and stall their downloads: docs/multipath.md). So
+            # the path a class leaves (docs/multipath.md, "Bulk spreading"). So
             # on a shared exit a voluntary move off a spread path leaves the running
             # flows where they are, as on separate exits; a lossy path's still go.
             spread_here = decision.from_path in self.spread_paths()
