@@ -35,6 +35,7 @@ from app.core.targets import ConnectTarget, lab_profile_name
 from app.lab import control, stream, topology
 from app.lab.topology import LabInfo
 from benchmarks.enginelab import Watch, lab_name, wait_for
+from benchmarks.record import Run
 
 PPS, SIZE, DURATION, KILL_AT = 200, 200, 12.0, 5.0
 
@@ -139,13 +140,28 @@ def one_run(mode: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--modes", default="off,auto,always")
     args = parser.parse_args()
-    for _ in range(args.runs):
-        for mode in args.modes.split(","):
-            print(json.dumps(one_run(mode)), flush=True)
+    with Run("bench_copies", vars(args)) as run:
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.runs):
+            for mode in args.modes.split(","):
+                one = one_run(mode)
+                print(json.dumps(one), flush=True)
+                runs.setdefault(mode, []).append(one)
+        for mode, rs in runs.items():
+            run.figures[mode] = {
+                "runs": len(rs),
+                "far_end_got": [r["far_end_unique"] for r in rs], "sent": rs[0]["sent"],
+                "far_end_duplicates": sum(r["far_end_duplicates"] or 0 for r in rs),
+                "cost_x": [r["tunnel_bytes_over_call"] for r in rs],
+            }
+            got = ", ".join(str(g) for g in run.figures[mode]["far_end_got"])
+            print(f"copies {mode}: the far end got {got} of {rs[0]['sent']} "
+                  f"({run.figures[mode]['far_end_duplicates']} duplicates); tunnels carried "
+                  f"{', '.join(str(c) for c in run.figures[mode]['cost_x'])}x the call")
     return 0
 
 

@@ -30,6 +30,7 @@ ALL = [
     ("bench_engine_cost", ["--seconds", "60"], ["--seconds", "10"]),
     ("bench_user_view", ["--seconds", "90"], ["--seconds", "15"]),
     ("bench_aggregation", ["--runs", "3"], ["--runs", "1", "--size", "10"]),
+    ("bench_copies", ["--runs", "3"], ["--runs", "1"]),
     ("bench_flaps", ["--minutes", "10"], ["--minutes", "2"]),
     ("bench_false_alarms", ["--minutes", "10"], ["--minutes", "1.5"]),
     ("bench_ui", ["--rounds", "3"], ["--rounds", "1"]),

@@ -34,7 +34,7 @@ ROWS = [
     ("bench_faults", "--seconds 12"),
     ("bench_relay", "--runs 3"), ("bench_ui", "--rounds 3"),
     ("bench_classes", "--starts 200 --runs 30"), ("bench_class_load", "--seconds 30"),
-    ("bench_aggregation", "--runs 3"),
+    ("bench_aggregation", "--runs 3"), ("bench_copies", "--runs 3"),
 ]
 
 
@@ -277,6 +277,14 @@ def faults(f: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def copies_fig(f: dict[str, Any]) -> str:
+    return "a call through its path's death on cn-us: " + "; ".join(
+        f"copies {mode}: the far end got {', '.join(str(g) for g in v.get('far_end_got', []))}"
+        f" of {v.get('sent')} ({v.get('far_end_duplicates')} duplicates), tunnels "
+        f"{'/'.join(str(c) for c in v.get('cost_x', []))}x the call"
+        for mode, v in f.items())
+
+
 def class_load(f: dict[str, Any]) -> str:
     def call(k: str) -> str:
         v = f.get(k) or {}
@@ -330,7 +338,7 @@ SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
     "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
     "bench_class_load": class_load, "bench_faults": faults,
-    "bench_aggregation": aggregation,
+    "bench_aggregation": aggregation, "bench_copies": copies_fig,
 }
 
 
