@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from app.helper.main import main
+from app.wire.version import package_version
 from tests.helper.conftest import REPO
 
 
@@ -22,6 +23,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def run_as_nobody(*args: str) -> tuple[int, str]:
     """main() in a forked child that dropped to nobody (who cannot exec root's Python)."""
     pw = pwd.getpwnam("nobody")
+    # What main() imports lazily (--version's metadata reader), imported here: nobody
+    # cannot read root's Python library, and the child only inherits what is loaded.
+    package_version()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
