@@ -12,6 +12,7 @@ from app.core.model import EventKind
 from app.lab import control, stream, topology, transfer
 from app.lab.topology import LabInfo
 from tests.engine.conftest import Connected
+from tests.engine.leaks import count_leaks
 from tests.util import wait_until
 
 
@@ -48,6 +49,7 @@ def test_a_tcp_download_lives_through_a_flush_of_its_flow(
     c = connect(lab)
     wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
     ns = topology.netns(lab.name, "client")
+    count_leaks(lab, reset=True)  # the segment taken in must not let anything out
     with ThreadPoolExecutor(1) as pool:
         download = pool.submit(transfer.transfer, lab.name, size_mb=8.0, reverse=True,
                                timeout=60)
@@ -61,6 +63,7 @@ def test_a_tcp_download_lives_through_a_flush_of_its_flow(
         assert gone.returncode == 0, gone.stderr
         done = download.result(timeout=90)
     assert done.completed and done.done_bytes == done.size_bytes, done
+    assert count_leaks(lab) == 0
 
 
 def test_running_flows_follow_their_class_when_it_moves_to_a_better_path(

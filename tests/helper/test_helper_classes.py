@@ -14,7 +14,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,7 +240,16 @@ def test_a_saved_rule_catches_a_program_as_it_starts(helper: Helper, tmp_path: P
                    5, message="the rule did not catch the program")
         # A program elsewhere (the host's namespace) is not this helper's to move.
         outside = subprocess.Popen([str(program), "60"])
-        time.sleep(0.3)  # a negative: give the watcher time it would have needed
+        # A negative, witnessed: the watcher takes process events in order, so once a
+        # start after it in the namespace is moved, this one has been looked at.
+        witness = subprocess.Popen(["ip", "netns", "exec", helper.ns, str(program), "60"])
+        try:
+            wait_until(lambda: "braid/realtime" in Path(
+                f"/proc/{witness.pid}/cgroup").read_text(), 5,
+                message="the rule did not catch the later program")
+        finally:
+            witness.kill()
+            witness.wait()
         assert "braid" not in Path(f"/proc/{outside.pid}/cgroup").read_text()
         outside.kill()
         outside.wait()
