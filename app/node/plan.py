@@ -15,7 +15,10 @@ Exit: each gateway's link sets the conntrack mark of every packet that comes in 
 to that gateway's number, so the mark names the gateway the flow's *last* packet came
 from; replies get the mark back as their packet mark and a rule per mark routes them
 into that gateway's link (one table each, closed by an ``unreachable`` when the link is
-gone). One conntrack entry per flow whichever gateway it comes through (the tuple has
+gone). A reply whose gateway has not brought the exit anything from that client for
+``HEARD_FOR`` goes through one that has (a downloading client behind a dead path would
+otherwise never be answered again). One conntrack entry per flow whichever gateway it
+comes through (the tuple has
 no interface in it), loose reverse-path filtering on the links (a client's address
 arrives from every gateway), and the only address translation, onto the uplink.
 """
@@ -117,8 +120,8 @@ def _names(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
 
 
-def _table(conf: Confinement, chains: list[list[str]]) -> str:
-    out = [f"table {conf.nft_table} {{"]
+def _table(conf: Confinement, chains: list[list[str]], sets: tuple[str, ...] = ()) -> str:
+    out = [f"table {conf.nft_table} {{", *(f"\t{line}" for line in sets)]
     for chain in chains:
         out += [f"\tchain {chain[0]} {{", *(f"\t\t{line}" for line in chain[1:]), "\t}"]
     return "\n".join([*out, "}"]) + "\n"
@@ -162,6 +165,17 @@ def plan_gateway(state: GatewayState) -> Plan:
                 tuple(sysctls))
 
 
+# A reply goes back through the gateway its flow's last packet came from, unless the
+# exit has heard nothing from that client through that gateway for this long; then
+# through the first gateway it has (a downloading client sends only when it receives:
+# after its path died nothing of the flow would ever come through another gateway, and
+# the exit would answer into the dead one for good). The client's probes cross every
+# live path at least every 200 ms (its standby rate; 50 ms on a path that carries a
+# class), so 500 ms of silence is a dead path, not a slow or lossy one: 10 probes in a
+# row lost at the carried path's slowest rate.
+HEARD_FOR = "500ms"
+
+
 def plan_exit(state: ExitState) -> Plan:
     mask = f"{EXIT_MARK_MASK:#010x}"
     keep = f"{0xFFFFFFFF & ~EXIT_MARK_MASK:#010x}"
@@ -175,8 +189,12 @@ def plan_exit(state: ExitState) -> Plan:
         # A link's own address answers through that gateway alone: the client's probe of
         # this path measures this path, not whichever one its packet took.
         prerouting += [f'iifname != "{name}" {_daddr(a)} drop' for a in link.tunnel.addresses]
+    families = [(v, kw) for v, kw in ((4, "ip"), (6, "ip6"))
+                if any(_version(n) == v for n in state.clients)]
     for link in state.links:
         name, mark = link.tunnel.name, exit_mark(link.mark)
+        for v, kw in families:
+            prerouting.append(f'iifname "{name}" update @heard{v} {{ {kw} saddr . {mark:#010x} }}')
         # Every packet, not only a flow's first: the mark follows the client's last choice.
         prerouting.append(f'iifname "{name}" ct mark set ct mark & {keep} | {mark:#010x} return')
         table = exit_table(link.mark)
@@ -188,17 +206,33 @@ def plan_exit(state: ExitState) -> Plan:
         sysctls.append((f"net/ipv4/conf/{name}/rp_filter", RP_LOOSE))
     rules += _both(EXIT_PRIO_CLOSED, fwmark=EXIT_MARK_CLOSED, fwmask=EXIT_MARK_MASK)
     restore = [f"ct mark & {mask} != 0x00000000 meta mark set ct mark & {mask}"]
-    for version, keyword in ((4, "ip"), (6, "ip6")):
-        nets = [n for n in state.clients if _version(n) == version]
-        if nets:
-            restore.append(f"{keyword} daddr {{ {', '.join(nets)} }} meta mark & {mask} == "
-                           f"0x00000000 meta mark set meta mark | {EXIT_MARK_CLOSED:#010x}")
+    sets: list[str] = []
+    fallbacks: list[list[str]] = []
+    for v, kw in families:
+        nets = f"{kw} daddr {{ {', '.join(n for n in state.clients if _version(n) == v)} }}"
+        # The client is the flow's original source: a reply's own address is still the
+        # uplink's here, before the NAT hook turns it back.
+        client = f"ct original {kw} saddr"
+        restore += [f"{nets} meta mark & {mask} == 0x00000000 "
+                    f"meta mark set meta mark | {EXIT_MARK_CLOSED:#010x}",
+                    f"ct mark & {mask} != 0x00000000 {client} "
+                    f"{{ {', '.join(n for n in state.clients if _version(n) == v)} }} "
+                    f"jump fallback{v}"]
+        sets += [f"set heard{v} {{", f"\ttype ipv{v}_addr . mark", "\tflags dynamic,timeout",
+                 f"\ttimeout {HEARD_FOR}", "}"]
+        # A rule's mark stays set when its lookup fails: each rule tries the next gateway,
+        # the last puts the flow's own back (no gateway heard: nothing better to do).
+        fallbacks.append([f"fallback{v}", f"{client} . meta mark @heard{v} return",
+                          *(f"meta mark set {exit_mark(link.mark):#010x} "
+                            f"{client} . meta mark @heard{v} return" for link in state.links),
+                          f"meta mark set ct mark & {mask}"])
     prerouting += restore
     egress = state.egress
     chains = [
         prerouting,
         # The exit's own answers (to the probes) follow the same mark.
         ["output", "type route hook output priority mangle; policy accept;", *restore],
+        *fallbacks,
         ["forward", "type filter hook forward priority filter; policy accept;",
          f'iifname {_names(links)} oifname != "{egress}" drop',
          f'oifname {_names(links)} iifname != "{egress}" drop'],
@@ -206,7 +240,7 @@ def plan_exit(state: ExitState) -> Plan:
          f'iifname {_names(links)} oifname "{egress}" masquerade'],
     ]
     return Plan(EXIT, tuple(link.tunnel for link in state.links), tuple(tables), tuple(rules),
-                _table(EXIT, chains), tuple(sysctls), _exit_copies(state))
+                _table(EXIT, chains, tuple(sets)), tuple(sysctls), _exit_copies(state))
 
 
 # The exit's half of realtime copies (docs/multipath.md; the client's is

@@ -66,6 +66,29 @@ def test_a_tcp_download_lives_through_a_flush_of_its_flow(
     assert count_leaks(lab) == 0
 
 
+def test_a_tcp_download_lives_through_its_path_dying(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """A downloading client sends only when it receives: after its path dies nothing of
+    the flow reaches the exit through another gateway, so the exit must stop answering
+    into the dead one by itself (it falls back to a gateway it heard the client through
+    lately: app/node/plan.py). The download stalled for good here before."""
+    lab = make_lab("clean", exit="shared")
+    c = connect(lab)
+    wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
+    count_leaks(lab, reset=True)
+    with ThreadPoolExecutor(1) as pool:
+        download = pool.submit(transfer.transfer, lab.name, size_mb=8.0, reverse=True,
+                               timeout=40)
+        wait_until(lambda: c.rec.last is not None and c.rec.last.paths[0].rx_bps > 300_000,
+                   timeout=10, message="nothing came down on hk")
+        control.impair(lab.name, "hk", {"down": True})
+        wait_until(lambda: c.rec.carrier() not in (None, "hk"), timeout=10,
+                   message=f"no failover: {c.rec.events()}")
+        done = download.result(timeout=60)
+    assert done.completed and done.done_bytes == done.size_bytes, done
+    assert count_leaks(lab) == 0
+
+
 def test_running_flows_follow_their_class_when_it_moves_to_a_better_path(
         make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
     """On a shared exit stickiness buys nothing: a class's running flows go where the

@@ -184,6 +184,14 @@ def test_an_exits_plan() -> None:
     assert NodeRule(4, 5339, fwmark=0xF00000, fwmask=0xF00000) in p.rules
     assert 'iifname "bx-tyo" ct mark set ct mark & 0xff0fffff | 0x00200000 return' in p.nft
     assert 'iifname != "bx-hk" ip daddr 10.77.101.1 drop' in p.nft
+    # A reply whose gateway went quiet for its client goes through one that was heard.
+    assert 'iifname "bx-tyo" update @heard4 { ip saddr . 0x00200000 }' in p.nft
+    fallback = p.nft.split("chain fallback4 {")[1].split("}")[0].splitlines()
+    assert [line.strip() for line in fallback if line.strip()] == [
+        "ct original ip saddr . meta mark @heard4 return",
+        "meta mark set 0x00100000 ct original ip saddr . meta mark @heard4 return",
+        "meta mark set 0x00200000 ct original ip saddr . meta mark @heard4 return",
+        "meta mark set ct mark & 0x00f00000"]
     # Replies without a gateway's mark are closed, not sent out of the uplink again.
     assert ("ip daddr { 10.77.0.0/24 } meta mark & 0x00f00000 == 0x00000000 "
             "meta mark set meta mark | 0x00f00000") in p.nft
