@@ -3,10 +3,13 @@
 As root, with a keyring:
     bash scripts/with-keyring.sh python3 -m benchmarks.bench_switchover [--runs N]
 
-For each scenario (clean and cn-us) and each engine, each run builds a fresh lab,
-connects the engine, starts a UDP stream at 1000 packets/s to the far server and back
-(`braid lab stream`), and once the stream flows takes the active path down at its relay
-(100 % loss both ways). The engines, alternating run by run in the same invocation:
+For each scenario (clean and cn-us) and each engine, each run builds a fresh lab with a
+shared exit (so a switch breaks nothing: the gap is the engine's alone), connects the
+engine, starts a UDP stream at 1000 packets/s to the far server's sticky echo and back
+(`braid lab stream --sticky`: the far end counts what it receives, so each direction's
+gap is measured at its own receiver), and once the stream flows takes the active path
+down at its relay (100 % loss both ways). The engines, alternating run by run in the
+same invocation:
 - **braid**: the shipped defaults (carried path probed every 10 ms, down on silence,
   liveness.py);
 - **baseline**: the probing this issue replaced: 50 ms on the carried path, no
@@ -15,7 +18,7 @@ Reported per scenario and engine, medians over the runs:
 - detection: from the moment the benchmark took the path down to "declared down";
 - switch: from the failover decision to the helper's reply (rules in the kernel);
 - the stream's gaps: per direction at each receiver (upstream at the far end,
-  downstream at the client) where the stream tool reports them, and the longest gap
+  downstream at the client), and the longest gap
   between echoes back at the client (it includes one round trip on the new path);
 - next to the failed path's one-way delay back from the relay and the documented
   bound (one-way delay + one probe interval + the silence limit in force).
@@ -34,6 +37,7 @@ from app.core.liveness import LivenessConfig
 from app.core.model import EventKind
 from app.core.probe import ProbeRates
 from app.lab import control, stream
+from app.lab.model import SHARED
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab, fmt, median, wait_for
 from benchmarks.record import Run
@@ -47,7 +51,7 @@ NAN = float("nan")
 
 
 def one_run(scenario: str, cfg: EngineConfig) -> dict[str, float]:
-    with engine_on_lab(scenario, config=cfg) as s:
+    with engine_on_lab(scenario, config=cfg, exit=SHARED) as s:
         wait_for(lambda: s.watch.last is not None and s.watch.last.state.value == "connected",
                  30, "connected")
         active = s.watch.carrier()
@@ -55,7 +59,9 @@ def one_run(scenario: str, cfg: EngineConfig) -> dict[str, float]:
         owd = load_scenario(scenario).path(active).down.delay_ms  # relay -> client
         idx = [p.name for p in s.watch.last.paths].index(active)
         with ThreadPoolExecutor(1) as pool:
-            running = pool.submit(stream.stream, s.lab.name, pps=1000, duration=5.0, size=200)
+            # The sticky echo counts what reaches the far end: the gaps per direction.
+            running = pool.submit(stream.stream, s.lab.name, pps=1000, duration=5.0, size=200,
+                                  sticky=True)
             wait_for(lambda: s.watch.last is not None
                      and s.watch.last.paths[idx].tx_bps > 500_000, 15, "the stream to flow")
             t_fail = time.time()

@@ -118,9 +118,11 @@ def test_a_saved_rule_is_sent_at_connect_and_after_a_helper_restart(
     ns = netns(lab.name, "client")
 
     def held() -> int:
+        """The rules the helper holds, once it watches processes start: rules sent
+        before the state (a restart's race) wait for the groups to exist."""
         with SyncHelperClient(lab.helper_socket) as client:
             status = client.status()
-        return status.classes.rules if status.classes else 0
+        return status.classes.rules if status.classes and status.classes.watching else 0
 
     wait_until(lambda: held() == 1, timeout=10, message="the engine never sent the rule")
     with classes.sender(ns, lab.server_address, program=str(app_copy)) as child:

@@ -27,7 +27,8 @@ def test_stream_figures_on_a_clean_path(lab: LabInfo) -> None:
     # was seen with four test runs at once); a real outage is told apart below.
     assert r.jitter_ms is not None and r.jitter_ms < 5
     assert r.max_gap_ms is not None and r.max_gap_ms < 250
-    assert r.frames == 60 and r.stutter_frames == 0
+    # 2 s of 30 fps frames by send time: a 61st when the last packets went out late.
+    assert r.frames in (60, 61) and r.stutter_frames == 0
 
 
 def test_stream_counts_gaps_and_stutter(lab: LabInfo) -> None:
