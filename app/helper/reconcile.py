@@ -264,11 +264,19 @@ class Reconciler:
                 changes += await netlink.add_rules(ipr, want_rules, have_rules)
                 changes += self._acct.want(new.marking is not None
                                            and new.marking.bulk_after_bytes is not None)
+                # The switch itself (the marking) before MPTCP's endpoints, which take
+                # milliseconds of generic netlink and change only with the paths' health.
+                changes += self._ensure_nft(new, mptcp_table=False)
                 # MPTCP endpoints go before the table translating their addresses does,
                 # and come after it (app/helper/mptcp.py: what leaks if we die here).
-                changes += await self.mptcp.drop(ipr, new.mptcp, index)
-                changes += self._ensure_nft(new)
-                changes += await self.mptcp.put(ipr, new.mptcp, index)
+                # Unchanged since the last apply, on tunnels it held: nothing to do (a
+                # drift repair is never fast, so it looks again).
+                same = fast and held is not None and new.mptcp == self.state.mptcp
+                if not same:
+                    changes += await self.mptcp.drop(ipr, new.mptcp, index)
+                changes += self._ensure_nft(new, mptcp_table=True)
+                if not same:
+                    changes += await self.mptcp.put(ipr, new.mptcp, index)
                 changes += await self._flush(new)
                 # DNS once its servers are routed (and while links it reverts still exist).
                 changes += await self.dns.apply(new.dns, index)
@@ -335,9 +343,13 @@ class Reconciler:
                 dns=state.dns is not None),
         }
 
-    def _ensure_nft(self, state: DesiredState) -> list[str]:
+    def _ensure_nft(self, state: DesiredState, *, mptcp_table: bool) -> list[str]:
+        """Each table as ``state`` wants it: ``ip braid_mptcp`` alone (``mptcp_table``),
+        or all the others."""
         changes: list[str] = []
         for table, ruleset in self._rulesets(state).items():
+            if (table == mptcp.TABLE) != mptcp_table:
+                continue
             if ruleset is None:
                 # Leftovers went at start (or were adopted, and so loaded by this
                 # helper): the table is there only if this helper loaded it.
