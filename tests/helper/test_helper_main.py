@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from app.helper.main import main
+import pytest
+
+from app.helper.main import _where_everything_is, main
 from app.wire.version import package_version
 from tests.helper.conftest import REPO
 
@@ -65,3 +70,19 @@ def test_kernel_backend_without_the_module_says_what_to_do(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "no WireGuard module" in done.stderr and "--backend userspace" in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_slow_stop_says_where_each_task_is(caplog: pytest.LogCaptureFixture) -> None:
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    async def go() -> None:
+        task = asyncio.create_task(stuck(), name="the-stuck-one")
+        await asyncio.sleep(0)
+        _where_everything_is()
+        task.cancel()
+
+    with caplog.at_level(logging.ERROR, logger="braid.helper"):
+        asyncio.run(go())
+    assert "stopping is taking more than" in caplog.text
+    assert re.search(r"the-stuck-one: stuck \(.*test_helper_main.py:\d+\)", caplog.text)
