@@ -29,6 +29,7 @@ from app.helper.netlink import (
     KernelRoute,
     KernelRule,
     RouteKey,
+    default_metric,
 )
 from app.wire.state import (
     BYPASS_CLASS_MARK,
@@ -84,8 +85,11 @@ def routes(guard: GuardState, links: dict[str, int], families: Iterable[int],
         via = next((t for t in tunnels if t.name == guard.via), None)
         if socket.AF_INET6 in fams and via is not None and any(
                 ipaddress.ip_interface(a).version == 6 for a in via.addresses):
+            # The metric IPv6 gives a route that names none: as the kernel reports it,
+            # or every drift check sees this route differ, and its repair removes it.
             out.append(KernelRoute(socket.AF_INET6, GUARD_TABLE, "::/0",
-                                   ((links[guard.via], 1),)))
+                                   ((links[guard.via], 1),),
+                                   metric=default_metric(socket.AF_INET6)))
     return {r.key: r for r in out}
 
 

@@ -126,7 +126,7 @@ class Reconciler:
             if not fast:
                 await self._check_addresses(new)
             try:
-                changes = await self._reconcile(new, fast=fast)
+                changes = await self._reconcile(new, fast=fast, flush=True)
             except Exception as exc:
                 if isinstance(exc, HelperError):
                     log.error("apply failed: %s; going back to the previous state", exc.what)
@@ -216,11 +216,14 @@ class Reconciler:
             yield
 
     async def _reconcile(self, new: DesiredState, *, fast: bool = False,
-                         tunnels: bool = True) -> list[str]:
+                         tunnels: bool = True, flush: bool = False) -> list[str]:
         """Bring the kernel to ``new``. ``fast``: trust what the last apply set (see
         :meth:`_tunnels_held`) instead of reading it back from the kernel. ``tunnels``
         False (a drift repair that found the tunnels intact): links and devices are
-        taken as the last reconcile left them, routes and rules read from the kernel."""
+        taken as the last reconcile left them, routes and rules read from the kernel.
+        ``flush``: the state's conntrack flush, which only the apply that brings it
+        does: a repair, a rollback or a tunnel's restart repeating it would cut every
+        running flow of those paths again."""
         held, self._held = self._held, None  # until this one is through
         changes: list[str] = []
         fams = netlink.families()
@@ -277,7 +280,8 @@ class Reconciler:
                 changes += self._ensure_nft(new, mptcp_table=True)
                 if not same:
                     changes += await self.mptcp.put(ipr, new.mptcp, index)
-                changes += await self._flush(new)
+                if flush:
+                    changes += await self._flush(new)
                 # DNS once its servers are routed (and while links it reverts still exist).
                 changes += await self.dns.apply(new.dns, index)
                 changes += await netlink.drop_rules(ipr, want_rules, have_rules)

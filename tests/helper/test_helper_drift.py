@@ -125,3 +125,71 @@ def test_status_tells_the_kernel_not_the_helpers_memory(helper: Helper, tmp_path
     assert "nft table inet braid" in out["drift"] and any("rules" in d for d in out["drift"])
     assert repaired["marking"] and repaired["guard"]["active"]
     assert raw_request(helper.socket, b'{"v": 1, "verb": "status"}\n') is not None
+
+
+_REPAIR_SCRIPT = r"""
+import asyncio, json, subprocess, sys
+from pathlib import Path
+from app.helper import reconcile
+from app.wire.state import parse_state
+
+def entries() -> str:
+    return subprocess.run(["conntrack", "-L", "-p", "udp", "--dport", "40999"],
+                          capture_output=True, text=True).stdout
+
+async def main() -> None:
+    state = parse_state(json.loads(sys.stdin.readline()))
+    r = reconcile.Reconciler("userspace", Path(sys.argv[1]))  # no watch: nothing repairs
+    await r.start()
+    subprocess.run(["conntrack", "-I", "-p", "udp", "-s", "10.1.1.1", "-d", "10.2.2.2",
+                    "--sport", "1000", "--dport", "40999", "--timeout", "120",
+                    "--mark", str(0x01000000)], check=True, capture_output=True)
+    await r.apply(state)
+    out = {"flushed": "40999" not in entries()}
+    out["at_rest"] = await r.verify()
+    subprocess.run(["conntrack", "-I", "-p", "udp", "-s", "10.1.1.1", "-d", "10.2.2.2",
+                    "--sport", "1001", "--dport", "40999", "--timeout", "120",
+                    "--mark", str(0x01000000)], check=True, capture_output=True)
+    subprocess.run(["ip", "route", "del", "default", "table", "52001"], check=True)
+    out["drift"] = await r.verify()
+    out["kept"] = "sport=1001" in entries()
+    out["routes6"] = subprocess.run(["ip", "-6", "route", "show", "table", "52099"],
+                                    capture_output=True, text=True).stdout
+    await r.down()
+    await r.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_a_repair_neither_sees_drift_at_rest_nor_repeats_the_flush(helper: Helper,
+                                                                   tmp_path: Path) -> None:
+    """With the kill switch through an IPv6-capable tunnel, a check finds nothing (its
+    IPv6 default's metric used to differ from the kernel's, and every repair removed
+    the route: IPv6 through Braid stopped seconds after connecting). And a repair does
+    not flush again the flows the state's apply flushed: only that apply does."""
+    lab = helper.lab
+    helper.stop()  # a Reconciler of its own, without the event watch, so nothing repairs
+    hk = lab.gateways[0]
+    state = lab_state(lab, ("hk",), guard={"allow": ["192.0.2.0/24"],
+                                           "via": hk.client_interface})
+    state["tunnels"][0]["addresses"].append("fd00:19::2/128")
+    state["tables"][0]["routes"].append(
+        {"dst": "::/0", "nexthops": [{"dev": hk.client_interface, "weight": 1}]})
+    state["marking"]["flush_marks"] = [0x01000000]
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", helper.ns, sys.executable, "-c", _REPAIR_SCRIPT,
+             str(tmp_path / "rstate")], input=json.dumps(state) + "\n", capture_output=True,
+            text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+    finally:
+        helper.start()
+    assert out["flushed"], out  # the apply flushed its marks
+    assert f"default dev {hk.client_interface}" in out["routes6"], out
+    assert out["at_rest"] == [], out
+    assert out["drift"] == ["routes in Braid's tables"], out
+    assert out["kept"], out  # the repair put the route back and flushed nothing
