@@ -125,11 +125,16 @@ def test_a_saved_rule_is_sent_at_connect_and_after_a_helper_restart(
         return status.classes.rules if status.classes and status.classes.watching else 0
 
     wait_until(lambda: held() == 1, timeout=10, message="the engine never sent the rule")
+    def moved(child: subprocess.Popen[str]) -> bool:
+        """The helper moves a program on its exec event, asynchronously: by the time
+        the program has started, as a rule, but a restarted helper can be later."""
+        return "braid/bulk" in Path(f"/proc/{child.pid}/cgroup").read_text()
+
     with classes.sender(ns, lab.server_address, program=str(app_copy)) as child:
         # Started after the rule: the helper moved it as it started (process events).
-        assert "braid/bulk" in Path(f"/proc/{child.pid}/cgroup").read_text()
+        wait_until(lambda: moved(child), timeout=5, message="not moved as it started")
         assert classes.carried_by(ns, tunnels(lab), child) in bulk
     restart_helper(lab)  # its rules went with it; the engine sends them again
     wait_until(lambda: held() == 1, timeout=20, message="the rule was not sent again")
     with classes.sender(ns, lab.server_address, program=str(app_copy)) as child:
-        assert "braid/bulk" in Path(f"/proc/{child.pid}/cgroup").read_text()
+        wait_until(lambda: moved(child), timeout=5, message="not moved after the restart")
