@@ -184,5 +184,7 @@ def test_the_backbone_is_part_of_the_way(client: PlainClient) -> None:
     impair(lab, "hk", {"delay_ms": 45.0}, ("up",), link="backbone")
     after = stream.stream(lab, pps=200, duration=1.0, size=200)
     assert after.delay_up is not None and after.delay_down is not None
-    assert after.delay_up.p50 == pytest.approx(55, abs=3)  # 10 wan + 45 backbone
+    # 10 wan + 45 backbone; the relay sends at its wake-up, a few ms late on a busy
+    # machine (59 ms once in a full suite run), and 15 is what a backbone ignored gives.
+    assert after.delay_up.p50 == pytest.approx(55, abs=6)
     assert after.delay_down.p50 == pytest.approx(15, abs=3)
