@@ -209,15 +209,13 @@ def plan_exit(state: ExitState) -> Plan:
     sets: list[str] = []
     fallbacks: list[list[str]] = []
     for v, kw in families:
-        nets = f"{kw} daddr {{ {', '.join(n for n in state.clients if _version(n) == v)} }}"
+        nets = f"{{ {', '.join(n for n in state.clients if _version(n) == v)} }}"
         # The client is the flow's original source: a reply's own address is still the
         # uplink's here, before the NAT hook turns it back.
         client = f"ct original {kw} saddr"
-        restore += [f"{nets} meta mark & {mask} == 0x00000000 "
+        restore += [f"{kw} daddr {nets} meta mark & {mask} == 0x00000000 "
                     f"meta mark set meta mark | {EXIT_MARK_CLOSED:#010x}",
-                    f"ct mark & {mask} != 0x00000000 {client} "
-                    f"{{ {', '.join(n for n in state.clients if _version(n) == v)} }} "
-                    f"jump fallback{v}"]
+                    f"ct mark & {mask} != 0x00000000 {client} {nets} jump fallback{v}"]
         sets += [f"set heard{v} {{", f"\ttype ipv{v}_addr . mark", "\tflags dynamic,timeout",
                  f"\ttimeout {HEARD_FOR}", "}"]
         # A rule's mark stays set when its lookup fails: each rule tries the next gateway,

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helper.conftest import (
     Helper,
@@ -101,22 +102,31 @@ asyncio.run(main())
 """
 
 
-def test_status_tells_the_kernel_not_the_helpers_memory(helper: Helper, tmp_path: Path,
-                                                        ) -> None:
-    lab = helper.lab
-    helper.stop()  # a Reconciler of its own, without the event watch, so nothing repairs
-    state = lab_state(lab, ("hk",), guard={"allow": ["192.0.2.0/24"],
-                                           "via": lab.gateways[0].client_interface})
+def own_reconciler(helper: Helper, tmp_path: Path, script: str,
+                   state: dict[str, Any]) -> dict[str, Any]:
+    """``script`` run with ``state`` in the helper's namespace, by a Reconciler of its
+    own without the event watch (so nothing repairs but what it asks): its JSON out.
+    The test's helper is stopped meanwhile and started again after."""
+    helper.stop()
     try:
         done = subprocess.run(
-            ["ip", "netns", "exec", helper.ns, sys.executable, "-c", _SCRIPT,
+            ["ip", "netns", "exec", helper.ns, sys.executable, "-c", script,
              str(tmp_path / "rstate")], input=json.dumps(state) + "\n", capture_output=True,
             text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        out = json.loads(done.stdout)
+        out: dict[str, Any] = json.loads(done.stdout)
     finally:
         helper.start()
+    return out
+
+
+def test_status_tells_the_kernel_not_the_helpers_memory(helper: Helper, tmp_path: Path,
+                                                        ) -> None:
+    lab = helper.lab
+    state = lab_state(lab, ("hk",), guard={"allow": ["192.0.2.0/24"],
+                                           "via": lab.gateways[0].client_interface})
+    out = own_reconciler(helper, tmp_path, _SCRIPT, state)
     before, after, repaired = out["before"], out["after"], out["repaired"]
     assert before["marking"] and before["guard"]["active"]
     assert not after["marking"]
@@ -170,7 +180,6 @@ def test_a_repair_neither_sees_drift_at_rest_nor_repeats_the_flush(helper: Helpe
     the route: IPv6 through Braid stopped seconds after connecting). And a repair does
     not flush again the flows the state's apply flushed: only that apply does."""
     lab = helper.lab
-    helper.stop()  # a Reconciler of its own, without the event watch, so nothing repairs
     hk = lab.gateways[0]
     state = lab_state(lab, ("hk",), guard={"allow": ["192.0.2.0/24"],
                                            "via": hk.client_interface})
@@ -178,16 +187,7 @@ def test_a_repair_neither_sees_drift_at_rest_nor_repeats_the_flush(helper: Helpe
     state["tables"][0]["routes"].append(
         {"dst": "::/0", "nexthops": [{"dev": hk.client_interface, "weight": 1}]})
     state["marking"]["flush_marks"] = [0x01000000]
-    try:
-        done = subprocess.run(
-            ["ip", "netns", "exec", helper.ns, sys.executable, "-c", _REPAIR_SCRIPT,
-             str(tmp_path / "rstate")], input=json.dumps(state) + "\n", capture_output=True,
-            text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[2],
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        out = json.loads(done.stdout)
-    finally:
-        helper.start()
+    out = own_reconciler(helper, tmp_path, _REPAIR_SCRIPT, state)
     assert out["flushed"], out  # the apply flushed its marks
     assert f"default dev {hk.client_interface}" in out["routes6"], out
     assert out["at_rest"] == [], out
