@@ -224,22 +224,32 @@ def _run_foreground(target: ConnectTarget, config: EngineConfig, *, live: bool) 
     service = EngineService(on_snapshot, config=config, runner="braid up")
     tty = live and sys.stdout.isatty()
     printed = 0
+
+    def show() -> None:
+        nonlocal printed
+        if not last or not live:
+            return
+        snap = last[0]
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[J" + present.status_text(snap) + "\n")
+            sys.stdout.flush()
+            return
+        for e in snap.events:
+            if e.seq > printed:
+                print(present.event_line(e), flush=True)
+                printed = e.seq
+
     try:
         service.connect(target)
         while not stop.wait(0.5 if tty else 0.2):
-            if not last or not live:
-                continue
-            snap = last[0]
-            if tty:
-                sys.stdout.write("\x1b[H\x1b[J" + present.status_text(snap) + "\n")
-                sys.stdout.flush()
-            else:
-                for e in snap.events:
-                    if e.seq > printed:
-                        print(present.event_line(e), flush=True)
-                        printed = e.seq
+            show()
     finally:
+        # A signal ends the wait early: what happened since the last turn (and what the
+        # disconnect itself says) is shown before leaving, or a log piped from here would
+        # miss the newest events.
+        show()
         service.shutdown()
+        show()
     final = last[0] if last else idle_snapshot(ConnState.DISCONNECTED, target.profile)
     if final.state is ConnState.ERROR:
         print(f"braid: error: {final.error}", file=sys.stderr)
