@@ -148,7 +148,9 @@ def user_view(f: dict[str, Any]) -> str:
             f"{pct(r.get('loss_pct'), 2)}, stutter {pct(o.get('stutter_pct'))} -> "
             f"{pct(b.get('stutter_pct'))} -> {pct(r.get('stutter_pct'))} (over 150 ms "
             f"{pct(o.get('over_150_pct'))} -> {pct(b.get('over_150_pct'))} -> "
-            f"{pct(r.get('over_150_pct'))}), copies cost {num(lab.get('wire_up_x'), 2)}x"
+            f"{pct(r.get('over_150_pct'))}), tunnels {num(lab.get('wire_up_x'), 2)}x the call"
+            + (f", the copies themselves {num(lab['copies_up_x'], 2)}x"
+               if lab.get("copies_up_x") is not None else "")
             + (f"; {death['path']} dies under the call: realtime lost {rd.get('lost')} of "
                f"{rd.get('sent')}" if death else ""))
     return "cn-us, shared exit; " + "; ".join(parts) + \
@@ -180,8 +182,12 @@ def user_view_table() -> str:
                 f"{num(lab.get('copies_on_s'), 0)} s of {num(lab.get('call_s'), 0)} s, on "
                 f"{', '.join(lab.get('copy_paths') or []) or 'no path'}; bytes on the tunnels "
                 f"over the call's own {num(lab.get('wire_up_x'), 2)}x up, "
-                f"{num(lab.get('wire_down_x'), 2)}x down (probes and the default stream "
-                f"taken out); the exit removed {lab.get('exit_removed', '-')} second copies "
+                f"{num(lab.get('wire_down_x'), 2)}x down (the idle probes and the default "
+                f"stream taken out)"
+                + (f", the copies themselves {num(lab['copies_up_x'], 2)}x up, "
+                   f"{num(lab.get('copies_down_x'), 2)}x down (every probe taken out)"
+                   if lab.get("copies_up_x") is not None else "")
+                + f"; the exit removed {lab.get('exit_removed', '-')} second copies "
                 f"of the call's {lab['realtime'].get('sent')} packets")
         if d:
             rt, df = d["realtime"], d["default"]
