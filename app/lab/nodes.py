@@ -123,7 +123,18 @@ def wire6(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
     addresses without duplicate address detection and no link-local ones: nothing keeps
     changing after the build. The client's ISP gets a default route too, as a dual-stack
     ISP gives one: IPv6 that leaves outside the tunnels reaches the wan (which forwards
-    nothing), where a leak test can see it."""
+    nothing), where a leak test can see it.
+
+    The links to the far side (from the exit, or each separate exit) do get link-local
+    addresses, static and without detection like the rest: a stale neighbour entry is
+    confirmed by a solicitation from an address of the link, the link-local one when the
+    packet's source is not on it (the far end answers from its loopback's address, a
+    router forwards others' packets), and with none the kernel sends nothing
+    (``ndisc_send_ns``). Without
+    them the far end's and the exit's entries for each other went PROBE -> FAILED every
+    half a minute or so, and IPv6 through the exit stopped for seconds at a time (10 of
+    24 three-second streams got nothing back; docs/multipath.md)."""
+    far = ("fe80::1/64", "fe80::2/64")  # the node's end, the far side's end
     client, wan, server = netns(lab, "client"), netns(lab, "wan"), netns(lab, "server")
     proc.ip("-6", ns=client, batch=["addr add 2001:2::2/64 dev wan0 nodad",
                                     f"route add default via {CLIENT_WAN6}"])
@@ -135,14 +146,18 @@ def wire6(lab: str, scen: Scenario, baseline: str | None, exit: str) -> None:
     if exit == SHARED:
         proc.ip("-6", ns=netns(lab, "exit"), batch=[
             f"addr add 2001:2:0:99::1/64 dev {UPLINK} nodad",
+            f"addr add {far[0]} dev {UPLINK} nodad",
             "route add default via 2001:2:0:99::2"])
-        server_cmds.append("addr add 2001:2:0:99::2/64 dev exit nodad")
+        server_cmds += ["addr add 2001:2:0:99::2/64 dev exit nodad",
+                        f"addr add {far[1]} dev exit nodad"]
     else:
         for i, path in enumerate(scen.paths):
             proc.ip("-6", ns=netns(lab, f"gw-{path.name}"), batch=[
                 f"addr add 2001:2:0:b{i}::1/64 dev {UPLINK} nodad",
+                f"addr add {far[0]} dev {UPLINK} nodad",
                 f"route add {SERVER_ADDRESS6}/128 via 2001:2:0:b{i}::2"])
-            server_cmds.append(f"addr add 2001:2:0:b{i}::2/64 dev gw-{path.name} nodad")
+            server_cmds += [f"addr add 2001:2:0:b{i}::2/64 dev gw-{path.name} nodad",
+                            f"addr add {far[1]} dev gw-{path.name} nodad"]
     proc.ip("-6", ns=wan, batch=wan_cmds)
     proc.ip("-6", ns=server, batch=server_cmds)
 

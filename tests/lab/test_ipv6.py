@@ -83,3 +83,32 @@ def test_ipv6_through_the_tunnels_and_the_shared_exit(client: PlainClient,
          "ipv6", "-p", "udp", "--orig-src", "2001:2:0:c0::2"],
         capture_output=True, text=True, check=True).stdout
     assert "2001:2:0:99::1" in out  # translated onto the exit's address
+
+
+def test_the_far_end_keeps_its_neighbour_the_exit_while_ipv6_flows(
+        client: PlainClient) -> None:
+    """A stale neighbour entry is confirmed by a unicast solicitation from an address of
+    the link; the far end answers from an address on its loopback (the server's) and,
+    with no link-local address on the link, the kernel sends no solicitation at all: the
+    entry fails and IPv6 through the exit stops for seconds. Forced stale here, with the
+    kernel's 5 s wait before the first probe shortened to 1 s."""
+    lab = client.info.name
+    server = topology.netns(lab, "server")
+    proc.run_in_ns(server, ["sysctl", "-qw", "net.ipv6.neigh.exit.delay_first_probe_time=1"])
+    base = stream.stream(lab, pps=100, duration=0.3, size=100, sticky=True, ipv6=True)
+    assert base.received == base.sent, base
+
+    def entry() -> str:
+        return proc.run_in_ns(server, ["ip", "-6", "neigh", "show", "2001:2:0:99::1",
+                                       "dev", "exit"])
+
+    mac = entry().split("lladdr ")[1].split()[0]
+    proc.run_in_ns(server, ["ip", "-6", "neigh", "change", "2001:2:0:99::1", "lladdr", mac,
+                            "dev", "exit", "nud", "stale"])
+    run = stream.start(lab, pps=100, duration=6.0, size=100, sticky=True, ipv6=True)
+    states: list[str] = []
+    wait_until(lambda: states.append(entry()) or "REACHABLE" in states[-1], timeout=10,
+               message="the far end never confirmed its neighbour, the exit")
+    r = run.result()
+    assert not any("FAILED" in s for s in states), states
+    assert r.received >= r.sent - 2, r
