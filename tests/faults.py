@@ -86,11 +86,14 @@ LEAK_TABLE = "braidtest_leak"
 
 @contextlib.contextmanager
 def uplink(lab: LabInfo) -> Iterator[None]:
-    """The client's ISP link with IPv6 (address, default route), and the leak counter."""
+    """The client's ISP link with IPv6 (address, default route; a lab built with IPv6
+    has its own), and the leak counter."""
     client, wan = topology.netns(lab.name, "client"), topology.netns(lab.name, "wan")
-    ns_run(client, "ip", "-6", "addr", "add", "2001:db8:ff::2/64", "dev", "wan0", "nodad")
-    ns_run(wan, "ip", "-6", "addr", "add", "2001:db8:ff::1/64", "dev", "cl0", "nodad")
-    ns_run(client, "ip", "-6", "route", "add", "default", "via", "2001:db8:ff::1")
+    own = not lab.ipv6
+    if own:
+        ns_run(client, "ip", "-6", "addr", "add", "2001:db8:ff::2/64", "dev", "wan0", "nodad")
+        ns_run(wan, "ip", "-6", "addr", "add", "2001:db8:ff::1/64", "dev", "cl0", "nodad")
+        ns_run(client, "ip", "-6", "route", "add", "default", "via", "2001:db8:ff::1")
     nd = "nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report"
     script = (
         f"table inet {LEAK_TABLE} {{\n"
@@ -115,9 +118,12 @@ def uplink(lab: LabInfo) -> Iterator[None]:
         yield
     finally:
         ns_run(wan, "nft", "delete", "table", "inet", LEAK_TABLE, check=False)
-        ns_run(client, "ip", "-6", "route", "del", "default", check=False)
-        ns_run(client, "ip", "-6", "addr", "del", "2001:db8:ff::2/64", "dev", "wan0", check=False)
-        ns_run(wan, "ip", "-6", "addr", "del", "2001:db8:ff::1/64", "dev", "cl0", check=False)
+        if own:
+            ns_run(client, "ip", "-6", "route", "del", "default", check=False)
+            ns_run(client, "ip", "-6", "addr", "del", "2001:db8:ff::2/64", "dev", "wan0",
+                   check=False)
+            ns_run(wan, "ip", "-6", "addr", "del", "2001:db8:ff::1/64", "dev", "cl0",
+                   check=False)
 
 
 def leaked(lab: LabInfo) -> dict[str, int]:

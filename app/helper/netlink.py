@@ -331,6 +331,7 @@ class KernelRule:
     ip_proto: int | None = None  # with sport/dport: the guard's DHCP rules only
     sport: int | None = None
     dport: int | None = None
+    oif: str | None = None  # realtime copies' IPv6 routes only (app/helper/copies.py)
 
     def describe(self) -> str:
         fam = "ipv4" if self.family == socket.AF_INET else "ipv6"
@@ -346,6 +347,8 @@ class KernelRule:
             sel.append(f"ipproto {self.ip_proto}")
         if self.sport is not None or self.dport is not None:
             sel.append(f"sport {self.sport} dport {self.dport}")
+        if self.oif is not None:
+            sel.append(f"oif {self.oif}")
         return f"{fam} rule {self.priority} {' '.join(sel)} {what}"
 
 
@@ -387,6 +390,7 @@ async def braid_rules(ipr: AsyncIPRoute) -> list[KernelRule]:
                     ip_proto=int(proto) if proto else None,
                     sport=_port(msg.get("sport_range")),
                     dport=_port(msg.get("dport_range")),
+                    oif=str(msg.get("oifname")) if msg.get("oifname") else None,
                 )
             )
     return out
@@ -447,6 +451,8 @@ def _rule_args(rule: KernelRule) -> dict[str, Any]:
         args["sport_range"] = f"{rule.sport}:{rule.sport}"
     if rule.dport is not None:
         args["dport_range"] = f"{rule.dport}:{rule.dport}"
+    if rule.oif is not None:
+        args["oifname"] = rule.oif
     return args
 
 

@@ -70,9 +70,14 @@ class _Held:
 
 
 def _is_own_rule(rule: netlink.KernelRule) -> bool:
-    """One of the helper's own rules (the guard's, the bypass class's): 5290..5298,
+    """One of the helper's own rules (the guard's, the bypass class's, the copies'): 5290..5298,
     never counted as the caller's."""
     return GUARD_PRIORITY_MIN <= rule.priority <= GUARD_PRIORITY_MAX
+
+
+def _copies6(state: DesiredState) -> bool:
+    """Realtime copies for IPv6 too: the tunnels carry it and the kernel has it."""
+    return netlink.ipv6_enabled() and any(":" in a for t in state.tunnels for a in t.addresses)
 
 
 def _is_guard_rule(rule: netlink.KernelRule) -> bool:
@@ -328,6 +333,8 @@ class Reconciler:
         out = guard.rules(state.guard, fams) if state.guard is not None else []
         if state.marking is not None:
             out += self.classes.route_rules(fams)
+        if state.copies is not None and _copies6(state):
+            out += copies.route_rules(state.copies, state.tables, fams)
         return out
 
     def _rulesets(self, state: DesiredState) -> dict[str, str | None]:
@@ -340,6 +347,8 @@ class Reconciler:
             nft.TABLE: None if state.marking is None else nft.render(
                 state.marking, names, allow, groups, addresses, copies=state.copies is not None),
             copies.TABLE: None if state.copies is None else copies.render(state.copies, names),
+            copies.TABLE6: copies.render(state.copies, names, 6)
+            if state.copies is not None and _copies6(state) else None,
             mptcp.TABLE: None if state.mptcp is None else mptcp.render(state.mptcp,
                                                                        state.tunnels),
             guard.TABLE: None if state.guard is None else guard.render(
@@ -662,7 +671,8 @@ class Reconciler:
                     found.append(rule.describe())
         # MPTCP's endpoints (their subflows close) before the table translating them.
         found += await self.mptcp.leftovers(doc.get("mptcp_was"))
-        tables = [nft.TABLE, copies.TABLE, mptcp.TABLE] + ([] if keep_guard else [guard.TABLE])
+        tables = [nft.TABLE, copies.TABLE, copies.TABLE6, mptcp.TABLE] + (
+            [] if keep_guard else [guard.TABLE])
         found += [f"nft table {table}" for table in tables if nft.delete(table)]
         # The DNS stays the tunnels' while the guard does (app/helper/dns.py says why).
         found += (await self.dns.leftovers(doc, keep=keep_guard))[0]

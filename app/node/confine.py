@@ -27,6 +27,7 @@ class Confinement:
     # A second table, for what only an ip-family table can do (nft `dup`): the exit's
     # realtime copies (docs/multipath.md). None: the role has none.
     copy_table: str | None = None
+    copy_table6: str | None = None
 
     def owns_iface(self, name: str) -> bool:
         return bool(self.iface.match(name))
@@ -48,6 +49,7 @@ EXIT = Confinement(
     priorities=range(5310, 5340),
     nft_table="inet braid_exit",
     copy_table="ip braid_exit_copy",
+    copy_table6="ip6 braid_exit_copy",
 )
 CONFINEMENTS = {c.role: c for c in (GATEWAY, EXIT)}
 
@@ -87,6 +89,8 @@ def exit_priorities(number: int) -> tuple[int, int]:
 # looks the client's address up too, and must find the node's own default route.
 EXIT_MARK_CLOSED = 0xF << EXIT_MARK_SHIFT
 EXIT_PRIO_CLOSED = EXIT.priorities.stop - 1
+# IPv6 realtime copies' routes (plan.py, _copy_routes): oif <link> lookup <its table>.
+EXIT_PRIO_COPY_ROUTES = EXIT.priorities.stop - 2
 
 
 # A Linux interface name the roles refer to but never create or change (the node's

@@ -90,6 +90,7 @@ async def rules(ipr: AsyncIPRoute, conf: Confinement) -> list[NodeRule]:
             out.append(NodeRule(
                 family=VERSION[family], priority=int(priority),
                 iif=msg.get("iifname") or None,
+                oif=msg.get("oifname") or None,
                 dst=str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}")) if dst else None,
                 fwmark=int(fwmark) if fwmark is not None else None,
                 fwmask=int(msg.get("fwmask")) if fwmark is not None else None,
@@ -106,6 +107,8 @@ def _rule_args(rule: NodeRule) -> dict[str, Any]:
     }
     if rule.iif is not None:
         args["iifname"] = rule.iif
+    if rule.oif is not None:
+        args["oifname"] = rule.oif
     if rule.dst is not None:
         net = ipaddress.ip_network(rule.dst)
         args["dst"], args["dst_len"] = str(net.network_address), net.prefixlen

@@ -33,6 +33,7 @@ from app.node.confine import (
     EXIT_MARK_CLOSED,
     EXIT_MARK_MASK,
     EXIT_PRIO_CLOSED,
+    EXIT_PRIO_COPY_ROUTES,
     GATEWAY,
     GATEWAY_PRIO_CLIENTS,
     GATEWAY_PRIO_CLIENTS_CLOSED,
@@ -64,9 +65,12 @@ class NodeRule:
     fwmark: int | None = None
     fwmask: int | None = None
     table: int | None = None
+    oif: str | None = None  # the exit's IPv6 copy routes only (_exit_copies)
 
     def describe(self) -> str:
         sel = [f"iif {self.iif}"] if self.iif else []
+        if self.oif:
+            sel.append(f"oif {self.oif}")
         if self.dst:
             sel.append(f"to {self.dst}")
         if self.fwmark is not None:
@@ -84,6 +88,7 @@ class Plan:
     nft: str  # the role's nft table, in nft's native syntax
     sysctls: tuple[tuple[str, str], ...]  # (key under /proc/sys, value)
     nft_copy: str | None = None  # the exit's realtime copies (ip family: nft `dup`)
+    nft_copy6: str | None = None  # the same for IPv6 (ip6 family), with IPv6 clients
 
 
 def plan(state: NodeState) -> Plan:
@@ -205,6 +210,8 @@ def plan_exit(state: ExitState) -> Plan:
                   *_both(closed, fwmark=mark, fwmask=EXIT_MARK_MASK)]
         sysctls.append((f"net/ipv4/conf/{name}/rp_filter", RP_LOOSE))
     rules += _both(EXIT_PRIO_CLOSED, fwmark=EXIT_MARK_CLOSED, fwmask=EXIT_MARK_MASK)
+    v6 = any(_version(n) == 6 for n in state.clients)
+    rules += _copy_routes(state) if v6 else ()
     restore = [f"ct mark & {mask} != 0x00000000 meta mark set ct mark & {mask}"]
     sets: list[str] = []
     fallbacks: list[list[str]] = []
@@ -238,45 +245,64 @@ def plan_exit(state: ExitState) -> Plan:
          f'iifname {_names(links)} oifname "{egress}" masquerade'],
     ]
     return Plan(EXIT, tuple(link.tunnel for link in state.links), tuple(tables), tuple(rules),
-                _table(EXIT, chains, tuple(sets)), tuple(sysctls), _exit_copies(state))
+                _table(EXIT, chains, tuple(sets)), tuple(sysctls), _exit_copies(state),
+                _exit_copies(state, 6) if v6 else None)
 
 
 # The exit's half of realtime copies (docs/multipath.md; the client's is
-# app/helper/copies.py): what identifies one packet (addresses, UDP header, the first 24
-# bytes of payload, as one raw field: nft 1.0.6 aborts listing a concatenated key with
-# a raw part), how long copies of it are expected, and a flow's key.
-_PACKET_KEY = "@nh,96,320"
-_FLOW = "ip saddr . udp sport . ip daddr . udp dport"
-_FLOW_BACK = "ip daddr . udp dport . ip saddr . udp sport"  # a reply, after un-NAT
+# app/helper/copies.py), per IP version: what identifies one packet (addresses, UDP
+# header, the first payload bytes, as one raw field: nft 1.0.6 aborts listing a
+# concatenated key with a raw part; IPv6's 56 bytes leave 16 of payload), the packets
+# whose header is where that key expects it, a flow's key and a reply's (after un-NAT).
+@dataclass(frozen=True)
+class _CopyFamily:
+    table: str
+    key: str
+    udp: str
+    flow: str
+    flow_back: str
+    daddr: str
+
+
+_COPY_FAMILIES = {
+    4: _CopyFamily(EXIT.copy_table or "", "@nh,96,320", "meta l4proto udp ip hdrlength 5",
+                   "ip saddr . udp sport . ip daddr . udp dport",
+                   "ip daddr . udp dport . ip saddr . udp sport", "ip daddr"),
+    6: _CopyFamily(EXIT.copy_table6 or "", "@nh,64,448", "ip6 nexthdr udp",
+                   "ip6 saddr . udp sport . ip6 daddr . udp dport",
+                   "ip6 daddr . udp dport . ip6 saddr . udp sport", "ip6 daddr"),
+}
 _COPY_TIMEOUT = "1s"
 
 
-def _exit_copies(state: ExitState) -> str:
+def _exit_copies(state: ExitState, version: int = 4) -> str:
     """Copies meet here. Upstream, the first of a packet's copies (from any gateway)
     passes and the others are dropped, before the ``inet`` table marks the flow with
     their gateway; a packet identical to one that came through the *same* gateway a
     moment ago is a retransmission and passes. A gateway whose copies were dropped is
     remembered for the flow (``copy_<n>``, for a second), and the flow's replies are
-    copied to it too (``dup``; the reply itself goes by the flow's mark). Only UDP."""
-    sets = [("seen", _PACKET_KEY)]
+    copied to it too (``dup``; the reply itself goes by the flow's mark). Only UDP.
+    IPv6's ``dup`` needs a route through its device: _copy_routes."""
+    fam = _COPY_FAMILIES[version]
+    sets = [("seen", fam.key)]
     pre = ["prerouting", "type filter hook prerouting priority -160; policy accept;"]
     fwd = ["forward", "type filter hook forward priority filter; policy accept;"]
     mask = f"{EXIT_MARK_MASK:#010x}"
     for link in state.links:
         name, n = link.tunnel.name, link.mark
-        sets += [(f"seen_{n}", _PACKET_KEY), (f"copy_{n}", _FLOW)]
-        sel = f'iifname "{name}" meta l4proto udp ip hdrlength 5'
+        sets += [(f"seen_{n}", fam.key), (f"copy_{n}", fam.flow)]
+        sel = f'iifname "{name}" {fam.udp}'
         pre += [
-            f"{sel} {_PACKET_KEY} @seen_{n} accept",
+            f"{sel} {fam.key} @seen_{n} accept",
             # One rule: two copies on two CPUs cannot both pass (the element's limit).
-            f"{sel} add @seen_{n} {{ {_PACKET_KEY} }} add @seen {{ {_PACKET_KEY} limit rate "
-            f"over 1/minute burst 1 packets }} update @copy_{n} {{ {_FLOW} }} "
+            f"{sel} add @seen_{n} {{ {fam.key} }} add @seen {{ {fam.key} limit rate "
+            f"over 1/minute burst 1 packets }} update @copy_{n} {{ {fam.flow} }} "
             'counter name "copies_removed" drop',
         ]
         fwd.append(f"meta l4proto udp meta mark & {mask} != {exit_mark(n):#010x} "
-                   f'{_FLOW_BACK} @copy_{n} counter name "copies" dup to ip daddr device '
+                   f'{fam.flow_back} @copy_{n} counter name "copies" dup to {fam.daddr} device '
                    f'"{name}"')
-    out = [f"table {EXIT.copy_table} {{", '\tcounter copies {', '\t}',
+    out = [f"table {fam.table} {{", '\tcounter copies {', '\t}',
            '\tcounter copies_removed {', '\t}']
     for set_name, key in sets:
         out += [f"\tset {set_name} {{", f"\t\ttypeof {key}", "\t\tsize 65535",
@@ -284,3 +310,11 @@ def _exit_copies(state: ExitState) -> str:
     for chain in (pre, fwd):
         out += [f"\tchain {chain[0]} {{", *(f"\t\t{line}" for line in chain[1:]), "\t}"]
     return "\n".join([*out, "}"]) + "\n"
+
+
+def _copy_routes(state: ExitState) -> tuple[NodeRule, ...]:
+    """IPv6 looks a ``dup`` clone's route up with mark 0 and the clone's device, which
+    only a route through that device satisfies (IPv4 takes the destination as on-link):
+    ``oif <link> lookup <its table>``, one per link."""
+    return tuple(NodeRule(6, EXIT_PRIO_COPY_ROUTES, oif=link.tunnel.name,
+                          table=exit_table(link.mark)) for link in state.links)

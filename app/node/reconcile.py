@@ -52,9 +52,10 @@ async def apply(state: NodeState, log_dir: Path) -> list[str]:
         changes += await netlink.put_routes(ipr, want_routes, have_routes)
         changes += await kernel.add_rules(ipr, want_rules, have_rules)
         changes += kernel.nft_load(conf, p.nft)
-        if conf.copy_table is not None:
-            changes += (kernel.nft_load(conf, p.nft_copy, conf.copy_table) if p.nft_copy
-                        else kernel.nft_delete(conf, conf.copy_table))
+        for table, ruleset in ((conf.copy_table, p.nft_copy), (conf.copy_table6, p.nft_copy6)):
+            if table is not None:
+                changes += (kernel.nft_load(conf, ruleset, table) if ruleset
+                            else kernel.nft_delete(conf, table))
         # Per-device settings first; forwarding last of all.
         for key, value in sorted(p.sysctls, key=lambda kv: "forwarding" in kv[0]
                                  or kv[0].endswith("ip_forward")):
@@ -89,8 +90,9 @@ async def remove(conf: Confinement) -> list[str]:
         for name in sorted(await kernel.links(ipr, conf)):
             changes += await devices.remove(ipr, name)
         changes += kernel.nft_delete(conf)
-        if conf.copy_table is not None:
-            changes += kernel.nft_delete(conf, conf.copy_table)
+        for table in (conf.copy_table, conf.copy_table6):
+            if table is not None:
+                changes += kernel.nft_delete(conf, table)
         changes += await kernel.drop_rules(ipr, [], await kernel.rules(ipr, conf))
         changes += await netlink.drop_routes(ipr, {}, await kernel.routes(ipr, conf))
     return changes

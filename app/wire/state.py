@@ -49,10 +49,15 @@ GUARD_BLOCK_PRIORITY = 5298  # not fwmark bypass lookup GUARD_TABLE
 # In the same reserved range, the helper's rule for the bypass class: fwmark
 # BYPASS_CLASS_MARK lookup main (before 5298, which would send it into the guard's table).
 BYPASS_CLASS_PRIORITY = 5291
+# And realtime copies' IPv6 routes: oif <copy tunnel> lookup <its table>. IPv6's `dup`
+# looks its clone's route up with mark 0 and that tunnel as the device, which only a
+# route through the device satisfies (IPv4 takes the destination as on-link instead).
+COPY_ROUTE_PRIORITY = 5297
 NFT_GUARD_TABLE = "braid_guard"
 # Realtime copies (docs/multipath.md): nft `dup` exists only in ip/ip6 tables, so the
 # copies and their removal live in a table of their own next to `inet braid`.
 NFT_COPY_FAMILY, NFT_COPY_TABLE = "ip", "braid_copy"
+NFT_COPY_FAMILY6 = "ip6"  # the same table for IPv6's realtime flows
 MAX_GUARD_ALLOW = 64
 # MPTCP (docs/multipath.md, "MPTCP"): each tunnel's subflow endpoint is a local-only
 # address of Braid's from this block (IETF protocol assignments, never routed), put on
@@ -747,6 +752,7 @@ __all__ = [
     "BYPASS_CLASS_MARK",
     "BYPASS_CLASS_PRIORITY",
     "BYPASS_MARK",
+    "COPY_ROUTE_PRIORITY",
     "DEFAULT_CLASS",
     "EMPTY_STATE",
     "GUARD_ALLOW_PRIORITY",
@@ -767,6 +773,7 @@ __all__ = [
     "MTU_MAX",
     "MTU_MIN",
     "NFT_COPY_FAMILY",
+    "NFT_COPY_FAMILY6",
     "NFT_COPY_TABLE",
     "NFT_GUARD_TABLE",
     "NFT_MPTCP_FAMILY",

@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
+
 from app.core.copies import CopyConfig
 from app.core.decide import DecideConfig
 from app.core.model import EngineSnapshot
@@ -19,7 +21,7 @@ from app.core.targets import lab_profile_name
 from app.lab import control, stream, topology
 from app.lab.scenario import PathSpec, Scenario, load_scenario
 from app.lab.topology import LabInfo
-from app.wire.state import NFT_COPY_FAMILY, NFT_COPY_TABLE
+from app.wire.state import NFT_COPY_FAMILY, NFT_COPY_FAMILY6, NFT_COPY_TABLE
 from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
 from tests.faults import no_leak, uplink
 from tests.util import wait_until
@@ -39,9 +41,10 @@ def nft(lab: LabInfo, *args: str) -> subprocess.CompletedProcess[str]:
                            *args], capture_output=True, text=True, check=False)
 
 
-def copied(lab: LabInfo) -> int:
+def copied(lab: LabInfo, ipv6: bool = False) -> int:
     """Packets the client's kernel has copied onto a second tunnel (the helper's counter)."""
-    out = nft(lab, "list", "counter", NFT_COPY_FAMILY, NFT_COPY_TABLE, "copies")
+    out = nft(lab, "list", "counter", NFT_COPY_FAMILY6 if ipv6 else NFT_COPY_FAMILY,
+              NFT_COPY_TABLE, "copies")
     m = re.search(r"packets (\d+)", out.stdout)
     assert m, out.stderr
     return int(m.group(1))
@@ -74,16 +77,19 @@ def realtime_with_copies(c: Connected) -> tuple[str, str]:
     return snap.classes["realtime"][0], snap.copies[0]
 
 
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 def test_a_realtime_call_loses_no_packet_when_its_path_dies_and_the_far_end_sees_each_once(
-        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
-    lab = make_lab(quiet_cn_us(), exit="shared")
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected], ipv6: bool) -> None:
+    """IPv4, and IPv6 in a dual-stack lab (its own table, and the clone's route through
+    the copy tunnel that IPv6's ``dup`` needs: app/helper/copies.py)."""
+    lab = make_lab(quiet_cn_us(), exit="shared", ipv6=ipv6)
     set_copies(lab, "always")
     c = connect(lab)
     primary, second = realtime_with_copies(c)
     assert primary != second
     call = stream.start(lab.name, pps=200, duration=10.0, size=200, cls="realtime",
-                        sticky=True, wait=3.0)
-    wait_until(lambda: copied(lab) > 200, timeout=15,
+                        sticky=True, wait=3.0, ipv6=ipv6)
+    wait_until(lambda: copied(lab, ipv6) > 200, timeout=15,
                message="the kernel did not copy the call")
     control.impair(lab.name, primary, {"down": True})
     wait_until(lambda: c.rec.carrier("realtime") not in (None, primary), timeout=15,
@@ -162,28 +168,31 @@ def test_no_copies_on_separate_exits_and_the_snapshot_says_why(
     assert nft(lab, "list", "table", NFT_COPY_FAMILY, NFT_COPY_TABLE).returncode != 0
 
 
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 def test_no_copy_leaves_outside_a_tunnel_when_the_copy_tunnel_goes(
-        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected], ipv6: bool) -> None:
     """A clone is untracked and skips NAT: it must still never leave unencrypted. The
     copies' tunnel is deleted under a copied call (the clone names it as its device, so
     the kernel finds no route for it), its wireguard-go killed, the copy table flushed:
-    the ISP side counts every packet that is not WireGuard to a relay (tests/faults.py)."""
-    lab = make_lab("clean", exit="shared")
+    the ISP side counts every packet that is not WireGuard to a relay (tests/faults.py).
+    IPv6's clone is routed by the helper's ``oif`` rule, which names the device: gone,
+    it matches nothing, and the clone finds no route either."""
+    lab = make_lab("clean", exit="shared", ipv6=ipv6)
     set_copies(lab, "always")
     c = connect(lab)
     with uplink(lab):
         primary, second = realtime_with_copies(c)
         iface = lab.gateway(second).client_interface
         call = stream.start(lab.name, pps=200, duration=8.0, size=200, cls="realtime",
-                            wait=1.0)
-        wait_until(lambda: copied(lab) > 100, timeout=15,
+                            wait=1.0, ipv6=ipv6)
+        wait_until(lambda: copied(lab, ipv6) > 100, timeout=15,
                    message="the kernel did not copy the call")
         ns = topology.netns(lab.name, "client")
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "del", iface], check=True)
-        start = copied(lab)
+        start = copied(lab, ipv6)
         # Copies are still being made: into the gone device (the rule holds its index:
         # no route, dropped) until the helper has the tunnel and the table back.
-        wait_until(lambda: copied(lab) > start + 100, timeout=15,
+        wait_until(lambda: copied(lab, ipv6) > start + 100, timeout=15,
                    message="the copy rule stopped copying")
         no_leak(lab, f"copies with their tunnel {iface} deleted")
         r = call.result()

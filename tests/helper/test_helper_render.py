@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import socket
 import subprocess
 
 from app.helper import copies, nft, uapi
-from app.wire.state import CopyState, MarkClass, Marking, PeerState, TunnelState
+from app.wire.state import (
+    COPY_ROUTE_PRIORITY,
+    CopyState,
+    MarkClass,
+    Marking,
+    Nexthop,
+    PeerState,
+    RouteState,
+    TableState,
+    TunnelState,
+)
 
 K1 = base64.b64encode(bytes(range(32))).decode()
 K2 = base64.b64encode(bytes(range(1, 33))).decode()
@@ -245,3 +256,25 @@ def test_copies_off_still_remove_copies_in_flight_and_no_tunnels_copy_nothing() 
     for text in (off, bare, two):
         done = nft_accepts(text, ("br-a", "br-b", "br-c"))
         assert done.returncode == 0, (text, done.stderr)
+
+
+def test_the_ipv6_copy_table_is_the_same_with_ipv6_headers_and_its_clones_get_a_route() -> None:
+    text = copies.render(CopyState(("br-b",)), ["br-b", "br-a"], 6)
+    assert text.startswith("table ip6 braid_copy {")
+    rt = "ct label 114 ip6 nexthdr udp"  # no extension header: the key's offsets hold
+    assert f'oifname {{ "br-a", "br-b" }} {rt} jump to_copies' in text
+    assert 'dup to ip6 daddr device "br-b"' in text
+    assert "add @seen { @nh,64,448 limit rate over 1/minute burst 1 packets }" in text
+    done = nft_accepts(text, ("br-a", "br-b"))
+    assert done.returncode == 0, done.stderr
+    tables = (TableState(52000, (RouteState("0.0.0.0/0", (Nexthop("br-a"),)),
+                                 RouteState("::/0", (Nexthop("br-a"),)))),
+              TableState(52001, (RouteState("::/0", (Nexthop("br-b"),)),)))
+    (rule,) = copies.route_rules(CopyState(("br-b",)), tables, (socket.AF_INET, socket.AF_INET6))
+    assert (rule.family, rule.priority, rule.oif, rule.table) == (
+        socket.AF_INET6, COPY_ROUTE_PRIORITY, "br-b", 52001)
+    assert rule.describe() == "ipv6 rule 5297 oif br-b lookup 52001"
+    # No IPv6 in the kernel: no rule; a copy tunnel no table routes into: none (its
+    # clones find no route and are dropped, as with the tunnel gone).
+    assert copies.route_rules(CopyState(("br-b",)), tables, (socket.AF_INET,)) == []
+    assert copies.route_rules(CopyState(("br-c",)), tables, (socket.AF_INET6,)) == []

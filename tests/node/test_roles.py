@@ -203,4 +203,13 @@ def test_clients_with_ipv6_addresses(node: Node) -> None:
     link = ex["gateways"][0]["tunnel"]["name"]
     assert f"default dev {link} table 52111" in held["routes6"]
     assert "ip6 daddr 2001:db8:77::/64 meta mark & 0x00f00000 == 0x00000000" in held["nft"]
+    # IPv6 realtime copies meet here too: their own table, and a route for the replies'
+    # clones through each link (IPv6's dup needs one: plan.py, _copy_routes).
+    copies6 = held["nft"].split("table ip6 braid_exit_copy {")[1]
+    assert f'dup to ip6 daddr device "{link}"' in copies6 and "@nh,64,448" in copies6
+    assert f"5338:\tfrom all oif {link} lookup 52111" in held["rules6"]
+    assert "oif" not in held["rules"]
     assert node.apply(ex) == []
+    assert node.run("down", "exit").returncode == 0
+    after = dump(node)
+    assert "braid_exit_copy" not in after["nft"] and "oif" not in after["rules6"]
