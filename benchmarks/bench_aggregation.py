@@ -191,7 +191,11 @@ def run_scenario(name: str, scen: Path, args: argparse.Namespace,
                     print(f"  {best:>5} {row:>5}: {b['goodput_mbit_s']:5.1f} Mbit/s alone; "
                           f"braid/best {m['vs_best_path']:.2f}", flush=True)
         if baseline:
-            out["mptcp_one"] = mptcp_flow(s.lab, args.size)
+            one = out["mptcp_one"] = mptcp_flow(s.lab, args.size)
+            if one is not None:
+                print(f"  braid mptcp: {one['goodput_mbit_s']:5.1f} Mbit/s "
+                      f"({one['goodput_mbit_s'] / total:.0%} of {total:g}), "
+                      f"{one['subflows']} subflows", flush=True)
     return out
 
 

@@ -234,9 +234,17 @@ def aggregation(f: dict[str, Any]) -> str:
     return (f"three paths 20/20/10 Mbit/s, of the sum: 6-flow up {row('three', 'up6')}, "
             f"down {row('three', 'down6')}, one flow {row('three', 'one')}; round trips 3x "
             f"apart: up {row('pair', 'up6')}, down {row('pair', 'down6')}, one flow "
-            f"{row('pair', 'one')}; MPTCP "
-            + ("not measured" if not (f.get("three") or {}).get("mptcp_one") else
-               f"{f['three']['mptcp_one']['goodput_mbit_s']:.1f} Mbit/s"))
+            f"{row('pair', 'one')}; one MPTCP flow " + "; ".join(
+                mptcp(f, scen, what) for scen, what in (("three", "three"), ("pair", "pair"))))
+
+
+def mptcp(f: dict[str, Any], scen: str, what: str) -> str:
+    one = (f.get(scen) or {}).get("mptcp_one")
+    if not one:
+        return f"{what}: not measured"
+    total = f[scen].get("sum_rates_mbit_s")
+    share = f" ({one['goodput_mbit_s'] / total * 100:.0f} % of the sum)" if total else ""
+    return f"{what}: {one['goodput_mbit_s']:.1f} Mbit/s{share}"
 
 
 def drift(f: dict[str, Any]) -> str:
