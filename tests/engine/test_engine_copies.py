@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -133,15 +134,21 @@ def test_on_demand_copies_switch_on_when_realtimes_path_loses_and_off_after_the_
     call = stream.start(lab.name, pps=100, duration=20.0, size=200, cls="realtime", wait=1.0)
     # 3 %: past the copies' 1 % (copies.py), short of the 5 % at which a path scores 0
     # and realtime would leave it whatever the margin (scoring.py's LOSS_LIMIT).
+    # Only what came after the loss: an older snapshot can show copies the kernel still
+    # held while the decision was already "off: clean" (the apply follows it).
+    since = time.time()  # snapshots' own clock (the recorder keeps only the last 50)
     control.impair(lab.name, primary, {"loss_pct": 3.0})
-    on = wait_until(lambda: next((s for s in reversed(c.rec.snaps) if s.copies), None),
+    on = wait_until(lambda: next((s for s in reversed(c.rec.snaps) if s.t >= since and s.copies
+                                  and not (s.copies_reason or "off").startswith("off")), None),
                     timeout=20, message=f"copies never came on: {c.rec.last}")
     assert on is not None
     assert primary not in on.copies and on.copies_reason and primary in on.copies_reason, on
     wait_until(lambda: copied(lab) > 50, timeout=15, message="the kernel copied nothing")
+    since = time.time()
     control.impair(lab.name, primary, {"loss_pct": 0.0})
     # Clear, then held on for the hold-down, then off.
-    holding = wait_until(lambda: next((s for s in reversed(c.rec.snaps) if s.copies and
+    holding = wait_until(lambda: next((s for s in reversed(c.rec.snaps) if s.t >= since
+                                       and s.copies and
                                        (s.copies_reason or "").startswith("holding")), None),
                          timeout=40, message=f"no hold-down: {c.rec.last}")
     assert holding is not None
