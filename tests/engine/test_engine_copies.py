@@ -24,7 +24,7 @@ from app.lab.scenario import PathSpec, Scenario, load_scenario
 from app.lab.topology import LabInfo
 from app.wire.state import NFT_COPY_FAMILY, NFT_COPY_FAMILY6, NFT_COPY_TABLE
 from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
-from tests.faults import no_leak, uplink
+from tests.faults import no_leak, ns_run, restart_helper, uplink
 from tests.util import wait_until
 
 FLUSH_ALLOWANCE = 5  # answers (packets): see the death test's downstream assertion
@@ -206,3 +206,34 @@ def test_no_copy_leaves_outside_a_tunnel_when_the_copy_tunnel_goes(
         no_leak(lab, "after the call")
     assert r.server_duplicates == 0, r
     assert c.rec.carrier("realtime") == primary
+
+
+def test_no_ipv6_copy_leaves_outside_a_tunnel_through_a_helper_kill_and_an_nft_flush(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """The copy tables and the helper's IPv6 copy-route rule in place under a copied
+    IPv6 call: the helper killed -9 (the guard holds across its restart, the restarted
+    helper removes what it finds and the engine applies again), then `nft flush
+    ruleset` (the copy tables go with everything else; the guard's rules send what is
+    unmarked into its table). The ISP side counts every packet that is not WireGuard."""
+    lab = make_lab("clean", exit="shared", ipv6=True)
+    set_copies(lab, "always")
+    c = connect(lab)
+    ns = topology.netns(lab.name, "client")
+    with uplink(lab):
+        realtime_with_copies(c)
+        call = stream.start(lab.name, pps=200, duration=12.0, size=200, cls="realtime",
+                            wait=1.0, ipv6=True)
+        wait_until(lambda: copied(lab, True) > 100, timeout=15,
+                   message="the kernel did not copy the call")
+        restart_helper(lab)
+        no_leak(lab, "the helper killed with the copy tables in place")
+        wait_until(lambda: nft(lab, "list", "counter", "ip6", NFT_COPY_TABLE,
+                               "copies").returncode == 0 and copied(lab, True) > 50,
+                   timeout=20, message="the copies never came back after the restart")
+        ns_run(ns, "nft", "flush", "ruleset")
+        no_leak(lab, "nft flush ruleset with the copy tables in place")
+        wait_until(lambda: nft(lab, "list", "counter", "ip6", NFT_COPY_TABLE,
+                               "copies").returncode == 0 and copied(lab, True) > 50,
+                   timeout=20, message="the copies never came back after the flush")
+        call.result()
+        no_leak(lab, "after the call")
