@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QBrush, QColor, QPen, QShowEvent
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor, QFontMetrics, QPen, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -63,6 +63,7 @@ from app.ui.plot_layers import (
 PALETTE = ("#1e88e5", "#e53935", "#43a047", "#8e24aa", "#fb8c00", "#00897b", "#6d4c41")
 TITLES = {"rtt": "RTT (ms)", "jitter": "Jitter (ms)", "loss": "Loss (%)", "score": "Score"}
 CEILINGS = {"loss": 100.0, "score": 1.0}  # no room above what a metric can reach
+TICK_TEXT_ROOM = "0000.0"  # the widest value label: an RTT of seconds, or a score's 0.25
 MARKER_PENS = {
     "switch": ("#37474f", Qt.PenStyle.DashLine),
     "fail_closed": ("#c62828", Qt.PenStyle.SolidLine),
@@ -170,6 +171,13 @@ class PathGraphWindow(QWidget):
             axis = {"bottom": TimeAxis(ticks)}
             plot = self._plots_widget.addPlot(row=row, col=0, axisItems=axis)
             plot.setLabel("left", TITLES[metric])
+            # The same room for every plot's value labels, whatever they read: pyqtgraph
+            # sizes each left axis to its own labels, so the plots' time spans started at
+            # different pixels, their linked ranges differed and the ticks could not be
+            # shared (and a new label width, "5" to "100", moved the plot).
+            left_axis = plot.getAxis("left")
+            left_axis.setStyle(autoExpandTextSpace=False, tickTextWidth=QFontMetrics(
+                left_axis.font()).horizontalAdvance(TICK_TEXT_ROOM))
             # No grid: pyqtgraph redraws grid lines with every frame, which tripled the
             # window's CPU (benchmarks/bench_ui.py).
             plot.setMouseEnabled(x=False, y=True)
@@ -192,7 +200,16 @@ class PathGraphWindow(QWidget):
             self.layers[metric] = layers
         self.plots["score"].setYRange(0.0, 1.0, padding=0.05)
         self.plots["loss"].setLimits(yMin=-1.0)
-        self.plots[METRICS[0]].vb.sigResized.connect(self._mark_stale)
+        # A resize moves each linked plot's range on its own (pyqtgraph lines the linked
+        # views up by their geometry, one by one, against the first plot's range before
+        # or after its own resize), so the plots would show different times until the
+        # next snapshot: redraw once the resizes of this turn are done.
+        self._resized = QTimer(self)
+        self._resized.setSingleShot(True)
+        self._resized.setInterval(0)
+        self._resized.timeout.connect(self._redraw_if_shown)
+        for plot in self.plots.values():
+            plot.vb.sigResized.connect(self._mark_resized)
         for metric, plot in self.plots.items():
             # A new height (automatic, or the user's wheel) resizes a pixel: tell the chunks.
             plot.vb.sigYRangeChanged.connect(lambda *_, m=metric: self._set_chunk_pixels(m))
@@ -276,8 +293,13 @@ class PathGraphWindow(QWidget):
         if self._latest is not None:
             self._show_figures(self._latest)
 
-    def _mark_stale(self) -> None:
+    def _mark_resized(self) -> None:
         self._stale = True
+        self._resized.start()
+
+    def _redraw_if_shown(self) -> None:
+        if self.on_screen():
+            self.redraw()
 
     def _full_redraw_due(self) -> bool:
         history = self._history
