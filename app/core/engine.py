@@ -503,6 +503,17 @@ class Engine:
         self._helper_dns = status.dns
         take_status(self.paths, {t.name: (t.handshake_age_s, t.rx_bytes, t.tx_bytes)
                                  for t in status.tunnels}, time.monotonic())
+        if self._steering is not None and status.spread_flows:
+            by_mark = {p.spec.mark: p.name for p in self.paths}
+            flows = {by_mark[m]: n for m, n in status.spread_flows.items() if m in by_mark}
+            moves = self._steering.take_spread_flows(flows)
+            for src, dst in moves:
+                self.events.add(EventKind.REBALANCED,
+                                f"a bulk flow moved from {src} to {dst}: {dst} carried no "
+                                f"bulk flow, {src} {flows.get(src, 0)}", cls="bulk",
+                                from_path=src, to_path=dst)
+            if moves:
+                self._dirty.set()
         held = {t.name for t in status.tunnels}
         if self.counters.applies and not self._helper_down.is_set() and \
                 any(p.spec.interface not in held for p in self.paths):

@@ -44,6 +44,7 @@ class EventKind(enum.Enum):
     PATH_UP = "path_up"
     ERROR = "error"  # the engine went into its error state
     RECOVERED = "recovered"  # ... and out of it
+    REBALANCED = "rebalanced"  # a running bulk flow moved onto an idle spread path
 
     @property
     def moves_class(self) -> bool:

@@ -267,6 +267,7 @@ def build_state(
     dns: DnsState | None = None,
     copies: Sequence[str] | None = None,
     spread: Sequence[str] = (),
+    moves: Sequence[tuple[str, str]] = (),
     mptcp: Collection[str] | None = None,
 ) -> DesiredState:
     """The desired state for ``targets`` (class -> path name, or None: fail closed).
@@ -286,6 +287,8 @@ def build_state(
     table at all (docs/multipath.md).
     ``spread``: bulk spreading's slots, a path name each (app/core/spread.py); only
     usable paths' slots are kept, and fewer than two paths left mean no spread.
+    ``moves``: one-off, like ``flush``: (from, to) path names, one spread bulk flow each
+    (spread.py's rebalancing); only pairs within the spread are kept.
     ``mptcp``: the paths (names) that get an MPTCP subflow endpoint now, the healthy
     ones (docs/multipath.md, "MPTCP"); None: no MPTCP state at all.
     """
@@ -349,9 +352,11 @@ def build_state(
     slots = tuple(by_name[n].mark for n in spread if n in usable)
     if "bulk" not in targets or len(set(slots)) < 2:
         slots = ()
+    moved = tuple((by_name[a].mark, by_name[b].mark) for a, b in moves
+                  if a != b and {by_name[a].mark, by_name[b].mark} <= set(slots))
     marking: Marking | None = Marking(BYPASS_MARK, tuple(classes), not shared_exit,
                                       tuple(flush_marks), bulk_after_bytes=bulk_after,
-                                      spread=slots)
+                                      spread=slots, moves=moved)
     copy_state = None
     if copies is not None and shared_exit and "realtime" in targets:
         copy_state = CopyState(tuple(copies))
@@ -391,7 +396,7 @@ def mptcp_plan(paths: Sequence[PathSpec], healthy: Collection[str]
 
 
 def without_flush(state: DesiredState) -> DesiredState:
-    """The state minus its one-off flush list: what to compare plans by."""
-    if state.marking is None or not state.marking.flush_marks:
+    """The state minus its one-offs (the flush list, the moves): what to compare plans by."""
+    if state.marking is None or not (state.marking.flush_marks or state.marking.moves):
         return state
-    return replace(state, marking=replace(state.marking, flush_marks=()))
+    return replace(state, marking=replace(state.marking, flush_marks=(), moves=()))

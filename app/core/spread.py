@@ -32,6 +32,20 @@ only when some path's share moves by ``REWEIGHT_SHARE`` or more, at most once pe
 ``REWEIGHT_S``, so a score's wiggles do not reload the chain; a change of *which* paths
 spread (one died, came back, was taken by realtime) is taken at once.
 
+Rebalancing (:class:`Rebalancer`, shared exit only). Dealing decides a flow's path once,
+so a batch of like transfers ends when the path given the most work per bit/s does:
+six equal flows dealt 2/2/2 over 20/20/10 Mbit/s leave the thin path holding a third of
+the bytes (at best 60 % of the rates). On a shared exit a running flow can change path
+without breaking (the far end sees the exit's one address; the exit answers through the
+gateway the flow's last packet came from), so a spread path left with no running bulk
+flow takes one: from the path with the most flows per weight when it has two or more;
+else a path's lone flow when the idle path's weight is ``REBALANCE_FASTER`` times its
+own or more (it gets faster; the asymmetry means it never moves back). A path must be
+idle at two status reads in a row (the helper counts established spread flows once a
+second) before it takes one, so a batch still being dealt is left alone. Bound: at most
+one flow onto each idle path per status read, and a flow moves only onto an idle path,
+so the flows still sharing a busy path never move.
+
 Which paths: those usable (up, or suspect but not declared down) and scoring above 0,
 minus the path of the realtime class while another qualifies (bulk never queues
 realtime). Fewer than two: no spread, bulk rides its decider's one path as before.
@@ -50,6 +64,7 @@ REWEIGHT_SHARE = 0.10  # a share must move this much (of all flows) to re-weight
 REWEIGHT_S = 5.0  # at most one re-weighting (of the same paths) per this long
 CAPACITY_WINDOW_S = 60.0  # a saturated rate this old no longer says what a path carries
 CAPACITY_SAMPLES = 256  # readings kept: a minute of a few steps a second
+REBALANCE_FASTER = 1.5  # a lone flow moves onto an idle path this much heavier, or more
 
 
 @dataclass
@@ -161,3 +176,39 @@ class Spreader:
         self.verdict = SpreadVerdict(order, interleave({n: share[n] for n in order}), w,
                                      all(v is not None for v in caps.values()), now)
         return self.verdict
+
+
+class Rebalancer:
+    """Which running spread flows move, from the helper's counts (module docstring)."""
+
+    def __init__(self) -> None:
+        self._idle: set[str] = set()  # the spread paths idle at the last read
+        self.moved = 0
+
+    def step(self, flows: Mapping[str, int], verdict: SpreadVerdict | None
+             ) -> list[tuple[str, str]]:
+        """``flows``: established spread flows per path at this status read. The moves
+        to make now, (from, to) each."""
+        if verdict is None:
+            self._idle = set()
+            return []
+        counts = {n: flows.get(n, 0) for n in verdict.paths}
+        idle = {n for n, k in counts.items() if k == 0}
+        ready, self._idle = idle & self._idle, idle
+        w = {n: max(verdict.weights.get(n, 0.0), 1e-9) for n in verdict.paths}
+        moves = []
+        for dst in sorted(ready, key=lambda n: (-w[n], n)):
+            busy = [n for n in verdict.paths if counts[n] >= 2]
+            lone = [n for n in verdict.paths if counts[n] == 1 and verdict.capacity_known
+                    and w[dst] >= REBALANCE_FASTER * w[n]]
+            if busy:
+                src = max(busy, key=lambda n: (counts[n] / w[n], n))
+            elif lone:
+                src = min(lone, key=lambda n: (w[n], n))
+            else:
+                continue
+            counts[src] -= 1
+            counts[dst] += 1
+            moves.append((src, dst))
+        self.moved += len(moves)
+        return moves

@@ -24,12 +24,15 @@ Whose flows move (the flush policy):
   re-deal bulk's flows too). A flushed download whose client only receives lives on
   where its path does (nft.py's input chain takes its next segment and classifies the
   client's answers), not where it died: the exit keeps answering into the dead path
-  (docs/multipath.md, "Still open").
+  (docs/multipath.md, "Still open");
+- rebalancing (spread.py's Rebalancer, shared exit only): a spread path left with no
+  running bulk flow takes one, by conntrack mark, from a path with two or more (one
+  flow, not a flush: the others there keep running where they are).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from app.core.copies import CopyConfig, CopyDecider, CopyVerdict
@@ -40,7 +43,7 @@ from app.core.paths import PathRuntime
 from app.core.plan import build_state, dns_state, outside_dns, without_flush
 from app.core.profiles.model import Weights
 from app.core.scoring import score_paths
-from app.core.spread import Spreader, SpreadVerdict
+from app.core.spread import Rebalancer, Spreader, SpreadVerdict
 from app.wire.state import DesiredState, DnsState, GuardState
 
 REALTIME, BULK = "realtime", "bulk"
@@ -66,6 +69,7 @@ class Plan:
     flushed: frozenset[str] = frozenset()  # paths whose flows this state flushes
     copies: tuple[str, ...] = ()  # paths realtime is copied onto
     spread: tuple[str, ...] = ()  # bulk's slots, a path each (spread.py)
+    moves: tuple[tuple[str, str], ...] = ()  # spread flows this state moves (from, to)
 
 
 @dataclass
@@ -113,6 +117,10 @@ class Steering:
                 copy_cfg or CopyConfig(), path_hold_down_s=config(REALTIME).hold_down_s))
         # Bulk spreading over every healthy path (spread.py); None: bulk rides one path.
         self.spreader = Spreader() if spread and BULK in self.deciders else None
+        # Moving running spread flows onto idle paths (spread.py's rebalancing): only on
+        # a shared exit, where a flow that changes path breaks nothing.
+        self.rebalancer = Rebalancer() if self.spreader is not None and shared_exit else None
+        self._moves: list[tuple[str, str]] = []  # not yet sent
 
     # -- measurements -> decisions --------------------------------------------------
 
@@ -189,6 +197,21 @@ class Steering:
         for name in before - after:
             if by_name[name].usable and self.shared_exit and name == reserved:
                 self._movers.add(name)
+
+    def take_spread_flows(self, flows: Mapping[str, int]) -> list[tuple[str, str]]:
+        """The helper's count of established spread flows per path (each status read):
+        the moves it calls for are sent with the next plan, and returned."""
+        if self.rebalancer is None:
+            return []
+        held = self.held_spread()
+        # Against what the kernel holds: a move names two paths of the held spread.
+        verdict = self.spread_verdict
+        if verdict is None or set(verdict.paths) != set(held):
+            self.rebalancer.step({}, None)
+            return []
+        moves = self.rebalancer.step(flows, verdict)
+        self._moves += moves
+        return moves
 
     @property
     def spread_verdict(self) -> SpreadVerdict | None:
@@ -293,8 +316,8 @@ class Steering:
     def dirty(self) -> bool:
         if self._held is None:
             return True
-        return (self.usable(), self.targets(), self.guard(), self.dns(),
-                self.copy_paths(), self.spread_slots()) != (
+        return bool(self._moves) or (self.usable(), self.targets(), self.guard(), self.dns(),
+                                     self.copy_paths(), self.spread_slots()) != (
             self._held.usable, self._held.targets, self._held.state.guard,
             self._held.state.dns, self._held.copies, self._held.spread)
 
@@ -328,11 +351,13 @@ class Steering:
                             dns=self.dns(), bulk_after_mb=self.bulk_after_mb,
                             copies=None if self.copier is None or not self.shared_exit else
                             tuple(by_name[n].spec.interface for n in copies),
-                            spread=self.spread_slots(), mptcp=usable)
+                            spread=self.spread_slots(), moves=self._moves, mptcp=usable)
         plain = without_flush(state)
-        must_send = prev is None or plain != prev.state or bool(flush) or left_closed
+        moves = tuple(self._moves)
+        must_send = prev is None or plain != prev.state or bool(flush) or left_closed or \
+            bool(moves)
         return Plan(state, plain, usable, targets, decided, tuple(self._pending), must_send,
-                    frozenset(flush), copies, self.spread_slots())
+                    frozenset(flush), copies, self.spread_slots(), moves)
 
     def committed(self, plan: Plan) -> None:
         """The helper holds ``plan`` (or already did). Only what the plan carried is
@@ -342,6 +367,8 @@ class Steering:
             self._unflushed |= prev.usable - plan.usable
         self._unflushed -= plan.usable | plan.flushed
         self._movers -= plan.flushed
+        for move in plan.moves:
+            self._moves.remove(move)
         self._held = _Held(plan.plain, plan.usable, plan.targets, plan.copies, plan.spread)
         self.settled |= plan.decided
         done = {id(p) for p in plan.pending}

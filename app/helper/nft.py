@@ -65,7 +65,8 @@ LABEL_FALLTHROUGH = 112
 LABEL_BULK_BY_VOLUME = 113
 LABEL_REALTIME = 114  # a realtime flow, which realtime copies copy (app/helper/copies.py)
 LABEL_PICKED_UP = 115  # a flow conntrack met again mid-stream, from a tunnel, after a flush
-LABEL_BITS = (112, 113, 114, 115)
+LABEL_SPREAD = 116  # a bulk flow dealt by spreading, which a rebalancing move may move
+LABEL_BITS = (112, 113, 114, 115, 116)
 # Conferencing selectors for flows of apps nobody pinned, to realtime (each range's
 # source is in docs/classes.md): STUN/TURN, Teams, Zoom, Google Meet; DSCP EF and AF4x.
 REALTIME_UDP_PORTS = ("3478-3481", "8801-8810", "19302-19309")
@@ -229,7 +230,8 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
     for mark in sorted(set(spread)):
         m = f"{mark:#010x}"
         out += [f"\tchain {spread_chain(mark)} {{",
-                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m}", "\t}"]
+                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m} "
+                f"ct label set {LABEL_SPREAD}", "\t}"]
     out += ["\tchain output {", *(f"\t\t{line}" for line in body), "\t}"]
     tunnels = sorted(tunnels)
     if tunnels:

@@ -287,6 +287,10 @@ class Reconciler:
                     changes += await self.mptcp.put(ipr, new.mptcp, index)
                 if flush:
                     changes += await self._flush(new)
+                    # A move only changes a flow between two spread paths, both routed
+                    # (marking.moves stays within marking.spread): dying here leaks
+                    # nothing, the flow stays on one of them.
+                    changes += await self._move(new)
                 # DNS once its servers are routed (and while links it reverts still exist).
                 changes += await self.dns.apply(new.dns, index)
                 changes += await netlink.drop_rules(ipr, want_rules, have_rules)
@@ -389,6 +393,18 @@ class Reconciler:
             return []
         await self._conntrack.flush_marks(marking.flush_marks)
         return [f"flushed conntrack entries with mark {m:#x}" for m in marking.flush_marks]
+
+    async def _move(self, state: DesiredState) -> list[str]:
+        marking = state.marking
+        if marking is None:
+            return []
+        changes = []
+        for src, dst in marking.moves:
+            flow = await self._conntrack.move(src, dst)
+            changes.append(f"no spread flow left on mark {src:#x} to move" if flow is None else
+                           f"moved spread flow {flow.saddr}:{flow.sport} -> "
+                           f"{flow.daddr}:{flow.dport} from mark {src:#x} to {dst:#x}")
+        return changes
 
     # ---- drift -----------------------------------------------------------------------
     def start_watching(self) -> None:
@@ -752,7 +768,17 @@ class Reconciler:
             guard=self._guard_status(rules, routes, intact(guard.TABLE)),
             classes=self._classes_status(uid, read=not just_applied and intact(nft.TABLE)),
             dns=self._dns_status(intact(guard.TABLE)),
+            spread_flows={} if just_applied else await self._spread_flows(),
         )
+
+    async def _spread_flows(self) -> dict[int, int]:
+        marking = self.state.marking
+        if marking is None or not marking.spread:
+            return {}
+        counts = dict.fromkeys(marking.spread, 0)
+        for flow in await self._conntrack.spread_flows(marking.spread):
+            counts[flow.mark] = counts.get(flow.mark, 0) + 1
+        return counts
 
     def _dns_status(self, guard_nft: bool) -> DnsStatus | None:
         dns, mechanism = self.state.dns, self.dns.mechanism

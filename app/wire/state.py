@@ -176,6 +176,10 @@ class Marking:
     # Bulk spreading (docs/multipath.md): each new bulk flow takes the next slot's path
     # mark (nft numgen inc) and keeps it; () : bulk takes its class's one mark.
     spread: tuple[int, ...] = ()
+    # One-off, like flush_marks (only the apply that brings it): per (from, to) pair of
+    # spread marks, one running bulk TCP flow spread onto ``from`` takes ``to``
+    # (conntrack's mark changed in place: on a shared exit nothing of the flow breaks).
+    moves: tuple[tuple[int, int], ...] = ()
 
     def mark_of(self, name: str) -> int | None:
         return next((c.mark for c in self.classes if c.name == name), None)
@@ -287,6 +291,8 @@ class DesiredState:
             del doc["copies"]
         if doc["marking"] is not None and not doc["marking"]["spread"]:
             del doc["marking"]["spread"]  # the same: a state without spreading reads as before
+        if doc["marking"] is not None and not doc["marking"]["moves"]:
+            del doc["marking"]["moves"]  # likewise
         if doc["mptcp"] is None:
             del doc["mptcp"]  # likewise
         return d.plain(doc)  # type: ignore[no-any-return]
@@ -694,7 +700,7 @@ def _mark_class(doc: Any, path: str) -> MarkClass:
 def _marking(doc: Any, path: str) -> Marking:
     obj = d.obj(
         doc, path, {"bypass_mark", "classes", "masquerade", "flush_marks", "bulk_after_bytes",
-                    "spread"},
+                    "spread", "moves"},
         {"bypass_mark"}
     )
     bypass = _mark(obj["bypass_mark"], f"{path}.bypass_mark")
@@ -709,6 +715,7 @@ def _marking(doc: Any, path: str) -> Marking:
     flush_marks = d.each(obj.get("flush_marks", []), f"{path}.flush_marks", len(PATH_MARKS),
                          lambda m, p: _mark(m, p, PATH_MARKS))
     d.unique(list(flush_marks), f"{path}.flush_marks", "mark")
+    spread = _spread(obj.get("spread", []), f"{path}.spread", classes)
     return Marking(
         bypass_mark=bypass,
         classes=classes,
@@ -716,8 +723,26 @@ def _marking(doc: Any, path: str) -> Marking:
         flush_marks=flush_marks,
         bulk_after_bytes=d.opt_integer(obj.get("bulk_after_bytes"), f"{path}.bulk_after_bytes",
                                        0, MAX_BULK_AFTER_BYTES),
-        spread=_spread(obj.get("spread", []), f"{path}.spread", classes),
+        spread=spread,
+        moves=_moves(obj.get("moves", []), f"{path}.moves", spread),
     )
+
+
+def _moves(doc: Any, path: str, spread: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Pairs of two different spread marks: a move takes a spread flow from one path
+    of the spread to another (never out of it, nor onto the closed mark)."""
+    def pair(item: Any, p: str) -> tuple[int, int]:
+        if not isinstance(item, list) or len(item) != 2:
+            raise StateError(p, "must be a pair [from mark, to mark]")
+        src, dst = (_mark(m, f"{p}[{i}]", PATH_MARKS) for i, m in enumerate(item))
+        for i, mark in enumerate((src, dst)):
+            if mark not in spread:
+                raise StateError(f"{p}[{i}]", f"{mark:#010x} is not one of marking.spread's "
+                                              "marks (a move stays within the spread)")
+        if src == dst:
+            raise StateError(p, "moves a flow onto the path it is on")
+        return src, dst
+    return d.each(doc, path, MAX_SPREAD_SLOTS, pair)
 
 
 def _spread(doc: Any, path: str, classes: tuple[MarkClass, ...]) -> tuple[int, ...]:

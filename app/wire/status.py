@@ -131,6 +131,9 @@ class HelperStatus:
     guard: GuardStatus | None = None  # the kill switch, when one is held
     dns: DnsStatus | None = None  # the system's DNS, while the helper sets it
     classes: ClassesStatus | None = None  # traffic classes by app (None: an older helper)
+    # While bulk is spread: per spread mark, the bulk TCP flows spread onto it that are
+    # established now (what the engine's rebalancing reads; app/core/spread.py).
+    spread_flows: dict[int, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # fields this side does not know
 
     def tunnel(self, name: str) -> TunnelStatus | None:
@@ -139,6 +142,7 @@ class HelperStatus:
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         extra = doc.pop("extra")
+        doc["spread_flows"] = {f"{m:#010x}": n for m, n in self.spread_flows.items()}
         return {**extra, **plain(doc)}
 
     @classmethod
@@ -171,6 +175,7 @@ class HelperStatus:
             guard=GuardStatus.from_json(doc.get("guard")),
             dns=DnsStatus.from_json(doc.get("dns")),  # an older helper: none
             classes=ClassesStatus.from_json(doc.get("classes")),
+            spread_flows={int(m, 16): int(n) for m, n in (doc.get("spread_flows") or {}).items()},
             extra={k: v for k, v in doc.items() if k not in known},
         )
 

@@ -9,7 +9,9 @@ from app.core.spread import (
     REWEIGHT_S,
     SLOTS,
     Capacity,
+    Rebalancer,
     Spreader,
+    SpreadVerdict,
     interleave,
     shares,
     weights,
@@ -103,3 +105,44 @@ def test_a_suspect_path_stays_in_the_spread() -> None:
     s = Spreader()
     first = s.step(0.0, THREE, None)
     assert s.step(0.1, [THREE[0], cand("tyo", 0.8, Health.SUSPECT), THREE[2]], None) is first
+
+
+def verdict(w: dict[str, float], known: bool = True) -> SpreadVerdict:
+    order = tuple(sorted(w, key=lambda n: -w[n]))
+    return SpreadVerdict(order, order, w, known, 0.0)
+
+
+THIN = verdict({"hk": 1.0, "tyo": 1.0, "sgp": 0.5})  # 20/20/10 Mbit/s, capacities known
+
+
+def test_an_idle_spread_path_takes_a_flow_from_the_busiest_after_two_reads() -> None:
+    r = Rebalancer()
+    assert r.step({"hk": 2, "tyo": 2, "sgp": 0}, THIN) == []  # a batch may still be dealt
+    # Idle twice in a row: one flow from the path with the most flows per weight.
+    assert r.step({"hk": 2, "tyo": 3, "sgp": 0}, THIN) == [("tyo", "sgp")]
+    assert r.step({"hk": 2, "tyo": 2, "sgp": 1}, THIN) == []  # no idle path: nothing moves
+
+
+def test_a_lone_flow_moves_only_onto_a_much_heavier_idle_path_and_never_back() -> None:
+    r = Rebalancer()
+    for _ in range(2):  # the thin path's flow is the batch's last: hk and tyo are idle
+        moves = r.step({"hk": 0, "tyo": 0, "sgp": 1}, THIN)
+    assert moves == [("sgp", "hk")]
+    for _ in range(3):  # now sgp and tyo are idle; hk's lone flow is where it is best
+        assert r.step({"hk": 1, "tyo": 0, "sgp": 0}, THIN) == []
+    # Paths of like weights: a lone flow stays (it would gain nothing).
+    even = Rebalancer()
+    for _ in range(3):
+        assert even.step({"a": 1, "b": 0}, verdict({"a": 1.0, "b": 1.0})) == []
+    # Without every capacity known the weights are scores: no lone flow moves on them.
+    unknown = Rebalancer()
+    for _ in range(3):
+        assert unknown.step({"hk": 0, "sgp": 1}, verdict({"hk": 1.0, "sgp": 0.5}, False)) == []
+
+
+def test_each_idle_path_takes_at_most_one_flow_per_read() -> None:
+    r = Rebalancer()
+    r.step({"hk": 6, "tyo": 0, "sgp": 0}, THIN)
+    assert sorted(r.step({"hk": 6, "tyo": 0, "sgp": 0}, THIN)) == [("hk", "sgp"), ("hk", "tyo")]
+    assert r.moved == 2
+    assert r.step({"hk": 1}, None) == [] and r.step({"hk": 1, "tyo": 0}, THIN) == []

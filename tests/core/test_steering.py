@@ -189,3 +189,29 @@ def test_a_move_off_a_spread_path_leaves_bulks_flows_alone_on_a_shared_exit() ->
     plan = st.next_plan()
     assert plan.targets["default"] == "hk" and "tyo" in st.spread_paths()
     assert plan.state.marking is not None and plan.state.marking.flush_marks == ()
+
+
+def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> None:
+    ps = paths(SHARED)
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    st = Steering(ps, ("bulk", "default"), CFG, Weights(), 0.0, shared_exit=True,
+                  spread=True)
+    settle(st, 1.0)
+    assert set(st.held_spread()) == {"hk", "tyo", "sgp"} and not st.dirty()
+    flows = {"hk": 3, "tyo": 2, "sgp": 0}
+    assert st.take_spread_flows(flows) == []
+    assert st.take_spread_flows(flows) == [("hk", "sgp")] and st.dirty()
+    plan = st.next_plan()
+    assert plan.must_send and plan.state.marking is not None
+    assert plan.state.marking.moves == ((path_mark(0), path_mark(2)),)
+    st.committed(plan)
+    again = st.next_plan()  # one-off: the next state carries it no more
+    assert not st.dirty() and not again.must_send
+    assert again.state.marking is not None and again.state.marking.moves == ()
+    # Separate exits: a moved TCP flow would be re-masqueraded and reset, so none moves.
+    apart = Steering(paths(), ("bulk", "default"), CFG, Weights(), 0.0, spread=True)
+    for p, rtt in zip(apart.paths, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    settle(apart, 1.0)
+    assert apart.take_spread_flows(flows) == apart.take_spread_flows(flows) == []

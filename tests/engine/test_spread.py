@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.core.engine import EngineConfig
+from app.core.model import EventKind
 from app.lab import control
 from app.lab.topology import LabInfo, netns
 from app.wire.state import MARK_MASK, MARK_SHIFT
@@ -58,11 +59,12 @@ def held_slots(lab: LabInfo) -> Counter[str]:
                    for n in re.findall(r"goto spread_(\d+)", text))
 
 
-def flow_paths(lab: LabInfo, ports: list[int]) -> dict[int, str]:
+def flow_paths(lab: LabInfo, ports: list[int], *select: str) -> dict[int, str]:
     """Each of the program's flows (by source port) and the path its conntrack mark
-    names; flows without an entry (or an unmarked one) are left out."""
-    out = ns_run(netns(lab.name, "client"), "conntrack", "-L", "-p", "udp", "--dport",
-                 str(PORT), check=False)
+    names; flows without an entry (or an unmarked one) are left out. ``select``:
+    conntrack's filter (default: the UDP flows to the sink)."""
+    out = ns_run(netns(lab.name, "client"), "conntrack", "-L",
+                 *(select or ("-p", "udp", "--dport", str(PORT))), check=False)
     wanted, found = set(ports), {}
     for line in out.splitlines():
         sport, mark = re.search(r"sport=(\d+)", line), re.search(r"mark=(\d+)", line)
@@ -88,17 +90,26 @@ def bulk_flows(lab: LabInfo) -> Iterator[list[int]]:
         child.wait()
 
 
-def test_bulk_flows_spread_by_weight_and_a_dead_paths_flows_alone_move(
-        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
-    """No realtime class: bulk may use all three paths. 30 flows land in proportion to
-    the slots the kernel holds; when one path dies only its flows get another mark, and
-    nothing leaves unencrypted meanwhile."""
+@contextmanager
+def spread_over_three(make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]
+                      ) -> Iterator[tuple[LabInfo, Connected]]:
+    """A shared-exit lab without realtime, bulk spread over its three paths, the leak
+    counter at zero."""
     lab = make_lab("clean", exit="shared")
     with uplink(lab):
         c = connect(lab, EngineConfig(decide=TEST_DECIDE, classes=("bulk", "default")))
         wait_until(lambda: len(held_slots(lab)) == 3, timeout=20,
                    message=f"bulk never spread over three paths: {c.rec.last}")
         reset_leaks(lab)
+        yield lab, c
+
+
+def test_bulk_flows_spread_by_weight_and_a_dead_paths_flows_alone_move(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """No realtime class: bulk may use all three paths. 30 flows land in proportion to
+    the slots the kernel holds; when one path dies only its flows get another mark, and
+    nothing leaves unencrypted meanwhile."""
+    with spread_over_three(make_lab, connect) as (lab, _):
         slots = held_slots(lab)
         with bulk_flows(lab) as ports:
             before = wait_until(lambda: (f := flow_paths(lab, ports)) and len(f) == FLOWS
@@ -141,3 +152,92 @@ def test_spreading_keeps_bulk_off_realtimes_path(
                            timeout=10, message="the flows have no marks")
     assert realtime not in flows.values()
     assert len(set(flows.values())) == 2, flows  # both other paths carry some
+
+
+# TCP flows to the far side's sink, each sending 1000 bytes every 20 ms; "end PORT" on
+# stdin ends one (it half-closes, and the sink answers with what it received).
+TCP_FLOWER = r"""
+import selectors, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+live, sent = {}, {}
+for _ in range(n):
+    s = socket.create_connection((host, port))
+    s.sendall(b"x" * 1000)
+    live[s.getsockname()[1]], sent[s.getsockname()[1]] = s, 1000
+    time.sleep(0.01)  # one after the other: the order new flows take the slots
+print(" ".join(str(p) for p in live), flush=True)
+sel = selectors.DefaultSelector()
+sel.register(sys.stdin, selectors.EVENT_READ)
+while live:
+    if sel.select(0.02):
+        p = int(sys.stdin.readline().split()[1])
+        s = live.pop(p)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        print(p, sent[p], s.recv(100).decode().strip(), flush=True)
+        s.close()
+    for p, s in live.items():
+        s.sendall(b"x" * 1000)
+        sent[p] += 1000
+"""
+TCP_SINK = 9003
+
+
+def tcp_flow_paths(lab: LabInfo, ports: list[int]) -> dict[int, str]:
+    """:func:`flow_paths` of the established TCP flows to the sink."""
+    return flow_paths(lab, ports, "-p", "tcp", "--dport", str(TCP_SINK), "--state",
+                      "ESTABLISHED")
+
+
+def test_a_spread_path_left_idle_takes_a_running_flow_that_carries_on(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """Rebalancing (docs/multipath.md): four TCP flows over three paths; the flows of the
+    path with the fewest end, and that idle path takes one running flow from a path with
+    two. Every flow's far end then counts every byte it was sent (nothing reset), and
+    nothing left unencrypted."""
+    with spread_over_three(make_lab, connect) as (lab, c):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "app.cli.main", "run", "--lab", lab.name, "--class",
+             "bulk", "--", sys.executable, "-c", TCP_FLOWER, lab.server_address,
+             str(TCP_SINK), "4"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            ports = [int(p) for p in child.stdout.readline().split()]
+            assert len(ports) == 4, "the flows did not start"
+            before = wait_until(lambda: (f := tcp_flow_paths(lab, ports)) and len(f) == 4
+                                and f, timeout=10, message="the flows have no marks")
+            counts = Counter(before.values())
+            received = []
+
+            def end(port: int) -> None:
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(f"end {port}\n")
+                child.stdin.flush()
+                received.append(child.stdout.readline().split())
+
+            # The path with the fewest flows (one, when 4 flows took all three) goes idle.
+            idle = min(held_slots(lab), key=lambda p: (counts[p], p))
+            for port in [p for p, path in before.items() if path == idle]:
+                end(port)
+            left = [p for p in ports if before[p] != idle]
+            after = wait_until(lambda: (f := tcp_flow_paths(lab, left)) and len(f) == len(left)
+                               and idle in f.values() and f, timeout=15,
+                               message=f"idle {idle} took no flow: {tcp_flow_paths(lab, left)} "
+                                       f"{[e.reason for e in c.rec.events()][-5:]}")
+            moved = [p for p in left if after[p] != before[p]]
+            assert len(moved) == 1 and after[moved[0]] == idle, (before, after)
+            src = before[moved[0]]
+            assert counts[src] >= 2, (before, after)  # from a path that had two
+            wait_until(lambda: any(e.from_path == src and e.to_path == idle
+                                   for e in c.rec.events(EventKind.REBALANCED)), timeout=5,
+                       message="no rebalanced event")
+            for port in left:
+                end(port)
+        finally:
+            child.kill()
+            child.wait()
+        assert len(received) == 4 and all(received), (received, child.returncode)
+        for port, sent, *answer in received:
+            assert answer == ["received", sent], (port, sent, answer)  # not a byte lost
+        no_leak(lab, "a spread flow moved onto an idle path")

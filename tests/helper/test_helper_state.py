@@ -401,6 +401,39 @@ def test_bad_spreads_are_named(slots: Any, path: str, why: str) -> None:
     assert err.value.path == path and why in str(err.value)
 
 
+def test_moves_round_trip_and_are_left_out_when_none() -> None:
+    doc = spread_doc([0x01000000, 0x02000000])
+    doc["marking"]["moves"] = [[0x02000000, 0x01000000]]
+    state = parse_state(doc)
+    assert state.marking is not None and state.marking.moves == ((0x02000000, 0x01000000),)
+    assert state.to_json() == doc
+    assert "moves" not in parse_state(spread_doc([0x01000000, 0x02000000])).to_json()["marking"]
+
+
+@pytest.mark.parametrize(("moves", "path", "why"), [
+    ([[0x01000000]], "marking.moves[0]", "a pair"),
+    ([[0x01000000, 0x01000000]], "marking.moves[0]", "the path it is on"),
+    ([[0x01000000, 0x03000000]], "marking.moves[0][1]", "not one of marking.spread"),
+    ([[0x0E000000, 0x01000000]], "marking.moves[0][0]", "not one of marking.spread"),
+    ([[0x01000000, 0x00000001]], "marking.moves[0][1]", "outside Braid's mask"),
+    ("0x01000000", "marking.moves", ""),
+])
+def test_bad_moves_are_named(moves: Any, path: str, why: str) -> None:
+    doc = spread_doc([0x01000000, 0x02000000])
+    doc["marking"]["moves"] = moves
+    with pytest.raises(StateError) as err:
+        parse_state(doc)
+    assert err.value.path == path and why in str(err.value)
+
+
+def test_moves_need_a_spread() -> None:
+    doc = spread_doc([])
+    doc["marking"]["moves"] = [[0x01000000, 0x02000000]]
+    with pytest.raises(StateError, match=r"not one of marking\.spread") as err:
+        parse_state(doc)
+    assert err.value.path == "marking.moves[0][0]"
+
+
 def test_spreading_needs_the_bulk_class() -> None:
     doc = spread_doc([0x01000000, 0x02000000])
     doc["marking"]["classes"].pop()
