@@ -506,7 +506,8 @@ class Engine:
         if self._steering is not None and status.spread_flows:
             by_mark = {p.spec.mark: p.name for p in self.paths}
             flows = {by_mark[m]: n for m, n in status.spread_flows.items() if m in by_mark}
-            moves = self._steering.take_spread_flows(flows)
+            assert self._loop is not None
+            moves = self._steering.take_spread_flows(self._loop.time(), flows)
             for src, dst in moves:
                 self.events.add(EventKind.REBALANCED,
                                 f"a bulk flow moved from {src} to {dst}: {dst} carried no "

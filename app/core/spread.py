@@ -39,12 +39,17 @@ the bytes (at best 60 % of the rates). On a shared exit a running flow can chang
 without breaking (the far end sees the exit's one address; the exit answers through the
 gateway the flow's last packet came from), so a spread path left with no running bulk
 flow takes one: from the path with the most flows per weight when it has two or more;
-else a path's lone flow when the idle path's weight is ``REBALANCE_FASTER`` times its
-own or more (it gets faster; the asymmetry means it never moves back). A path must be
-idle at two status reads in a row (the helper counts established spread flows once a
-second) before it takes one, so a batch still being dealt is left alone. Bound: at most
-one flow onto each idle path per status read, and a flow moves only onto an idle path,
-so the flows still sharing a busy path never move.
+else a path's lone flow when the idle path's measured capacity is ``REBALANCE_FASTER``
+times its own or more (it gets faster; the asymmetry means it never moves back; by the
+capacities as measured now, not the weights of the last re-weighting, which until every
+path has been full are scores). A path takes
+one at the first status read that finds it idle (the helper counts established spread
+flows once a second): waiting for a second read, to leave a batch still being dealt
+alone, cost the 6-flow batch up to a second of an idle path (docs/multipath.md,
+"Rebalancing", has both runs' figures), while a batch is dealt within
+milliseconds, so a read in the middle of one is rare and costs one needless move.
+Bound: at most one flow onto each idle path per status read, and a flow moves only onto
+an idle path, so the flows still sharing a busy path never move.
 
 Which paths: those usable (up, or suspect but not declared down) and scoring above 0,
 minus the path of the realtime class while another qualifies (bulk never queues
@@ -65,6 +70,7 @@ REWEIGHT_S = 5.0  # at most one re-weighting (of the same paths) per this long
 CAPACITY_WINDOW_S = 60.0  # a saturated rate this old no longer says what a path carries
 CAPACITY_SAMPLES = 256  # readings kept: a minute of a few steps a second
 REBALANCE_FASTER = 1.5  # a lone flow moves onto an idle path this much heavier, or more
+REBALANCE_IDLE_READS = 1  # status reads a spread path must be found idle before it takes one
 
 
 @dataclass
@@ -182,29 +188,32 @@ class Rebalancer:
     """Which running spread flows move, from the helper's counts (module docstring)."""
 
     def __init__(self) -> None:
-        self._idle: set[str] = set()  # the spread paths idle at the last read
+        self._idle: dict[str, int] = {}  # reads in a row each spread path was idle
         self.moved = 0
 
-    def step(self, flows: Mapping[str, int], verdict: SpreadVerdict | None
-             ) -> list[tuple[str, str]]:
-        """``flows``: established spread flows per path at this status read. The moves
-        to make now, (from, to) each."""
+    def step(self, flows: Mapping[str, int], verdict: SpreadVerdict | None,
+             capacity: Mapping[str, float | None] | None = None) -> list[tuple[str, str]]:
+        """``flows``: established spread flows per path at this status read;
+        ``capacity``: each path's measured capacity now (None: not known). The moves to
+        make now, (from, to) each."""
+        cap = capacity or {}
         if verdict is None:
-            self._idle = set()
+            self._idle = {}
             return []
         counts = {n: flows.get(n, 0) for n in verdict.paths}
-        idle = {n for n, k in counts.items() if k == 0}
-        ready, self._idle = idle & self._idle, idle
+        self._idle = {n: self._idle.get(n, 0) + 1 for n, k in counts.items() if k == 0}
+        ready = [n for n, reads in self._idle.items() if reads >= REBALANCE_IDLE_READS]
         w = {n: max(verdict.weights.get(n, 0.0), 1e-9) for n in verdict.paths}
         moves = []
         for dst in sorted(ready, key=lambda n: (-w[n], n)):
             busy = [n for n in verdict.paths if counts[n] >= 2]
-            lone = [n for n in verdict.paths if counts[n] == 1 and verdict.capacity_known
-                    and w[dst] >= REBALANCE_FASTER * w[n]]
+            fast = cap.get(dst)
+            lone = [n for n in verdict.paths if counts[n] == 1 and fast is not None
+                    and (slow := cap.get(n)) is not None and fast >= REBALANCE_FASTER * slow]
             if busy:
                 src = max(busy, key=lambda n: (counts[n] / w[n], n))
             elif lone:
-                src = min(lone, key=lambda n: (w[n], n))
+                src = min(lone, key=lambda n: (cap.get(n) or 0.0, n))
             else:
                 continue
             counts[src] -= 1

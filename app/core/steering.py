@@ -198,7 +198,7 @@ class Steering:
             if by_name[name].usable and self.shared_exit and name == reserved:
                 self._movers.add(name)
 
-    def take_spread_flows(self, flows: Mapping[str, int]) -> list[tuple[str, str]]:
+    def take_spread_flows(self, now: float, flows: Mapping[str, int]) -> list[tuple[str, str]]:
         """The helper's count of established spread flows per path (each status read):
         the moves it calls for are sent with the next plan, and returned."""
         if self.rebalancer is None:
@@ -209,7 +209,9 @@ class Steering:
         if verdict is None or set(verdict.paths) != set(held):
             self.rebalancer.step({}, None)
             return []
-        moves = self.rebalancer.step(flows, verdict)
+        assert self.spreader is not None
+        caps = {n: c.bps(now) for n, c in self.spreader.capacity.items()}
+        moves = self.rebalancer.step(flows, verdict, caps)
         self._moves += moves
         return moves
 

@@ -229,9 +229,13 @@ def render(marking: Marking, tunnels: Iterable[str] = (), allow: Iterable[str] =
         out += [f"\tchain {mark_chain(cls)} {{", f"\t\t{rule}", "\t}"]
     for mark in sorted(set(spread)):
         m = f"{mark:#010x}"
+        set_mark = f"meta mark set {m} ct mark set ct mark & {keep} | {m}"
+        # Labelled, so a rebalancing move may take it; not an MPTCP connection's first
+        # subflow (its SYN carries MP_CAPABLE): its path is one of its subflows', and it
+        # would count as the only flow of a path all the connection's subflows share.
         out += [f"\tchain {spread_chain(mark)} {{",
-                f"\t\tmeta mark set {m} ct mark set ct mark & {keep} | {m} "
-                f"ct label set {LABEL_SPREAD}", "\t}"]
+                f"\t\ttcp option mptcp exists {set_mark} return",
+                f"\t\t{set_mark} ct label set {LABEL_SPREAD}", "\t}"]
     out += ["\tchain output {", *(f"\t\t{line}" for line in body), "\t}"]
     tunnels = sorted(tunnels)
     if tunnels:

@@ -115,34 +115,38 @@ def verdict(w: dict[str, float], known: bool = True) -> SpreadVerdict:
 THIN = verdict({"hk": 1.0, "tyo": 1.0, "sgp": 0.5})  # 20/20/10 Mbit/s, capacities known
 
 
-def test_an_idle_spread_path_takes_a_flow_from_the_busiest_after_two_reads() -> None:
+def test_an_idle_spread_path_takes_a_flow_from_the_busiest_at_once() -> None:
     r = Rebalancer()
-    assert r.step({"hk": 2, "tyo": 2, "sgp": 0}, THIN) == []  # a batch may still be dealt
-    # Idle twice in a row: one flow from the path with the most flows per weight.
+    # One flow from the path with the most flows per weight (hk and tyo weigh the same).
     assert r.step({"hk": 2, "tyo": 3, "sgp": 0}, THIN) == [("tyo", "sgp")]
     assert r.step({"hk": 2, "tyo": 2, "sgp": 1}, THIN) == []  # no idle path: nothing moves
+    assert r.step({"hk": 3, "tyo": 0, "sgp": 1}, THIN) == [("hk", "tyo")]
 
 
 def test_a_lone_flow_moves_only_onto_a_much_heavier_idle_path_and_never_back() -> None:
     r = Rebalancer()
-    for _ in range(2):  # the thin path's flow is the batch's last: hk and tyo are idle
-        moves = r.step({"hk": 0, "tyo": 0, "sgp": 1}, THIN)
-    assert moves == [("sgp", "hk")]
+    caps = {"hk": 20e6, "tyo": 20e6, "sgp": 10e6}
+    # The thin path's flow is the batch's last: hk and tyo are idle.
+    assert r.step({"hk": 0, "tyo": 0, "sgp": 1}, THIN, caps) == [("sgp", "hk")]
     for _ in range(3):  # now sgp and tyo are idle; hk's lone flow is where it is best
-        assert r.step({"hk": 1, "tyo": 0, "sgp": 0}, THIN) == []
+        assert r.step({"hk": 1, "tyo": 0, "sgp": 0}, THIN, caps) == []
     # Paths of like weights: a lone flow stays (it would gain nothing).
     even = Rebalancer()
     for _ in range(3):
-        assert even.step({"a": 1, "b": 0}, verdict({"a": 1.0, "b": 1.0})) == []
-    # Without every capacity known the weights are scores: no lone flow moves on them.
+        assert even.step({"a": 1, "b": 0}, verdict({"a": 1.0, "b": 1.0}),
+                         {"a": 10e6, "b": 12e6}) == []
+    # By the capacities measured now, not the weights (scores until every path was full):
+    # none known for the idle path, none moves; known, it does, whatever the weights.
     unknown = Rebalancer()
     for _ in range(3):
-        assert unknown.step({"hk": 0, "sgp": 1}, verdict({"hk": 1.0, "sgp": 0.5}, False)) == []
+        assert unknown.step({"hk": 0, "sgp": 1}, verdict({"hk": 1.0, "sgp": 0.9}, False),
+                            {"hk": None, "sgp": 10e6}) == []
+    assert unknown.step({"hk": 0, "sgp": 1}, verdict({"hk": 1.0, "sgp": 0.9}, False),
+                        {"hk": 20e6, "sgp": 10e6}) == [("sgp", "hk")]
 
 
 def test_each_idle_path_takes_at_most_one_flow_per_read() -> None:
     r = Rebalancer()
-    r.step({"hk": 6, "tyo": 0, "sgp": 0}, THIN)
     assert sorted(r.step({"hk": 6, "tyo": 0, "sgp": 0}, THIN)) == [("hk", "sgp"), ("hk", "tyo")]
     assert r.moved == 2
     assert r.step({"hk": 1}, None) == [] and r.step({"hk": 1, "tyo": 0}, THIN) == []

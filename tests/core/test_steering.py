@@ -200,8 +200,7 @@ def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> 
     settle(st, 1.0)
     assert set(st.held_spread()) == {"hk", "tyo", "sgp"} and not st.dirty()
     flows = {"hk": 3, "tyo": 2, "sgp": 0}
-    assert st.take_spread_flows(flows) == []
-    assert st.take_spread_flows(flows) == [("hk", "sgp")] and st.dirty()
+    assert st.take_spread_flows(1.0, flows) == [("hk", "sgp")] and st.dirty()
     plan = st.next_plan()
     assert plan.must_send and plan.state.marking is not None
     assert plan.state.marking.moves == ((path_mark(0), path_mark(2)),)
@@ -214,4 +213,4 @@ def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> 
     for p, rtt in zip(apart.paths, (0.02, 0.04, 0.06), strict=True):
         answer(p, 0.0, rtt)
     settle(apart, 1.0)
-    assert apart.take_spread_flows(flows) == apart.take_spread_flows(flows) == []
+    assert apart.take_spread_flows(1.0, flows) == apart.take_spread_flows(1.0, flows) == []

@@ -174,9 +174,10 @@ def test_spread_bulk_deals_new_flows_by_slot_onto_path_chains() -> None:
             "1 : goto spread_3, 2 : goto spread_2 }\n\t}") in text
     for n in (2, 3):
         m = f"0x0{n}000000"
-        # Labelled: a rebalancing move may take it (app/helper/conntrack.py).
-        assert (f"\tchain spread_{n} {{\n\t\tmeta mark set {m} ct mark set ct mark & "
-                f"0xf0ffffff | {m} ct label set {nft.LABEL_SPREAD}\n\t}}") in text
+        # Labelled, but for MPTCP's first subflows: a rebalancing move may take it.
+        mark = f"meta mark set {m} ct mark set ct mark & 0xf0ffffff | {m}"
+        assert (f"\tchain spread_{n} {{\n\t\ttcp option mptcp exists {mark} return\n"
+                f"\t\t{mark} ct label set {nft.LABEL_SPREAD}\n\t}}") in text
     # Stickiness comes before the classes: only a flow's first packet reaches the numgen
     # (the volume rule, before it, sends a flow to bulk once: it labels it as it does).
     out = output_chain(text)
