@@ -425,7 +425,46 @@ def class_load_table() -> str:
     return "\n".join(lines) + f"\n\n(`{ran_with(doc)}`; {origin(doc)}).\n"
 
 
+def aggregation_cell(runs: dict[str, Any], key: str) -> str:
+    rs = runs.get(key) or []
+    if not rs:
+        return ""
+    vs = [r["vs_best_path"] for r in rs if r.get("vs_best_path")]
+    return (f"{statistics.median(r['of_rates'] for r in rs) * 100:.0f} % / "
+            f"{statistics.median(r['flows_sum_of_rates'] for r in rs) * 100:.0f} %"
+            + (f" / {statistics.median(vs):.2f}x" if vs else ""))
+
+
+def aggregation_table(name: str) -> Callable[[], str]:
+    """One row per scenario: each transfer's goodput / flows' sum (over the sum of the
+    rates) / Braid over the best path alone, medians of the run's repeats."""
+    def table() -> str:
+        doc = load(name)
+        if doc is None:
+            return "Not measured yet: `python3 -m benchmarks.bench_aggregation`.\n"
+        f, scale = doc["figures"], (doc.get("args") or {}).get("scale", 1.0)
+        rates = "" if scale == 1 else f" x {scale:g}"
+        lines = ["| scenario | 6-flow up: goodput / flows' sum / x best | 6-flow down | "
+                 "one flow | one MPTCP flow |", "| --- | --- | --- | --- | --- |"]
+        for scen, label in (("three", f"three: 20/20/10 Mbit/s{rates}, 15/30/35 ms"),
+                            ("pair", f"pair: 20/20 Mbit/s{rates}, 10/30 ms (round trips 3x)"),
+                            ("three_with_realtime", "three, realtime steered (hk kept free)")):
+            runs = f.get(scen)
+            if not runs:
+                continue
+            one, total = runs.get("mptcp_one"), runs.get("sum_rates_mbit_s")
+            mp = "" if not one or not total else (
+                f"{one['goodput_mbit_s'] / total * 100:.0f} % ({one['subflows']} subflows)")
+            lines.append(f"| {label} | {aggregation_cell(runs, 'up6')} | "
+                         f"{aggregation_cell(runs, 'down6')} | "
+                         f"{aggregation_cell(runs, 'one')} | {mp} |")
+        return "\n".join(lines) + f"\n\n(`{ran_with(doc)}`; {origin(doc)}).\n"
+    return table
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "bench_aggregation": aggregation_table("bench_aggregation"),
+    "bench_aggregation_scaled": aggregation_table("bench_aggregation_scaled"),
     "readme-table": readme_table, "bench_switchover": switchover_table,
     "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
     "bench_class_load": class_load_table,
