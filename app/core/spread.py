@@ -70,7 +70,6 @@ REWEIGHT_S = 5.0  # at most one re-weighting (of the same paths) per this long
 CAPACITY_WINDOW_S = 60.0  # a saturated rate this old no longer says what a path carries
 CAPACITY_SAMPLES = 256  # readings kept: a minute of a few steps a second
 REBALANCE_FASTER = 1.5  # a lone flow moves onto an idle path this much heavier, or more
-REBALANCE_IDLE_READS = 1  # status reads a spread path must be found idle before it takes one
 
 
 @dataclass
@@ -188,7 +187,6 @@ class Rebalancer:
     """Which running spread flows move, from the helper's counts (module docstring)."""
 
     def __init__(self) -> None:
-        self._idle: dict[str, int] = {}  # reads in a row each spread path was idle
         self.moved = 0
 
     def step(self, flows: Mapping[str, int], verdict: SpreadVerdict | None,
@@ -198,14 +196,12 @@ class Rebalancer:
         make now, (from, to) each."""
         cap = capacity or {}
         if verdict is None:
-            self._idle = {}
             return []
         counts = {n: flows.get(n, 0) for n in verdict.paths}
-        self._idle = {n: self._idle.get(n, 0) + 1 for n, k in counts.items() if k == 0}
-        ready = [n for n, reads in self._idle.items() if reads >= REBALANCE_IDLE_READS]
+        idle = [n for n, k in counts.items() if k == 0]
         w = {n: max(verdict.weights.get(n, 0.0), 1e-9) for n in verdict.paths}
         moves = []
-        for dst in sorted(ready, key=lambda n: (-w[n], n)):
+        for dst in sorted(idle, key=lambda n: (-w[n], n)):
             busy = [n for n in verdict.paths if counts[n] >= 2]
             fast = cap.get(dst)
             lone = [n for n in verdict.paths if counts[n] == 1 and fast is not None

@@ -207,7 +207,6 @@ class Steering:
         # Against what the kernel holds: a move names two paths of the held spread.
         verdict = self.spread_verdict
         if verdict is None or set(verdict.paths) != set(held):
-            self.rebalancer.step({}, None)
             return []
         assert self.spreader is not None
         caps = {n: c.bps(now) for n, c in self.spreader.capacity.items()}

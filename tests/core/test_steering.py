@@ -33,6 +33,14 @@ def answer(p: PathRuntime, t: float, rtt: float, n: int = 5, seq0: int = 0) -> N
         p.tracker.reply(seq0 + i, t + i * 0.05 + rtt)
 
 
+def answered(specs: list[PathSpec] = PATHS) -> list[PathRuntime]:
+    """The paths, each having answered at 20, 40, 60 ms (hk best, sgp worst)."""
+    ps = paths(specs)
+    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
+        answer(p, 0.0, rtt)
+    return ps
+
+
 def kill(p: PathRuntime, t: float, seq0: int = 100) -> float:
     """Probes that go unanswered until the path is declared down; the time it is."""
     for i in range(10):
@@ -48,9 +56,7 @@ def settle(st: Steering, now: float) -> None:
 
 
 def test_a_dead_paths_flows_move_once_a_class_has_somewhere_to_go() -> None:
-    ps = paths()
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered()
     st = Steering(ps, ("default",), CFG, Weights(), 0.0)
     settle(st, 1.0)
     assert st.targets() == {"default": "hk"} and st.all_settled
@@ -82,9 +88,7 @@ def test_on_a_shared_exit_every_move_takes_the_running_flows_along() -> None:
 
 
 def test_classes_are_placed_by_priority_and_bulk_stays_off_realtimes_path() -> None:
-    ps = paths()
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered()
     st = Steering(ps, ("default", "bulk", "realtime"), CFG, Weights(), 0.0)
     assert list(st.deciders) == ["realtime", "bulk", "default"]
     settle(st, 1.0)
@@ -115,9 +119,7 @@ def test_bulk_shares_realtimes_path_when_it_is_the_only_one_up() -> None:
 
 
 def test_bulk_is_spread_over_the_paths_realtime_does_not_ride() -> None:
-    ps = paths()
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered()
     st = Steering(ps, ("realtime", "bulk", "default"), CFG, Weights(), 0.0, spread=True)
     settle(st, 1.0)
     assert st.targets()["realtime"] == "hk"
@@ -140,9 +142,7 @@ def test_bulk_is_spread_over_the_paths_realtime_does_not_ride() -> None:
 
 
 def test_without_spreading_bulk_rides_one_path_as_before() -> None:
-    ps = paths()
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered()
     st = Steering(ps, ("realtime", "bulk", "default"), CFG, Weights(), 0.0)
     settle(st, 1.0)
     assert st.next_plan().state.marking.spread == ()  # type: ignore[union-attr]
@@ -150,9 +150,7 @@ def test_without_spreading_bulk_rides_one_path_as_before() -> None:
 
 
 def test_a_spread_path_realtime_takes_is_flushed_on_a_shared_exit() -> None:
-    ps = paths(SHARED)
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered(SHARED)
     st = Steering(ps, ("realtime", "bulk"), CFG, Weights(), 0.0, shared_exit=True,
                   spread=True)
     settle(st, 1.0)
@@ -192,9 +190,7 @@ def test_a_move_off_a_spread_path_leaves_bulks_flows_alone_on_a_shared_exit() ->
 
 
 def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> None:
-    ps = paths(SHARED)
-    for p, rtt in zip(ps, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    ps = answered(SHARED)
     st = Steering(ps, ("bulk", "default"), CFG, Weights(), 0.0, shared_exit=True,
                   spread=True)
     settle(st, 1.0)
@@ -209,8 +205,6 @@ def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> 
     assert not st.dirty() and not again.must_send
     assert again.state.marking is not None and again.state.marking.moves == ()
     # Separate exits: a moved TCP flow would be re-masqueraded and reset, so none moves.
-    apart = Steering(paths(), ("bulk", "default"), CFG, Weights(), 0.0, spread=True)
-    for p, rtt in zip(apart.paths, (0.02, 0.04, 0.06), strict=True):
-        answer(p, 0.0, rtt)
+    apart = Steering(answered(), ("bulk", "default"), CFG, Weights(), 0.0, spread=True)
     settle(apart, 1.0)
     assert apart.take_spread_flows(1.0, flows) == apart.take_spread_flows(1.0, flows) == []
