@@ -20,6 +20,23 @@ States:
 - ``FAIL_CLOSED``: no usable path; the class's traffic hits the unreachable rule.
   Leaves by itself as soon as a path is UP again ("restored").
 
+**Evasion** (``evade``: the engine allows it for class default on a shared exit, where a
+move breaks nothing): a current path that is *silent* (liveness.py: quiet past its
+silent limit, 50 ms before a verdict could come) is left at once for the best UP path
+that is not ("evade"); the decider remembers where it came from, and
+- the path answers again (a delay step, not an outage): the class goes back at once
+  ("return"), and the hold-down and dwell clocks are as they were: the excursion was no
+  decision, so whether the path's new score should move the class is the voluntary
+  rules' business, with their margin and dwell;
+- the path is declared down: the failover is where the class already is ("failover",
+  to the same path; the user's event);
+- while away, nothing voluntary happens, and the path it is on failing is a failover.
+Why: the verdict waits out a 50 ms delay step (a path that got slower and a dead one
+look the same until then), and that wait is most of a switchover; routing around the
+silence costs a class on a shared exit two moves when the path only got slower, and
+saves it 50 ms of its gap when the path died. Bound on the gap's start: the silent
+limit, ``f + d + I + max(20 ms, late)``.
+
 Why this never flaps on a noisy path: a path with loss above 5 % scores 0, and a
 short good spell cannot move traffic (``dwell_s``); after any move, nothing voluntary
 happens for ``hold_down_s``. So voluntary switches are at most one per
@@ -71,6 +88,7 @@ class Candidate:
     metrics: dict[str, float] = field(default_factory=dict)
     samples: int = 0  # probe outcomes in the path's loss window
     degrading: bool = False  # the early warning (detect.py): RTT or loss rising
+    silent: bool = False  # suspect on evidence of silence (liveness.py)
 
     @property
     def usable(self) -> bool:
@@ -80,7 +98,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Decision:
     cls: str
-    kind: str  # "select" | "switch" | "failover" | "fail_closed" | "restored"
+    # "select" | "switch" | "failover" | "fail_closed" | "restored" | "evade" | "return"
+    kind: str
     from_path: str | None
     to_path: str | None
     reason: str
@@ -114,9 +133,14 @@ def best_of(cands: Sequence[Candidate]) -> Candidate | None:
 class ClassDecider:
     """The decision state machine of one traffic class."""
 
-    def __init__(self, cls: str, cfg: DecideConfig, started: float) -> None:
+    def __init__(self, cls: str, cfg: DecideConfig, started: float, *,
+                 evade: bool = False) -> None:
         self.cls = cls
         self.cfg = cfg
+        self.evade = evade
+        # Evading: the silent path the class left, and its clocks as they were then.
+        self.evaded_from: str | None = None
+        self._before_evasion: float | None = None
         self.state = ClassState.WAITING
         self.current: str | None = None
         self.started = started
@@ -136,6 +160,9 @@ class ClassDecider:
             return self._move(now, "restored", best, None,
                               f"{best.name} answers again{_score_words(best)}")
         cur = by_name.get(self.current or "")
+        if self.evaded_from is not None and cur is not None and cur.health is not Health.DOWN:
+            return self._step_evading(now, cur, by_name.get(self.evaded_from))
+        self.evaded_from = None
         if cur is None or cur.health is Health.DOWN:
             others = [c for c in cands if c.name != self.current]
             best = best_of(others)
@@ -144,7 +171,36 @@ class ClassDecider:
                 return self._fail_closed(now, f"{why}; no other path is up", cur)
             return self._move(now, "failover", best, cur, f"{why}; {best.name} is the best "
                               f"path left (score {best.score:.2f})")
+        if self.evade and cur.silent:
+            away = best_of([c for c in cands if c.name != cur.name and
+                            c.health is Health.UP and not c.silent])
+            if away is not None:
+                before = self.last_switch
+                decision = self._move(now, "evade", away, cur,
+                                      f"{cur.name} went silent; on {away.name} until it "
+                                      f"answers or is declared down (score {away.score:.2f})")
+                self.evaded_from, self._before_evasion = cur.name, before
+                return decision
         return self._step_voluntary(now, cur, cands)
+
+    def _step_evading(self, now: float, cur: Candidate,
+                      home: Candidate | None) -> Decision | None:
+        """Away from the silent path ``home`` (its evasion): back when it answers, a
+        failover in place when it is declared down."""
+        if home is None or home.health is Health.DOWN:
+            # The decision is the failover from the dead path, to where the class is.
+            self.current, self.evaded_from = self.evaded_from, None
+            return self._move(now, "failover", cur, home,
+                              f"{self.current} declared down; {cur.name}, where it went "
+                              f"when {self.current} fell silent, is the path (score "
+                              f"{cur.score:.2f})")
+        if home.health is not Health.UP:
+            return None
+        self.evaded_from = None
+        decision = self._move(now, "return", home, cur,
+                              f"{home.name} answers again: back from {cur.name}")
+        self.last_switch = self._before_evasion
+        return decision
 
     def _step_waiting(self, now: float, cands: Sequence[Candidate]) -> Decision | None:
         all_known = all(c.health is Health.DOWN or (

@@ -52,7 +52,7 @@ from app.core.decide import DecideConfig
 from app.core.errors import BraidError
 from app.core.events import EventLog
 from app.core.helper_client import HelperClient, HelperGone, HelperStatus
-from app.core.liveness import PASSIVE, Health, HealthChange, LivenessConfig
+from app.core.liveness import PASSIVE, SILENT, Health, HealthChange, LivenessConfig
 from app.core.model import (
     CLASSES,
     ConnState,
@@ -97,6 +97,7 @@ class EngineConfig:
     persistent: bool = False
     lan_refresh_s: float = 2.0  # how often the LAN the kill switch lets out is read again
     spread: bool = True  # new bulk flows over every healthy path (spread.py)
+    evade: bool = True  # default routes around a silent path on a shared exit (decide.py)
     copies: CopyConfig | None = None  # None: copies.py's defaults (tests shorten them)
 
 
@@ -181,6 +182,7 @@ class Engine:
         self._steering = Steering(self.paths, self.cfg.classes, self.class_config,
                                   self.profile.weights, loop.time(),
                                   shared_exit=self.profile.shared_exit,
+                                  evade=self.cfg.evade,
                                   persistent=self.cfg.persistent or settings.always_on,
                                   copies=settings.copies, copy_cfg=self.cfg.copies,
                                   spread=self.cfg.spread)
@@ -606,6 +608,8 @@ def _note(p: PathRuntime, score: float, now: float, hold_s: float) -> str | None
         return "connecting"
     if h is Health.SUSPECT and p.tracker.suspect_reason == PASSIVE:
         return "suspect: its tunnel stopped receiving"
+    if h is Health.SUSPECT and p.tracker.suspect_reason == SILENT:
+        return "suspect: silent (nothing received past its expected replies)"
     if p.saturated:
         return (f"saturated: a {p.queue_ms or 0:.0f} ms queue of Braid's own traffic "
                 "(a worse score, not an outage)")

@@ -20,6 +20,8 @@ DECISION_KINDS: Mapping[str, EventKind] = {
     "failover": EventKind.FAILOVER,
     "fail_closed": EventKind.BLOCKED,
     "restored": EventKind.RESTORED,
+    "evade": EventKind.EVADED,
+    "return": EventKind.RETURNED,
 }
 _LABELS: Mapping[EventKind, str] = {
     EventKind.PLACED: "connected",

@@ -38,6 +38,16 @@ sent one interval ``I`` after the one answered, so it is expected by ``f + d + I
 the path is declared down by ``f + d + I + late_limit``: on a carried path (I = 10 ms)
 on a quiet machine ``d + 80 ms``. The round trip does not enter.
 
+**Silent** (evidence, not yet a verdict): a SUSPECT path that has been quiet for
+``silent_limit = max(20 ms, late)`` (the late limit without the delay step) with ``E``
+probes in a row overdue (past ``s + ref``), ``E = max(2, ceil(log(1e-4) / log(loss)))``
+(at most 8), or whose tunnel stopped receiving (passive, below), is *silent*: a delay
+step and an outage still look the same, but a path this quiet this long is one or the
+other. The deciders may route a class around it at once where that costs nothing
+(decide.py's evasion, a shared exit); only the full late limit declares it down. Bound:
+``f + d + I + silent_limit`` (on a path probed every ``I`` <= the silent limit, E = 2 is
+overdue by then), 50 ms sooner than the verdict.
+
 **Passive suspicion.** A path whose rx counter rose at each of the last 5 polls (it
 carries a stream, probe replies included) and then at none of 2 polls is SUSPECT at
 once, before its probes say so; rx rising again clears that suspicion. The counters
@@ -50,7 +60,8 @@ Health:
   first handshake takes a round trip before any probe can, and a lost handshake is
   retried only after REKEY_TIMEOUT (5 s, plus up to 1/3 s). Probes sent before the first
   reply are neither loss nor RTT samples (they waited for the handshake).
-- ``SUSPECT`` on a missed probe or passive suspicion; ``UP`` again on a reply.
+- ``SUSPECT`` on a missed probe or passive suspicion (``suspect_reason``: why, ``SILENT``
+  once the silence above is reached); ``UP`` again on a reply.
 - ``DOWN`` on silence (above); back ``UP`` after ``recover_after`` answered probes.
 
 Recent loss (a loss episode, seen in a second rather than in the long window's ten): the
@@ -72,7 +83,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from app.core.pathstats import PathStats
@@ -95,6 +106,10 @@ class LivenessConfig:
     base_down_after: int = 4  # K on a clean path
     max_down_after: int = 8
     false_alarm_rate: float = 1e-6  # target chance of K random losses in a row
+    # The same for E, the misses that make a path silent: an evasion costs nothing where
+    # it is allowed and undoes itself on the next reply, so 1 in 10^4 probes will do.
+    silent_false_rate: float = 1e-4
+    silent_after: int = 2  # E on a clean path
     recover_after: int = 3  # answered probes in a row to come back from DOWN
     # A path that never answered stays UNKNOWN this long after its first probe: one
     # WireGuard handshake retry (REKEY_TIMEOUT 5 s + 1/3 s jitter), then a handshake
@@ -141,15 +156,19 @@ class _Outstanding:
     connecting: bool = False
 
 
-def down_after(loss: float, cfg: LivenessConfig) -> int:
-    """How many consecutive misses declare a path down, given its recent loss rate."""
+def down_after(loss: float, cfg: LivenessConfig, *, silent: bool = False) -> int:
+    """How many consecutive misses declare a path down (``silent``: make it silent),
+    given its recent loss rate."""
+    base, rate = (cfg.silent_after, cfg.silent_false_rate) if silent else (
+        cfg.base_down_after, cfg.false_alarm_rate)
     if loss <= 0.0 or loss >= 1.0:
-        return cfg.base_down_after
-    k = math.ceil(math.log(cfg.false_alarm_rate) / math.log(loss))
-    return max(cfg.base_down_after, min(cfg.max_down_after, k))
+        return base
+    k = math.ceil(math.log(rate) / math.log(loss))
+    return max(base, min(cfg.max_down_after, k))
 
 
-PASSIVE = "passive"
+PASSIVE = "passive"  # its tunnel stopped receiving
+SILENT = "silent"  # quiet past its silent limit (module docstring)
 
 
 class ProbeTracker:
@@ -306,7 +325,41 @@ class ProbeTracker:
                     self._owed_lost = probe.sent
         if change is None and missed and self.health is Health.UP:
             change = self._set(Health.SUSPECT, now, why="probe late")
+        if self.health is Health.SUSPECT and self._silent(now) and (
+                change is None or change.new is Health.SUSPECT):
+            old = change.old if change is not None else Health.SUSPECT
+            change = replace(self._set(Health.SUSPECT, now, why=SILENT), old=old)
         return change
+
+    def _silent(self, now: float) -> bool:
+        """Whether a suspect path just reached the silence of the module docstring."""
+        if self.suspect_reason in (SILENT, PASSIVE) or self.stall_suspected():
+            return False  # (every path quiet: this machine, not this path)
+        quiet = self.quiet_since()
+        if quiet is None or now - quiet < self.silent_limit_s():
+            return False
+        # Overdue (past their expected arrival), not missed (past their deadline): the
+        # silence limit is already the margin, and counting misses would add a probe
+        # interval to the bound for no less chance of a false alarm.
+        ref_s = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0) / 1000
+        need = down_after(self._loss_when_answering, self.cfg, silent=True)
+        overdue = 0
+        for p in self._out.values():
+            if p.connecting or p.while_down or (
+                    self._answered_sent is not None and p.sent <= self._answered_sent):
+                continue
+            if p.sent + ref_s > now:
+                break
+            overdue += 1
+            if overdue >= need:
+                return True
+        return False
+
+    @property
+    def silent(self) -> bool:
+        """Suspect on evidence of silence: quiet past its silent limit, or its tunnel
+        stopped receiving."""
+        return self.health is Health.SUSPECT and self.suspect_reason in (SILENT, PASSIVE)
 
     def _recent_fate(self, seq: int, sent: float, *, lost: bool, late: bool) -> None:
         if late:  # a missed probe answered after all: not lost
@@ -366,8 +419,13 @@ class ProbeTracker:
 
     def late_limit_s(self) -> float:
         """How long a path may be silent past its expected reply before it is down."""
+        return self.cfg.late_step_s + self.silent_limit_s()
+
+    def silent_limit_s(self) -> float:
+        """How long a path may be quiet past its expected reply before it is *silent*:
+        its own recent lateness, at least the scheduling floor."""
         late = min(self.cfg.late_cap_s, self.stats.late_ms() / 1000)
-        return self.cfg.late_step_s + max(self.cfg.min_margin_s, late)
+        return max(self.cfg.min_margin_s, late)
 
     @property
     def last_heard(self) -> float | None:
@@ -412,8 +470,9 @@ class ProbeTracker:
                 break
         if self.health in (Health.UP, Health.SUSPECT):
             quiet = self.quiet_since()
-            if quiet is not None and (now is None or quiet + self.late_limit_s() > now):
-                times.append(quiet + self.late_limit_s())
+            for limit in (self.silent_limit_s(), self.late_limit_s()):
+                if quiet is not None and (now is None or quiet + limit > now):
+                    times.append(quiet + limit)
             if self._deferred_since is not None:
                 times.append(self._deferred_since + self.cfg.stall_max_s)
         return min(times) if times else None

@@ -45,11 +45,13 @@ class EventKind(enum.Enum):
     ERROR = "error"  # the engine went into its error state
     RECOVERED = "recovered"  # ... and out of it
     REBALANCED = "rebalanced"  # a running bulk flow moved onto an idle spread path
+    EVADED = "evaded"  # a class routed around its silent path before any verdict
+    RETURNED = "returned"  # ... and back on it: it answered again
 
     @property
     def moves_class(self) -> bool:
         return self in (EventKind.PLACED, EventKind.BETTER_PATH, EventKind.FAILOVER,
-                        EventKind.RESTORED)
+                        EventKind.RESTORED, EventKind.EVADED, EventKind.RETURNED)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from app.core.scoring import score_paths
 from app.core.spread import Rebalancer, Spreader, SpreadVerdict
 from app.wire.state import DesiredState, DnsState, GuardState
 
-REALTIME, BULK = "realtime", "bulk"
+REALTIME, BULK, DEFAULT = "realtime", "bulk", "default"
 
 
 @dataclass
@@ -84,7 +84,8 @@ class _Held:
 class Steering:
     def __init__(self, paths: Sequence[PathRuntime], classes: Sequence[str],
                  cfg: DecideConfig | Callable[[str], DecideConfig], weights: Weights,
-                 now: float, *, shared_exit: bool = False, persistent: bool = False,
+                 now: float, *, shared_exit: bool = False, evade: bool = True,
+                 persistent: bool = False,
                  copies: str | None = None, copy_cfg: CopyConfig | None = None,
                  spread: bool = False) -> None:
         self.paths = list(paths)
@@ -97,7 +98,12 @@ class Steering:
         # In priority order (model.CLASSES): a class placed later may be kept off the
         # path of one placed earlier.
         order = sorted(classes, key=lambda c: CLASSES.index(c) if c in CLASSES else len(CLASSES))
-        self.deciders = {c: ClassDecider(c, config(c), now) for c in order}
+        # Class default routes around a silent path on a shared exit (decide.py's
+        # evasion): there a move breaks nothing. Realtime has copies for that (copies.py:
+        # on as soon as its path is suspect), and bulk is spread.
+        self.deciders = {c: ClassDecider(c, config(c), now,
+                                         evade=evade and shared_exit and c == DEFAULT)
+                         for c in order}
         self._pending: list[Pending] = []
         self._held: _Held | None = None
         self._unflushed: set[str] = set()  # dead paths whose flows are not yet flushed
@@ -135,7 +141,8 @@ class Steering:
         return [
             Candidate(p.name, p.health(), scores[p.name][0], scores[p.name][1],
                       p.tracker.up_since, {**metrics(p), "score": scores[p.name][0]},
-                      samples=p.stats.samples, degrading=p.degrading)
+                      samples=p.stats.samples, degrading=p.degrading,
+                      silent=p.tracker.silent)
             for p in self.paths if p.spec.full
         ]
 
@@ -169,7 +176,12 @@ class Steering:
             # on a shared exit a voluntary move off a spread path leaves the running
             # flows where they are, as on separate exits; a lossy path's still go.
             spread_here = decision.from_path in self.spread_paths()
+            # An evasion and its return take default's flows along even off a spread path
+            # (bulk's there are re-dealt: rare, and harmless on a shared exit): the flows
+            # must leave a silent path, and come back with their class, or a flow started
+            # during the 50 ms away would stay on a path default left.
             if decision.from_path and decision.to_path and not spreading and (
+                    decision.kind in ("evade", "return") or
                     (self.shared_exit and not spread_here) or (
                         decision.kind == "switch"
                         and decision.metrics.get("from_score") == 0.0)):

@@ -177,3 +177,60 @@ def test_config_is_validated() -> None:
         DecideConfig(margin=1.5)
     with pytest.raises(ValueError):
         DecideConfig(dwell_s=-1)
+
+
+def evading(now: float = 0.0) -> ClassDecider:
+    d = ClassDecider("default", CFG, started=now - 10, evade=True)
+    d.step(now, [c("a", 0.9), c("b", 0.5), c("z", 0.6, DOWN)])
+    assert d.current == "a"
+    return d
+
+
+def silent(name: str, score: float) -> Candidate:
+    return Candidate(name, SUSPECT, score, score, -100.0, {}, 100, silent=True)
+
+
+def test_a_silent_path_is_evaded_at_once_and_returned_to_when_it_answers() -> None:
+    """A delay step: the class routes around the silence, comes back at the next reply,
+    and its hold-down and dwell are as if nothing happened (the margin rules decide)."""
+    d = evading()
+    assert d.step(1.0, [c("a", 0.9, SUSPECT), c("b", 0.5)]) is None  # late: not silent
+    out = d.step(1.02, [silent("a", 0.9), c("b", 0.5), c("z", 0.6, DOWN)])
+    assert out is not None and out.kind == "evade" and (out.from_path, out.to_path) == ("a", "b")
+    assert d.current == "b" and d.evaded_from == "a"
+    # While away, nothing voluntary: b looking better than a moves nothing.
+    assert d.step(1.04, [silent("a", 0.1), c("b", 0.9)]) is None
+    back = d.step(1.06, [c("a", 0.4), c("b", 0.9)])
+    assert back is not None and back.kind == "return" and back.to_path == "a"
+    assert d.current == "a" and d.evaded_from is None and d.last_switch == 0.0
+    # The voluntary rules as before: b, better by the margin, moves it after the dwell.
+    assert d.step(16.0, [c("a", 0.4), c("b", 0.9)]) is None
+    moved = d.step(16.0 + CFG.dwell_s, [c("a", 0.4), c("b", 0.9)])
+    assert moved is not None and moved.kind == "switch"
+
+
+def test_a_silent_path_declared_down_is_a_failover_where_the_class_already_is() -> None:
+    d = evading()
+    d.step(1.0, [silent("a", 0.9), c("b", 0.5)])
+    out = d.step(1.05, [c("a", 0.0, DOWN), c("b", 0.5)])
+    assert out is not None and out.kind == "failover"
+    assert (out.from_path, out.to_path) == ("a", "b") and d.current == "b"
+    assert d.evaded_from is None and d.last_switch == 1.05
+    assert d.step(1.2, [c("a", 0.9), c("b", 0.5)]) is None  # no return from a failover
+
+
+def test_the_evaded_to_path_failing_is_a_failover_from_it() -> None:
+    d = evading()
+    first = d.step(1.0, [silent("a", 0.9), c("b", 0.5), c("z", 0.4)])
+    assert first is not None and first.to_path == "b"
+    out = d.step(1.05, [silent("a", 0.9), c("b", 0.0, DOWN), c("z", 0.4)])
+    assert out is not None and out.kind == "failover" and out.from_path == "b"
+    assert out.to_path == "z" and d.evaded_from is None
+
+
+def test_no_evasion_without_leave_or_without_a_path_that_answers() -> None:
+    plain = active_on("a")
+    assert plain.step(1.0, [silent("a", 0.9), c("other", 0.5)]) is None
+    d = evading()
+    assert d.step(1.0, [silent("a", 0.9), c("b", 0.5, SUSPECT), silent("z", 0.8)]) is None
+    assert d.current == "a"

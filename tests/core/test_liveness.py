@@ -10,6 +10,7 @@ import pytest
 
 from app.core.liveness import (
     PASSIVE,
+    SILENT,
     Health,
     HealthChange,
     LivenessConfig,
@@ -53,6 +54,16 @@ def simulate(t: ProbeTracker, start: float, end: float, interval: float,
         note(t.check(now))
         now += step
     return changes
+
+
+def delay_step_rtt(step: float) -> Callable[[float], float]:
+    """+50 ms each way at ``step`` on a 15 ms path, as the lab's relay does it: each
+    direction's packets entering after the step wait 50 ms more."""
+    def rtt(s: float) -> float:
+        up = 0.015 + (0.050 if s >= step else 0.0)
+        down = 0.015 + (0.050 if s + up >= step else 0.0)
+        return up + down
+    return rtt
 
 
 def tracker_up(rtt: float = 0.1, n: int = 20, interval: float = 0.05) -> tuple[ProbeTracker, float]:
@@ -138,15 +149,57 @@ def test_a_delay_step_is_late_not_lost() -> None:
     t = ProbeTracker(PathStats())
     step = 1.0
 
-    def rtt(s: float) -> float:
-        up = 0.015 + (0.050 if s >= step else 0.0)
-        down = 0.015 + (0.050 if s + up >= step else 0.0)
-        return up + down
-
-    changes = simulate(t, 0.0, 3.0, 0.010, rtt)
+    changes = simulate(t, 0.0, 3.0, 0.010, delay_step_rtt(step))
     assert Health.DOWN not in [c.new for c in changes]
     assert t.health is Health.UP
     assert t.stats.srtt_ms == pytest.approx(130.0, abs=2)
+
+
+def test_a_dead_path_is_silent_a_delay_step_before_it_is_down() -> None:
+    """The path dies at f = 1.0 s, d = 15 ms (probes every 10 ms): silent by f + d + I +
+    silent_limit, and down only the delay step (50 ms) after that."""
+    t = ProbeTracker(PathStats())
+    f, d, interval = 1.0, 0.015, 0.010
+    changes = simulate(t, 0.0, 1.5, interval,
+                       lambda s: 0.030 if s + 0.030 - d < f else None)
+    silent = [c for c in changes if c.why == SILENT]
+    down = next(c for c in changes if c.new is Health.DOWN)
+    assert len(silent) == 1 and silent[0].new is Health.SUSPECT
+    assert f + d + CFG.min_margin_s <= silent[0].t <= f + d + interval + t.silent_limit_s() + 0.002
+    assert down.t - silent[0].t == pytest.approx(CFG.late_step_s, abs=0.011)
+
+
+def test_a_delay_step_is_silent_for_a_moment_then_up_again() -> None:
+    """The same +50 ms each way as above: replies stop for 50 ms, so the path is silent
+    (a class may route around it) and up again at the next reply, never down."""
+    t = ProbeTracker(PathStats())
+    step = 1.0
+
+    changes = simulate(t, 0.0, 3.0, 0.010, delay_step_rtt(step))
+    assert Health.DOWN not in [c.new for c in changes]
+    assert [c.why for c in changes if c.t > step].count(SILENT) >= 1
+    assert t.health is Health.UP and not t.silent
+
+
+def test_random_loss_alone_does_not_make_a_path_silent() -> None:
+    """0.3 % loss at 10 ms probes: losses in a row happen, but not the three that a quiet
+    of 20 ms past the due reply takes (about once in 10^7 probes)."""
+    rng = random.Random(7)
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 60.0, 0.010, lambda s: None if rng.random() < 0.003 else 0.030,
+                       step=0.002)
+    assert not [c for c in changes if c.why == SILENT]
+    assert down_after(0.003, CFG, silent=True) == 2
+    assert down_after(0.08, CFG, silent=True) == 4
+
+
+def test_a_stall_of_every_path_is_not_this_path_s_silence() -> None:
+    t, now = tracker_up(rtt=0.03, interval=0.01)
+    t.stall_suspected = lambda: True
+    for i in range(3):
+        t.sent(300 + i, now + i * 0.01)
+    t.check(now + 0.12)
+    assert t.health is Health.SUSPECT and not t.silent
 
 
 def test_a_reply_late_by_more_than_the_step_plus_margin_is_down() -> None:

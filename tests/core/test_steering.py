@@ -208,3 +208,58 @@ def test_an_idle_spread_paths_move_goes_out_once_and_only_on_a_shared_exit() -> 
     apart = Steering(answered(), ("bulk", "default"), CFG, Weights(), 0.0, spread=True)
     settle(apart, 1.0)
     assert apart.take_spread_flows(1.0, flows) == apart.take_spread_flows(1.0, flows) == []
+
+
+def test_default_routes_around_a_silent_path_on_a_shared_exit_only() -> None:
+    """hk's probes go unanswered (real trackers): once it is silent, default (and only
+    default) leaves it with its running flows on a shared exit; realtime, which has
+    copies for that, stays; on separate exits nothing moves before the verdict."""
+    for shared in (False, True):
+        ps = answered(SHARED if shared else PATHS)
+        st = Steering(ps, ("realtime", "default"), CFG, Weights(), 0.0, shared_exit=shared)
+        settle(st, 1.0)
+        assert st.targets() == {"realtime": "hk", "default": "hk"}
+        for i in range(4):  # sent every 10 ms from 1.0 s, never answered
+            ps[0].tracker.sent(200 + i, 1.0 + i * 0.01)
+        now = 1.0 + 0.03 + 0.02 + 0.02  # the last answered RTT, 20 ms margin, 20 ms quiet
+        ps[0].tracker.check(now)
+        assert ps[0].tracker.silent
+        decisions = st.step(now)
+        plan = st.next_plan()
+        assert plan.state.marking is not None
+        if not shared:
+            assert decisions == [] and plan.targets["default"] == "hk"
+            continue
+        assert [(d.cls, d.kind, d.to_path) for d in decisions] == [("default", "evade", "tyo")]
+        assert plan.targets == {"realtime": "hk", "default": "tyo"}
+        assert plan.state.marking.flush_marks == (path_mark(0),)
+        st.committed(plan)
+        # hk answers again: default is back, and tyo's flows (default's) come along.
+        ps[0].tracker.reply(203, now + 0.01)
+        back = st.step(now + 0.01)
+        assert [(d.kind, d.to_path) for d in back] == [("return", "hk")]
+        plan = st.next_plan()
+        assert plan.targets["default"] == "hk"
+        assert plan.state.marking is not None
+        assert plan.state.marking.flush_marks == (path_mark(1),)
+
+
+def test_the_return_from_an_evasion_brings_flows_back_even_off_a_spread_path() -> None:
+    """default went silent hk -> tyo, where bulk is spread: a flow started in those 50 ms
+    has tyo's mark, and must come back to hk with its class."""
+    ps = answered(SHARED)
+    st = Steering(ps, ("realtime", "bulk", "default"), CFG, Weights(), 0.0,
+                  shared_exit=True, spread=True)
+    settle(st, 1.0)
+    assert "tyo" in st.spread_paths()
+    for i in range(4):
+        ps[0].tracker.sent(200 + i, 1.0 + i * 0.01)
+    now = 1.07
+    ps[0].tracker.check(now)
+    settle(st, now)
+    assert st.targets()["default"] == "tyo"
+    ps[0].tracker.reply(203, now + 0.01)
+    st.step(now + 0.01)
+    plan = st.next_plan()
+    assert plan.targets["default"] == "hk" and plan.state.marking is not None
+    assert path_mark(1) in plan.state.marking.flush_marks

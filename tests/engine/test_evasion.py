@@ -1,0 +1,90 @@
+"""Evasion on real labs (decide.py): on a shared exit, class default routes around its
+path as soon as that path is silent, 50 ms before a verdict could come; back at its next
+reply when it was only a delay step; a failover in place when it is declared down.
+Shipped defaults for the probing and the silence, the tests' short dwell and hold-down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from app.core.model import EventKind
+from app.lab import control, stream
+from app.lab.scenario import load_scenario
+from app.lab.topology import LabInfo
+from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
+from tests.engine.leaks import count_leaks
+from tests.util import wait_until
+
+SLACK_MS = 150.0  # a shared, busy machine's scheduling on top of the bound
+
+
+def test_a_dying_path_is_left_at_the_silence_and_the_failover_follows_in_place(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    lab = make_lab("cn-us", exit="shared")
+    c = connect(lab)
+    wait_until(lambda: c.rec.last is not None and c.rec.last.state.value == "connected",
+               timeout=20)
+    active = c.rec.carrier()
+    assert active is not None
+    idx = [p.name for p in c.rec.last.paths].index(active)  # type: ignore[union-attr]
+    count_leaks(lab, reset=True)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream.stream, lab.name, pps=1000, duration=4.0, size=200,
+                              sticky=True)
+        wait_until(lambda: c.rec.last is not None and c.rec.last.paths[idx].tx_bps > 500_000,
+                   timeout=10, message="the stream never showed on the active path")
+        t_fail = time.time()
+        control.impair(lab.name, active, {"down": True})
+        wait_until(lambda: any(e.from_path == active for e in c.rec.events(EventKind.FAILOVER)),
+                   timeout=5, message=f"no failover: {c.rec.events()}")
+        result = running.result(timeout=30)
+    events = [e for e in c.rec.events() if e.cls == "default" and e.t >= t_fail]
+    evaded, failover = events[0], events[1]
+    assert evaded.kind is EventKind.EVADED and evaded.from_path == active, events
+    assert failover.kind is EventKind.FAILOVER and failover.to_path == evaded.to_path, events
+    assert c.rec.carrier() == evaded.to_path  # the failover moved nothing more
+    owd = load_scenario("cn-us").path(active).down.delay_ms
+    down = next(e for e in c.rec.events(EventKind.PATH_DOWN) if e.from_path == active)
+    # Bound (liveness.py): one-way delay + one interval + the silent limit, which is the
+    # late limit without the delay step: 50 ms before the verdict.
+    silent_ms = down.metrics["silence_limit_ms"] - TEST_CONFIG.liveness.late_step_s * 1000
+    bound_ms = owd + TEST_CONFIG.rates.active_s * 1000 + silent_ms
+    assert (evaded.t - t_fail) * 1000 <= bound_ms + SLACK_MS, (evaded.t - t_fail, bound_ms)
+    assert evaded.t < down.t
+    assert result.server_sources == 1 and result.ignored == 0, result  # one far address
+    assert count_leaks(lab) == 0
+
+
+def test_a_delay_step_is_routed_around_and_back_then_left_only_by_the_margin(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """+50 ms each way on hk (RTT 30 -> 130 ms, no loss) under a stream: its replies stop
+    for 50 ms, so default steps aside and is back at hk's next reply; hk is never down,
+    and default leaves it for tyo (60 ms) only as the margin and the dwell say."""
+    lab = make_lab("clean", exit="shared")
+    c = connect(lab)
+    wait_until(lambda: c.rec.carrier() == "hk", timeout=15)
+    tyo_up = next(e for e in c.rec.events(EventKind.PATH_UP) if e.to_path == "tyo").t
+    wait_until(lambda: time.time() - tyo_up > TEST_DECIDE.hold_down_s, timeout=15)
+    count_leaks(lab, reset=True)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stream.stream, lab.name, pps=500, duration=8.0, size=200,
+                              sticky=True)
+        wait_until(lambda: c.rec.last is not None and c.rec.last.paths[0].tx_bps > 300_000,
+                   timeout=10, message="the stream never showed on hk")
+        t0 = time.time()
+        control.impair(lab.name, "hk", {"delay_ms": 65.0})
+        wait_until(lambda: c.rec.events(EventKind.BETTER_PATH), timeout=15,
+                   message=f"the class never left the slow hk: {c.rec.events()}")
+        result = running.result(timeout=30)
+    events = [e for e in c.rec.events() if e.cls == "default" and e.t >= t0]
+    kinds = [e.kind for e in events]
+    assert kinds[:3] == [EventKind.EVADED, EventKind.RETURNED, EventKind.BETTER_PATH], events
+    assert events[1].to_path == "hk" and events[2].to_path == "tyo"
+    assert not c.rec.events(EventKind.PATH_DOWN, EventKind.FAILOVER)
+    move = events[2]
+    assert move.metrics["to_score"] >= move.metrics["from_score"] + TEST_DECIDE.margin
+    assert move.t - t0 >= TEST_DECIDE.dwell_s
+    assert result.server_sources == 1 and result.ignored == 0, result
+    assert count_leaks(lab) == 0
