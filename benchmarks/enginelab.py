@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import app.lab.register  # noqa: F401  (lab targets, as the CLI has them)
 from app.core.engine import EngineConfig
@@ -28,13 +28,16 @@ from app.lab.topology import LabInfo
 from tests.engine.conftest import Recorder
 from tests.util import wait_until
 
+T = TypeVar("T")
+
 
 def lab_name() -> str:
     return "b" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
-    wait_until(cond, timeout=timeout, interval=0.02, message=f"timed out waiting for {what}")
+def wait_for(cond: Callable[[], T], timeout: float, what: str) -> T:
+    """``cond``'s first true value, read every 20 ms."""
+    return wait_until(cond, timeout=timeout, interval=0.02, message=f"timed out waiting for {what}")
 
 
 # The engine's latest snapshot, kept from its thread: the tests' recorder, not a copy.

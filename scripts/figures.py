@@ -75,12 +75,16 @@ def switchover(f: dict[str, Any]) -> str:
     parts = []
     for scen, engines in f.items():
         b, o = engines.get("braid", {}), engines.get("baseline", {})
+        n = engines.get("no-evasion")
         gaps = f"gap up {ms(b.get('up_gap_ms'))}, down {ms(b.get('down_gap_ms'))}, " \
             if b.get("up_gap_ms") is not None else ""
+        left = f"default left its path {ms(b['left_ms'])} after it, " if "left_ms" in b else ""
+        plain = (f"; without evasion gap up {ms(n.get('up_gap_ms'))}, down "
+                 f"{ms(n.get('down_gap_ms'))}") if n else ""
         parts.append(
-            f"{scen}: detection {ms(b.get('detection_ms'))} from the failure (one-way "
+            f"{scen}: {left}declared down {ms(b.get('detection_ms'))} after it (one-way "
             f"{ms(b.get('owd_ms'))}, bound {ms(b.get('bound_ms'))}), switch "
-            f"{ms(b.get('switch_ms'), 1)}, {gaps}echo gap {ms(b.get('echo_gap_ms'))}; "
+            f"{ms(b.get('switch_ms'), 1)}, {gaps}echo gap {ms(b.get('echo_gap_ms'))}{plain}; "
             f"baseline (50 ms probes, no late allowance) {ms(o.get('detection_ms'))}, "
             f"echo gap {ms(o.get('echo_gap_ms'))}")
     return "; ".join(parts)
@@ -382,8 +386,8 @@ def switchover_table() -> str:
     if doc is None:
         return "Not measured yet: `python3 -m benchmarks.bench_switchover`.\n"
     keys = [("owd_ms", "one-way"), ("bound_ms", "bound"), ("detection_ms", "detection"),
-            ("switch_ms", "switch"), ("up_gap_ms", "gap up"), ("down_gap_ms", "gap down"),
-            ("echo_gap_ms", "echo gap")]
+            ("left_ms", "default left"), ("switch_ms", "switch"), ("up_gap_ms", "gap up"),
+            ("down_gap_ms", "gap down"), ("echo_gap_ms", "echo gap")]
     lines = ["| scenario | engine | " + " | ".join(k[1] for k in keys) + " |",
              "| --- | --- |" + " --- |" * len(keys)]
     for scen, engines in doc["figures"].items():
