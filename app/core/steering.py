@@ -42,7 +42,7 @@ from app.core.model import CLASSES
 from app.core.paths import PathRuntime
 from app.core.plan import build_state, dns_state, outside_dns, without_flush
 from app.core.profiles.model import Weights
-from app.core.scoring import score_paths
+from app.core.scoring import ScoreInput, score_paths
 from app.core.spread import Rebalancer, Spreader, SpreadVerdict
 from app.wire.state import DesiredState, DnsState, GuardState
 
@@ -111,6 +111,13 @@ class Steering:
         # The kill switch's destinations outside the tunnels (LAN, exclusions); None: no
         # kill switch at all (engine.py sets it from the profile and lan.py).
         self.guard_allow: tuple[str, ...] | None = None
+        # dns() and guard() are asked at every evaluation (10 Hz) and parse every server
+        # and network each time; their inputs are the paths' specs (fixed for this
+        # Steering), default's tunnel and guard_allow: the last answer is kept.
+        self._dns_memo: tuple[str | None, DnsState | None] | None = None
+        self._guard_memo: tuple[tuple[tuple[str, ...], str | None], GuardState] | None = None
+        self._scores_memo: tuple[tuple[Weights, tuple[ScoreInput, ...]],
+                                 dict[str, tuple[float, float]]] | None = None
         # A default flow past this many MB becomes bulk (the helper counts it): the
         # profile's settings.bulk_after_mb, set by engine.py; None: never.
         self.bulk_after_mb: float | None = None
@@ -131,8 +138,13 @@ class Steering:
     # -- measurements -> decisions --------------------------------------------------
 
     def scores(self) -> dict[str, tuple[float, float]]:
-        inputs = [p.score_input() for p in self.paths]
-        return {n: (s.score, s.raw) for n, s in score_paths(inputs, self.weights).items()}
+        """Asked several times a tick (the deciders, the backup, the snapshot) with the
+        same inputs between two replies: the last answer is kept for equal inputs."""
+        key = (self.weights, tuple(p.score_input() for p in self.paths))
+        if self._scores_memo is None or self._scores_memo[0] != key:
+            scored = score_paths(key[1], self.weights)
+            self._scores_memo = (key, {n: (s.score, s.raw) for n, s in scored.items()})
+        return dict(self._scores_memo[1])
 
     def candidates(self) -> list[Candidate]:
         """The paths a class may ride: the full gateways (a split one takes only its
@@ -313,14 +325,19 @@ class Steering:
         beside the tunnels."""
         if self.guard_allow is None:
             return None
-        return outside_dns(GuardState(self.guard_allow, self._via()), self.dns())
+        key = (self.guard_allow, self._via())
+        if self._guard_memo is None or self._guard_memo[0] != key:
+            self._guard_memo = (key, outside_dns(GuardState(*key), self.dns()))
+        return self._guard_memo[1]
 
     def dns(self) -> DnsState | None:
         """The gateways' DNS (plan.dns_state), on default's tunnel; with no usable path,
         on the first full one (its servers are unreachable then, and nobody else's are
         asked: fail closed)."""
         via = self._via() or next((p.spec.interface for p in self.paths if p.spec.full), None)
-        return dns_state([p.spec for p in self.paths], via)
+        if self._dns_memo is None or self._dns_memo[0] != via:
+            self._dns_memo = (via, dns_state([p.spec for p in self.paths], via))
+        return self._dns_memo[1]
 
     def held_dns(self) -> DnsState | None:
         """The DNS of the state the helper last took (None: none, or nothing sent yet)."""
