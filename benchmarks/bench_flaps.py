@@ -15,7 +15,11 @@ a move is *explained* when the path it leaves is in one of its episodes (from th
 episode's start to 10 s after its end, the loss window's memory) or was declared down,
 or when it returns to a path whose episode that made the class leave has ended. Every
 other move is a **flap**, whatever the scores said (a move off a path scoring 0 and
-back is a flap too when the scenario did nothing to that path).
+back is a flap too when the scenario did nothing to that path). Evasions (class default
+routing around a silent path on the shared exit, and back at its next reply: decide.py)
+are counted apart, with the same rule: an evasion off a path in no episode of its own
+and not declared down within 5 s is one **for nothing**; with how long default stayed
+away.
 
 Early warning (the shipped engine's snapshots, 10 Hz): for each episode, the delay from
 its start to the path's first ``degrading`` and to its plain score's first reaction (a
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
 from app.core.model import EngineSnapshot, Event, EventKind
+from app.lab.model import EXITS, SEPARATE
 from app.lab.scenario import load_scenario
 from benchmarks.enginelab import engine_on_lab
 from benchmarks.record import Run
@@ -93,9 +98,9 @@ class Timeline:
         return snap.classes["default"][0] if snap and snap.classes.get("default") else None
 
 
-def run_engine(cfg: EngineConfig, minutes: float) -> tuple[float, Timeline]:
+def run_engine(cfg: EngineConfig, minutes: float, exit: str) -> tuple[float, Timeline]:
     tl = Timeline()
-    with engine_on_lab("cn-us", config=cfg, watch=tl) as s:
+    with engine_on_lab("cn-us", config=cfg, watch=tl, exit=exit) as s:
         end = time.monotonic() + minutes * 60
         while time.monotonic() < end:
             time.sleep(1.0)
@@ -129,12 +134,35 @@ def classify(moves: list[Event], downs: list[Event], eps: list[Episode],
     return out
 
 
+def evasion_figures(events: list[Event], downs: list[Event], eps: list[Episode],
+                    t0: float) -> dict[str, object]:
+    """Evasions, those for nothing (module docstring), and the time away (to the
+    return, or to whatever move ended it)."""
+    evaded = [e for e in events if e.kind is EventKind.EVADED]
+    idle, away = [], []
+    for ev in evaded:
+        t = ev.t - t0
+        in_episode = any(e.path == ev.from_path and e.start - 1 <= t <= e.end + MEMORY_S
+                         for e in eps)
+        down = any(d.from_path == ev.from_path and 0 <= d.t - ev.t < 5 for d in downs)
+        if not (in_episode or down):
+            idle.append(f"t={t:.1f} s {ev.from_path}->{ev.to_path}: {ev.reason}")
+        end = next((e for e in events if e.seq > ev.seq and e.cls == ev.cls
+                    and (e.kind is EventKind.RETURNED or e.kind in MOVES)), None)
+        if end is not None:
+            away.append((end.t - ev.t) * 1000)
+    return {"evasions": len(evaded), "evasions_for_nothing": len(idle),
+            "evasion_away_ms_median": statistics.median(away) if away else None,
+            "evasions_for_nothing_at": idle}
+
+
 def flap_figures(t0: float, tl: Timeline, eps: list[Episode]) -> dict[str, object]:
     events = sorted(tl.events.values(), key=lambda e: e.seq)
     moves = [e for e in events if e.kind in MOVES and e.from_path is not None]
     downs = [e for e in events if e.kind is EventKind.PATH_DOWN]
     judged = classify(moves, downs, eps, t0)
     return {"moves": len(moves), "flaps": sum(1 for _, w in judged if w == "FLAP"),
+            **evasion_figures(events, downs, eps, t0),
             "downs": len(downs),
             "down_list": [f"t={e.t - t0:.1f} s {e.reason}" for e in downs],
             "list": [f"t={e.t - t0:.1f} s {e.cls} {e.from_path}->{e.to_path or 'CLOSED'} {w}: "
@@ -182,22 +210,30 @@ def warning_figures(t0: float, tl: Timeline, eps: list[Episode],
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--exit", choices=EXITS, default=SEPARATE,
+                    help="each gateway its own exit (the default), or one shared exit, where "
+                    "class default evades a silent path")
     args = ap.parse_args()
     with Run("bench_flaps", vars(args)) as run:
         with ThreadPoolExecutor(2) as pool:
-            braid = pool.submit(run_engine, EngineConfig(), args.minutes)
-            base = pool.submit(run_engine, BASELINE, args.minutes)
+            braid = pool.submit(run_engine, EngineConfig(), args.minutes, args.exit)
+            base = pool.submit(run_engine, BASELINE, args.minutes, args.exit)
             (t0, tl), (b0, btl) = braid.result(), base.result()
         eps = episodes("cn-us", args.minutes * 60)
         for name, start, timeline in (("braid", t0, tl), ("baseline", b0, btl)):
             f = flap_figures(start, timeline, eps)
             run.figures[name] = f
-            print(f"cn-us, {args.minutes:g} min, {name}: {f['moves']} moves, {f['flaps']} "
-                  f"flaps, {f['downs']} paths declared down")
+            print(f"cn-us ({args.exit} exits), {args.minutes:g} min, {name}: {f['moves']} "
+                  f"moves, {f['flaps']} flaps, {f['downs']} paths declared down; "
+                  f"{f['evasions']} evasions, "
+                  f"{f['evasions_for_nothing']} for nothing, default away "
+                  f"{f['evasion_away_ms_median']} ms (median)")
             for line in f["list"]:  # type: ignore[attr-defined]
                 print("  " + line)
             for line in f["down_list"]:  # type: ignore[attr-defined]
                 print("  down: " + line)
+            for line in f["evasions_for_nothing_at"]:  # type: ignore[attr-defined]
+                print("  evasion for nothing: " + line)
         w = warning_figures(t0, tl, eps, args.minutes)
         run.figures["early_warning"] = w
         print(f"early warning: {w['warnings']} warnings, {w['for_nothing']} for nothing "

@@ -92,11 +92,18 @@ def switchover(f: dict[str, Any]) -> str:
 
 def false_alarms(f: dict[str, Any]) -> str:
     return "; ".join(f"{name}: {e['downs']} downs, {e['real']} real, {e['false']} false, "
-                     f"{e['resets']} flows reset" for name, e in f.items())
+                     f"{e['resets']} flows reset{evasions(e)}" for name, e in f.items())
+
+
+def evasions(e: dict[str, Any]) -> str:
+    """Class default's evasions, where the run counted them (runs before evasion did not)."""
+    if "evasions" not in e:
+        return ""
+    return f", {e['evasions']} evasions ({e['evasions_for_nothing']} for nothing)"
 
 
 def flaps(f: dict[str, Any]) -> str:
-    out = "; ".join(f"{n}: {f[n]['moves']} moves, {f[n]['flaps']} flaps"
+    out = "; ".join(f"{n}: {f[n]['moves']} moves, {f[n]['flaps']} flaps{evasions(f[n])}"
                     for n in ("braid", "baseline") if n in f)
     w = f.get("early_warning")
     if w:
