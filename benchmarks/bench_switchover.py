@@ -130,7 +130,8 @@ def main() -> None:
             print(f"          braid/baseline: detection {ratio:.2f}, echo gap {gaps:.2f}; "
                   f"braid's detection - one-way delay = {b['detection_ms'] - b['owd_ms']:.0f} "
                   f"ms (aim 30); within its bound: {b['detection_ms'] <= b['bound_ms']}; "
-                  f"default left {b['left_ms'] - b['owd_ms']:.0f} ms after the one-way delay; "
+                  f"default left {b['left_ms'] - b['owd_ms']:.0f} ms after the one-way delay "
+                  "(aim 30); "
                   f"gap up {b['up_gap_ms']:.0f} ms against {out['no-evasion']['up_gap_ms']:.0f} "
                   "without evasion (aim 100)")
             run.figures[scenario] = out

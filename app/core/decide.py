@@ -22,7 +22,7 @@ States:
 
 **Evasion** (``evade``: the engine allows it for class default on a shared exit, where a
 move breaks nothing): a current path that is *silent* (liveness.py: quiet past its
-silent limit, 50 ms before a verdict could come) is left at once for the best UP path
+silent limit, 60 ms before a verdict could come) is left at once for the best UP path
 that is not ("evade"); the decider remembers where it came from, and
 - the path answers again (a delay step, not an outage): the class goes back at once
   ("return"), and the hold-down and dwell clocks are as they were: the excursion was no
@@ -34,8 +34,8 @@ that is not ("evade"); the decider remembers where it came from, and
 Why: the verdict waits out a 50 ms delay step (a path that got slower and a dead one
 look the same until then), and that wait is most of a switchover; routing around the
 silence costs a class on a shared exit two moves when the path only got slower, and
-saves it 50 ms of its gap when the path died. Bound on the gap's start: the silent
-limit, ``f + d + I + max(20 ms, late)``.
+saves it 60 ms of its gap when the path died. Bound on the gap's start: the silent
+limit, ``f + d + I + max(10 ms, late)``.
 
 Why this never flaps on a noisy path: a path with loss above 5 % scores 0, and a
 short good spell cannot move traffic (``dwell_s``); after any move, nothing voluntary

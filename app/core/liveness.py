@@ -38,15 +38,17 @@ sent one interval ``I`` after the one answered, so it is expected by ``f + d + I
 the path is declared down by ``f + d + I + late_limit``: on a carried path (I = 10 ms)
 on a quiet machine ``d + 80 ms``. The round trip does not enter.
 
-**Silent** (evidence, not yet a verdict): a SUSPECT path that has been quiet for
-``silent_limit = max(20 ms, late)`` (the late limit without the delay step) with ``E``
+**Silent** (evidence, not yet a verdict): a path (UP or SUSPECT) that has been quiet
+for ``silent_limit = max(10 ms, late)`` (the late limit without the delay step, on a
+lower floor: an evasion undoes itself at the next reply, so on a steady path this comes
+before its first probe is missed) with ``E``
 probes in a row overdue (past ``s + ref``), ``E = max(2, ceil(log(1e-4) / log(loss)))``
 (at most 8), or whose tunnel stopped receiving (passive, below), is *silent*: a delay
 step and an outage still look the same, but a path this quiet this long is one or the
 other. The deciders may route a class around it at once where that costs nothing
 (decide.py's evasion, a shared exit); only the full late limit declares it down. Bound:
 ``f + d + I + silent_limit`` (on a path probed every ``I`` <= the silent limit, E = 2 is
-overdue by then), 50 ms sooner than the verdict.
+overdue by then), 60 ms sooner than the verdict: on a quiet carried path ``d + 20 ms``.
 
 **Passive suspicion.** A path whose rx counter rose at each of the last 5 polls (it
 carries a stream, probe replies included) and then at none of 2 polls is SUSPECT at
@@ -110,6 +112,11 @@ class LivenessConfig:
     # it is allowed and undoes itself on the next reply, so 1 in 10^4 probes will do.
     silent_false_rate: float = 1e-4
     silent_after: int = 2  # E on a clean path
+    # The floor of the silent limit. Lower than the verdict's: an evasion is undone by
+    # the next reply, and the replies' times are the kernel's (probe.py), so this process's
+    # own wake-up noise does not make a path late; the path's recent lateness still
+    # raises the limit (silent_limit_s).
+    silent_floor_s: float = 0.010
     recover_after: int = 3  # answered probes in a row to come back from DOWN
     # A path that never answered stays UNKNOWN this long after its first probe: one
     # WireGuard handshake retry (REKEY_TIMEOUT 5 s + 1/3 s jitter), then a handshake
@@ -325,9 +332,11 @@ class ProbeTracker:
                     self._owed_lost = probe.sent
         if change is None and missed and self.health is Health.UP:
             change = self._set(Health.SUSPECT, now, why="probe late")
-        if self.health is Health.SUSPECT and self._silent(now) and (
+        # An UP path too: its silence (at its own lateness, 10 ms at least) can come
+        # before its first probe is missed (20 ms at least).
+        if self.health in (Health.UP, Health.SUSPECT) and self._silent(now) and (
                 change is None or change.new is Health.SUSPECT):
-            old = change.old if change is not None else Health.SUSPECT
+            old = change.old if change is not None else self.health
             change = replace(self._set(Health.SUSPECT, now, why=SILENT), old=old)
         return change
 
@@ -418,14 +427,17 @@ class ProbeTracker:
         return max(self.cfg.min_margin_s, 4 * (self.stats.rttvar_ms or 0.0) / 1000)
 
     def late_limit_s(self) -> float:
-        """How long a path may be silent past its expected reply before it is down."""
-        return self.cfg.late_step_s + self.silent_limit_s()
+        """How long a path may be silent past its expected reply before it is down: the
+        delay step, and its own recent lateness, at least the scheduling floor."""
+        return self.cfg.late_step_s + self._lateness_s(self.cfg.min_margin_s)
 
     def silent_limit_s(self) -> float:
         """How long a path may be quiet past its expected reply before it is *silent*:
-        its own recent lateness, at least the scheduling floor."""
-        late = min(self.cfg.late_cap_s, self.stats.late_ms() / 1000)
-        return max(self.cfg.min_margin_s, late)
+        its own recent lateness, at least ``silent_floor_s``."""
+        return self._lateness_s(self.cfg.silent_floor_s)
+
+    def _lateness_s(self, floor_s: float) -> float:
+        return max(floor_s, min(self.cfg.late_cap_s, self.stats.late_ms() / 1000))
 
     @property
     def last_heard(self) -> float | None:

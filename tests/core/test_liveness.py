@@ -113,10 +113,12 @@ def test_a_slow_first_handshake_is_connecting_not_down() -> None:
 def test_a_missed_probe_is_suspected_at_once_and_an_answer_clears_it() -> None:
     t, now = tracker_up()
     t.sent(100, now)
-    deadline = t.next_deadline()
-    assert deadline is not None
     # srtt 100 ms + max(20 ms, 4 * rttvar): rttvar decays towards 0 on a steady path.
-    assert deadline == pytest.approx(now + 0.1 + 0.02, abs=0.01)
+    deadline = now + 0.1 + t.margin_s()
+    assert t.margin_s() == pytest.approx(0.02, abs=0.01)
+    first = t.next_deadline()
+    assert first is not None and first <= deadline  # (its silence is judged sooner)
+    assert t.check(first) is None  # one probe overdue is no silence
     assert t.check(deadline - 0.001) is None
     change = t.check(deadline)
     assert change is not None and change.new is Health.SUSPECT
@@ -157,7 +159,8 @@ def test_a_delay_step_is_late_not_lost() -> None:
 
 def test_a_dead_path_is_silent_a_delay_step_before_it_is_down() -> None:
     """The path dies at f = 1.0 s, d = 15 ms (probes every 10 ms): silent by f + d + I +
-    silent_limit, and down only the delay step (50 ms) after that."""
+    silent_limit, and down only the delay step (50 ms) and the verdict's higher floor
+    after that."""
     t = ProbeTracker(PathStats())
     f, d, interval = 1.0, 0.015, 0.010
     changes = simulate(t, 0.0, 1.5, interval,
@@ -165,8 +168,23 @@ def test_a_dead_path_is_silent_a_delay_step_before_it_is_down() -> None:
     silent = [c for c in changes if c.why == SILENT]
     down = next(c for c in changes if c.new is Health.DOWN)
     assert len(silent) == 1 and silent[0].new is Health.SUSPECT
-    assert f + d + CFG.min_margin_s <= silent[0].t <= f + d + interval + t.silent_limit_s() + 0.002
-    assert down.t - silent[0].t == pytest.approx(CFG.late_step_s, abs=0.011)
+    bound = f + d + interval + t.silent_limit_s() + 0.002
+    assert f + d + CFG.silent_floor_s <= silent[0].t <= bound
+    assert down.t - silent[0].t == pytest.approx(
+        CFG.late_step_s + CFG.min_margin_s - CFG.silent_floor_s, abs=0.011)
+
+
+def test_a_carried_path_that_stops_is_silent_before_its_first_probe_is_missed() -> None:
+    """Probes every 10 ms: the silence (10 ms past the due replies, two overdue) comes
+    before the first probe's deadline (20 ms past its due reply)."""
+    t = ProbeTracker(PathStats())
+    f, d, interval = 1.0, 0.015, 0.010
+    changes = simulate(t, 0.0, 1.2, interval,
+                       lambda s: 0.030 if s + 0.030 - d < f else None)
+    first = next(c for c in changes if c.t > 0.5 and c.new is not Health.UP)
+    assert first.new is Health.SUSPECT and first.why == SILENT and first.old is Health.UP
+    assert first.t <= f + d + interval + CFG.silent_floor_s + 0.002
+    assert first.t < f + d + interval + CFG.min_margin_s
 
 
 def test_a_delay_step_is_silent_for_a_moment_then_up_again() -> None:

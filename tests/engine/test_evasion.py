@@ -1,5 +1,5 @@
 """Evasion on real labs (decide.py): on a shared exit, class default routes around its
-path as soon as that path is silent, 50 ms before a verdict could come; back at its next
+path as soon as that path is silent, 60 ms before a verdict could come; back at its next
 reply when it was only a delay step; a failover in place when it is declared down.
 Shipped defaults for the probing and the silence, the tests' short dwell and hold-down."""
 
@@ -47,8 +47,8 @@ def test_a_dying_path_is_left_at_the_silence_and_the_failover_follows_in_place(
     assert c.rec.carrier() == evaded.to_path  # the failover moved nothing more
     owd = load_scenario("cn-us").path(active).down.delay_ms
     down = next(e for e in c.rec.events(EventKind.PATH_DOWN) if e.from_path == active)
-    # Bound (liveness.py): one-way delay + one interval + the silent limit, which is the
-    # late limit without the delay step: 50 ms before the verdict.
+    # Bound (liveness.py): one-way delay + one interval + the silent limit, which is at
+    # most the late limit without the delay step (its floor is lower than the verdict's).
     silent_ms = down.metrics["silence_limit_ms"] - TEST_CONFIG.liveness.late_step_s * 1000
     bound_ms = owd + TEST_CONFIG.rates.active_s * 1000 + silent_ms
     assert (evaded.t - t_fail) * 1000 <= bound_ms + SLACK_MS, (evaded.t - t_fail, bound_ms)
@@ -60,7 +60,8 @@ def test_a_dying_path_is_left_at_the_silence_and_the_failover_follows_in_place(
 def test_a_delay_step_is_routed_around_and_back_then_left_only_by_the_margin(
         make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
     """+50 ms each way on hk (RTT 30 -> 130 ms, no loss) under a stream: its replies stop
-    for 50 ms, so default steps aside and is back at hk's next reply; hk is never down,
+    for 50 ms, so default steps aside and is back at hk's next reply (once or twice:
+    the step comes in each direction); hk is never down,
     and default leaves it for tyo (60 ms) only as the margin and the dwell say."""
     lab = make_lab("clean", exit="shared")
     c = connect(lab)
@@ -80,10 +81,14 @@ def test_a_delay_step_is_routed_around_and_back_then_left_only_by_the_margin(
         result = running.result(timeout=30)
     events = [e for e in c.rec.events() if e.cls == "default" and e.t >= t0]
     kinds = [e.kind for e in events]
-    assert kinds[:3] == [EventKind.EVADED, EventKind.RETURNED, EventKind.BETTER_PATH], events
-    assert events[1].to_path == "hk" and events[2].to_path == "tyo"
+    # Aside and back once per direction at most: the step delays the replies already on
+    # their way back (50 ms of nothing), then the probes sent after it (50 ms more).
+    aside = kinds.index(EventKind.BETTER_PATH)
+    assert aside in (2, 4) and kinds[:aside] == [EventKind.EVADED, EventKind.RETURNED] * (
+        aside // 2), events
+    assert all(e.to_path == "hk" for e in events[1:aside:2]) and events[aside].to_path == "tyo"
     assert not c.rec.events(EventKind.PATH_DOWN, EventKind.FAILOVER)
-    move = events[2]
+    move = events[aside]
     assert move.metrics["to_score"] >= move.metrics["from_score"] + TEST_DECIDE.margin
     assert move.t - t0 >= TEST_DECIDE.dwell_s
     assert result.server_sources == 1 and result.ignored == 0, result
