@@ -200,8 +200,8 @@ def test_a_delay_step_is_silent_for_a_moment_then_up_again() -> None:
 
 
 def test_random_loss_alone_does_not_make_a_path_silent() -> None:
-    """0.3 % loss at 10 ms probes: losses in a row happen, but not the three that a quiet
-    of 20 ms past the due reply takes (about once in 10^7 probes)."""
+    """0.3 % loss at 10 ms probes: single losses happen, two in a row (what a quiet of
+    10 ms past the due reply takes) about once in 10^5 probes, not in these 6000."""
     rng = random.Random(7)
     t = ProbeTracker(PathStats())
     changes = simulate(t, 0.0, 60.0, 0.010, lambda s: None if rng.random() < 0.003 else 0.030,
