@@ -43,12 +43,15 @@ for ``silent_limit = max(10 ms, late)`` (the late limit without the delay step, 
 lower floor: an evasion undoes itself at the next reply, so on a steady path this comes
 before its first probe is missed) with ``E``
 probes in a row overdue (past ``s + ref``), ``E = max(2, ceil(log(1e-4) / log(loss)))``
-(at most 8), or whose tunnel stopped receiving (passive, below), is *silent*: a delay
+(at most 8), and whose tunnel received nothing but our replies at its last counter read
+(a download its replies queue behind is no silence), or whose tunnel stopped receiving
+(passive, below), is *silent*: a delay
 step and an outage still look the same, but a path this quiet this long is one or the
 other. The deciders may route a class around it at once where that costs nothing
 (decide.py's evasion, a shared exit); only the full late limit declares it down. Bound:
 ``f + d + I + silent_limit`` (on a path probed every ``I`` <= the silent limit, E = 2 is
-overdue by then), 60 ms sooner than the verdict: on a quiet carried path ``d + 20 ms``.
+overdue by then), 60 ms sooner than the verdict: on a quiet carried path ``d + 20 ms``
+(with a flow's packets arriving too, the first counter read without them: 20-40 ms).
 
 **Passive suspicion.** A path whose rx counter rose at each of the last 5 polls (it
 carries a stream, probe replies included) and then at none of 2 polls is SUSPECT at
@@ -205,6 +208,7 @@ class ProbeTracker:
         self._deferred_since: float | None = None
         self._rx_run = 0
         self._rx_quiet = 0
+        self._rx_other = False  # the last read saw packets other than our replies
         self._rx_settle_until: float | None = None
         # (seq, sent, lost) of the probes whose fate is known, newest last
         self._recent: deque[tuple[int, float, bool]] = deque()
@@ -290,10 +294,17 @@ class ProbeTracker:
             ref_s = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0) / 1000
             self._rx_settle_until = now + ref_s + self.margin_s()
 
-    def rx_poll(self, now: float, since: float, rose: bool) -> HealthChange | None:
-        """The tunnel's rx counter was read at ``now`` (last read at ``since``)."""
+    def rx_poll(self, now: float, since: float, rose: bool,
+                other: bool | None = None) -> HealthChange | None:
+        """The tunnel's rx counter was read at ``now`` (last read at ``since``); ``other``:
+        it rose by more than the probe replies read meanwhile (default: ``rose``)."""
         if not self.cfg.passive:
             return None
+        # A path that received something besides our replies since the last read is not
+        # silent, however late its replies are: its queue holds a download, not nothing.
+        # (The read says only that it came after ``since``, which alone would let a 10 ms
+        # silent limit pass while a download keeps arriving.)
+        self._rx_other = rose if other is None else other
         if rose:
             # A steady stream is one that rose at every read: probes every 50 ms, read
             # every 20 ms, rise at most every other read and are no stream to miss.
@@ -342,7 +353,8 @@ class ProbeTracker:
 
     def _silent(self, now: float) -> bool:
         """Whether a suspect path just reached the silence of the module docstring."""
-        if self.suspect_reason in (SILENT, PASSIVE) or self.stall_suspected():
+        if self.suspect_reason in (SILENT, PASSIVE) or self.stall_suspected() or \
+                self._rx_other:
             return False  # (every path quiet: this machine, not this path)
         quiet = self.quiet_since()
         if quiet is None or now - quiet < self.silent_limit_s():

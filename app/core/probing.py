@@ -59,6 +59,8 @@ class _Slot:
     rx: int | None = None  # the tunnel's rx_packets at the last read
     tx: int | None = None  # ... its tx_packets, and our probes sent, at the last read
     sent_at_read: int = 0
+    replies: int = 0  # our replies read from the socket, and at the last counter read
+    replies_at_read: int = 0
     traffic_at: float | None = None  # when its tunnel last sent packets not ours
     check_at: float | None = 0.0  # when its tracker next needs a look (None: nothing due)
     touched: bool = True  # something happened to it since its last check
@@ -246,6 +248,7 @@ class ProbeSet:
             if slot is None or r.source != slot.target:
                 continue
             _, change = slot.path.tracker.reply(r.seq, r.t)
+            slot.replies += 1
             slot.touched = True
             if slot.error is not None:
                 slot.error = None
@@ -273,10 +276,14 @@ class ProbeSet:
                 slot.traffic_at = None
                 roles_changed = True
             slot.tx, slot.sent_at_read = c.tx_packets, slot.sent
+            replies, slot.replies_at_read = slot.replies - slot.replies_at_read, slot.replies
             slot.path.link.update(now, c.rx_bytes, c.tx_bytes)
             if slot.rx is not None:
                 rose = c.rx_packets > slot.rx
-                change = slot.path.tracker.rx_poll(now, since, rose)
+                # (a reply that came between the drain and this read counts as other:
+                # it only delays a silence by one read)
+                change = slot.path.tracker.rx_poll(now, since, rose,
+                                                   c.rx_packets - slot.rx > replies)
                 slot.touched = slot.touched or rose
                 if change is not None:
                     self._on_change(slot.path, change)

@@ -187,6 +187,19 @@ def test_a_carried_path_that_stops_is_silent_before_its_first_probe_is_missed() 
     assert first.t < f + d + interval + CFG.min_margin_s
 
 
+def test_a_path_receiving_more_than_its_replies_is_not_silent_however_late_they_are() -> None:
+    """A download starts at 1.0 s: the replies queue behind it (RTT 30 -> 130 ms), and
+    every counter read sees more than our replies arrive: never silent, never down."""
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 2.0, 0.010, lambda s: 0.030 if s < 1.0 else 0.130,
+                       rx=lambda now: True, poll=0.02)
+    assert not [c for c in changes if c.why == SILENT or c.new is Health.DOWN]
+    # The same replies with nothing else arriving: silent at the step.
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 2.0, 0.010, lambda s: 0.030 if s < 1.0 else 0.130)
+    assert [c for c in changes if c.why == SILENT]
+
+
 def test_a_delay_step_is_silent_for_a_moment_then_up_again() -> None:
     """The same +50 ms each way as above: replies stop for 50 ms, so the path is silent
     (a class may route around it) and up again at the next reply, never down."""
