@@ -27,11 +27,12 @@ from typing import Any
 
 from app.core.engine import EngineConfig
 from app.core.liveness import LivenessConfig
-from app.core.model import EngineSnapshot, Event, EventKind
+from app.core.model import Event, EventKind
 from app.core.probe import ProbeRates
 from app.lab import topology
 from app.lab.model import EXITS, SEPARATE
 from app.lab.scenario import load_scenario
+from benchmarks.bench_flaps import Timeline
 from benchmarks.enginelab import engine_on_lab
 from benchmarks.record import Run
 
@@ -56,13 +57,8 @@ def load(lab: str, source: str, down: bool) -> dict[str, Any]:
 
 
 def one_engine(cfg: EngineConfig, minutes: float, exit: str) -> dict[str, Any]:
-    seen: dict[int, Event] = {}  # every event of the run (a snapshot holds the last 200)
-
-    def keep(snap: EngineSnapshot) -> None:
-        for e in snap.events:
-            seen[e.seq] = e
-
-    with engine_on_lab("cn-us", config=cfg, watch=keep, exit=exit) as s:
+    tl = Timeline()  # every event of the run (a snapshot holds the last 200)
+    with engine_on_lab("cn-us", config=cfg, watch=tl, exit=exit) as s:
         t0 = s.lab.started_at
         sources = [(g.name, g.client_address.split("/")[0]) for g in s.lab.gateways]
         end = time.monotonic() + minutes * 60
@@ -75,17 +71,16 @@ def one_engine(cfg: EngineConfig, minutes: float, exit: str) -> dict[str, Any]:
             print(f"  t={time.time() - t0:6.1f} s {name:4} {r['direction']:4} "
                   f"{r['mbit_s']:6.1f} Mbit/s, {r['resets']} resets", flush=True)
             i += 1
-    run = sorted(seen.values(), key=lambda e: e.seq)
-    events = [e for e in run if e.kind is EventKind.PATH_DOWN]
-    evaded = [e for e in run if e.kind is EventKind.EVADED]
+    run = sorted(tl.events.values(), key=lambda e: e.seq)
     real = outages("cn-us")
-    downs = []
-    for e in events:
-        t = e.t - t0
-        is_real = any(p == e.from_path and a <= t <= b + REAL_SLACK_S for p, a, b in real)
-        downs.append({"t": t, "path": e.from_path, "real": is_real, "reason": e.reason})
-    idle = [e for e in evaded if not any(p == e.from_path and a <= e.t - t0 <= b + REAL_SLACK_S
-                                         for p, a, b in real)]
+
+    def in_outage(e: Event) -> bool:
+        return any(p == e.from_path and a <= e.t - t0 <= b + REAL_SLACK_S for p, a, b in real)
+
+    downs = [{"t": e.t - t0, "path": e.from_path, "real": in_outage(e), "reason": e.reason}
+             for e in run if e.kind is EventKind.PATH_DOWN]
+    evaded = [e for e in run if e.kind is EventKind.EVADED]
+    idle = [e for e in evaded if not in_outage(e)]
     return {"evasions": len(evaded), "evasions_for_nothing": len(idle),
             "downs": len(downs), "real": sum(d["real"] for d in downs),
             "false": sum(not d["real"] for d in downs), "list": downs,

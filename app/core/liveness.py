@@ -353,9 +353,11 @@ class ProbeTracker:
 
     def _silent(self, now: float) -> bool:
         """Whether a suspect path just reached the silence of the module docstring."""
+        # Already silent; every path quiet (this machine, not this path); or its tunnel
+        # still receiving more than our replies.
         if self.suspect_reason in (SILENT, PASSIVE) or self.stall_suspected() or \
                 self._rx_other:
-            return False  # (every path quiet: this machine, not this path)
+            return False
         quiet = self.quiet_since()
         if quiet is None or now - quiet < self.silent_limit_s():
             return False
