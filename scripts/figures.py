@@ -28,7 +28,8 @@ BLOCK = re.compile(r"(<!-- figures: ([\w-]+) -->\n)(.*?)(<!-- /figures -->)", re
 # The README's rows, in order: the command that makes the figures, and what they mean.
 ROWS = [
     ("bench_switchover", "--runs 5"), ("bench_false_alarms", "--minutes 10"),
-    ("bench_flaps", "--minutes 10"), ("bench_engine_cost", "--seconds 60"),
+    ("bench_flaps", "--minutes 10"), ("bench_early_warning", "--minutes 10"),
+    ("bench_engine_cost", "--seconds 60"),
     ("bench_loss_episode", "--runs 3"), ("bench_user_view", "--seconds 90"),
     ("bench_tunnels", "--runs 7"), ("bench_drift", "--runs 11"), ("bench_fuzz", ""),
     ("bench_faults", "--seconds 12"),
@@ -112,6 +113,34 @@ def flaps(f: dict[str, Any]) -> str:
                 f"({num(w['for_nothing_per_hour'])}/h), median lead over the plain score "
                 f"{'-' if lead is None else f'{lead:.1f} s'}")
     return out
+
+
+def secs(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f} s"
+
+
+def early_warning(f: dict[str, Any]) -> str:
+    b = f["braid"]
+    return (f"{b['warned_episodes']} of {len(b['episodes'])} cn-us episodes warned, median lead "
+            f"over the plain score {secs(b['median_lead_s'])} (over its drop held for the dwell "
+            f"{secs(b['median_lead_held_s'])}); {b['warnings']} warnings, {b['for_nothing']} "
+            f"for nothing ({num(b['for_nothing_per_hour'])}/h)")
+
+
+def early_warning_table() -> str:
+    doc = load("bench_early_warning")
+    if doc is None:
+        return "Not measured yet: `python3 -m benchmarks.bench_early_warning`.\n"
+    b, dwell = doc["figures"]["braid"], doc["figures"].get("dwell_s")
+    lines = ["| path | at | episode | warning after | score dips after | "
+             f"held for the dwell ({secs(dwell)}) after |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in b["episodes"]:
+        lines.append(f"| {r['path']} | {r['start_s']:.0f} s | {r['what']} | "
+                     f"{secs(r['warning_after_s'])} | {secs(r['score_after_s'])} | "
+                     f"{secs(r['score_held_after_s'])} |")
+    return ("\n".join(lines) + f"\n\n{early_warning(doc['figures'])} "
+            f"(`{ran_with(doc)}`; {origin(doc)}).\n")
 
 
 def engine_cost(f: dict[str, Any]) -> str:
@@ -359,6 +388,7 @@ def generic(f: dict[str, Any]) -> str:
 
 SUMMARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_switchover": switchover, "bench_false_alarms": false_alarms, "bench_flaps": flaps,
+    "bench_early_warning": early_warning,
     "bench_engine_cost": engine_cost, "bench_loss_episode": loss_episode,
     "bench_user_view": user_view, "bench_tunnels": tunnels, "bench_relay": relay,
     "bench_drift": drift, "bench_fuzz": fuzz, "bench_classes": classes,
@@ -478,6 +508,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "bench_aggregation_scaled": aggregation_table("bench_aggregation_scaled"),
     "readme-table": readme_table, "bench_switchover": switchover_table,
     "bench_engine_cost": engine_cost_table, "bench_classes": classes_table,
+    "bench_early_warning": early_warning_table,
     "bench_class_load": class_load_table,
     "bench_user_view": user_view_table,
 }

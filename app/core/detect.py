@@ -22,15 +22,30 @@ ratio, ``log(p1 / p0)`` when lost and ``log((1 - p1) / (1 - p0))`` when answered
 reaches about once in 10^6 probes (hours at 100 probes a second), while an episode of
 28 % reaches it in about 35 probes (0.35 s on a carried path).
 
-Jitter: the same one-sided CUSUM on how far each sample is above the last second's mean
-RTT, against its own 60 s baseline ``j0``, with allowance ``max(3 ms, j0)`` and threshold
-1.5 s times that, each sample counted at most 8 allowances over (so a 100 ms stall of
-the machine, which delays every path's samples at once, adds about a third of the
-threshold, where unclipped it passed it on every path together; a real episode, 4 to
-21 ms, still warns within a second): it warns when the path's delay spread more than
-doubles for a second or two (cn-us's congestion episodes raise the jitter from 3-5 ms
-to 8-25 ms each way well before their loss moves the score).
-``degrading`` clears when every side is back to 0.
+Jitter: a CUSUM on the variance of the RTT, which a congestion episode raises long
+before its loss moves the score (cn-us's raise the jitter from 2.5-4 ms to 8-25 ms
+each way). Its samples are RTTs at least ``jit_gap_s`` (100 ms) apart, so that a carried
+path (10 ms probes, whose neighbours share a queue) and a standby (200 ms) say the same;
+each step ``d`` between two of them is weighed against the path's own baseline ``v0``
+(EWMA of d^2 over 60 s, at least (3 ms)^2) by the log-likelihood ratio of a normal whose
+variance is ``jit_ratio`` (6) times the baseline's:
+
+    z = min(d^2 / v0, jit_clip)
+    S = max(0, S - ln(r) / 2 + z (1 - 1 / r) / 2)     degrading when S >= jit_h (12)
+
+Simulated on normal noise: random jitter reaches 12 about once in 10^6 steps (a day of
+a carried path's 10 a second; one 10-minute run in 24 of the unit test's saw one); a
+doubled spread warns in about 30 steps (3-6 s), a tripled one in 11 (1-2 s). Steps, not
+deviations from a running mean: a level shift (a route change, either way) is one large
+step, not a second of them, and is the RTT side's business. A step counts at most
+``jit_clip`` (9 baseline variances): a stall of the machine, which delays one sample of
+every path by 100 ms (two steps, up and down), adds 5.7, short of 12.
+
+Each sum is held at its threshold (the loss side clears ``loss_clear``, 3, under it): it
+remembers that the path is degrading, not by how much, so a warning ends within seconds
+of its episode. Unbounded, cn-us's 20 s episode of 15 % loss on tyo banked enough to keep
+tyo "degrading" for seven minutes after it.
+``degrading`` clears when every side has cleared.
 
 Nothing is decided here: ``degrading`` and its reason are inputs for the deciders (a
 shorter dwell before leaving, decide.py) and for realtime copies.
@@ -56,9 +71,12 @@ class DetectConfig:
     p0_min: float = 0.005
     p_step: float = 0.02
     loss_h: float = 15.0
-    jit_k_min_ms: float = 3.0
-    jit_h_s: float = 1.5
-    jit_clip: float = 8.0  # a sample's spread counts at most this many allowances
+    loss_clear: float = 3.0  # the loss warning clears this far under loss_h
+    jit_gap_s: float = 0.1  # the jitter side's samples are at least this far apart
+    jit_floor_ms: float = 3.0  # the baseline step's deviation is at least this
+    jit_ratio: float = 6.0  # the variance change worth reporting
+    jit_clip: float = 9.0  # a step counts at most this many baseline variances
+    jit_h: float = 12.0
 
 
 def _alpha(dt: float, tau: float) -> float:
@@ -84,9 +102,11 @@ class ChangeDetector:
         self.p0 = 0.0
         self.recent_loss = 0.0
         self.s_loss = 0.0
-        self.jit0_ms: float | None = None
-        self.recent_jit_ms = 0.0
+        self._jit_last: tuple[float, float] | None = None  # (t, RTT) of its last sample
+        self.jit_v0: float | None = None  # baseline of d^2 (ms^2), twice the RTT's variance
+        self.recent_jit_v = 0.0  # the last second's d^2
         self.s_jit = 0.0
+        self._jit_n = 0
         self.alarms: set[str] = set()  # the sides warning now: "rtt", "jit", "loss"
         self.since: float | None = None
 
@@ -103,30 +123,48 @@ class ChangeDetector:
         dt = min(c.max_dt_s, max(0.0, t - self._last_rtt_t))
         self._last_rtt_t = t
         k = self.allowance_ms()
-        self.s_up = max(0.0, self.s_up + (rtt_ms - self.mu_ms - k) * dt)
+        # Each sum is held at its threshold: it remembers that the path is degrading, not
+        # by how much, so that the warning clears within seconds of the change's end.
+        self.s_up = min(k * c.h_s, max(0.0, self.s_up + (rtt_ms - self.mu_ms - k) * dt))
         self.s_down = max(0.0, self.s_down + (self.mu_ms - k - rtt_ms) * dt)
         a = _alpha(dt, c.baseline_s)
         self.mu_ms += a * (rtt_ms - self.mu_ms)
         self.dev_ms += a * (abs(rtt_ms - self.mu_ms) - self.dev_ms)
         assert self.recent_ms is not None
-        # Above the last second's mean only: a path getting faster is not degrading.
-        spread = max(0.0, rtt_ms - self.recent_ms)
         self.recent_ms += _alpha(dt, c.recent_s) * (rtt_ms - self.recent_ms)
-        if self.jit0_ms is None:
-            self.jit0_ms = spread
-        kj = max(c.jit_k_min_ms, self.jit0_ms)
-        # A sample counts at most 8 allowances over: a stall of the machine itself (every
-        # path's samples late together for 100 ms) must not read as a path's spread.
-        counted = min(spread, self.jit0_ms + c.jit_clip * kj)
-        self.s_jit = max(0.0, self.s_jit + (counted - self.jit0_ms - kj) * dt)
-        self.jit0_ms += a * (spread - self.jit0_ms)
-        self.recent_jit_ms += _alpha(dt, c.recent_s) * (spread - self.recent_jit_ms)
+        self._jitter(t, rtt_ms)
         if self.warm(t):
             if self.s_up >= k * c.h_s:
                 self._alarm(t, "rtt")
             elif self.s_up == 0.0:
                 self._clear("rtt")
-            if self.s_jit >= kj * c.jit_h_s:
+
+    def _jitter(self, t: float, rtt_ms: float) -> None:
+        c = self.cfg
+        last = self._jit_last
+        if last is not None and t - last[0] < c.jit_gap_s:
+            return
+        self._jit_last = (t, rtt_ms)
+        if last is None:
+            return
+        d2 = (rtt_ms - last[1]) ** 2
+        floor = c.jit_floor_ms ** 2
+        if self.jit_v0 is None:
+            self.jit_v0 = self.recent_jit_v = max(floor, d2)
+            return
+        v0 = max(floor, self.jit_v0)
+        z = min(d2 / v0, c.jit_clip)
+        r = c.jit_ratio
+        self.s_jit = min(c.jit_h, max(0.0, self.s_jit - math.log(r) / 2 + z * (1 - 1 / r) / 2))
+        # Clipped, so that one stall does not lift the baseline for a minute; a plain mean
+        # while the EWMA has less history than its time constant, so that the first
+        # steps do not stand for the baseline through the warm-up.
+        dt = min(c.max_dt_s, t - last[0])
+        self._jit_n += 1
+        self.jit_v0 += max(_alpha(dt, c.baseline_s), 1 / self._jit_n) * (z * v0 - self.jit_v0)
+        self.recent_jit_v += _alpha(dt, c.recent_s) * (z * v0 - self.recent_jit_v)
+        if self.warm(t):
+            if self.s_jit >= c.jit_h:
                 self._alarm(t, "jit")
             elif self.s_jit == 0.0:
                 self._clear("jit")
@@ -140,14 +178,14 @@ class ChangeDetector:
         p0 = max(c.p0_min, self.p0)
         p1 = min(0.99, max(2 * p0, p0 + c.p_step))
         llr = math.log(p1 / p0) if lost else math.log((1 - p1) / (1 - p0))
-        self.s_loss = max(0.0, self.s_loss + llr)
+        self.s_loss = min(c.loss_h, max(0.0, self.s_loss + llr))
         x = 1.0 if lost else 0.0
         self.p0 += _alpha(max(dt, 1e-3), c.loss_baseline_s) * (x - self.p0)
         self.recent_loss += _alpha(max(dt, 1e-3), 2 * c.recent_s) * (x - self.recent_loss)
         if self.warm(t):
             if self.s_loss >= c.loss_h:
                 self._alarm(t, "loss")
-            elif self.s_loss == 0.0:
+            elif self.s_loss <= c.loss_h - c.loss_clear:
                 self._clear("loss")
 
     def taken_back(self, t: float) -> None:
@@ -181,9 +219,11 @@ class ChangeDetector:
         if "rtt" in self.alarms and self.mu_ms is not None and self.recent_ms is not None:
             parts.append(f"RTT {self.recent_ms:.0f} ms, {self.recent_ms - self.mu_ms:+.0f} ms "
                          f"over its {self.mu_ms:.0f} ms baseline")
-        if "jit" in self.alarms and self.jit0_ms is not None:
-            parts.append(f"jitter {self.recent_jit_ms:.0f} ms against {self.jit0_ms:.0f} ms "
-                         "before")
+        if "jit" in self.alarms and self.jit_v0 is not None:
+            # A step between two samples has twice the variance of one: sqrt(d^2 / 2) is
+            # the RTT's own spread.
+            parts.append(f"jitter {math.sqrt(self.recent_jit_v / 2):.0f} ms against "
+                         f"{math.sqrt(self.jit_v0 / 2):.0f} ms before")
         if "loss" in self.alarms:
             parts.append(f"loss {self.recent_loss * 100:.1f} % against "
                          f"{max(self.cfg.p0_min, self.p0) * 100:.1f} % before")

@@ -126,3 +126,30 @@ def test_a_stall_of_the_machine_is_no_jitter_episode() -> None:
             t += 0.01
         assert feed(d, t, t + 2, 0.01, 150, jitter=1.0) is None and not d.degrading
         t += 2
+
+
+def test_a_long_episode_clears_within_seconds_of_its_end() -> None:
+    """Each sum is held at its threshold: twenty seconds of 15 % loss and 20 ms jitter
+    bank no more evidence than one, so the warning ends soon after the episode (it
+    stayed on for seven minutes after cn-us's tyo episode when the sums were unbounded)."""
+    d = ChangeDetector()
+    feed(d, 0, 60, 0.01, 150, jitter=4.2, loss=0.006)
+    assert feed(d, 60, 80, 0.01, 150, jitter=20.0, loss=0.15, rng=random.Random(2)) is not None
+    t = 80.0
+    while d.degrading and t < 140:
+        feed(d, t, t + 0.5, 0.01, 150, jitter=4.2, loss=0.006, rng=random.Random(int(t)))
+        t += 0.5
+    assert not d.degrading and t - 80 < 10
+
+
+def test_jitter_warns_alike_on_a_standby_and_a_carried_path() -> None:
+    """The jitter side takes samples at least 100 ms apart: a standby (200 ms probes) and
+    a carried path (10 ms) see a tripled spread within a couple of seconds of each other,
+    and neither warns on its steady noise."""
+    firsts = []
+    for interval in (0.01, 0.2):
+        d = ChangeDetector()
+        assert feed(d, 0, 120, interval, 150, jitter=4.0, rng=random.Random(4)) is None
+        firsts.append(feed(d, 120, 140, interval, 150, jitter=12.0, rng=random.Random(6)))
+        assert d.reason is not None and "jitter" in d.reason
+    assert all(f is not None and f - 120 < 4.0 for f in firsts)
