@@ -66,8 +66,9 @@ def one_engine(cfg: EngineConfig, minutes: float, exit: str) -> dict[str, Any]:
         i = 0
         while time.monotonic() < end:
             name, source = sources[(i // 2) % len(sources)]
+            started = time.time() - t0
             r = load(s.lab.name, source, down=bool(i % 2))
-            loads.append({"path": name, "t": time.time() - t0, **r})
+            loads.append({"path": name, "start": started, "t": time.time() - t0, **r})
             print(f"  t={time.time() - t0:6.1f} s {name:4} {r['direction']:4} "
                   f"{r['mbit_s']:6.1f} Mbit/s, {r['resets']} resets", flush=True)
             i += 1
@@ -81,7 +82,16 @@ def one_engine(cfg: EngineConfig, minutes: float, exit: str) -> dict[str, Any]:
              for e in run if e.kind is EventKind.PATH_DOWN]
     evaded = [e for e in run if e.kind is EventKind.EVADED]
     idle = [e for e in evaded if not in_outage(e)]
+
+    def under(e: Event) -> str:
+        """The load running when ``e`` happened (our own traffic on which path)."""
+        r = next((r for r in loads if r["start"] <= e.t - t0 <= r["t"]), None)
+        return "no load" if r is None else f"{r['path']} {r['direction']}load"
+
     return {"evasions": len(evaded), "evasions_for_nothing": len(idle),
+            "evasion_list": [f"t={e.t - t0:.1f} s {e.from_path}->{e.to_path} under {under(e)}"
+                             f"{'' if in_outage(e) else ' (for nothing)'}: {e.reason}"
+                             for e in evaded],
             "downs": len(downs), "real": sum(d["real"] for d in downs),
             "false": sum(not d["real"] for d in downs), "list": downs,
             "loads": len(loads), "resets": sum(r["resets"] for r in loads),
@@ -102,6 +112,8 @@ def main() -> None:
             for d in f["list"]:
                 print(f"  down at t={d['t']:.1f} s {d['path']}: "
                       f"{'real' if d['real'] else 'FALSE'} ({d['reason']})")
+            for line in f["evasion_list"]:
+                print(f"  evasion at {line}")
         print(f"cn-us ({args.exit} exits), {args.minutes:g} min, saturating each path in turn:")
         for name in ENGINES:
             f = run.figures[name]

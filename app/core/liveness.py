@@ -43,7 +43,10 @@ for ``silent_limit = max(10 ms, late)`` (the late limit without the delay step, 
 lower floor: an evasion undoes itself at the next reply, so on a steady path this comes
 before its first probe is missed) with ``E``
 probes in a row overdue (past ``s + ref``), ``E = max(2, ceil(log(1e-4) / log(loss)))``
-(at most 8), and whose tunnel received nothing but our replies at its last counter read
+(at most 8), sent at most twice the silent limit apart (a path probed slower, at the
+backup rate of a class that sends nothing, is late or down but never silent: one random
+loss and a reply a little after its mean would do, and evading it saves no packets),
+and whose tunnel received nothing but our replies at its last counter read
 (a download its replies queue behind is no silence), or whose tunnel stopped receiving
 (passive, below), is *silent*: a delay
 step and an outage still look the same, but a path this quiet this long is one or the
@@ -366,14 +369,21 @@ class ProbeTracker:
         # interval to the bound for no less chance of a false alarm.
         ref_s = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0) / 1000
         need = down_after(self._loss_when_answering, self.cfg, silent=True)
-        overdue = 0
+        # ... and due at most twice the silent limit apart: on a path probed slower than
+        # that (the backup rate, 50 ms: its classes send nothing) the second reply is only
+        # just due when the first is quiet past the limit, and a reply later than its mean
+        # after one random loss is no silence (it made class default evade an idle path
+        # for nothing about once a minute on cn-us, saving nobody's packets). Such a path
+        # is late, or down, never silent.
+        gap_s = 2 * self.silent_limit_s()
+        overdue, prev = 0, None
         for p in self._out.values():
             if p.connecting or p.while_down or (
                     self._answered_sent is not None and p.sent <= self._answered_sent):
                 continue
-            if p.sent + ref_s > now:
+            if p.sent + ref_s > now or (prev is not None and p.sent - prev > gap_s):
                 break
-            overdue += 1
+            overdue, prev = overdue + 1, p.sent
             if overdue >= need:
                 return True
         return False

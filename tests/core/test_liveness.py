@@ -512,3 +512,19 @@ def test_a_counter_rising_every_other_read_is_no_stream() -> None:
     for rose in [True, False] * 10 + [True, False, False, False]:
         assert t.rx_poll(now + 0.02, now, rose) is None
         now += 0.02
+
+
+def test_a_path_probed_slower_than_its_silent_limit_is_never_silent() -> None:
+    """The backup rate (50 ms: a carried path whose classes send nothing), 0.3 % loss and
+    4 ms of jitter: a lost probe followed by a reply a little after its expected time is
+    no silence (it made class default evade for nothing about once a minute on cn-us);
+    nothing would be saved by evading a path nobody sends on. Down is still declared."""
+    rng = random.Random(11)
+    t = ProbeTracker(PathStats())
+    changes = simulate(t, 0.0, 300.0, 0.050,
+                       lambda s: None if rng.random() < 0.003 else 0.150 + rng.gauss(0, 0.004),
+                       step=0.002)
+    assert not [c for c in changes if c.why == SILENT]
+    assert Health.DOWN not in [c.new for c in changes]
+    dead = simulate(t, 300.0, 302.0, 0.050, lambda s: None, seq0=40_000, step=0.002)
+    assert [c.new for c in dead if c.new is Health.DOWN] == [Health.DOWN]
