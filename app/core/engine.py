@@ -186,9 +186,12 @@ class Engine:
                                   persistent=self.cfg.persistent or settings.always_on,
                                   copies=settings.copies, copy_cfg=self.cfg.copies,
                                   spread=self.cfg.spread)
+        # Connecting from before the first await: the control socket already answers,
+        # and a view that read the machine's initial DISCONNECTED then would take it for
+        # a connection that ended (`braid up` said "it did not connect").
+        self._transition(self.conn.start(loop.time()))
         self._steering.guard_allow = await lan.allowed(settings.lan_access, settings.exclude)
         self._steering.bulk_after_mb = settings.bulk_after_mb
-        self._transition(self.conn.start(loop.time()))
         tasks: list[asyncio.Task[None]] = []
         try:
             try:
