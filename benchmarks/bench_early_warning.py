@@ -1,7 +1,8 @@
 """Early warning on cn-us, replayed: every probe outcome of one run recorded, then the
-change detector (detect.py) and a baseline detector fed the same trace offline, so that
-their leads over the plain score and their warnings for nothing compare on identical
-inputs (a live run's episodes, probe losses and jitter differ from run to run).
+change detector (detect.py) fed that trace offline, so that its lead over the plain
+score (the baseline, the same run's) and its warnings for nothing are judged on the
+inputs the engine had, and a detector can be compared with another on identical inputs
+(a live run's episodes, probe losses and jitter differ from run to run).
 
 As root, with a keyring:
     bash scripts/with-keyring.sh python3 -m benchmarks.bench_early_warning [--minutes M]
@@ -14,7 +15,8 @@ path's plain score at 10 Hz. The trace is written as JSON (``--save``) so a dete
 be tuned against it without a lab.
 
 Per episode: the delay from its start to the first warning and to the plain score's
-first reaction (bench_flaps: a margin under its median of the 10 s before, or 0), and
+first reaction (bench_flaps.judge_warnings, which bench_flaps uses on the engine's own
+warnings: a margin under its median of the 10 s before, or 0), and
 the lead (score minus warning): the plain score is the baseline, computed in the same
 run. Warnings in no episode of their path are for nothing, per hour.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from app.core.detect import ChangeDetector, DetectConfig
 from app.core.engine import EngineConfig
 from app.core.model import EngineSnapshot
 from app.core.paths import PathRuntime, make_paths
-from benchmarks.bench_flaps import MEMORY_S, SCORE_DROP, Episode, episodes
+from benchmarks.bench_flaps import episodes, judge_warnings
 from benchmarks.enginelab import engine_on_lab, fmt
 from benchmarks.record import Run
 
@@ -123,56 +124,6 @@ def onsets(trace: Trace, make: Callable[[], ChangeDetector]) -> list[tuple[float
     return sorted(out)
 
 
-def score_reactions(trace: Trace, eps: list[Episode],
-                    hold_s: float = 0.0) -> dict[int, float | None]:
-    """Episode index -> seconds from its start to the plain score's first reaction (a
-    margin under its median of the 10 s before, or 0), held for ``hold_s`` (None: none;
-    paths already at 0 are left out: the score cannot react)."""
-    samples = [(t - trace.t0, s) for t, s in trace.scores]
-    out: dict[int, float | None] = {}
-    for i, ep in enumerate(eps):
-        before = [s[ep.path] for t, s in samples if ep.start - 10 <= t < ep.start and ep.path in s]
-        ref = statistics.median(before) if before else None
-        if ref is None or ref == 0.0:
-            continue
-        low = [(t, s[ep.path] <= ref - SCORE_DROP or s[ep.path] == 0.0)
-               for t, s in samples if t >= ep.start and ep.path in s]
-        since: float | None = None
-        out[i] = None
-        for t, is_low in low:
-            since = (since if since is not None else t) if is_low else None
-            if since is not None and t - since >= hold_s:
-                out[i] = since - ep.start
-                break
-    return out
-
-
-def judge(trace: Trace, eps: list[Episode], score: dict[int, float | None],
-          held: dict[int, float | None], warned: list[tuple[float, str]]) -> dict[str, Any]:
-    rows, leads, held_leads = [], [], []
-    for i, after in score.items():
-        ep = eps[i]
-        w = next((t for t, n in warned if n == ep.path and ep.start - 1 <= t <= ep.end + MEMORY_S),
-                 None)
-        warn = None if w is None else w - ep.start
-        rows.append({"path": ep.path, "start_s": ep.start, "what": ep.what,
-                     "warning_after_s": warn, "score_after_s": after,
-                     "score_held_after_s": held.get(i)})
-        if warn is not None and after is not None:
-            leads.append(after - warn)
-        if warn is not None and held.get(i) is not None:
-            held_leads.append(held[i] - warn)  # type: ignore[operator]
-    idle = [(t, n) for t, n in warned
-            if not any(e.path == n and e.start - 1 <= t <= e.end + MEMORY_S for e in eps)]
-    return {"episodes": rows, "warnings": len(warned), "for_nothing": len(idle),
-            "for_nothing_per_hour": len(idle) / (trace.minutes / 60),
-            "for_nothing_at": [f"t={t:.1f} s {n}" for t, n in idle],
-            "warned_episodes": sum(1 for r in rows if r["warning_after_s"] is not None),
-            "median_lead_s": statistics.median(leads) if leads else None,
-            "median_lead_held_s": statistics.median(held_leads) if held_leads else None,
-            "leads_s": leads, "leads_held_s": held_leads}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -185,11 +136,11 @@ def main() -> None:
         if args.save:
             trace.save(args.save)
         eps = episodes("cn-us", trace.minutes * 60)
-        score = score_reactions(trace, eps)
-        held = score_reactions(trace, eps, DecideConfig().dwell_s)
-        f = judge(trace, eps, score, held, onsets(trace, lambda: ChangeDetector(DetectConfig())))
-        run.figures["braid"] = f
         dwell = DecideConfig().dwell_s
+        f = judge_warnings(eps, [(t - trace.t0, s) for t, s in trace.scores],
+                           onsets(trace, lambda: ChangeDetector(DetectConfig())),
+                           trace.minutes, dwell)
+        run.figures["braid"] = f
         run.figures["dwell_s"] = dwell
         print(f"{f['warned_episodes']} of {len(f['episodes'])} episodes warned; median lead "
               f"over the plain score's first dip {fmt(f['median_lead_s'], 's')}, over its "

@@ -36,6 +36,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from app.core.decide import DecideConfig
 from app.core.engine import EngineConfig
@@ -169,42 +170,79 @@ def flap_figures(t0: float, tl: Timeline, eps: list[Episode]) -> dict[str, objec
                      f"{e.reason}" for e, w in judged]}
 
 
+Scores = list[tuple[float, dict[str, float]]]  # (seconds from the lab's start, path -> score)
+
+
+def score_reactions(samples: Scores, eps: list[Episode],
+                    hold_s: float = 0.0) -> dict[int, float | None]:
+    """Episode index -> seconds from its start to the plain score's first reaction (a
+    margin under its median of the 10 s before, or 0), held for ``hold_s`` (None: none;
+    paths already at 0 are left out: the score cannot react)."""
+    out: dict[int, float | None] = {}
+    for i, ep in enumerate(eps):
+        before = [s[ep.path] for t, s in samples if ep.start - 10 <= t < ep.start and ep.path in s]
+        ref = statistics.median(before) if before else None
+        if ref is None or ref == 0.0:
+            continue
+        low = [(t, s[ep.path] <= ref - SCORE_DROP or s[ep.path] == 0.0)
+               for t, s in samples if t >= ep.start and ep.path in s]
+        since: float | None = None
+        out[i] = None
+        for t, is_low in low:
+            since = (since if since is not None else t) if is_low else None
+            if since is not None and t - since >= hold_s:
+                out[i] = since - ep.start
+                break
+    return out
+
+
+def judge_warnings(eps: list[Episode], samples: Scores, warned: list[tuple[float, str]],
+                   minutes: float, hold_s: float) -> dict[str, Any]:
+    """The warnings (seconds from the lab's start, path) against the plain score's
+    reactions to each episode, first dip and held for ``hold_s``: leads, and warnings in
+    no episode of their path (for nothing)."""
+    score = score_reactions(samples, eps)
+    held = score_reactions(samples, eps, hold_s)
+    rows, leads, held_leads = [], [], []
+    for i, after in score.items():
+        ep = eps[i]
+        w = next((t for t, n in warned if n == ep.path and ep.start - 1 <= t <= ep.end + MEMORY_S),
+                 None)
+        warn = None if w is None else w - ep.start
+        held_after = held.get(i)
+        rows.append({"path": ep.path, "start_s": ep.start, "what": ep.what,
+                     "warning_after_s": warn, "score_after_s": after,
+                     "score_held_after_s": held_after})
+        if warn is not None and after is not None:
+            leads.append(after - warn)
+        if warn is not None and held_after is not None:
+            held_leads.append(held_after - warn)
+    idle = [(t, n) for t, n in warned
+            if not any(e.path == n and e.start - 1 <= t <= e.end + MEMORY_S for e in eps)]
+    return {"episodes": rows, "warnings": len(warned), "for_nothing": len(idle),
+            "for_nothing_per_hour": len(idle) / (minutes / 60),
+            "for_nothing_at": [f"t={t:.1f} s {n}" for t, n in idle],
+            "warned_episodes": sum(1 for r in rows if r["warning_after_s"] is not None),
+            "median_lead_s": statistics.median(leads) if leads else None,
+            "median_lead_held_s": statistics.median(held_leads) if held_leads else None,
+            "leads_s": leads, "leads_held_s": held_leads}
+
+
 def warning_figures(t0: float, tl: Timeline, eps: list[Episode],
-                    minutes: float) -> dict[str, object]:
-    samples = [(t - t0, paths) for t, paths in tl.samples]
+                    minutes: float) -> dict[str, Any]:
+    """The shipped engine's own warnings (its snapshots' ``degrading``) judged."""
     onsets: list[tuple[float, str]] = []
     was: dict[str, bool] = {}
-    for t, paths in samples:
+    scores: Scores = []
+    for t, paths in tl.samples:
+        scores.append((t - t0, {name: score for name, (score, _, _) in paths.items()}))
         for name, (_, _, deg) in paths.items():
             if deg is not None and not was.get(name):
-                onsets.append((t, name))
+                onsets.append((t - t0, name))
             was[name] = deg is not None
-    rows = []
-    seen_until = samples[-1][0] if samples else 0.0
-    for ep in eps:
-        if ep.start > seen_until:
-            continue
-        before = [paths[ep.path][0] for t, paths in samples
-                  if ep.start - 10 <= t < ep.start and ep.path in paths]
-        ref = statistics.median(before) if before else None
-        warn = next((t for t, name in onsets if name == ep.path
-                     and ep.start - 1 <= t <= ep.end + MEMORY_S), None)
-        score = next((t for t, paths in samples if t >= ep.start and ep.path in paths
-                      and ref is not None and (paths[ep.path][0] <= ref - SCORE_DROP
-                                               or paths[ep.path][0] == 0.0)), None)
-        if ref is None or ref == 0.0:
-            continue  # already unusable (us, 8 % loss): the score cannot react
-        rows.append({"path": ep.path, "start_s": ep.start, "what": ep.what,
-                     "warning_after_s": None if warn is None else warn - ep.start,
-                     "score_after_s": None if score is None else score - ep.start})
-    idle = [(t, n) for t, n in onsets
-            if not any(e.path == n and e.start - 1 <= t <= e.end + MEMORY_S for e in eps)]
-    leads = [r["score_after_s"] - r["warning_after_s"] for r in rows  # type: ignore[operator]
-             if r["warning_after_s"] is not None and r["score_after_s"] is not None]
-    return {"episodes": rows, "warnings": len(onsets), "for_nothing": len(idle),
-            "for_nothing_per_hour": len(idle) / (minutes / 60),
-            "median_lead_s": statistics.median(leads) if leads else None,
-            "for_nothing_at": [f"t={t:.1f} s {n}" for t, n in idle]}
+    seen_until = scores[-1][0] if scores else 0.0
+    return judge_warnings([ep for ep in eps if ep.start <= seen_until], scores, onsets,
+                          minutes, DecideConfig().dwell_s)
 
 
 def main() -> None:
@@ -239,7 +277,7 @@ def main() -> None:
         print(f"early warning: {w['warnings']} warnings, {w['for_nothing']} for nothing "
               f"({w['for_nothing_per_hour']:.1f}/h); median lead over the plain score: "
               f"{w['median_lead_s']} s")
-        for r in w["episodes"]:  # type: ignore[attr-defined]
+        for r in w["episodes"]:
             print(f"  {r['path']:4} at {r['start_s']:5.0f} s {r['what']}: warning after "
                   f"{r['warning_after_s']}, score after {r['score_after_s']}")
 

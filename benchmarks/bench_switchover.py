@@ -24,6 +24,8 @@ Reported per scenario and engine, medians over the runs:
 - the stream's gaps: per direction at each receiver (upstream at the far end,
   downstream at the client), and the longest gap
   between echoes back at the client (it includes one round trip on the new path);
+- the floor of the downstream gap (down_floor_ms): the far end's answers lost in flight
+  or sent the old way before anything from the client can reach the exit;
 - next to the failed path's one-way delay back from the relay and the documented
   bound (one-way delay + one probe interval + the silence limit in force).
 Seed's target: switchover under 100 ms; aim: detection within one-way delay + 30 ms.
@@ -42,7 +44,7 @@ from app.core.model import EventKind
 from app.core.probe import ProbeRates
 from app.lab import control, stream
 from app.lab.model import SHARED
-from app.lab.scenario import load_scenario
+from app.lab.scenario import PathSpec, load_scenario
 from benchmarks.enginelab import engine_on_lab, fmt, median, wait_for
 from benchmarks.record import Run
 
@@ -53,6 +55,17 @@ ENGINES = {
                         liveness=LivenessConfig(late_step_s=0.0, passive=False)),
 }
 NAN = float("nan")
+
+
+def down_floor_ms(spec: PathSpec) -> float:
+    """The downstream gap no client can shorten without copies, on a shared exit (the
+    lab's relay drops a dead link's packets as they arrive; those already inside it go
+    on). The exit answers through the path each packet came in on, so every answer sent
+    within one backbone delay before the failure reaches the dead relay and is lost; and
+    the upstream already past the relay (its one-way delay up) and in the backbone still
+    reaches the exit, whose answers go the same way. Nothing the client decides reaches
+    the exit sooner; the answers after those are to the stream sent by the new path."""
+    return spec.backbone_down.delay_ms + spec.up.delay_ms + spec.backbone_up.delay_ms
 
 
 def one_run(scenario: str, cfg: EngineConfig) -> dict[str, float]:
@@ -71,7 +84,8 @@ def one_run(scenario: str, cfg: EngineConfig) -> dict[str, float]:
             # Default's path once the stream shows there (cn-us's episodes may have moved
             # the class since connecting).
             active = wait_for(carrying, 15, "the stream to flow on default's path")
-            owd = load_scenario(scenario).path(active).down.delay_ms  # relay -> client
+            spec = load_scenario(scenario).path(active)
+            owd = spec.down.delay_ms  # relay -> client
             t_fail = time.time()
             control.impair(s.lab.name, active, {"down": True})
             wait_for(lambda: any(e.from_path == active for e in s.watch.events(
@@ -93,6 +107,7 @@ def one_run(scenario: str, cfg: EngineConfig) -> dict[str, float]:
             "up_gap_ms": up_gap if up_gap is not None else NAN,
             "down_gap_ms": down_gap if down_gap is not None else NAN,
             "owd_ms": owd,
+            "down_floor_ms": down_floor_ms(spec),
             "new_rtt_ms": to_rtt if to_rtt is not None else NAN,
             "bound_ms": owd + cfg.rates.active_s * 1000 + down.metrics.get(
                 "silence_limit_ms", NAN),
@@ -106,8 +121,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="clean,cn-us")
     args = ap.parse_args()
     keys = ("owd_ms", "bound_ms", "detection_ms", "left_ms", "silence_ms", "switch_ms",
-            "up_gap_ms",
-            "down_gap_ms", "echo_gap_ms", "new_rtt_ms")
+            "up_gap_ms", "down_gap_ms", "down_floor_ms", "echo_gap_ms", "new_rtt_ms")
     with Run("bench_switchover", vars(args)) as run:
         print(f"switchover, medians of {args.runs} runs per engine (braid: shipped defaults; "
               "no-evasion: without routing around a silent path; baseline: 50 ms probes, no "
@@ -133,7 +147,9 @@ def main() -> None:
                   f"default left {b['left_ms'] - b['owd_ms']:.0f} ms after the one-way delay "
                   "(aim 30); "
                   f"gap up {b['up_gap_ms']:.0f} ms against {out['no-evasion']['up_gap_ms']:.0f} "
-                  "without evasion (aim 100)")
+                  "without evasion (aim 100); "
+                  f"gap down {b['down_gap_ms']:.0f} ms, its floor {b['down_floor_ms']:.0f} ms "
+                  "(aim 100)")
             run.figures[scenario] = out
 
 

@@ -77,7 +77,8 @@ def switchover(f: dict[str, Any]) -> str:
     for scen, engines in f.items():
         b, o = engines.get("braid", {}), engines.get("baseline", {})
         n = engines.get("no-evasion")
-        gaps = f"gap up {ms(b.get('up_gap_ms'))}, down {ms(b.get('down_gap_ms'))}, " \
+        floor = f" (floor {ms(b['down_floor_ms'])})" if "down_floor_ms" in b else ""
+        gaps = f"gap up {ms(b.get('up_gap_ms'))}, down {ms(b.get('down_gap_ms'))}{floor}, " \
             if b.get("up_gap_ms") is not None else ""
         left = f"default left its path {ms(b['left_ms'])} after it, " if "left_ms" in b else ""
         plain = (f"; without evasion gap up {ms(n.get('up_gap_ms'))}, down "
@@ -424,7 +425,8 @@ def switchover_table() -> str:
         return "Not measured yet: `python3 -m benchmarks.bench_switchover`.\n"
     keys = [("owd_ms", "one-way"), ("bound_ms", "bound"), ("detection_ms", "detection"),
             ("left_ms", "default left"), ("switch_ms", "switch"), ("up_gap_ms", "gap up"),
-            ("down_gap_ms", "gap down"), ("echo_gap_ms", "echo gap")]
+            ("down_gap_ms", "gap down"), ("down_floor_ms", "floor down"),
+            ("echo_gap_ms", "echo gap")]
     lines = ["| scenario | engine | " + " | ".join(k[1] for k in keys) + " |",
              "| --- | --- |" + " --- |" * len(keys)]
     for scen, engines in doc["figures"].items():
