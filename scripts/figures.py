@@ -152,6 +152,13 @@ def engine_cost(f: dict[str, Any]) -> str:
                      f"at {num(b['probes_per_s'])} probes/s ({num(b['wire_kbit_s'])} kbit/s each "
                      f"way), baseline {pct(o['engine_cpu_pct'], 2)} at "
                      f"{num(o['probes_per_s'])} probes/s")
+    floor = f.get("wake_floor")
+    if floor:  # files from before the wake-up grid's floor was measured have none
+        parts.append(f"an event loop woken every {num(floor['period_ms'], 0)} ms costs "
+                     f"{pct(floor['bare_loop_pct'], 2)} doing nothing, "
+                     f"{pct(floor['loop_with_tracker_pct'], 2)} with one probe's bookkeeping "
+                     f"per wake-up ({num(floor['tracker_cold_us'])} us there, "
+                     f"{num(floor['tracker_hot_us'])} us back to back)")
     return "; ".join(parts)
 
 
