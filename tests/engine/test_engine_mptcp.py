@@ -16,7 +16,7 @@ from app.lab.topology import LabInfo, netns
 from tests.engine.conftest import Connected
 from tests.faults import blaster, no_leak, ns_run, reset_leaks, uplink
 from tests.helper.conftest import mptcp_endpoints
-from tests.util import wait_until
+from tests.util import WaitTimeout, wait_until
 
 
 def _tx(lab: LabInfo) -> dict[str, int]:
@@ -31,6 +31,29 @@ def _endpoint_devs(lab: LabInfo) -> set[str]:
                                                 for e in shown)}
 
 
+def _mptcp_mib(lab: LabInfo) -> dict[str, int]:
+    """The client's and the far end's MPTCP counters (fallbacks, resets, removed
+    subflows, ...): what a stuck transfer leaves behind after its socket is closed."""
+    out: dict[str, int] = {}
+    for side in ("client", "server"):
+        for line in ns_run(netns(lab.name, side), "nstat", "-asz", check=False).splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0].startswith("MPTcp") and fields[1].isdigit():
+                out[f"{side}:{fields[0]}"] = int(fields[1])
+    return out
+
+
+def _stuck_state(lab: LabInfo, mib_before: dict[str, int]) -> str:
+    """Why an MPTCP transfer made no progress, for the failure message: its subflows as
+    the client's kernel sees them (while the connection is still open), the endpoints,
+    and which MPTCP counters moved since the transfer began."""
+    ns = netns(lab.name, "client")
+    moved = {k: v - mib_before.get(k, 0) for k, v in _mptcp_mib(lab).items()
+             if v != mib_before.get(k, 0)}
+    return (f"subflows (ss -tniM):\n{ns_run(ns, 'ss', '-tniM', check=False)}\n"
+            f"endpoints: {mptcp_endpoints(ns)}\nMPTCP counters moved: {moved}")
+
+
 def test_one_mptcp_transfer_uses_every_tunnel_and_outlives_a_path(
         make_lab: Callable[..., LabInfo], connect: Callable[..., Connected],
         tmp_path: Path) -> None:
@@ -41,7 +64,7 @@ def test_one_mptcp_transfer_uses_every_tunnel_and_outlives_a_path(
         wait_until(lambda: _endpoint_devs(lab) == names, timeout=15,
                    message=f"no endpoint per tunnel: {mptcp_endpoints(netns(lab.name, 'client'))}")
         reset_leaks(lab)
-        before = _tx(lab)
+        before, mib_before = _tx(lab), _mptcp_mib(lab)
         carrier = c.rec.carrier()  # the connection's first subflow: the default class's
         assert carrier is not None
         with ThreadPoolExecutor(1) as pool:
@@ -52,8 +75,13 @@ def test_one_mptcp_transfer_uses_every_tunnel_and_outlives_a_path(
             control.impair(lab.name, carrier, {"down": True})
             wait_until(lambda: carrier not in _endpoint_devs(lab), timeout=15,
                        message="the dead path kept its MPTCP endpoint")
+            stuck = ""
+            try:  # a transfer that stalls is looked at while its socket is still open
+                wait_until(flow.done, timeout=60)
+            except WaitTimeout:
+                stuck = _stuck_state(lab, mib_before)
             done = flow.result(timeout=120)
-        assert done.completed and done.done_bytes == done.size_bytes, done
+        assert done.completed and done.done_bytes == done.size_bytes, f"{done}\n{stuck}"
         # The far end saw one MPTCP connection, with a subflow per tunnel and the first.
         assert done.mptcp_subflows is not None and done.mptcp_subflows >= len(names), done
         no_leak(lab, "an MPTCP transfer through a path's death")
