@@ -25,7 +25,7 @@ from app.lab.topology import LabInfo
 from app.wire.state import NFT_COPY_FAMILY, NFT_COPY_FAMILY6, NFT_COPY_TABLE
 from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
 from tests.faults import no_leak, ns_run, restart_helper, uplink
-from tests.util import wait_until
+from tests.util import WaitTimeout, wait_until
 
 FLUSH_ALLOWANCE = 5  # answers (packets): see the death test's downstream assertion
 
@@ -221,19 +221,34 @@ def test_no_ipv6_copy_leaves_outside_a_tunnel_through_a_helper_kill_and_an_nft_f
     ns = topology.netns(lab.name, "client")
     with uplink(lab):
         realtime_with_copies(c)
-        call = stream.start(lab.name, pps=200, duration=12.0, size=200, cls="realtime",
+        # The call outlasts every wait below (each of which may take its whole timeout
+        # on a busy machine: a path back from down carries no copies for its hold-down),
+        # and is stopped when they are done: copies are counted only while it sends.
+        call = stream.start(lab.name, pps=200, duration=75.0, size=200, cls="realtime",
                             wait=1.0, ipv6=True)
-        wait_until(lambda: copied(lab, True) > 100, timeout=15,
-                   message="the kernel did not copy the call")
-        restart_helper(lab)
-        no_leak(lab, "the helper killed with the copy tables in place")
-        wait_until(lambda: nft(lab, "list", "counter", "ip6", NFT_COPY_TABLE,
-                               "copies").returncode == 0 and copied(lab, True) > 50,
-                   timeout=20, message="the copies never came back after the restart")
-        ns_run(ns, "nft", "flush", "ruleset")
-        no_leak(lab, "nft flush ruleset with the copy tables in place")
-        wait_until(lambda: nft(lab, "list", "counter", "ip6", NFT_COPY_TABLE,
-                               "copies").returncode == 0 and copied(lab, True) > 50,
-                   timeout=20, message="the copies never came back after the flush")
-        call.result()
+
+        def copies_back() -> bool:
+            return nft(lab, "list", "counter", "ip6", NFT_COPY_TABLE,
+                       "copies").returncode == 0 and copied(lab, True) > 50
+
+        def wait_copies_back(after: str) -> None:
+            try:
+                wait_until(copies_back, timeout=20)
+            except WaitTimeout:
+                snap = c.rec.last
+                why = f"copies {snap.copies}: {snap.copies_reason}" if snap else "no snapshot"
+                raise AssertionError(f"the copies never came back after {after} ({why})") \
+                    from None
+
+        try:
+            wait_until(lambda: copied(lab, True) > 100, timeout=15,
+                       message="the kernel did not copy the call")
+            restart_helper(lab)
+            no_leak(lab, "the helper killed with the copy tables in place")
+            wait_copies_back("the restart")
+            ns_run(ns, "nft", "flush", "ruleset")
+            no_leak(lab, "nft flush ruleset with the copy tables in place")
+            wait_copies_back("the flush")
+        finally:
+            call.stop()
         no_leak(lab, "after the call")
