@@ -51,6 +51,7 @@ from app.core.copies import CopyConfig
 from app.core.decide import DecideConfig
 from app.core.errors import BraidError
 from app.core.events import EventLog
+from app.core.grid import sleep_until
 from app.core.helper_client import HelperClient, HelperGone, HelperStatus
 from app.core.liveness import PASSIVE, SILENT, Health, HealthChange, LivenessConfig
 from app.core.model import (
@@ -419,8 +420,11 @@ class Engine:
 
     async def _tick_loop(self) -> None:
         assert self._loop is not None
+        due = self._loop.time()
         while True:
-            await asyncio.sleep(self.cfg.publish_interval_s)
+            # On the probes' grid: the tick wakes the thread no more than they do.
+            due = max(due + self.cfg.publish_interval_s, self._loop.time())
+            await sleep_until(self._loop, self._probes.grid.at_or_after(due))
             self._evaluate()
             now = self._loop.time()
             self._check_failovers(now)

@@ -6,7 +6,9 @@ read every queued reply (each with the kernel's receive time, probe.py), read th
 tunnels' counters if 20 ms have passed (linkstats.py), send each probe that is due, let
 each path's tracker apply its deadlines, and sleep until the next send or deadline. So
 the cost is one loop wake-up per active interval for all paths together, not a timer,
-a reader callback and a task per probe.
+a reader callback and a task per probe. Every send is on one grid (grid.py): the 50 ms
+and 200 ms paths' probes leave at wake-ups of the busy path's 10 ms ones, and the
+engine's tick shares them too.
 
 Rates (probe.py has why): a path that is suspect, not answering yet, or any path while
 the classes warm up: ``suspect`` (20 ms); a healthy path that carries a class and whose
@@ -31,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.core.errors import BraidError
+from app.core.grid import Grid
 from app.core.linkstats import LinkCounters
 from app.core.liveness import Health, HealthChange
 from app.core.paths import PathRuntime
@@ -85,6 +88,7 @@ class ProbeSet:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
+        self._grid: Grid | None = None
         self._reopen_at = 0.0
         self._last_poll = 0.0
         self.wakeups = 0
@@ -102,9 +106,19 @@ class ProbeSet:
         except OSError as exc:  # no netlink: probes alone (no passive signal)
             log.warning("cannot read the tunnels' counters: %s", exc)
         now = self._loop.time()
+        r = self.rates
+        self._grid = Grid.for_periods(now, (r.active_s, r.backup_s, r.suspect_s,
+                                            r.standby_s, self._link_poll_s, MAX_SLEEP_S))
         for slot in self._slots:
             slot.next_send = now
         self._schedule(now)
+
+    @property
+    def grid(self) -> Grid:
+        """The grid the probes are sent on, for the engine's other timers (once
+        started)."""
+        assert self._grid is not None, "the probes have not started"
+        return self._grid
 
     def _open(self) -> None:
         assert self._loop is not None
@@ -204,7 +218,8 @@ class ProbeSet:
         for slot in self._slots:
             if slot.next_send <= now + 0.0005:
                 self._send(slot, now)
-        nxt = now + MAX_SLEEP_S
+        grid = self.grid
+        nxt = grid.at_or_after(now + MAX_SLEEP_S - grid.step_s)
         for slot in self._slots:
             tracker = slot.path.tracker
             if slot.touched or (slot.check_at is not None and slot.check_at <= now):
@@ -225,8 +240,10 @@ class ProbeSet:
         slot.last_send = now
         slot.touched = True
         # On a steady grid, so that the arrival pattern stays regular; never a burst to
-        # catch up after a late wake-up.
-        slot.next_send = max(slot.next_send + slot.interval_s, now + slot.interval_s / 2)
+        # catch up after a late wake-up. On the shared grid (one wake-up for every path
+        # due together), which a period that is a multiple of its step keeps exactly.
+        slot.next_send = self.grid.at_or_after(
+            max(slot.next_send + slot.interval_s, now + slot.interval_s / 2))
         try:
             if self._sock is None:
                 raise OSError("no socket (reopening)")

@@ -10,6 +10,7 @@ import secrets
 import socket
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -103,11 +104,13 @@ class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[str, HealthChange]] = []
         self.replies = 0
+        self.replies_of: Counter[str] = Counter()
         self.errors: list[str | None] = []
 
     def __call__(self, p: PathRuntime, change: HealthChange | None) -> None:
         if change is None:
             self.replies += 1
+            self.replies_of[p.name] += 1
         else:
             self.changes.append((p.name, change))
 
@@ -261,6 +264,57 @@ def test_interval_change_takes_effect_at_once(ns: str) -> None:
         return loop.time() - t0
 
     assert run_in(ns, go) < 4.0
+
+
+def test_every_path_is_probed_at_the_busy_paths_wake_ups(ns: str) -> None:
+    """A path probed every 50 ms whose rate changed at an odd moment (it just became the
+    backup) sends at wake-ups of the busy path's 10 ms ones (grid.py): its probes add
+    no wake-up of their own, after its first."""
+    rec = Recorder()
+    busy, backup = path("busy", "127.0.0.1", "127.0.0.1"), path("backup", "10.77.0.1",
+                                                                 "10.77.0.1")
+    stop = threading.Event()
+
+    def stream() -> None:  # traffic on busy's "tunnel" (lo): it is probed at the active rate
+        enter_netns(ns)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.wait(0.005):
+                s.sendto(b"x", ("127.0.0.1", 9))
+
+    async def go() -> tuple[int, int, int]:
+        sender = threading.Thread(target=stream, daemon=True)
+        sender.start()
+        ps = ProbeSet([busy, backup], ProbeRates(active_s=0.010, backup_s=0.050,
+                                                 suspect_s=0.020, standby_s=5.0),
+                      rec, rec.error)
+        ps.start()
+        await wait_until_async(lambda: busy.tracker.health is Health.UP and
+                               backup.tracker.health is Health.UP, timeout=10)
+        ps.set_rates(["busy"], warming=False)
+        await wait_until_async(lambda: ps.interval_of("busy") == 0.010, timeout=10)
+        loop = asyncio.get_running_loop()
+        # Off the grid: a moment 3.7 ms past one of its points.
+        await asyncio.sleep(ps.grid.at_or_after(loop.time()) + 0.0037 - loop.time())
+        ps.set_rates(["busy"], warming=False, backup="backup")
+        assert ps.interval_of("backup") == 0.050
+        n = rec.replies_of["backup"]  # its first probe (at once), then one on the grid
+        await wait_until_async(lambda: rec.replies_of["backup"] >= n + 2, timeout=5,
+                               interval=0.005)
+        w0, s0, b0 = ps.wakeups, ps.sent, rec.replies_of["backup"]
+        t0 = loop.time()
+        await wait_until_async(lambda: loop.time() - t0 >= 1.0, timeout=5)
+        w, s, b = ps.wakeups - w0, ps.sent - s0, rec.replies_of["backup"] - b0
+        ps.stop()
+        stop.set()
+        sender.join()
+        return w, s, b
+
+    wakeups, sent, backup_sent = run_in(ns, go)
+    # (counted by their replies: on loopback every probe is answered)
+    assert backup_sent >= 10, (wakeups, sent, backup_sent)  # every 50 ms for a second
+    # Every wake-up sends the busy path's probe; the backup's ride along (a late wake-up
+    # on a loaded machine may add one or two of its own).
+    assert wakeups <= sent - backup_sent + 3, (wakeups, sent, backup_sent)
 
 
 def test_link_counters_are_the_namespaces_own(ns: str) -> None:
