@@ -14,7 +14,10 @@ measured:
 - and the shipped engine with other active intervals (``--also-active-ms``, 20 ms).
 Prints the engine thread's CPU in % of one core (what the aims are about: at most 3 %
 for three paths and 6 % for eight), the process's, probes per second and what they
-cost on the wire, one way, WireGuard included (probe.py: 92 bytes per probe). Then
+cost on the wire, one way, WireGuard included (probe.py: 92 bytes per probe), and how
+often the engine thread woke (its voluntary context switches: a count that the
+machine's noise does not move, where the CPU figure varies by a point from run to run;
+grid.py says why wake-ups are what the CPU follows). Then
 where the time goes: the cost of each step of a probe, measured alone, and the floor
 of the wake-up grid (``wake_floor``): an event loop woken every 10 ms (the active
 interval) doing nothing, and doing one probe's tracker steps per wake-up, against the
@@ -67,19 +70,43 @@ def cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _threads(name_prefix: str) -> list[str]:
+    """The ids of this process's threads whose name starts with ``name_prefix``."""
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip().startswith(name_prefix[:15]):
+                    out.append(tid)
+        except OSError:
+            continue
+    return out
+
+
 def thread_cpu_s(name_prefix: str) -> float:
     """CPU seconds of this process's threads whose name starts with ``name_prefix``."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir("/proc/self/task"):
+    for tid in _threads(name_prefix):
         try:
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                if not f.read().strip().startswith(name_prefix[:15]):
-                    continue
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
         except OSError:
+            continue
+    return total
+
+
+def thread_wakeups(name_prefix: str) -> int:
+    """Voluntary context switches of the threads named ``name_prefix``: each is one
+    sleep, so one wake-up."""
+    total = 0
+    for tid in _threads(name_prefix):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                total += next(int(line.split()[1]) for line in f
+                              if line.startswith("voluntary_ctxt_switches:"))
+        except (OSError, StopIteration):
             continue
     return total
 
@@ -97,13 +124,16 @@ def measure(scenario: Path | str, cfg: EngineConfig, seconds: float) -> dict[str
             time.sleep(2.0)
             sent0 = s.watch.last.counters.probes_sent
             c0, th0, t0 = cpu_s(), thread_cpu_s("braid-engine"), time.monotonic()
+            w0 = thread_wakeups("braid-engine")
             time.sleep(seconds)
             dt = time.monotonic() - t0
+            wakeups = (thread_wakeups("braid-engine") - w0) / dt
             talk.result()
         probes = (s.watch.last.counters.probes_sent - sent0) / dt
         return {
             "engine_cpu_pct": (thread_cpu_s("braid-engine") - th0) / dt * 100,
             "process_cpu_pct": (cpu_s() - c0) / dt * 100,
+            "engine_wakeups_per_s": wakeups,
             "probes_per_s": probes,
             "wire_kbit_s": probes * WIRE_BYTES * 8 / 1000,
             "paths": len(s.watch.last.paths),
@@ -201,7 +231,7 @@ def main() -> None:
         print(f"engine cost over {args.seconds:g} s per engine; idle process "
               f"{run.figures['idle_cpu_pct']:.2f} % of a core")
         print(f"{'paths':>5} {'engine':14} {'engine CPU':>11} {'process':>9} {'probes/s':>9} "
-              f"{'wire kbit/s':>12}")
+              f"{'wire kbit/s':>12} {'wake-ups/s':>11}")
         engines = dict(ENGINES)
         for active_ms in [float(x) for x in args.also_active_ms.split(",") if x]:
             engines[f"braid@{active_ms:g}ms"] = replace(
@@ -212,7 +242,7 @@ def main() -> None:
             for name, m in out.items():
                 print(f"{n:>5} {name:14} {m['engine_cpu_pct']:>9.2f} % "
                       f"{m['process_cpu_pct']:>7.2f} % {m['probes_per_s']:>9.1f} "
-                      f"{m['wire_kbit_s']:>12.1f}")
+                      f"{m['wire_kbit_s']:>12.1f} {m['engine_wakeups_per_s']:>11.1f}")
             b, o = out["braid"], out["baseline"]
             aim = 3.0 if n <= 3 else 6.0
             print(f"      braid: {b['probes_per_s'] / o['probes_per_s']:.1f}x the probes for "

@@ -148,10 +148,11 @@ def engine_cost(f: dict[str, Any]) -> str:
     parts = []
     for key in sorted(k for k in f if k.startswith("paths_")):
         b, o = f[key]["braid"], f[key]["baseline"]
+        woke = b.get("engine_wakeups_per_s")  # not in files from before grid.py
         parts.append(f"{key[6:]} paths: engine thread {pct(b['engine_cpu_pct'], 2)} of a core "
                      f"at {num(b['probes_per_s'])} probes/s ({num(b['wire_kbit_s'])} kbit/s each "
-                     f"way), baseline {pct(o['engine_cpu_pct'], 2)} at "
-                     f"{num(o['probes_per_s'])} probes/s")
+                     f"way{'' if woke is None else f', {num(woke, 0)} wake-ups/s'}), baseline "
+                     f"{pct(o['engine_cpu_pct'], 2)} at {num(o['probes_per_s'])} probes/s")
     floor = f.get("wake_floor")
     if floor:  # files from before the wake-up grid's floor was measured have none
         parts.append(f"an event loop woken every {num(floor['period_ms'], 0)} ms costs "
@@ -448,11 +449,12 @@ def engine_cost_table() -> str:
     doc = load("bench_engine_cost")
     if doc is None:
         return "Not measured yet: `python3 -m benchmarks.bench_engine_cost`.\n"
-    lines = ["| paths | engine | engine thread CPU | probes/s | on the wire, each way |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| paths | engine | engine thread CPU | its wake-ups/s | probes/s | "
+             "on the wire, each way |", "| --- | --- | --- | --- | --- | --- |"]
     for key in sorted(k for k in doc["figures"] if k.startswith("paths_")):
         for engine, m in doc["figures"][key].items():
             lines.append(f"| {key[6:]} | {engine} | {pct(m['engine_cpu_pct'], 2)} of a core | "
+                         f"{num(m.get('engine_wakeups_per_s'), 0)} | "
                          f"{num(m['probes_per_s'])} | {num(m['wire_kbit_s'])} kbit/s |")
     return "\n".join(lines) + f"\n\n({origin(doc)}).\n"
 
