@@ -60,7 +60,13 @@ overdue by then), 60 ms sooner than the verdict: on a quiet carried path ``d + 2
 carries a stream, probe replies included) and then at none of 2 polls is SUSPECT at
 once, before its probes say so; rx rising again clears that suspicion. The counters
 never declare a path down by themselves: only the silence above does, and rx arriving
-vetoes it.
+vetoes it. Quiet polls are evidence only where something was due: where the run's rises
+were a stream's own packets (more than our replies), or where the path owes an answer
+(``quiet_since`` has passed). A run made of our replies alone pauses whenever our
+probes did: the engine's thread stalled for ``S`` (a GC pause, a loaded machine) sends
+nothing, and one round trip later the replies stop for ``S`` too. Counted, every stall
+over 40 ms on a path whose round trip is over 40 ms read as the path going silent (in
+the lab, 11 of 10 stalls of 80 ms, each one moving class default off it).
 
 Health:
 - ``UNKNOWN`` until the first reply; then ``UP``. A path that has never answered is not
@@ -210,6 +216,7 @@ class ProbeTracker:
         self.observer: ProbeObserver | None = None
         self._deferred_since: float | None = None
         self._rx_run = 0
+        self._rx_stream = 0  # ... of which rose by more than our replies (a stream's own)
         self._rx_quiet = 0
         self._rx_other = False  # the last read saw packets other than our replies
         self._rx_settle_until: float | None = None
@@ -292,7 +299,7 @@ class ProbeTracker:
         one round trip (on a 150 ms path, seven reads): those rises, up to ``now`` plus a
         round trip and a late margin, build no new run, or their end would read as the
         tunnel going quiet."""
-        self._rx_run = 0
+        self._rx_run = self._rx_stream = 0
         if now is not None:
             ref_s = max(self.stats.srtt_ms or 0.0, self.stats.last_rtt_ms or 0.0) / 1000
             self._rx_settle_until = now + ref_s + self.margin_s()
@@ -312,16 +319,24 @@ class ProbeTracker:
             # A steady stream is one that rose at every read: probes every 50 ms, read
             # every 20 ms, rise at most every other read and are no stream to miss.
             if self._rx_quiet > 0:
-                self._rx_run = 0
+                self._rx_run = self._rx_stream = 0
             settling = self._rx_settle_until is not None and now <= self._rx_settle_until
             self._rx_run = 0 if settling else self._rx_run + 1
+            self._rx_stream = 0 if settling or not self._rx_other else self._rx_stream + 1
             self._rx_quiet = 0
             return self.heard(since)  # it arrived after the last read, not before
         self._rx_quiet += 1
-        if self._rx_run >= self.cfg.rx_steady_polls and \
-                self._rx_quiet == self.cfg.rx_quiet_polls and self.health is Health.UP:
+        steady = self.cfg.rx_steady_polls
+        if self._rx_run >= steady and self._rx_quiet >= self.cfg.rx_quiet_polls and \
+                self.health is Health.UP and (self._rx_stream >= steady or self._owes(now)):
             return self._set(Health.SUSPECT, now, why=PASSIVE)
         return None
+
+    def _owes(self, now: float) -> bool:
+        """An answer was due by ``now`` and has not come (module docstring: a pause in
+        our own replies that follows a pause in our own probes is no silence)."""
+        q = self.quiet_since()
+        return q is not None and q <= now
 
     def check(self, now: float) -> HealthChange | None:
         """Apply every deadline, hard timeout and silence that has passed by ``now``."""

@@ -528,3 +528,45 @@ def test_a_path_probed_slower_than_its_silent_limit_is_never_silent() -> None:
     assert Health.DOWN not in [c.new for c in changes]
     dead = simulate(t, 300.0, 302.0, 0.050, lambda s: None, seq0=40_000, step=0.002)
     assert [c.new for c in dead if c.new is Health.DOWN] == [Health.DOWN]
+
+
+def _our_replies_only(t: ProbeTracker, end: float, *, stall: tuple[float, float] | None = None,
+                      dies: float | None = None, rtt: float = 0.050) -> list[HealthChange]:
+    """The engine as probing.py runs it on a busy path whose tunnel receives nothing but
+    our replies: every 10 ms it reads the replies (kernel-stamped), sends a probe and
+    checks; every 20 ms it reads the rx counter (rose: a reply arrived since the last
+    read; never more than our replies). During ``stall`` it does nothing at all (the
+    replies wait in the socket); probes sent from ``dies`` on are never answered."""
+    changes: list[HealthChange] = []
+    arrivals: list[tuple[float, int]] = []
+    now, seq, last_poll, rx_since = 0.0, 0, 0.0, False
+    while now <= end:
+        if stall is None or not stall[0] <= now < stall[1]:
+            while arrivals and arrivals[0][0] <= now + 1e-9:
+                at, s = arrivals.pop(0)
+                changes.append(t.reply(s, at)[1])  # type: ignore[arg-type]
+                rx_since = True
+            if now - last_poll >= 0.020 - 1e-9:
+                changes.append(t.rx_poll(now, last_poll, rx_since, False))  # type: ignore[arg-type]
+                last_poll, rx_since = now, False
+            t.sent(seq, now)
+            if dies is None or now < dies:
+                arrivals.append((now + rtt, seq))
+            seq += 1
+            changes.append(t.check(now))  # type: ignore[arg-type]
+        now = round(now + 0.010, 6)
+    return [c for c in changes if c is not None]
+
+
+def test_a_pause_in_our_own_probes_is_no_silence() -> None:
+    """The engine's thread stalls for 80 ms (a GC pause, a loaded machine) on a path with
+    a 50 ms round trip: one round trip after it stopped sending, our replies pause for
+    80 ms too, and that is not the path going quiet (it made class default evade the
+    path after every such stall). A real death under the same probes is still suspected
+    within two counter reads of its silence."""
+    stalled = _our_replies_only(ProbeTracker(PathStats()), 3.0, stall=(2.0, 2.08))
+    assert [c.new for c in stalled] == [Health.UP], stalled
+    dead = _our_replies_only(ProbeTracker(PathStats()), 3.0, dies=2.0)
+    suspect = next(c for c in dead if c.new is Health.SUSPECT)
+    # its last reply arrives at 2.04 (the probe sent at 1.99): two reads later, at most
+    assert 2.04 < suspect.t <= 2.04 + 2 * 0.020 + 0.010, dead

@@ -5,6 +5,8 @@ Shipped defaults for the probing and the silence, the tests' short dwell and hol
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from app.core.model import EventKind
 from app.lab import control, stream
 from app.lab.scenario import load_scenario
-from app.lab.topology import LabInfo
+from app.lab.topology import LabInfo, netns
 from tests.engine.conftest import TEST_CONFIG, TEST_DECIDE, Connected
 from tests.engine.leaks import count_leaks
 from tests.util import wait_until
@@ -93,3 +95,62 @@ def test_a_delay_step_is_routed_around_and_back_then_left_only_by_the_margin(
     assert move.t - t0 >= TEST_DECIDE.dwell_s
     assert result.server_sources == 1 and result.ignored == 0, result
     assert count_leaks(lab) == 0
+
+
+# Upstream only, to the far end's UDP sink (which answers nothing): class default's path
+# carries a flow (so it is probed at the active rate) and receives our replies alone.
+_TRICKLE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+while True:
+    s.sendto(b"braid-trickle", (sys.argv[1], 9001))
+    time.sleep(0.2)
+"""
+
+
+def test_a_stall_of_the_engines_own_thread_is_no_silence(
+        make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
+    """The engine's thread stalls for 80 ms, eight times (what a GC pause or a loaded
+    machine does): it sends no probe meanwhile, so one round trip later its replies pause
+    for 80 ms too. That is no silence of the path: class default stays (liveness.py,
+    "Passive suspicion"; in this test each stall made it evade before). The clean lab
+    with every path slowed to a round trip over 80 ms (cn-us's own loss bursts make
+    default evade now and then, which would hide what this is about)."""
+    lab = make_lab("clean", exit="shared")
+    for i, g in enumerate(lab.gateways):  # their order kept: nothing is better by a margin
+        control.impair(lab.name, g.name, {"delay_ms": 45.0 + 5 * i})
+    c = connect(lab)
+    wait_until(lambda: c.rec.last is not None and c.rec.last.state.value == "connected",
+               timeout=20)
+    active = c.rec.carrier()
+    assert active is not None
+    idx = [p.name for p in c.rec.last.paths].index(active)  # type: ignore[union-attr]
+    child = subprocess.Popen(["ip", "netns", "exec", netns(lab.name, "client"), sys.executable,
+                              "-c", _TRICKLE, lab.server_address])
+    try:
+        wait_until(lambda: c.rec.last is not None and c.rec.last.paths[idx].tx_bps > 0 and
+                   (c.rec.last.paths[idx].rtt_ms or 0) > 80,
+                   timeout=10, message="the trickle never showed on the active path")
+        loop = c.service._session._loop  # type: ignore[union-attr]  # the engine's own
+        stalls: list[float] = []
+
+        def stall() -> None:
+            stalls.append(time.time())
+            time.sleep(0.08)  # the fault: the engine's thread does nothing for 80 ms
+
+        def plan() -> None:
+            for i in range(8):
+                loop.call_later(0.5 + 0.6 * i, stall)
+
+        loop.call_soon_threadsafe(plan)
+        wait_until(lambda: len(stalls) == 8, timeout=20, message=f"stalls: {stalls}")
+        # The last stall's pause in the replies comes one round trip after it, and a
+        # suspicion two counter reads later: wait for the snapshot after that.
+        after = stalls[-1] + 1.0
+        wait_until(lambda: c.rec.last is not None and c.rec.last.t > after, timeout=10)
+    finally:
+        child.kill()
+        child.wait()
+    moved = [e for e in c.rec.events() if e.t >= stalls[0] and e.cls == "default"]
+    assert moved == [], [(e.reason, e.metrics) for e in moved]
+    assert c.rec.carrier() == active
