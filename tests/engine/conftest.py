@@ -57,6 +57,14 @@ class Connected:
     service: EngineService
     rec: Recorder
 
+    def active(self) -> tuple[str, int]:
+        """Once connected: class default's path, and its index in the snapshots' paths."""
+        wait_until(lambda: self.rec.last is not None and
+                   self.rec.last.state.value == "connected", timeout=20)
+        active, last = self.rec.carrier(), self.rec.last
+        assert active is not None and last is not None
+        return active, [p.name for p in last.paths].index(active)
+
 
 @pytest.fixture
 def connect() -> Iterator[Callable[..., Connected]]:

@@ -111,11 +111,7 @@ def test_the_active_path_dies_under_a_stream_within_the_bound(
     the failure was made."""
     lab = make_lab(scenario)
     c = connect(lab)
-    wait_until(lambda: c.rec.last is not None and c.rec.last.state.value == "connected",
-               timeout=20)
-    active = c.rec.carrier()
-    assert active is not None
-    idx = [p.name for p in c.rec.last.paths].index(active)  # type: ignore[union-attr]
+    active, idx = c.active()
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(stream.stream, lab.name, pps=1000, duration=4.0, size=200)
         wait_until(lambda: c.rec.last is not None and c.rec.last.paths[idx].tx_bps > 500_000,

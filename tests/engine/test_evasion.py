@@ -26,11 +26,7 @@ def test_a_dying_path_is_left_at_the_silence_and_the_failover_follows_in_place(
         make_lab: Callable[..., LabInfo], connect: Callable[..., Connected]) -> None:
     lab = make_lab("cn-us", exit="shared")
     c = connect(lab)
-    wait_until(lambda: c.rec.last is not None and c.rec.last.state.value == "connected",
-               timeout=20)
-    active = c.rec.carrier()
-    assert active is not None
-    idx = [p.name for p in c.rec.last.paths].index(active)  # type: ignore[union-attr]
+    active, idx = c.active()
     count_leaks(lab, reset=True)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(stream.stream, lab.name, pps=1000, duration=4.0, size=200,
@@ -120,11 +116,7 @@ def test_a_stall_of_the_engines_own_thread_is_no_silence(
     for i, g in enumerate(lab.gateways):  # their order kept: nothing is better by a margin
         control.impair(lab.name, g.name, {"delay_ms": 45.0 + 5 * i})
     c = connect(lab)
-    wait_until(lambda: c.rec.last is not None and c.rec.last.state.value == "connected",
-               timeout=20)
-    active = c.rec.carrier()
-    assert active is not None
-    idx = [p.name for p in c.rec.last.paths].index(active)  # type: ignore[union-attr]
+    active, idx = c.active()
     child = subprocess.Popen(["ip", "netns", "exec", netns(lab.name, "client"), sys.executable,
                               "-c", _TRICKLE, lab.server_address])
     try:
