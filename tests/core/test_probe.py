@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from app.core.engine import Engine
+from app.core.grid import sleep_until
 from app.core.linkstats import LinkCounters
 from app.core.liveness import Health, HealthChange, LivenessConfig, ProbeTracker
 from app.core.netns import enter_netns
@@ -294,7 +295,7 @@ def test_every_path_is_probed_at_the_busy_paths_wake_ups(ns: str) -> None:
         await wait_until_async(lambda: ps.interval_of("busy") == 0.010, timeout=10)
         loop = asyncio.get_running_loop()
         # Off the grid: a moment 3.7 ms past one of its points.
-        await asyncio.sleep(ps.grid.at_or_after(loop.time()) + 0.0037 - loop.time())
+        await sleep_until(loop, ps.grid.at_or_after(loop.time()) + 0.0037)
         ps.set_rates(["busy"], warming=False, backup="backup")
         assert ps.interval_of("backup") == 0.050
         n = rec.replies_of["backup"]  # its first probe (at once), then one on the grid
@@ -359,9 +360,9 @@ def test_a_stream_on_the_tunnel_vetoes_silence_and_its_stop_is_suspected(ns: str
         block_replies(ns, True, requests=True)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        while loop.time() - t0 < 1.5:  # four times the silence that declares down
-            await asyncio.sleep(0.05)
-            assert p.tracker.health is not Health.DOWN
+        # four times the silence that declares down (every change is recorded: none is)
+        await wait_until_async(lambda: loop.time() - t0 >= 1.5, timeout=5)
+        assert Health.DOWN not in rec.healths("p")
         stop.set()
         await wait_until_async(lambda: p.tracker.health is Health.DOWN, timeout=10)
         ps.stop()

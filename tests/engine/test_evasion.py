@@ -126,9 +126,11 @@ def test_a_stall_of_the_engines_own_thread_is_no_silence(
         loop = c.service._session._loop  # type: ignore[union-attr]  # the engine's own
         stalls: list[float] = []
 
-        def stall() -> None:
+        def stall() -> None:  # the fault: the engine's thread busy for 80 ms, as in a GC
             stalls.append(time.time())
-            time.sleep(0.08)  # the fault: the engine's thread does nothing for 80 ms
+            end = time.monotonic() + 0.08
+            while time.monotonic() < end:
+                pass
 
         def plan() -> None:
             for i in range(8):
